@@ -1,0 +1,33 @@
+# Two commands set everything up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+CODE := loadgen tests benchmarks examples
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server,test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python examples/demo.py
+
+test: venv lint
+	$(BIN)/python -m pytest -ra
+
+lint: venv
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy loadgen
+
+bench: venv
+	$(BIN)/python benchmarks/server_breakdown.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
