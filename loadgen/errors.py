@@ -1,0 +1,28 @@
+"""Errors loadgen reports to users, each with perf_analyzer's exit status."""
+
+from __future__ import annotations
+
+EXIT_SUCCESS = 0
+EXIT_UNSTABLE = 2
+EXIT_BAD_OPTION = 3
+EXIT_OTHER = 99
+
+
+class LoadgenError(Exception):
+    """An error with a one-line message for the user; never shown as a traceback."""
+
+    exit_code = EXIT_OTHER
+
+
+class OptionError(LoadgenError):
+    """A command-line option or library argument that makes no sense."""
+
+    exit_code = EXIT_BAD_OPTION
+
+
+class ServerError(LoadgenError):
+    """The server could not be reached, or refused what loadgen asked of it."""
+
+
+class ModelRejectedError(LoadgenError):
+    """The model failed the requests loadgen built from the input data."""

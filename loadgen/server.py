@@ -1,0 +1,181 @@
+"""The embedded server: the real `tritonserver` 2.51 shipped in the nvidia-pytriton wheel, launched locally."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from loadgen.errors import LoadgenError
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+class ServerStartError(LoadgenError):
+    """The embedded server could not be found or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _pytriton_root() -> tuple[Path, Path]:
+    """The wheel's `pytriton/tritonserver` directory and its bundled shared libraries."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError("the embedded Triton server needs the 'server' extra: pip install 'loadgen[server]'")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+@dataclass
+class EmbeddedServer:
+    """A `tritonserver` process serving a model repository on local ports; use it as a context manager."""
+
+    model_repository: Path
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    explicit_model_control: bool = False
+    load_models: Sequence[str] = ("*",)
+    extra_args: Sequence[str] = ()
+    log_path: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _workdir: Path | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"localhost:{self.metrics_port}"
+
+    def _backends(self, root: Path, workdir: Path) -> Path:
+        """A backend directory holding the Python backend and the stub for this interpreter."""
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.exists():
+            raise ServerStartError(f"nvidia-pytriton has no Python backend stub for Python {version}")
+        python = workdir / "backends" / "python"
+        python.mkdir(parents=True)
+        for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+            (python / name).symlink_to(root / "backends" / "python" / name)
+        shutil.copy2(stub, python / "triton_python_backend_stub")
+        return python.parent
+
+    def _environment(self, libs: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+        # The stub finds numpy, Pillow and the rest through the `python3` first on PATH.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self) -> EmbeddedServer:
+        """Launch the server and wait until it is ready."""
+        root, libs = _pytriton_root()
+        repository = Path(self.model_repository).resolve()
+        if not repository.is_dir():
+            raise ServerStartError(f"model repository {self.model_repository} is not a directory")
+        self.grpc_port = self.grpc_port or free_port()
+        self.http_port = self.http_port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+        self._workdir = Path(tempfile.mkdtemp(prefix="loadgen-server-"))
+        if self.log_path is None:
+            self.log_path = self._workdir / "tritonserver.log"
+        command = [
+            str(root / "bin" / "tritonserver"),
+            f"--model-repository={repository}",
+            f"--backend-directory={self._backends(root, self._workdir)}",
+            f"--grpc-port={self.grpc_port}",
+            f"--http-port={self.http_port}",
+            f"--metrics-port={self.metrics_port}",
+        ]
+        if self.explicit_model_control:
+            command += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]
+        command += list(self.extra_args)
+        with open(self.log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(libs),
+                start_new_session=True,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ServerStartError(f"tritonserver exited with status {self._process.returncode}: {self.log_tail()}")
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=1) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise ServerStartError(f"tritonserver not ready after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server logged."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period) and remove its work files."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._workdir is not None:
+            keep_log = self.log_path is not None and self._workdir in self.log_path.parents
+            shutil.rmtree(self._workdir / "backends", ignore_errors=True)
+            if not keep_log:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
