@@ -1,0 +1,49 @@
+"""Fixtures: real Triton servers (the embedded tritonserver 2.51) on free ports, always stopped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadgen.server import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "model_repository"
+TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
+SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
+
+_servers: list[EmbeddedServer] = []
+
+
+def _serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer(repository, log_path=tmp / "tritonserver.log", **options)  # type: ignore[arg-type]
+    with server:
+        _servers.append(server)
+        try:
+            yield server
+        finally:
+            _servers.remove(server)
+
+
+@pytest.fixture(scope="session")
+def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """The example repository (the seed's ensemble, its steps, identity_uint8)."""
+    yield from _serve(EXAMPLES, tmp_path_factory.mktemp("examples-server"))
+
+
+@pytest.fixture(scope="session")
+def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble)."""
+    yield from _serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Attach the running servers' logs to a failing test's report."""
+    report = yield
+    if report.failed:
+        for server in _servers:
+            report.sections.append((f"tritonserver log ({server.model_repository.name})", server.log_tail(40)))
+    return report

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import random
+
+from loadgen.measurement import (
+    HIGHEST_US,
+    LatencyStats,
+    Recorder,
+    WindowSummary,
+    is_stable,
+    merge,
+    new_histogram,
+    summarize,
+)
+
+
+def _summary(throughput: float, latency: float) -> WindowSummary:
+    return WindowSummary(throughput, latency, 100, 0)
+
+
+def test_stable_needs_three_windows_within_the_percentage() -> None:
+    assert not is_stable([_summary(100, 10), _summary(100, 10)], 10)
+    assert is_stable([_summary(100, 10), _summary(105, 10.5), _summary(109, 10)], 10)
+    # max/min = 1.11 > 1.10: throughput out of bounds
+    assert not is_stable([_summary(100, 10), _summary(105, 10), _summary(111, 10)], 10)
+    # latency out of bounds although throughput agrees
+    assert not is_stable([_summary(100, 10), _summary(100, 12), _summary(100, 10)], 10)
+
+
+def test_stability_looks_only_at_the_last_three_windows() -> None:
+    windows = [_summary(10, 50), _summary(300, 1), _summary(100, 10), _summary(101, 10), _summary(102, 10)]
+    assert is_stable(windows, 5)
+
+
+def test_a_window_without_requests_is_never_stable() -> None:
+    assert not is_stable([_summary(0, 0), _summary(0, 0), _summary(0, 0)], 10)
+
+
+def test_merge_adds_histograms_exactly() -> None:
+    rng = random.Random(7)
+    recorder = Recorder()
+    reference = new_histogram()
+    windows = []
+    for _ in range(3):
+        for _ in range(1000):
+            value = rng.randint(100, 50_000)
+            recorder.record(value)
+            reference.record_value(value)
+        recorder.record_error("UNAVAILABLE: gone")
+        windows.append(recorder.rotate())
+    merged = merge(windows)
+    assert merged.request_count == 3000
+    assert merged.errors == {"UNAVAILABLE: gone": 3}
+    assert merged.duration_s == sum(w.duration_s for w in windows)
+    assert LatencyStats.from_histogram(merged.histogram) == LatencyStats.from_histogram(reference)
+
+
+def test_rotate_starts_an_empty_window() -> None:
+    recorder = Recorder()
+    recorder.record(500)
+    first = recorder.rotate()
+    second = recorder.rotate()
+    assert first.request_count == 1
+    assert second.request_count == 0
+    assert second.start_ns == first.end_ns
+
+
+def test_out_of_range_latency_is_clamped_and_counted() -> None:
+    recorder = Recorder()
+    recorder.record(HIGHEST_US * 10)
+    window = recorder.rotate()
+    assert window.clamped == 1
+    assert window.request_count == 1
+    assert window.histogram.get_max_value() >= HIGHEST_US
+
+
+def test_summary_counts_inferences_with_the_batch_size() -> None:
+    recorder = Recorder()
+    for _ in range(10):
+        recorder.record(1000)
+    window = recorder.rotate()
+    one = summarize(window, 1)
+    four = summarize(window, 4)
+    assert four.throughput == 4 * one.throughput > 0
+
+
+def test_latency_stats_of_an_empty_histogram_are_zero() -> None:
+    assert LatencyStats.from_histogram(new_histogram()).p99 == 0
