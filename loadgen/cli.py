@@ -14,7 +14,7 @@ from rich.console import Console
 
 from loadgen import profile_sync
 from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, OptionError
-from loadgen.reports import ConsoleProgress, write_json
+from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
 from loadgen.server import EmbeddedServer
 from loadgen.settings import DEFAULT_URL, Settings, parse_shape
 
@@ -86,6 +86,9 @@ def profile_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-r", "--max-trials", type=_int, default=10, help="windows per level at most (default 10)")
     parser.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    parser.add_argument(
+        "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
     return parser
 
@@ -129,6 +132,8 @@ def _profile(argv: Sequence[str], console: Console) -> int:
     progress.finished(result)
     if args.json:
         write_json(result, args.json)
+    if args.latency_report_file:
+        write_csv(result, args.latency_report_file)
     return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
 
 
@@ -158,8 +163,8 @@ def _serve(argv: Sequence[str], console: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m loadgen`; returns perf_analyzer's exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    console = make_console()
+    errors = make_console(stderr=True)
     try:
         if argv[:1] == ["serve"]:
             return _serve(argv[1:], console)

@@ -114,11 +114,19 @@ class WindowSummary:
     error_count: int
 
 
+def throughput(request_count: int, batch_size: int, duration_s: float) -> float:
+    """Inferences per second: requests times the batch size over the time they took."""
+    return request_count * batch_size / duration_s if duration_s > 0 else 0.0
+
+
 def summarize(window: Window, batch_size: int = 1) -> WindowSummary:
-    """Throughput (inferences per second) and average latency of one window."""
-    duration = window.duration_s
-    throughput = window.request_count * batch_size / duration if duration > 0 else 0.0
-    return WindowSummary(throughput, window.histogram.get_mean_value(), window.request_count, window.error_count)
+    """Throughput and average latency of one window."""
+    return WindowSummary(
+        throughput(window.request_count, batch_size, window.duration_s),
+        window.histogram.get_mean_value(),
+        window.request_count,
+        window.error_count,
+    )
 
 
 def _within(values: Sequence[float], percentage: float) -> bool:
@@ -147,6 +155,9 @@ class Merged:
     @property
     def error_count(self) -> int:
         return sum(self.errors.values())
+
+    def throughput(self, batch_size: int) -> float:
+        return throughput(self.request_count, batch_size, self.duration_s)
 
 
 def merge(windows: Sequence[Window]) -> Merged:

@@ -10,8 +10,9 @@ import grpc
 from loadgen.errors import ModelRejectedError
 from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
 from loadgen.load import ClosedLoop
-from loadgen.measurement import Recorder, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.measurement import STABILITY_WINDOWS, Recorder, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 
@@ -36,13 +37,14 @@ async def profile(settings: Settings | None = None, progress: Progress | None = 
         await connection.check_ready()
         name = settings.model_name or await connection.choose_model()
         model = await connection.model_info(name, settings.model_version)
+        tree = await composition(model.name, model.version, connection.model_config)
         samples = load_samples(settings.input_data, model, settings.shape, settings.batch_size)
         payloads = [encode_request(model, sample) for sample in samples]
         await _preflight(connection, model, payloads, settings)
         inputs = _describe(samples[0])
         if progress:
             progress.started(model, inputs, settings)
-        levels = await _sweep(connection, payloads, settings, progress)
+        levels = await _sweep(connection, payloads, tree, settings, progress)
     finally:
         await connection.close()
     return ProfileResult(
@@ -74,7 +76,11 @@ async def _preflight(connection: Connection, model: ModelInfo, payloads: list[by
 
 
 async def _sweep(
-    connection: Connection, payloads: list[bytes], settings: Settings, progress: Progress | None
+    connection: Connection,
+    payloads: list[bytes],
+    tree: Composition,
+    settings: Settings,
+    progress: Progress | None,
 ) -> list[LevelResult]:
     recorder = Recorder()
     pool = ClosedLoop(connection.infer, payloads, recorder, settings.url)
@@ -82,7 +88,7 @@ async def _sweep(
     try:
         for concurrency in settings.levels:
             pool.resize(concurrency)
-            level = await _measure_level(recorder, concurrency, settings, progress)
+            level = await _measure_level(connection, recorder, tree, concurrency, settings, progress)
             levels.append(level)
             if progress:
                 progress.level(level)
@@ -94,18 +100,27 @@ async def _sweep(
 
 
 async def _measure_level(
-    recorder: Recorder, concurrency: int, settings: Settings, progress: Progress | None
+    connection: Connection,
+    recorder: Recorder,
+    tree: Composition,
+    concurrency: int,
+    settings: Settings,
+    progress: Progress | None,
 ) -> LevelResult:
-    """Back-to-back windows until the last three agree, or `max_trials` windows."""
+    """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
     interval_s = settings.measurement_interval / 1000
     recorder.rotate()  # the level starts now: drop what completed during the change of level
+    reading = snapshot(await connection.statistics())
     windows: list[Window] = []
+    server: list[Snapshot] = []
     summaries: list[WindowSummary] = []
     stable = False
     while not stable and len(windows) < settings.max_trials:
         await asyncio.sleep(interval_s)
         window = recorder.rotate()
+        previous, reading = reading, snapshot(await connection.statistics())
         windows.append(window)
+        server.append(delta(previous, reading))
         summaries.append(summarize(window, settings.batch_size))
         stable = is_stable(summaries, settings.stability_percentage)
         if progress:
@@ -113,5 +128,10 @@ async def _measure_level(
         if window.request_count == 0 and window.error_count:
             first = next(iter(window.errors))
             raise ModelRejectedError(f"every request failed at concurrency {concurrency}: {first}")
-    last = windows[-3:]
-    return LevelResult.from_merged(concurrency, merge(last), stable, len(windows), settings.batch_size)
+    last = slice(-STABILITY_WINDOWS, None)
+    server_total: Snapshot = {}
+    for window_delta in server[last]:
+        server_total = add(server_total, window_delta)
+    return LevelResult.from_merged(
+        concurrency, merge(windows[last]), stable, len(windows), settings.batch_size, tree, server_total
+    )

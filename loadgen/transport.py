@@ -89,32 +89,42 @@ class Connection:
         index = await self._call("RepositoryIndex", service_pb2.RepositoryIndexRequest(ready=True))
         return sorted({m.name for m in index.models})
 
+    async def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
+        """A model's configuration; an unknown model lists the ones the server has."""
+        try:
+            response = await self._stub.ModelConfig(
+                service_pb2.ModelConfigRequest(name=name, version=version), timeout=CONTROL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            raise await self._model_error(error, name, version) from None
+        return response.config
+
     async def model_info(self, name: str, version: str = "") -> ModelInfo:
-        """Metadata and config of one model; an unknown model lists the ones the server has."""
+        """Metadata and config of one model."""
         try:
             metadata = await self._stub.ModelMetadata(
                 service_pb2.ModelMetadataRequest(name=name, version=version), timeout=CONTROL_TIMEOUT_S
             )
-            config = await self._stub.ModelConfig(
-                service_pb2.ModelConfigRequest(name=name, version=version), timeout=CONTROL_TIMEOUT_S
-            )
         except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE) and (
-                "unknown model" in (error.details() or "") or "not found" in (error.details() or "")
-            ):
-                known = ", ".join(await self.ready_models()) or "none"
-                shown = f"{name}" + (f" version {version}" if version else "")
-                raise OptionError(f"model {shown!r} is not ready on {self.url}; ready models: {known}") from None
-            raise ServerError(describe_rpc_error(error, self.url)) from None
+            raise await self._model_error(error, name, version) from None
+        config = await self.model_config(name, version)
         return ModelInfo(
             name=metadata.name,
             version=version,
             platform=metadata.platform,
-            max_batch_size=config.config.max_batch_size,
+            max_batch_size=config.max_batch_size,
             inputs=_specs(metadata.inputs),
             outputs=_specs(metadata.outputs),
-            config=config.config,
+            config=config,
         )
+
+    async def _model_error(self, error: grpc.aio.AioRpcError, name: str, version: str) -> Exception:
+        details = error.details() or ""
+        if "unknown model" in details or "not found" in details:
+            known = ", ".join(await self.ready_models()) or "none"
+            shown = name + (f" version {version}" if version else "")
+            return OptionError(f"model {shown!r} is not ready on {self.url}; ready models: {known}")
+        return ServerError(describe_rpc_error(error, self.url))
 
     async def choose_model(self) -> str:
         """The model to profile when none is named: the only ensemble, else the only model."""
