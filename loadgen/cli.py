@@ -49,12 +49,27 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument("-m", "--model-name", help="model to profile (default: the server's only ensemble or model)")
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
     parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
-    parser.add_argument(
+    load = parser.add_argument_group("load (one mode)")
+    load.add_argument(
         "--concurrency-range",
         "--concurrency",
-        default="1",
         metavar="START[:END[:STEP]]",
-        help="requests kept in flight, one level per step (default 1)",
+        help="closed loop: requests kept in flight, one level per step (the default mode, at 1)",
+    )
+    load.add_argument(
+        "--request-rate-range",
+        metavar="START[:END[:STEP]]",
+        help="open loop: requests per second, sent on schedule whether or not earlier ones returned",
+    )
+    load.add_argument(
+        "--request-distribution", choices=("constant", "poisson"), default="constant", help="gaps of the rate schedule"
+    )
+    load.add_argument("--request-intervals", metavar="FILE", help="open loop: one gap in microseconds per line, looped")
+    load.add_argument(
+        "--max-in-flight", type=_int, default=1024, help="open loop safety limit on requests in flight (default 1024)"
+    )
+    load.add_argument(
+        "--binary-search", action="store_true", help="bisect the range for the highest load under --latency-threshold"
     )
     parser.add_argument(
         "--input-data",
@@ -85,6 +100,24 @@ def profile_parser() -> argparse.ArgumentParser:
         help="allowed spread of 3 windows (default 10)",
     )
     parser.add_argument("-r", "--max-trials", type=_int, default=10, help="windows per level at most (default 10)")
+    parser.add_argument(
+        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows", help="how windows end"
+    )
+    parser.add_argument(
+        "--measurement-request-count", type=_int, default=50, help="requests per window in count_windows (default 50)"
+    )
+    parser.add_argument(
+        "--request-count", type=_int, default=0, help="measure one window of exactly N requests, no stability check"
+    )
+    parser.add_argument(
+        "--warmup-request-count", type=_int, default=0, help="requests sent and discarded before measuring"
+    )
+    parser.add_argument(
+        "--percentile", type=_int, metavar="P", help="stabilise on (and report) the P-th percentile latency"
+    )
+    parser.add_argument(
+        "-l", "--latency-threshold", type=_float, metavar="MS", help="stop the sweep at the first level over it"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the result as JSON")
     parser.add_argument(
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
@@ -115,6 +148,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         model_version=args.model_version,
         url=args.url,
         concurrency_range=args.concurrency_range,
+        request_rate_range=args.request_rate_range,
+        request_distribution=args.request_distribution,
+        request_intervals=args.request_intervals,
+        max_in_flight=args.max_in_flight,
+        binary_search=args.binary_search,
+        measurement_mode=args.measurement_mode,
+        measurement_request_count=args.measurement_request_count,
+        request_count=args.request_count,
+        warmup_request_count=args.warmup_request_count,
+        percentile=args.percentile,
+        latency_threshold=args.latency_threshold,
         input_data=args.input_data,
         shape=dict(parse_shape(text) for text in args.shape),
         batch_size=args.batch_size,

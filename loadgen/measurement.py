@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -13,11 +14,20 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour; a longer latency is recorded as one hour and counted as clamped
 SIGNIFICANT_DIGITS = 3
 STABILITY_WINDOWS = 3  # perf_analyzer's rule: the last three windows agree
+LATE_US = 1000  # a request that left more than 1 ms after its scheduled time counts as delayed
 
 
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram in microseconds, 3 significant digits."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def _record(histogram: HdrHistogram, value_us: int) -> bool:
+    """Record a value; False when it was outside the histogram's range and had to be clamped."""
+    if histogram.record_value(value_us):
+        return True
+    histogram.record_value(HIGHEST_US if value_us > HIGHEST_US else LOWEST_US)
+    return False
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,20 @@ class LatencyStats:
 
 @dataclass
 class Window:
-    """One measurement window: what completed between two rotations of the recorder."""
+    """One measurement window: what completed (and, open loop, what was sent) between two rotations."""
 
     start_ns: int
     end_ns: int
-    histogram: HdrHistogram
+    histogram: HdrHistogram  # response time: from the scheduled send time (closed loop: from the send)
+    service: HdrHistogram | None  # open loop: from the actual send
+    lag: HdrHistogram | None  # open loop: actual minus scheduled send time
+    sent: int
+    delayed: int
+    limit_hits: int
     errors: Counter[str]
     clamped: int
+    loop_cpu_ns: int
+    process_cpu_ns: int
 
     @property
     def duration_s(self) -> float:
@@ -75,43 +92,117 @@ class Window:
 
 
 class Recorder:
-    """Collects completed requests into the current window; `rotate` closes it and opens the next."""
+    """Collects completed requests into the current window; `rotate` closes it and opens the next.
 
-    __slots__ = ("_clamped", "_errors", "_histogram", "_start_ns")
+    It lives in the event loop's thread: no locks, and `time.thread_time_ns` measures the loop's own busy time.
+    """
 
-    def __init__(self) -> None:
-        self._start_ns = time.perf_counter_ns()
+    __slots__ = (
+        "_clamped",
+        "_completed",
+        "_delayed",
+        "_errors",
+        "_filled",
+        "_full",
+        "_histogram",
+        "_lag",
+        "_limit_hits",
+        "_loop_cpu_ns",
+        "_process_cpu_ns",
+        "_sent",
+        "_service",
+        "_start_ns",
+        "_target",
+        "open_loop",
+    )
+
+    def __init__(self, open_loop: bool = False) -> None:
+        self.open_loop = open_loop
+        self._full = asyncio.Event()
+        self._target = 0
+        self._filled: Window | None = None
+        self._reset(time.perf_counter_ns())
+
+    def _reset(self, now: int) -> None:
+        self._start_ns = now
         self._histogram = new_histogram()
+        self._service = new_histogram() if self.open_loop else None
+        self._lag = new_histogram() if self.open_loop else None
         self._errors: Counter[str] = Counter()
-        self._clamped = 0
+        self._sent = self._delayed = self._limit_hits = self._clamped = self._completed = 0
+        self._loop_cpu_ns = time.thread_time_ns()
+        self._process_cpu_ns = time.process_time_ns()
+
+    def _completion(self) -> None:
+        self._completed += 1
+        if self._completed == self._target:
+            self._filled = self.rotate()  # the window closes at exactly the target request
+            self._full.set()
 
     def record(self, latency_us: int) -> None:
-        """Record one successful request's latency."""
-        if not self._histogram.record_value(latency_us):
-            self._histogram.record_value(HIGHEST_US if latency_us > HIGHEST_US else LOWEST_US)
+        """Closed loop: one successful request's latency."""
+        if not _record(self._histogram, latency_us):
             self._clamped += 1
+        self._completion()
+
+    def record_sent(self, lag_us: int) -> None:
+        """Open loop: a request left `lag_us` after its scheduled time."""
+        self._sent += 1
+        assert self._lag is not None
+        _record(self._lag, lag_us)
+        if lag_us > LATE_US:
+            self._delayed += 1
+
+    def record_response(self, response_us: int, service_us: int) -> None:
+        """Open loop: one successful request's response time (from its schedule) and service time."""
+        assert self._service is not None
+        if not _record(self._histogram, response_us):
+            self._clamped += 1
+        _record(self._service, service_us)
+        self._completion()
 
     def record_error(self, description: str) -> None:
         """Count one failed request under its one-line description."""
         self._errors[description] += 1
+        self._completion()
+
+    def record_limit_hit(self) -> None:
+        """Open loop: a request had to wait because the in-flight limit was reached."""
+        self._limit_hits += 1
+
+    async def fill(self, count: int, timeout_s: float) -> Window:
+        """Close the current window once `count` requests completed in it (or, after `timeout_s`, as it is)."""
+        if self._completed >= count:
+            return self.rotate()
+        self._target, self._filled = count, None
+        self._full.clear()
+        try:
+            await asyncio.wait_for(self._full.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._target = 0
+        return self._filled or self.rotate()
 
     def rotate(self) -> Window:
         """Close the current window and start an empty one."""
-        fresh = new_histogram()
         now = time.perf_counter_ns()
-        window = Window(self._start_ns, now, self._histogram, self._errors, self._clamped)
-        self._start_ns, self._histogram, self._errors, self._clamped = now, fresh, Counter(), 0
+        window = Window(
+            start_ns=self._start_ns,
+            end_ns=now,
+            histogram=self._histogram,
+            service=self._service,
+            lag=self._lag,
+            sent=self._sent,
+            delayed=self._delayed,
+            limit_hits=self._limit_hits,
+            errors=self._errors,
+            clamped=self._clamped,
+            loop_cpu_ns=time.thread_time_ns() - self._loop_cpu_ns,
+            process_cpu_ns=time.process_time_ns() - self._process_cpu_ns,
+        )
+        self._reset(now)
         return window
-
-
-@dataclass(frozen=True)
-class WindowSummary:
-    """The figures of one window that the stability rule compares."""
-
-    throughput: float
-    avg_latency_us: float
-    request_count: int
-    error_count: int
 
 
 def throughput(request_count: int, batch_size: int, duration_s: float) -> float:
@@ -119,13 +210,38 @@ def throughput(request_count: int, batch_size: int, duration_s: float) -> float:
     return request_count * batch_size / duration_s if duration_s > 0 else 0.0
 
 
-def summarize(window: Window, batch_size: int = 1) -> WindowSummary:
-    """Throughput and average latency of one window."""
+@dataclass(frozen=True)
+class WindowSummary:
+    """The figures of one window: what the stability rule compares, and the trend a user reads."""
+
+    throughput: float
+    latency_us: float  # what stability compares: the average, or the --percentile
+    avg_latency_us: float
+    p99_us: int
+    service_p99_us: int | None
+    send_rate: float | None
+    request_count: int
+    error_count: int
+    loop_busy_share: float
+
+
+def summarize(window: Window, batch_size: int = 1, percentile: int | None = None) -> WindowSummary:
+    """One window's figures; percentiles are read once here, never per request."""
+    histogram = window.histogram
+    avg = histogram.get_mean_value()
+    duration = window.duration_s
     return WindowSummary(
-        throughput(window.request_count, batch_size, window.duration_s),
-        window.histogram.get_mean_value(),
-        window.request_count,
-        window.error_count,
+        throughput=throughput(window.request_count, batch_size, duration),
+        latency_us=histogram.get_value_at_percentile(percentile) if percentile else avg,
+        avg_latency_us=avg,
+        p99_us=histogram.get_value_at_percentile(99),
+        service_p99_us=window.service.get_value_at_percentile(99) if window.service else None,
+        send_rate=window.sent / duration if window.lag is not None and duration > 0 else None,
+        request_count=window.request_count,
+        error_count=window.error_count,
+        loop_busy_share=window.loop_cpu_ns / (window.end_ns - window.start_ns)
+        if window.end_ns > window.start_ns
+        else 0.0,
     )
 
 
@@ -135,22 +251,29 @@ def _within(values: Sequence[float], percentage: float) -> bool:
 
 
 def is_stable(windows: Sequence[WindowSummary], percentage: float) -> bool:
-    """True when the last three windows' throughput and average latency agree within `percentage`."""
+    """True when the last three windows' throughput and latency (average or percentile) agree within `percentage`."""
     if len(windows) < STABILITY_WINDOWS:
         return False
     last = windows[-STABILITY_WINDOWS:]
-    return _within([w.throughput for w in last], percentage) and _within([w.avg_latency_us for w in last], percentage)
+    return _within([w.throughput for w in last], percentage) and _within([w.latency_us for w in last], percentage)
 
 
 @dataclass(frozen=True)
 class Merged:
-    """Several windows combined exactly: histograms added, counts summed, durations summed."""
+    """Several windows combined exactly: histograms added, counts and durations summed."""
 
     histogram: HdrHistogram
+    service: HdrHistogram | None
+    lag: HdrHistogram | None
     duration_s: float
     request_count: int
+    sent: int
+    delayed: int
+    limit_hits: int
     errors: Counter[str]
     clamped: int
+    loop_cpu_s: float
+    process_cpu_s: float
 
     @property
     def error_count(self) -> int:
@@ -160,17 +283,33 @@ class Merged:
         return throughput(self.request_count, batch_size, self.duration_s)
 
 
+def _added(histograms: Sequence[HdrHistogram | None]) -> HdrHistogram | None:
+    if any(h is None for h in histograms):
+        return None
+    total = new_histogram()
+    for histogram in histograms:
+        total.add(histogram)
+    return total
+
+
 def merge(windows: Sequence[Window]) -> Merged:
     """Combine windows into one measurement."""
-    histogram = new_histogram()
     errors: Counter[str] = Counter()
     for window in windows:
-        histogram.add(window.histogram)
         errors.update(window.errors)
+    histogram = _added([w.histogram for w in windows])
+    assert histogram is not None
     return Merged(
         histogram=histogram,
+        service=_added([w.service for w in windows]),
+        lag=_added([w.lag for w in windows]),
         duration_s=sum(w.duration_s for w in windows),
         request_count=sum(w.request_count for w in windows),
+        sent=sum(w.sent for w in windows),
+        delayed=sum(w.delayed for w in windows),
+        limit_hits=sum(w.limit_hits for w in windows),
         errors=errors,
         clamped=sum(w.clamped for w in windows),
+        loop_cpu_s=sum(w.loop_cpu_ns for w in windows) / 1e9,
+        process_cpu_s=sum(w.process_cpu_ns for w in windows) / 1e9,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadgen.analysis import Bottleneck, find_bottleneck
-from loadgen.measurement import LatencyStats, Merged
+from loadgen.measurement import LatencyStats, Merged, WindowSummary
 from loadgen.server_stats import Composition, ServerFigures, Snapshot, figures
 
 
@@ -20,10 +21,24 @@ class InputDescription:
 
 
 @dataclass(frozen=True)
+class SendLag:
+    """How late requests left compared to their schedule, in microseconds."""
+
+    p50: int
+    p99: int
+    max: int
+
+
+DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
+SEND_RATE_SHORTFALL = 0.95  # achieved send rate more than 5 % below the requested rate
+
+
+@dataclass(frozen=True)
 class LevelResult:
     """One load level's figures, merged from its last windows."""
 
-    concurrency: int
+    concurrency: int | None
+    request_rate: float | None
     throughput: float
     request_count: int
     error_count: int
@@ -32,17 +47,34 @@ class LevelResult:
     windows: int
     duration_s: float
     errors: dict[str, int] = field(default_factory=dict)
+    percentile: int | None = None
+    percentile_us: int | None = None
+    send_rate: float | None = None
+    service_latency_us: LatencyStats | None = None
+    send_lag_us: SendLag | None = None
+    delayed_share: float | None = None
+    in_flight_limit_hits: int | None = None
+    saturated: str | None = None  # open loop: "server" or "client" when either could not keep up
+    loop_busy_share: float = 0.0
+    client_cpu_us_per_request: float = 0.0
+    trend: tuple[WindowSummary, ...] = ()
     server: ServerFigures | None = None
     bottleneck: Bottleneck | None = None
+
+    @property
+    def load(self) -> float:
+        """The level's load: its concurrency, or its requested rate."""
+        return self.concurrency if self.concurrency is not None else self.request_rate or 0.0
 
     @classmethod
     def from_merged(
         cls,
-        concurrency: int,
+        load: Load,
         merged: Merged,
         stable: bool,
-        windows: int,
+        trend: Sequence[WindowSummary],
         batch_size: int,
+        percentile: int | None,
         model: Composition,
         server: Snapshot,
     ) -> LevelResult:
@@ -50,19 +82,72 @@ class LevelResult:
         latency = LatencyStats.from_histogram(merged.histogram)
         throughput = merged.throughput(batch_size)
         server_figures = figures(model, server)
+        completed = merged.request_count + merged.error_count
+        open_loop = {}
+        if merged.lag is not None and merged.service is not None:
+            send_rate = merged.sent / merged.duration_s if merged.duration_s else 0.0
+            delayed_share = merged.delayed / merged.sent if merged.sent else 0.0
+            requested = load.rate or send_rate
+            server_behind = merged.limit_hits > 0 or completed < SEND_RATE_SHORTFALL * merged.sent
+            client_behind = delayed_share > DELAYED_SHARE_LIMIT or send_rate < SEND_RATE_SHORTFALL * requested
+            lag = merged.lag.get_percentile_to_value_dict([50, 99])
+            open_loop = {
+                "send_rate": send_rate,
+                "service_latency_us": LatencyStats.from_histogram(merged.service),
+                "send_lag_us": SendLag(lag[50], lag[99], merged.lag.get_max_value()),
+                "delayed_share": delayed_share,
+                "in_flight_limit_hits": merged.limit_hits,
+                "saturated": "server" if server_behind else "client" if client_behind else None,
+            }
         return cls(
-            concurrency=concurrency,
+            concurrency=load.concurrency,
+            request_rate=load.rate,
             throughput=throughput,
             request_count=merged.request_count,
             error_count=merged.error_count,
             stable=stable,
             latency_us=latency,
-            windows=windows,
+            windows=len(trend),
             duration_s=merged.duration_s,
             errors=dict(merged.errors.most_common()),
+            percentile=percentile,
+            percentile_us=merged.histogram.get_value_at_percentile(percentile) if percentile else None,
+            loop_busy_share=merged.loop_cpu_s / merged.duration_s if merged.duration_s else 0.0,
+            client_cpu_us_per_request=merged.process_cpu_s * 1e6 / completed if completed else 0.0,
+            trend=tuple(trend),
             server=server_figures,
             bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
+            **open_loop,  # type: ignore[arg-type]
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The level as JSON: keys that do not apply to the run's load mode are left out."""
+        document = asdict(self)
+        for key in _MODE_KEYS:
+            if document[key] is None:
+                del document[key]
+        return document
+
+
+_MODE_KEYS = (
+    "concurrency",
+    "request_rate",
+    "percentile",
+    "percentile_us",
+    "send_rate",
+    "service_latency_us",
+    "send_lag_us",
+    "delayed_share",
+    "in_flight_limit_hits",
+)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load level: a concurrency (closed loop) or a request rate (open loop)."""
+
+    concurrency: int | None = None
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +179,7 @@ class ProfileResult:
             "url": self.url,
             "mode": self.mode,
             "stable": self.stable,
-            "levels": [asdict(level) for level in self.levels],
+            "levels": [level.to_dict() for level in self.levels],
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
             "settings": self.settings,

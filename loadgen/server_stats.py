@@ -129,6 +129,12 @@ class ServerFigures:
     def compute_us(self) -> float:
         return self.compute_input_us + self.compute_infer_us + self.compute_output_us
 
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, ServerFigures]]:
+        """This model and its steps, depth first, with their nesting depth."""
+        yield depth, self
+        for step in self.composing:
+            yield from step.walk(depth + 1)
+
     def leaves(self) -> Iterator[ServerFigures]:
         """The figures of the models that do the work (steps that are not ensembles)."""
         if not self.composing:

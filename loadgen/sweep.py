@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
 
+from loadgen import schedule
 from loadgen.errors import ModelRejectedError
 from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
-from loadgen.load import ClosedLoop
+from loadgen.load import ClosedLoop, OpenLoop
 from loadgen.measurement import STABILITY_WINDOWS, Recorder, Window, WindowSummary, is_stable, merge, summarize
-from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.results import InputDescription, LevelResult, Load, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
-from loadgen.settings import Settings
+from loadgen.settings import Settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
+COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
+WARMUP_TIMEOUT_S = 120.0
 
 
 class Progress(Protocol):
@@ -24,7 +29,7 @@ class Progress(Protocol):
 
     def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None: ...
 
-    def window(self, concurrency: int, index: int, summary: WindowSummary, stable: bool) -> None: ...
+    def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None: ...
 
     def level(self, level: LevelResult) -> None: ...
 
@@ -44,13 +49,13 @@ async def profile(settings: Settings | None = None, progress: Progress | None = 
         inputs = _describe(samples[0])
         if progress:
             progress.started(model, inputs, settings)
-        levels = await _sweep(connection, payloads, tree, settings, progress)
+        levels = await _Sweep(connection, payloads, tree, settings, progress).run()
     finally:
         await connection.close()
     return ProfileResult(
         model=model.name,
         url=settings.url,
-        mode="concurrency",
+        mode=settings.mode,
         levels=tuple(levels),
         inputs=inputs,
         settings=settings.to_dict(),
@@ -75,63 +80,154 @@ async def _preflight(connection: Connection, model: ModelInfo, payloads: list[by
             raise ModelRejectedError(message) from None
 
 
-async def _sweep(
-    connection: Connection,
-    payloads: list[bytes],
-    tree: Composition,
-    settings: Settings,
-    progress: Progress | None,
-) -> list[LevelResult]:
-    recorder = Recorder()
-    pool = ClosedLoop(connection.infer, payloads, recorder, settings.url)
-    levels: list[LevelResult] = []
-    try:
-        for concurrency in settings.levels:
-            pool.resize(concurrency)
-            level = await _measure_level(connection, recorder, tree, concurrency, settings, progress)
-            levels.append(level)
-            if progress:
-                progress.level(level)
-            if not level.stable:
-                break
-    finally:
-        await pool.stop()
+def _loads(settings: Settings) -> list[Load]:
+    if settings.mode == "concurrency":
+        return [Load(concurrency=int(level)) for level in settings.levels]
+    if settings.mode == "request_rate":
+        return [Load(rate=level) for level in settings.levels]
+    assert settings.request_intervals is not None
+    gaps = read_intervals(settings.request_intervals)
+    return [Load(rate=1e6 / statistics.fmean(gaps))]
+
+
+Measure = Callable[[Load], Awaitable[LevelResult]]
+Judge = Callable[[LevelResult], bool]
+
+
+async def linear(loads: Sequence[Load], measure: Measure, over_threshold: Judge) -> list[LevelResult]:
+    """Every level in order, stopping after an unstable level or the first one over the latency threshold."""
+    levels = []
+    for load in loads:
+        level = await measure(load)
+        levels.append(level)
+        if not level.stable or over_threshold(level):
+            break
     return levels
 
 
-async def _measure_level(
-    connection: Connection,
-    recorder: Recorder,
-    tree: Composition,
-    concurrency: int,
-    settings: Settings,
-    progress: Progress | None,
-) -> LevelResult:
-    """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
-    interval_s = settings.measurement_interval / 1000
-    recorder.rotate()  # the level starts now: drop what completed during the change of level
-    reading = snapshot(await connection.statistics())
-    windows: list[Window] = []
-    server: list[Snapshot] = []
-    summaries: list[WindowSummary] = []
-    stable = False
-    while not stable and len(windows) < settings.max_trials:
-        await asyncio.sleep(interval_s)
-        window = recorder.rotate()
-        previous, reading = reading, snapshot(await connection.statistics())
-        windows.append(window)
-        server.append(delta(previous, reading))
-        summaries.append(summarize(window, settings.batch_size))
-        stable = is_stable(summaries, settings.stability_percentage)
-        if progress:
-            progress.window(concurrency, len(windows), summaries[-1], stable)
-        if window.request_count == 0 and window.error_count:
-            first = next(iter(window.errors))
-            raise ModelRejectedError(f"every request failed at concurrency {concurrency}: {first}")
-    last = slice(-STABILITY_WINDOWS, None)
-    server_total: Snapshot = {}
-    for window_delta in server[last]:
-        server_total = add(server_total, window_delta)
-    return LevelResult.from_merged(
-        concurrency, merge(windows[last]), stable, len(windows), settings.batch_size, tree, server_total
-    )
+async def binary_search(loads: Sequence[Load], measure: Measure, over_threshold: Judge) -> list[LevelResult]:
+    """Bisect the range for its highest load under the latency threshold; levels in the order measured."""
+    levels = [await measure(loads[0])]
+    if over_threshold(levels[0]) or not levels[0].stable or len(loads) == 1:
+        return levels
+    levels.append(await measure(loads[-1]))
+    if not over_threshold(levels[-1]) or not levels[-1].stable:
+        return levels
+    low, high = 0, len(loads) - 1  # loads[low] is under the threshold, loads[high] over it
+    while high - low > 1:
+        middle = (low + high) // 2
+        level = await measure(loads[middle])
+        levels.append(level)
+        if not level.stable:
+            break
+        low, high = (low, middle) if over_threshold(level) else (middle, high)
+    return levels
+
+
+class _Sweep:
+    """Runs the load generator over the levels, measuring each with windows and server statistics."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        payloads: list[bytes],
+        tree: Composition,
+        settings: Settings,
+        progress: Progress | None,
+    ) -> None:
+        self.connection = connection
+        self.tree = tree
+        self.settings = settings
+        self.progress = progress
+        self.recorder = Recorder(open_loop=settings.mode != "concurrency")
+        self.closed = ClosedLoop(connection.infer, payloads, self.recorder, settings.url)
+        self.open = OpenLoop(connection.infer, payloads, self.recorder, settings.url, settings.max_in_flight)
+        self.warmed_up = settings.warmup_request_count == 0
+
+    async def run(self) -> list[LevelResult]:
+        try:
+            walk = binary_search if self.settings.binary_search else linear
+            return await walk(_loads(self.settings), self.measure, self._over_threshold)
+        finally:
+            await self.closed.stop()
+            await self.open.stop()
+
+    def _over_threshold(self, level: LevelResult) -> bool:
+        """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
+        if self.settings.latency_threshold is None:
+            return False
+        latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
+        return latency > self.settings.latency_threshold * 1000
+
+    def _apply(self, load: Load) -> None:
+        if load.concurrency is not None:
+            self.closed.resize(load.concurrency)
+            return
+        if self.settings.request_intervals is not None:
+            times = schedule.intervals(read_intervals(self.settings.request_intervals))
+        elif self.settings.request_distribution == "poisson":
+            assert load.rate is not None
+            times = schedule.poisson(load.rate)
+        else:
+            assert load.rate is not None
+            times = schedule.constant(load.rate)
+        self.open.start(times)
+
+    async def _window(self) -> Window:
+        """The next window: after the measurement interval, or after a count of requests."""
+        settings = self.settings
+        timeout_s = settings.measurement_interval / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
+        if settings.request_count:
+            return await self.recorder.fill(settings.request_count, timeout_s)
+        if settings.measurement_mode == "count_windows":
+            return await self.recorder.fill(settings.measurement_request_count, timeout_s)
+        await asyncio.sleep(settings.measurement_interval / 1000)
+        return self.recorder.rotate()
+
+    async def measure(self, load: Load) -> LevelResult:
+        """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
+        settings = self.settings
+        self._apply(load)
+        if not self.warmed_up:
+            await self.recorder.fill(settings.warmup_request_count, WARMUP_TIMEOUT_S)
+            self.warmed_up = True
+        self.recorder.rotate()  # the level starts now: drop what completed before
+        reading = snapshot(await self.connection.statistics())
+        windows: list[Window] = []
+        server: list[Snapshot] = []
+        summaries: list[WindowSummary] = []
+        stable = False
+        single = settings.request_count > 0  # one window of exactly N requests, no stability check
+        while not stable and len(windows) < (1 if single else settings.max_trials):
+            window = await self._window()
+            previous, reading = reading, snapshot(await self.connection.statistics())
+            windows.append(window)
+            server.append(delta(previous, reading))
+            summaries.append(summarize(window, settings.batch_size, settings.percentile))
+            stable = single or is_stable(summaries, settings.stability_percentage)
+            if self.progress:
+                self.progress.window(load, len(windows), summaries[-1], stable)
+            if window.request_count == 0 and window.error_count:
+                first = next(iter(window.errors))
+                raise ModelRejectedError(f"every request failed at {_label(load)}: {first}")
+        last = slice(-STABILITY_WINDOWS, None)
+        server_total: Snapshot = {}
+        for window_delta in server[last]:
+            server_total = add(server_total, window_delta)
+        level = LevelResult.from_merged(
+            load,
+            merge(windows[last]),
+            stable,
+            summaries,
+            settings.batch_size,
+            settings.percentile,
+            self.tree,
+            server_total,
+        )
+        if self.progress:
+            self.progress.level(level)
+        return level
+
+
+def _label(load: Load) -> str:
+    return f"concurrency {load.concurrency}" if load.concurrency is not None else f"{load.rate:g} requests/s"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import random
 
 from loadgen.measurement import (
@@ -15,7 +16,7 @@ from loadgen.measurement import (
 
 
 def _summary(throughput: float, latency: float) -> WindowSummary:
-    return WindowSummary(throughput, latency, 100, 0)
+    return WindowSummary(throughput, latency, latency, int(latency), None, None, 100, 0, 0.0)
 
 
 def test_stable_needs_three_windows_within_the_percentage() -> None:
@@ -86,3 +87,48 @@ def test_summary_counts_inferences_with_the_batch_size() -> None:
 
 def test_latency_stats_of_an_empty_histogram_are_zero() -> None:
     assert LatencyStats.from_histogram(new_histogram()).p99 == 0
+
+
+def test_stability_on_a_percentile_compares_that_percentile() -> None:
+    recorder = Recorder()
+    for value in [100] * 98 + [5000, 9000]:
+        recorder.record(value)
+    window = recorder.rotate()
+    by_avg = summarize(window)
+    by_p99 = summarize(window, percentile=99)
+    assert by_avg.latency_us == by_avg.avg_latency_us
+    assert by_p99.latency_us == window.histogram.get_value_at_percentile(99) > by_avg.latency_us
+
+
+def test_open_loop_windows_keep_service_time_and_send_lag() -> None:
+    recorder = Recorder(open_loop=True)
+    for lag in (10, 20, 5000):
+        recorder.record_sent(lag)
+    recorder.record_response(7000, 2000)
+    recorder.record_limit_hit()
+    window = recorder.rotate()
+    assert window.sent == 3
+    assert window.delayed == 1  # over 1 ms late
+    assert window.limit_hits == 1
+    assert window.service is not None and window.service.get_max_value() < 2010
+    assert window.histogram.get_max_value() >= 7000
+    merged = merge([window, recorder.rotate()])
+    assert merged.sent == 3 and merged.lag is not None and merged.lag.get_total_count() == 3
+
+
+def test_a_count_window_closes_at_exactly_the_nth_request() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        recorder = Recorder()
+
+        async def complete() -> None:
+            for _ in range(8):
+                await asyncio.sleep(0)
+                recorder.record(100)
+
+        feeder = asyncio.ensure_future(complete())
+        filled = await recorder.fill(5, timeout_s=5)
+        await feeder
+        timed_out = await recorder.fill(10, timeout_s=0.01)  # only 3 more arrive
+        return filled.request_count, timed_out.request_count, recorder.rotate().request_count
+
+    assert asyncio.run(scenario()) == (5, 3, 0)

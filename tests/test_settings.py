@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from loadgen.errors import OptionError
-from loadgen.settings import Settings, parse_range, parse_shape
+from loadgen.settings import Settings, parse_range, parse_rate_range, parse_shape
 
 
 @pytest.mark.parametrize(
@@ -42,4 +42,37 @@ def test_settings_accept_string_int_and_list_levels() -> None:
 )
 def test_settings_reject_bad_values(options: dict[str, int]) -> None:
     with pytest.raises(OptionError):
+        Settings(**options)  # type: ignore[arg-type]
+
+
+def test_request_rate_ranges_are_floats() -> None:
+    assert parse_rate_range("10") == (10.0,)
+    assert parse_rate_range("10:20:5") == (10.0, 15.0, 20.0)
+    assert parse_rate_range("0.5:1.5:0.5") == (0.5, 1.0, 1.5)
+    for bad in ("0", "-3", "20:10", "a:b", "1:2:0", "nan", "inf"):
+        with pytest.raises(OptionError, match="--request-rate-range"):
+            parse_rate_range(bad)
+
+
+def test_one_load_mode_at_a_time() -> None:
+    assert Settings().mode == "concurrency" and Settings().levels == (1,)
+    assert Settings(request_rate_range="5:10:5").levels == (5.0, 10.0)
+    with pytest.raises(OptionError, match="cannot be combined"):
+        Settings(concurrency_range=2, request_rate_range=10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"binary_search": True, "concurrency_range": "1:8"}, "needs --latency-threshold"),
+        ({"request_distribution": "uniform"}, "constant or poisson"),
+        ({"measurement_mode": "windows"}, "time_windows or count_windows"),
+        ({"percentile": 100}, "between 1 and 99"),
+        ({"latency_threshold": 0}, "above 0"),
+        ({"max_in_flight": 0}, "at least 1"),
+        ({"request_intervals": "/nonexistent/gaps.txt"}, "cannot read"),
+    ],
+)
+def test_bad_load_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
         Settings(**options)  # type: ignore[arg-type]

@@ -1,0 +1,6 @@
+"""Reports: everything a user reads of a run, each from the same immutable result object."""
+
+from loadgen.reports.console import ConsoleProgress, make_console
+from loadgen.reports.files import write_atomic, write_csv, write_json
+
+__all__ = ["ConsoleProgress", "make_console", "write_atomic", "write_csv", "write_json"]

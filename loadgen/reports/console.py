@@ -1,0 +1,183 @@
+"""The console: the level table row by row while a sweep runs, then the step breakdown and the verdict."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from loadgen.analysis import Bottleneck
+from loadgen.measurement import WindowSummary
+from loadgen.results import InputDescription, LevelResult, Load, ProfileResult
+from loadgen.settings import Settings
+from loadgen.transport import ModelInfo
+
+_CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
+_OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that does not wrap lines, and is wide enough for the tables when output is not a terminal."""
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if probe.is_terminal else 160)
+
+
+def _row(cells: tuple[str, ...]) -> str:
+    return "  ".join(cell.rjust(max(len(cell), 9)) for cell in cells)
+
+
+def _load(load: Load | LevelResult) -> str:
+    if load.concurrency is not None:
+        return f"concurrency {load.concurrency}"
+    rate = load.rate if isinstance(load, Load) else load.request_rate
+    return f"{rate:g} req/s"
+
+
+class ConsoleProgress:
+    """Prints the level table row by row as the sweep runs; with `verbose`, every window too."""
+
+    def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
+        self.console = console or make_console()
+        self.verbose = verbose
+
+    def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None:
+        sent = ", ".join(f"{i.name} {i.datatype} {list(i.shape)}" for i in inputs)
+        self.console.print(f"Profiling [bold]{model.name}[/] at {settings.url}; inputs: {sent}")
+        if settings.request_count:
+            windows = f"One window of {settings.request_count} requests"
+        elif settings.measurement_mode == "count_windows":
+            windows = f"Windows of {settings.measurement_request_count} requests"
+        else:
+            windows = f"Windows of {settings.measurement_interval} ms"
+        on = f"p{settings.percentile} latency" if settings.percentile else "average latency"
+        self.console.print(
+            f"{windows}, stable when throughput and {on} agree within {settings.stability_percentage:g}% "
+            f"over 3 windows, at most {settings.max_trials} windows per level"
+        )
+        if settings.mode != "concurrency":
+            self.console.print(
+                "Open loop: latency counts from each request's scheduled send time (response time); "
+                "svc = from the actual send (service time); lag = how late requests left"
+            )
+        self.console.print(_row(_CLOSED if settings.mode == "concurrency" else _OPEN), style="bold")
+
+    def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
+        if self.verbose:
+            sent = f", sent {summary.send_rate:.1f}/s" if summary.send_rate is not None else ""
+            self.console.print(
+                f"  {_load(load)} window {index}: {summary.throughput:.1f} infer/s{sent}, "
+                f"avg {summary.avg_latency_us:.0f} us, p99 {summary.p99_us} us, {summary.request_count} requests, "
+                f"{summary.error_count} errors, loop busy {summary.loop_busy_share:.0%}{', stable' if stable else ''}"
+            )
+
+    def level(self, level: LevelResult) -> None:
+        lat = level.latency_us
+        stable = "yes" if level.stable else "NO"
+        if level.concurrency is not None:
+            cells: tuple[str, ...] = (
+                str(level.concurrency),
+                f"{level.throughput:.1f}",
+                f"{lat.avg:.0f}",
+                *(str(v) for v in (lat.p50, lat.p90, lat.p95, lat.p99, level.error_count)),
+                stable,
+            )
+        else:
+            assert level.service_latency_us is not None and level.send_lag_us is not None
+            cells = (
+                f"{level.request_rate:g}",
+                f"{level.send_rate:.1f}",
+                f"{level.throughput:.1f}",
+                f"{lat.avg:.0f}",
+                str(lat.p50),
+                str(lat.p99),
+                str(level.service_latency_us.p99),
+                str(level.send_lag_us.p99),
+                f"{level.delayed_share:.1%}",
+                str(level.error_count),
+                stable,
+            )
+        self.console.print(_row(cells), style=None if level.stable else "red")
+        if level.percentile_us is not None:
+            self.console.print(f"    p{level.percentile} latency: {level.percentile_us} us")
+        for description, count in list(level.errors.items())[:3]:
+            self.console.print(f"    {count} x {description}", style="yellow")
+        self._warn(level)
+
+    def _warn(self, level: LevelResult) -> None:
+        if level.saturated == "client":
+            self.console.print(
+                f"    WARNING: loadgen could not keep up with {level.request_rate:g} req/s: it sent "
+                f"{level.send_rate:.1f}/s and {level.delayed_share:.1%} of requests left over 1 ms late "
+                f"(loop busy {level.loop_busy_share:.0%}). Its latencies include that lag; "
+                "use more worker processes, fewer levels, or a lower rate.",
+                style="bold red",
+                markup=False,
+            )
+        elif level.saturated == "server":
+            held = (
+                f"; {level.in_flight_limit_hits} requests waited for the in-flight limit"
+                if level.in_flight_limit_hits
+                else ""
+            )
+            self.console.print(
+                f"    The server is saturated at {level.request_rate:g} req/s: it completed "
+                f"{level.throughput:.1f} infer/s of {level.send_rate:.1f}/s sent{held}; "
+                "queueing shows as response time growing window after window (loadgen itself kept up: "
+                f"loop busy {level.loop_busy_share:.0%}).",
+                style="yellow",
+                markup=False,
+            )
+
+    def finished(self, result: ProfileResult) -> None:
+        """After the sweep: the per-step breakdown where the model was pushed hardest, and the verdict."""
+        verdict = result.bottleneck
+        level = next((lv for lv in result.levels if lv.bottleneck is verdict), None)
+        if verdict is not None and level is not None and level.server is not None:
+            self.console.print(step_table(level))
+            self.console.print(
+                "Bottleneck per level: " + ", ".join(f"{lv.load:g}: {_name(lv.bottleneck)}" for lv in result.levels)
+            )
+            self.console.print(f"[bold]Bottleneck: {_name(verdict)}[/] ({verdict.share:.0%} of the time)")
+            self.console.print(f"  {verdict.reason}", markup=False)
+            for suggestion in verdict.suggestions:
+                self.console.print(f"  - {suggestion}", markup=False)
+        if not result.stable:
+            last = result.levels[-1]
+            self.console.print(
+                f"[red]No stable measurement at {_load(last)} after {last.windows} windows; sweep stopped.[/] "
+                "Try a longer --measurement-interval or a larger --stability-percentage."
+            )
+
+
+def _name(verdict: Bottleneck | None) -> str:
+    if verdict is None:
+        return "-"
+    return verdict.model or "the client"
+
+
+def step_table(level: LevelResult) -> Table:
+    """Server-side time per step of one level, as perf_analyzer's "Server:" block, plus share and capacity."""
+    assert level.server is not None
+    table = Table(
+        title=f"Server breakdown at {_load(level)} ({level.throughput:.1f} infer/s, "
+        f"client avg {level.latency_us.avg:.0f} us)",
+        title_justify="left",
+    )
+    for column in ("step", "requests", "avg batch", "queue us", "input us", "infer us", "output us", "overhead us"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    table.add_column("share", justify="right")
+    table.add_column("capacity/s", justify="right")
+    total = level.server.request_us
+    for depth, step in level.server.walk():
+        table.add_row(
+            "  " * depth + f"{step.model} v{step.version}",
+            str(step.request_count),
+            f"{step.avg_batch:.1f}",
+            *(
+                f"{v:.0f}"
+                for v in (step.queue_us, step.compute_input_us, step.compute_infer_us, step.compute_output_us)
+            ),
+            f"{step.overhead_us:.0f}",
+            f"{(step.queue_us + step.compute_us) / total:.0%}" if depth and total else "",
+            f"{step.capacity:.0f}" if step.capacity else "",
+        )
+    return table
