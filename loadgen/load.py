@@ -1,17 +1,57 @@
-"""Load: a closed-loop worker pool, and an open-loop sender that follows a schedule."""
+"""Load: a closed-loop worker pool, an open-loop sender that follows a schedule, and the generator over both."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import grpc
 
-from loadgen.measurement import Recorder
+from loadgen import schedule
+from loadgen.measurement import Recorder, Window
+from loadgen.settings import Settings, read_intervals
 from loadgen.transport import describe_rpc_error
 
 InferCall = Callable[[bytes], Awaitable[bytes]]
+COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
+WARMUP_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load level: a concurrency (closed loop) or a request rate (open loop)."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This generator's part of the load: shard `index` of `count`; all shards together make the whole load."""
+
+    index: int = 0
+    count: int = 1
+
+    def concurrency(self, total: int) -> int:
+        """Its share of the concurrency slots."""
+        return total // self.count + (1 if self.index < total % self.count else 0)
+
+    def schedule(self, offsets: Iterator[int]) -> Iterator[int]:
+        """Its share of a schedule: every `count`-th request, so that the shards' union is the schedule itself."""
+        return itertools.islice(offsets, self.index, None, self.count) if self.count > 1 else offsets
+
+
+def schedule_for(load: Load, settings: Settings) -> Iterator[int]:
+    """The full schedule (offsets in ns) of an open-loop level."""
+    if settings.request_intervals is not None:
+        return schedule.intervals(read_intervals(settings.request_intervals))
+    assert load.rate is not None
+    if settings.request_distribution == "poisson":
+        return schedule.poisson(load.rate)
+    return schedule.constant(load.rate)
 
 
 class ClosedLoop:
@@ -83,11 +123,11 @@ class OpenLoop:
         self._slot_free = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
 
-    def start(self, schedule: Iterator[int]) -> None:
-        """Follow a new schedule (offsets in ns from now); requests already in flight carry on."""
+    def start(self, offsets: Iterator[int], start_ns: int) -> None:
+        """Follow a new schedule (offsets in ns from `start_ns`, a perf_counter_ns instant); requests in flight carry on."""
         if self._sender is not None:
             self._sender.cancel()
-        self._sender = asyncio.ensure_future(self._send(schedule))
+        self._sender = asyncio.ensure_future(self._send(offsets, start_ns))
 
     async def stop(self) -> None:
         """Stop sending, cancel what is in flight, and wait until every task is gone."""
@@ -97,16 +137,15 @@ class OpenLoop:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _send(self, schedule: Iterator[int]) -> None:
+    async def _send(self, offsets: Iterator[int], start: int) -> None:
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         payloads = self._payloads
         count = len(payloads)
         tasks = self._tasks
         discard = tasks.discard
-        start = clock()
         index = 0
-        for offset in schedule:
+        for offset in offsets:
             due = start + offset
             now = clock()
             if due > now:
@@ -137,3 +176,48 @@ class OpenLoop:
         finally:
             self._in_flight -= 1
             self._slot_free.set()
+
+
+class LocalGenerator:
+    """Generates load from this process's event loop and hands out its measurement windows."""
+
+    def __init__(self, call: InferCall, payloads: Sequence[bytes], settings: Settings, shard: Shard = Shard()) -> None:
+        self.settings = settings
+        self.shard = shard
+        self.recorder = Recorder(open_loop=settings.mode != "concurrency")
+        self.closed = ClosedLoop(call, payloads, self.recorder, settings.url)
+        self.open = OpenLoop(call, payloads, self.recorder, settings.url, settings.max_in_flight)
+
+    def _share(self, count: int) -> int:
+        """This shard's part of a request count (at least 1)."""
+        return max(self.shard.concurrency(count), 1)
+
+    async def apply(self, load: Load, start_ns: int) -> None:
+        """Switch to a load level; an open-loop schedule starts at `start_ns` (perf_counter_ns)."""
+        if load.concurrency is not None:
+            self.closed.resize(self.shard.concurrency(load.concurrency))
+        else:
+            self.open.start(self.shard.schedule(schedule_for(load, self.settings)), start_ns)
+
+    async def warm_up(self, count: int) -> None:
+        """Let `count` requests complete, then drop them."""
+        await self.recorder.fill(self._share(count), WARMUP_TIMEOUT_S)
+
+    async def discard(self) -> None:
+        """Start a fresh window, dropping what completed so far."""
+        self.recorder.rotate()
+
+    async def window(self) -> Window:
+        """The next window: after the measurement interval, or after a count of requests."""
+        settings = self.settings
+        timeout_s = settings.measurement_interval / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
+        if settings.request_count:
+            return await self.recorder.fill(self._share(settings.request_count), timeout_s)
+        if settings.measurement_mode == "count_windows":
+            return await self.recorder.fill(self._share(settings.measurement_request_count), timeout_s)
+        await asyncio.sleep(settings.measurement_interval / 1000)
+        return self.recorder.rotate()
+
+    async def stop(self) -> None:
+        await self.closed.stop()
+        await self.open.stop()

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from loadgen.analysis import Bottleneck, find_bottleneck
+from loadgen.load import Load
 from loadgen.measurement import LatencyStats, Merged, WindowSummary
 from loadgen.server_stats import Composition, ServerFigures, Snapshot, figures
 
@@ -140,14 +141,6 @@ _MODE_KEYS = (
     "delayed_share",
     "in_flight_limit_hits",
 )
-
-
-@dataclass(frozen=True)
-class Load:
-    """One load level: a concurrency (closed loop) or a request rate (open loop)."""
-
-    concurrency: int | None = None
-    rate: float | None = None
 
 
 @dataclass(frozen=True)

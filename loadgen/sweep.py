@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import statistics
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
 
-from loadgen import schedule
 from loadgen.errors import ModelRejectedError
 from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
-from loadgen.load import ClosedLoop, OpenLoop
-from loadgen.measurement import STABILITY_WINDOWS, Recorder, Window, WindowSummary, is_stable, merge, summarize
-from loadgen.results import InputDescription, LevelResult, Load, ProfileResult
+from loadgen.load import Load, LocalGenerator
+from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
-COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
-WARMUP_TIMEOUT_S = 120.0
 
 
 class Progress(Protocol):
@@ -139,9 +136,7 @@ class _Sweep:
         self.tree = tree
         self.settings = settings
         self.progress = progress
-        self.recorder = Recorder(open_loop=settings.mode != "concurrency")
-        self.closed = ClosedLoop(connection.infer, payloads, self.recorder, settings.url)
-        self.open = OpenLoop(connection.infer, payloads, self.recorder, settings.url, settings.max_in_flight)
+        self.generator = LocalGenerator(connection.infer, payloads, settings)
         self.warmed_up = settings.warmup_request_count == 0
 
     async def run(self) -> list[LevelResult]:
@@ -149,8 +144,7 @@ class _Sweep:
             walk = binary_search if self.settings.binary_search else linear
             return await walk(_loads(self.settings), self.measure, self._over_threshold)
         finally:
-            await self.closed.stop()
-            await self.open.stop()
+            await self.generator.stop()
 
     def _over_threshold(self, level: LevelResult) -> bool:
         """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
@@ -159,39 +153,14 @@ class _Sweep:
         latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
         return latency > self.settings.latency_threshold * 1000
 
-    def _apply(self, load: Load) -> None:
-        if load.concurrency is not None:
-            self.closed.resize(load.concurrency)
-            return
-        if self.settings.request_intervals is not None:
-            times = schedule.intervals(read_intervals(self.settings.request_intervals))
-        elif self.settings.request_distribution == "poisson":
-            assert load.rate is not None
-            times = schedule.poisson(load.rate)
-        else:
-            assert load.rate is not None
-            times = schedule.constant(load.rate)
-        self.open.start(times)
-
-    async def _window(self) -> Window:
-        """The next window: after the measurement interval, or after a count of requests."""
-        settings = self.settings
-        timeout_s = settings.measurement_interval / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
-        if settings.request_count:
-            return await self.recorder.fill(settings.request_count, timeout_s)
-        if settings.measurement_mode == "count_windows":
-            return await self.recorder.fill(settings.measurement_request_count, timeout_s)
-        await asyncio.sleep(settings.measurement_interval / 1000)
-        return self.recorder.rotate()
-
     async def measure(self, load: Load) -> LevelResult:
         """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
         settings = self.settings
-        self._apply(load)
+        await self.generator.apply(load, time.perf_counter_ns())
         if not self.warmed_up:
-            await self.recorder.fill(settings.warmup_request_count, WARMUP_TIMEOUT_S)
+            await self.generator.warm_up(settings.warmup_request_count)
             self.warmed_up = True
-        self.recorder.rotate()  # the level starts now: drop what completed before
+        await self.generator.discard()  # the level starts now: drop what completed before
         reading = snapshot(await self.connection.statistics())
         windows: list[Window] = []
         server: list[Snapshot] = []
@@ -199,7 +168,7 @@ class _Sweep:
         stable = False
         single = settings.request_count > 0  # one window of exactly N requests, no stability check
         while not stable and len(windows) < (1 if single else settings.max_trials):
-            window = await self._window()
+            window = await self.generator.window()
             previous, reading = reading, snapshot(await self.connection.statistics())
             windows.append(window)
             server.append(delta(previous, reading))

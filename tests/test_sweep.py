@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from loadgen.load import Load
 from loadgen.measurement import LatencyStats
-from loadgen.results import LevelResult, Load
+from loadgen.results import LevelResult
 from loadgen.sweep import binary_search, linear
 
 

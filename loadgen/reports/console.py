@@ -6,8 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import Bottleneck
+from loadgen.load import Load
 from loadgen.measurement import WindowSummary
-from loadgen.results import InputDescription, LevelResult, Load, ProfileResult
+from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.settings import Settings
 from loadgen.transport import ModelInfo
 
