@@ -17,6 +17,7 @@ from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, Loadgen
 from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
 from loadgen.server import EmbeddedServer
 from loadgen.settings import DEFAULT_URL, Settings, parse_shape
+from loadgen.workers import worker_count
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,6 +32,13 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _workers(text: str) -> int:
+    try:
+        return worker_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
 
 
 def _float(text: str) -> float:
@@ -67,6 +75,13 @@ def profile_parser() -> argparse.ArgumentParser:
     load.add_argument("--request-intervals", metavar="FILE", help="open loop: one gap in microseconds per line, looped")
     load.add_argument(
         "--max-in-flight", type=_int, default=1024, help="open loop safety limit on requests in flight (default 1024)"
+    )
+    load.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="processes that generate the load, each with its own event loop (default 1; auto: one per core)",
     )
     load.add_argument(
         "--binary-search", action="store_true", help="bisect the range for the highest load under --latency-threshold"
@@ -152,6 +167,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         request_distribution=args.request_distribution,
         request_intervals=args.request_intervals,
         max_in_flight=args.max_in_flight,
+        workers=args.workers,
         binary_search=args.binary_search,
         measurement_mode=args.measurement_mode,
         measurement_request_count=args.measurement_request_count,

@@ -207,6 +207,10 @@ class LocalGenerator:
         """Start a fresh window, dropping what completed so far."""
         self.recorder.rotate()
 
+    async def rotate(self) -> Window:
+        """Close the current window now."""
+        return self.recorder.rotate()
+
     async def window(self) -> Window:
         """The next window: after the measurement interval, or after a count of requests."""
         settings = self.settings
@@ -216,7 +220,7 @@ class LocalGenerator:
         if settings.measurement_mode == "count_windows":
             return await self.recorder.fill(self._share(settings.measurement_request_count), timeout_s)
         await asyncio.sleep(settings.measurement_interval / 1000)
-        return self.recorder.rotate()
+        return await self.rotate()
 
     async def stop(self) -> None:
         await self.closed.stop()

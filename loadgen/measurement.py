@@ -313,3 +313,75 @@ def merge(windows: Sequence[Window]) -> Merged:
         loop_cpu_s=sum(w.loop_cpu_ns for w in windows) / 1e9,
         process_cpu_s=sum(w.process_cpu_ns for w in windows) / 1e9,
     )
+
+
+@dataclass(frozen=True)
+class EncodedWindow:
+    """A window in a form that crosses process and machine boundaries (HdrHistogram's compressed encoding)."""
+
+    start_ns: int
+    end_ns: int
+    histogram: bytes
+    service: bytes | None
+    lag: bytes | None
+    sent: int
+    delayed: int
+    limit_hits: int
+    errors: dict[str, int]
+    clamped: int
+    loop_cpu_ns: int
+    process_cpu_ns: int
+
+
+def encode_window(window: Window) -> EncodedWindow:
+    """Encode a window's histograms so that another process can merge them exactly."""
+    return EncodedWindow(
+        start_ns=window.start_ns,
+        end_ns=window.end_ns,
+        histogram=window.histogram.encode(),
+        service=window.service.encode() if window.service is not None else None,
+        lag=window.lag.encode() if window.lag is not None else None,
+        sent=window.sent,
+        delayed=window.delayed,
+        limit_hits=window.limit_hits,
+        errors=dict(window.errors),
+        clamped=window.clamped,
+        loop_cpu_ns=window.loop_cpu_ns,
+        process_cpu_ns=window.process_cpu_ns,
+    )
+
+
+def _decoded(encoded: Sequence[bytes | None]) -> HdrHistogram | None:
+    if any(e is None for e in encoded):
+        return None
+    histogram = new_histogram()
+    for data in encoded:
+        assert data is not None
+        histogram.decode_and_add(data)
+    return histogram
+
+
+def combine(parts: Sequence[EncodedWindow]) -> Window:
+    """One window from the same window of several generators: histograms added exactly, counts summed.
+
+    The span runs from the earliest start to the latest end; the loop's busy time is the busiest generator's.
+    """
+    errors: Counter[str] = Counter()
+    for part in parts:
+        errors.update(part.errors)
+    histogram = _decoded([p.histogram for p in parts])
+    assert histogram is not None
+    return Window(
+        start_ns=min(p.start_ns for p in parts),
+        end_ns=max(p.end_ns for p in parts),
+        histogram=histogram,
+        service=_decoded([p.service for p in parts]),
+        lag=_decoded([p.lag for p in parts]),
+        sent=sum(p.sent for p in parts),
+        delayed=sum(p.delayed for p in parts),
+        limit_hits=sum(p.limit_hits for p in parts),
+        errors=errors,
+        clamped=sum(p.clamped for p in parts),
+        loop_cpu_ns=max(p.loop_cpu_ns for p in parts),
+        process_cpu_ns=sum(p.process_cpu_ns for p in parts),
+    )

@@ -22,11 +22,16 @@ from types import TracebackType
 from loadgen.errors import LoadgenError
 
 READY_TIMEOUT_S = 120.0
+START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
 
 
 class ServerStartError(LoadgenError):
     """The embedded server could not be found or did not become ready."""
+
+
+class ServerExitedError(ServerStartError):
+    """The embedded server exited while starting."""
 
 
 def free_port() -> int:
@@ -93,21 +98,41 @@ class EmbeddedServer:
         return env
 
     def start(self) -> EmbeddedServer:
-        """Launch the server and wait until it is ready."""
+        """Launch the server and wait until it is ready.
+
+        Ports left at 0 are picked free; if the server then exits at start-up (another process took a port
+        in between), it is started again on other free ports, up to `START_ATTEMPTS` times.
+        """
         root, libs = _pytriton_root()
         repository = Path(self.model_repository).resolve()
         if not repository.is_dir():
             raise ServerStartError(f"model repository {self.model_repository} is not a directory")
-        self.grpc_port = self.grpc_port or free_port()
-        self.http_port = self.http_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        chosen = (self.grpc_port, self.http_port, self.metrics_port)
         self._workdir = Path(tempfile.mkdtemp(prefix="loadgen-server-"))
         if self.log_path is None:
             self.log_path = self._workdir / "tritonserver.log"
+        backends = self._backends(root, self._workdir)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self.grpc_port, self.http_port, self.metrics_port = (port or free_port() for port in chosen)
+            self._launch(root, libs, repository, backends)
+            try:
+                self._wait_ready()
+                return self
+            except ServerExitedError:
+                self._process = None
+                if attempt == START_ATTEMPTS or all(chosen):
+                    self.stop()
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+        raise AssertionError("unreachable")
+
+    def _launch(self, root: Path, libs: Path, repository: Path, backends: Path) -> None:
         command = [
             str(root / "bin" / "tritonserver"),
             f"--model-repository={repository}",
-            f"--backend-directory={self._backends(root, self._workdir)}",
+            f"--backend-directory={backends}",
             f"--grpc-port={self.grpc_port}",
             f"--http-port={self.http_port}",
             f"--metrics-port={self.metrics_port}",
@@ -115,6 +140,7 @@ class EmbeddedServer:
         if self.explicit_model_control:
             command += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]
         command += list(self.extra_args)
+        assert self.log_path is not None
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 command,
@@ -123,12 +149,6 @@ class EmbeddedServer:
                 env=self._environment(libs),
                 start_new_session=True,
             )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -136,7 +156,9 @@ class EmbeddedServer:
         url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise ServerStartError(f"tritonserver exited with status {self._process.returncode}: {self.log_tail()}")
+                raise ServerExitedError(
+                    f"tritonserver exited with status {self._process.returncode}: {self.log_tail()}"
+                )
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(url, timeout=1) as response,

@@ -127,6 +127,7 @@ class Settings:
     request_distribution: str = "constant"
     request_intervals: str | None = None
     max_in_flight: int = 1024
+    workers: int = 1
     input_data: str = "random"
     shape: Mapping[str, Sequence[int]] = field(default_factory=dict)
     batch_size: int = 1
@@ -170,6 +171,7 @@ class Settings:
             (self.stability_percentage > 0, f"--stability-percentage {self.stability_percentage}: must be above 0"),
             (self.max_trials >= 3, f"--max-trials {self.max_trials}: must be at least 3 (stability needs 3 windows)"),
             (self.max_in_flight >= 1, f"--max-in-flight {self.max_in_flight}: must be at least 1"),
+            (self.workers >= 1, f"--workers {self.workers}: must be at least 1"),
             (
                 self.request_distribution in DISTRIBUTIONS,
                 f"--request-distribution {self.request_distribution!r}: choose constant or poisson",

@@ -17,6 +17,7 @@ from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
+from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
 
@@ -136,11 +137,17 @@ class _Sweep:
         self.tree = tree
         self.settings = settings
         self.progress = progress
-        self.generator = LocalGenerator(connection.infer, payloads, settings)
+        self.generator: LocalGenerator | ProcessGenerator = (
+            LocalGenerator(connection.infer, payloads, settings)
+            if settings.workers == 1
+            else ProcessGenerator(payloads, settings, settings.workers)
+        )
         self.warmed_up = settings.warmup_request_count == 0
 
     async def run(self) -> list[LevelResult]:
         try:
+            if isinstance(self.generator, ProcessGenerator):
+                await self.generator.start()
             walk = binary_search if self.settings.binary_search else linear
             return await walk(_loads(self.settings), self.measure, self._over_threshold)
         finally:

@@ -1,0 +1,168 @@
+"""Worker processes: the load split over N spawned processes, each with its own event loop and gRPC channel.
+
+The parent keeps the schedule's clock and the windows: it tells every worker when to switch level and when to
+close a window, and merges their encoded windows exactly. Workers are spawned, never forked (gRPC does not
+survive a fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Sequence
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+import uvloop
+
+from loadgen.errors import LoadgenError
+from loadgen.load import Load, LocalGenerator, Shard
+from loadgen.measurement import EncodedWindow, Window, combine, encode_window
+from loadgen.settings import Settings
+from loadgen.transport import Connection
+
+START_TIMEOUT_S = 60.0
+
+
+def worker_count(text: str) -> int:
+    """`--workers N` or `auto` (one per core)."""
+    return os.cpu_count() or 1 if text == "auto" else int(text)
+
+
+class _Link:
+    """The parent's end of one worker's pipe, read without blocking the event loop."""
+
+    def __init__(self, index: int, pipe: Pipe, process: multiprocessing.process.BaseProcess) -> None:
+        self.index = index
+        self.pipe = pipe
+        self.process = process
+
+    async def receive(self, timeout_s: float | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(self.pipe.fileno(), wake)
+        try:
+            await asyncio.wait_for(ready, timeout_s)
+        except asyncio.TimeoutError:
+            raise LoadgenError(f"worker {self.index} did not answer within {timeout_s:.0f} s") from None
+        finally:
+            loop.remove_reader(self.pipe.fileno())
+        try:
+            kind, value = self.pipe.recv()
+        except EOFError:
+            raise LoadgenError(f"worker {self.index} exited (status {self.process.exitcode})") from None
+        if kind == "error":
+            raise LoadgenError(f"worker {self.index}: {value}")
+        return value
+
+
+class ProcessGenerator:
+    """The `LocalGenerator` interface over N worker processes; results identical in shape to one process."""
+
+    def __init__(self, payloads: Sequence[bytes], settings: Settings, count: int) -> None:
+        self.payloads = tuple(payloads)
+        self.settings = settings
+        self.count = count
+        self.links: list[_Link] = []
+
+    async def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        for index in range(self.count):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_worker_main,
+                args=(child, self.payloads, self.settings, Shard(index, self.count)),
+                name=f"loadgen-worker-{index}",
+                daemon=True,
+            )
+            process.start()
+            child.close()
+            self.links.append(_Link(index, parent, process))
+        await self._all(None, START_TIMEOUT_S)
+
+    async def _all(self, command: tuple[str, Any] | None, timeout_s: float | None = None) -> list[Any]:
+        if command is not None:
+            for link in self.links:
+                link.pipe.send(command)
+        return list(await asyncio.gather(*(link.receive(timeout_s) for link in self.links)))
+
+    async def apply(self, load: Load, start_ns: int) -> None:
+        await self._all(("apply", (load, start_ns)))
+
+    async def warm_up(self, count: int) -> None:
+        await self._all(("warm_up", count))
+
+    async def discard(self) -> None:
+        await self._all(("discard", None))
+
+    async def window(self) -> Window:
+        if self.settings.request_count or self.settings.measurement_mode == "count_windows":
+            return combine(await self._all(("window", None)))
+        await asyncio.sleep(self.settings.measurement_interval / 1000)
+        return combine(await self._all(("rotate", None)))
+
+    async def stop(self) -> None:
+        for link in self.links:
+            if link.process.is_alive():
+                with contextlib.suppress(OSError):
+                    link.pipe.send(("stop", None))
+        for link in self.links:
+            await asyncio.to_thread(link.process.join, 10)
+            if link.process.is_alive():
+                link.process.kill()
+            link.pipe.close()
+        self.links = []
+
+
+def _worker_main(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, shard: Shard) -> None:
+    uvloop.run(_serve(pipe, payloads, settings, shard))
+
+
+async def _serve(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, shard: Shard) -> None:
+    """A worker: run a LocalGenerator for its shard and answer the parent's commands until told to stop."""
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            commands.put_nowait(pipe.recv())
+        except EOFError:
+            commands.put_nowait(("stop", None))
+            loop.remove_reader(pipe.fileno())
+
+    connection = Connection(settings.url)
+    generator = LocalGenerator(connection.infer, payloads, settings, shard)
+    loop.add_reader(pipe.fileno(), readable)
+    pipe.send(("ready", None))
+    try:
+        while True:
+            kind, value = await commands.get()
+            if kind == "stop":
+                return
+            try:
+                reply: EncodedWindow | None = None
+                if kind == "apply":
+                    load, start_ns = value
+                    await generator.apply(load, start_ns)
+                elif kind == "warm_up":
+                    await generator.warm_up(value)
+                elif kind == "discard":
+                    await generator.discard()
+                elif kind == "rotate":
+                    reply = encode_window(await generator.rotate())
+                elif kind == "window":
+                    reply = encode_window(await generator.window())
+                pipe.send(("ok", reply))
+            except Exception as error:  # reported to the parent, which stops the run with it
+                pipe.send(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        loop.remove_reader(pipe.fileno())
+        await generator.stop()
+        await connection.close()
