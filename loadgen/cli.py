@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import signal
 import sys
 import threading
@@ -12,11 +14,12 @@ from typing import NoReturn
 
 from rich.console import Console
 
-from loadgen import profile_sync
-from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, OptionError
+from loadgen import profile, run
+from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, OptionError, RunFailed
 from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
+from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
-from loadgen.settings import DEFAULT_URL, Settings, parse_shape
+from loadgen.settings import DEFAULT_URL, Settings, parse_header, parse_shape
 from loadgen.workers import worker_count
 
 
@@ -138,6 +141,30 @@ def profile_parser() -> argparse.ArgumentParser:
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    faults = parser.add_argument_group("faults")
+    faults.add_argument(
+        "--request-timeout", type=_float, metavar="MS", help="a request without an answer by then counts as a timeout"
+    )
+    faults.add_argument(
+        "--max-error-rate",
+        type=_float,
+        default=0.1,
+        metavar="SHARE",
+        help="stop the sweep when a window's share of failed requests exceeds this (default 0.1)",
+    )
+    security = parser.add_argument_group("security")
+    security.add_argument("--ssl-grpc-use-ssl", action="store_true", help="TLS for the gRPC connection")
+    security.add_argument("--ssl-grpc-root-certifications-file", metavar="FILE", help="CA certificates (PEM)")
+    security.add_argument("--ssl-grpc-private-key-file", metavar="FILE", help="client private key (PEM)")
+    security.add_argument("--ssl-grpc-certificate-chain-file", metavar="FILE", help="client certificate chain (PEM)")
+    security.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="gRPC metadata sent with every call (repeatable); values never appear in outputs",
+    )
     return parser
 
 
@@ -181,19 +208,60 @@ def settings_from(args: argparse.Namespace) -> Settings:
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,
         max_trials=args.max_trials,
+        request_timeout=args.request_timeout,
+        max_error_rate=args.max_error_rate,
+        ssl_grpc_use_ssl=args.ssl_grpc_use_ssl,
+        ssl_grpc_root_certifications_file=args.ssl_grpc_root_certifications_file,
+        ssl_grpc_private_key_file=args.ssl_grpc_private_key_file,
+        ssl_grpc_certificate_chain_file=args.ssl_grpc_certificate_chain_file,
+        header=dict(parse_header(text) for text in args.header),
     )
+
+
+def _write_outputs(result: ProfileResult, args: argparse.Namespace) -> None:
+    if args.json:
+        write_json(result, args.json)
+    if args.latency_report_file:
+        write_csv(result, args.latency_report_file)
+
+
+async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress) -> tuple[ProfileResult, int | None]:
+    """Run the profile; the first SIGINT/SIGTERM stops it gracefully, a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        progress.console.print("stopping: writing what was measured (again to exit at once)", style="yellow")
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        result = await profile(settings, progress, stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    return result, received[0] if received else None
 
 
 def _profile(argv: Sequence[str], console: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
     progress = ConsoleProgress(console, verbose=args.verbose)
-    result = profile_sync(settings, progress)
+    try:
+        result, signum = run(_profile_until_signalled(settings, progress))
+    except RunFailed as failure:
+        assert isinstance(failure.result, ProfileResult)
+        _write_outputs(failure.result, args)
+        raise
     progress.finished(result)
-    if args.json:
-        write_json(result, args.json)
-    if args.latency_report_file:
-        write_csv(result, args.latency_report_file)
+    _write_outputs(result, args)
+    if signum is not None:
+        return 128 + signum
     return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
 
 
@@ -237,4 +305,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["OptionError", "main", "profile_parser", "serve_parser", "settings_from"]
+__all__ = ["main", "profile_parser", "serve_parser", "settings_from"]

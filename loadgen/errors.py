@@ -24,5 +24,13 @@ class ServerError(LoadgenError):
     """The server could not be reached, or refused what loadgen asked of it."""
 
 
+class RunFailed(LoadgenError):
+    """The run stopped midway; `result` holds every finished level and the partial one."""
+
+    def __init__(self, message: str, result: object) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class ModelRejectedError(LoadgenError):
     """The model failed the requests loadgen built from the input data."""

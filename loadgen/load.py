@@ -18,6 +18,7 @@ from loadgen.transport import describe_rpc_error
 InferCall = Callable[[bytes], Awaitable[bytes]]
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 WARMUP_TIMEOUT_S = 120.0
+UNAVAILABLE_PAUSE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,31 @@ def schedule_for(load: Load, settings: Settings) -> Iterator[int]:
     return schedule.constant(load.rate)
 
 
+class _Failures:
+    """Turns a failed call into its one-line description; a server that refuses connections gets a short pause."""
+
+    def __init__(self, recorder: Recorder, url: str, timeout_s: float | None) -> None:
+        self.recorder = recorder
+        self.url = url
+        self.timeout_s = timeout_s
+
+    async def record(self, error: grpc.aio.AioRpcError) -> None:
+        self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
+
+
 class ClosedLoop:
     """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
 
-    def __init__(self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, url: str) -> None:
+    def __init__(self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures) -> None:
         if not payloads:
             raise ValueError("no request payloads")
         self._call = call
         self._payloads = tuple(payloads)
         self._recorder = recorder
-        self._url = url
+        self._failures = failures
+        self._stopping = False
         self._workers: list[asyncio.Task[None]] = []
 
     def resize(self, concurrency: int) -> None:
@@ -74,9 +90,12 @@ class ClosedLoop:
         while len(self._workers) > concurrency:
             self._workers.pop().cancel()
 
-    async def stop(self) -> None:
-        """Cancel every worker and wait until all are gone."""
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Send nothing more, give requests in flight `grace_s` to return, then cancel what is left."""
         workers, self._workers = self._workers, []
+        self._stopping = True
+        if workers and grace_s > 0:
+            await asyncio.wait(workers, timeout=grace_s)
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -88,14 +107,14 @@ class ClosedLoop:
         index = slot % count
         record = self._recorder.record
         clock = time.perf_counter_ns
-        while True:
+        while not self._stopping:
             payload = payloads[index]
             index = index + 1 if index + 1 < count else 0
             start = clock()
             try:
                 await call(payload)
             except grpc.aio.AioRpcError as error:
-                self._recorder.record_error(describe_rpc_error(error, self._url))
+                await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
 
@@ -109,14 +128,14 @@ class OpenLoop:
     """
 
     def __init__(
-        self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, url: str, max_in_flight: int
+        self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
     ) -> None:
         if not payloads:
             raise ValueError("no request payloads")
         self._call = call
         self._payloads = tuple(payloads)
         self._recorder = recorder
-        self._url = url
+        self._failures = failures
         self._max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()  # kept so that tasks are not collected, and can be cancelled
         self._in_flight = 0
@@ -129,13 +148,19 @@ class OpenLoop:
             self._sender.cancel()
         self._sender = asyncio.ensure_future(self._send(offsets, start_ns))
 
-    async def stop(self) -> None:
-        """Stop sending, cancel what is in flight, and wait until every task is gone."""
-        tasks = [*self._tasks, *([self._sender] if self._sender else [])]
-        self._sender = None
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop sending, give requests in flight `grace_s` to return, then cancel what is left."""
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+            self._sender = None
+        tasks = list(self._tasks)
+        if tasks and grace_s > 0:
+            await asyncio.wait(tasks, timeout=grace_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._in_flight = 0
 
     async def _send(self, offsets: Iterator[int], start: int) -> None:
         loop = asyncio.get_running_loop()
@@ -169,7 +194,7 @@ class OpenLoop:
         try:
             await self._call(payload)
         except grpc.aio.AioRpcError as error:
-            recorder.record_error(describe_rpc_error(error, self._url))
+            await self._failures.record(error)
         else:
             done = clock()
             recorder.record_response((done - due) // 1000, (done - sent) // 1000)
@@ -185,8 +210,10 @@ class LocalGenerator:
         self.settings = settings
         self.shard = shard
         self.recorder = Recorder(open_loop=settings.mode != "concurrency")
-        self.closed = ClosedLoop(call, payloads, self.recorder, settings.url)
-        self.open = OpenLoop(call, payloads, self.recorder, settings.url, settings.max_in_flight)
+        timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
+        failures = _Failures(self.recorder, settings.url, timeout_s)
+        self.closed = ClosedLoop(call, payloads, self.recorder, failures)
+        self.open = OpenLoop(call, payloads, self.recorder, failures, settings.max_in_flight)
 
     def _share(self, count: int) -> int:
         """This shard's part of a request count (at least 1)."""
@@ -222,6 +249,6 @@ class LocalGenerator:
         await asyncio.sleep(settings.measurement_interval / 1000)
         return await self.rotate()
 
-    async def stop(self) -> None:
-        await self.closed.stop()
-        await self.open.stop()
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop the load; requests in flight get `grace_s` to return."""
+        await asyncio.gather(self.closed.stop(grace_s), self.open.stop(grace_s))

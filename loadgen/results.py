@@ -59,6 +59,7 @@ class LevelResult:
     loop_busy_share: float = 0.0
     client_cpu_us_per_request: float = 0.0
     trend: tuple[WindowSummary, ...] = ()
+    complete: bool = True  # False: the run stopped during this level
     server: ServerFigures | None = None
     bottleneck: Bottleneck | None = None
 
@@ -78,6 +79,7 @@ class LevelResult:
         percentile: int | None,
         model: Composition,
         server: Snapshot,
+        complete: bool = True,
     ) -> LevelResult:
         """The level's figures: client side from the merged windows, server side from their statistics."""
         latency = LatencyStats.from_histogram(merged.histogram)
@@ -116,6 +118,7 @@ class LevelResult:
             loop_busy_share=merged.loop_cpu_s / merged.duration_s if merged.duration_s else 0.0,
             client_cpu_us_per_request=merged.process_cpu_s * 1e6 / completed if completed else 0.0,
             trend=tuple(trend),
+            complete=complete,
             server=server_figures,
             bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
             **open_loop,  # type: ignore[arg-type]
@@ -153,6 +156,8 @@ class ProfileResult:
     levels: tuple[LevelResult, ...]
     inputs: tuple[InputDescription, ...]
     settings: dict[str, Any]
+    status: str = "complete"  # or "interrupted" (stopped by the user), "failed" (stopped by an error)
+    message: str = ""
 
     @property
     def stable(self) -> bool:
@@ -172,6 +177,8 @@ class ProfileResult:
             "url": self.url,
             "mode": self.mode,
             "stable": self.stable,
+            "status": self.status,
+            "message": self.message,
             "levels": [level.to_dict() for level in self.levels],
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],

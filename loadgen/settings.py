@@ -10,6 +10,7 @@ from pathlib import Path
 from loadgen.errors import OptionError
 
 DEFAULT_URL = "localhost:8001"
+REDACTED = "<redacted>"
 
 
 def parse_range(text: str, option: str = "--concurrency-range") -> tuple[int, ...]:
@@ -50,6 +51,14 @@ def parse_rate_range(text: str) -> tuple[float, ...]:
         raise OptionError(f"{option} {text!r}: END must not be below START")
     count = math.floor((end - start) / step + 1e-9) + 1
     return tuple(round(start + i * step, 9) for i in range(count))
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """Parse `-H 'Name: value'` (sent as gRPC metadata)."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise OptionError("-H: expected 'Name: value'")  # the value may be a secret: never echo it
+    return name.strip(), value.strip()
 
 
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -128,6 +137,13 @@ class Settings:
     request_intervals: str | None = None
     max_in_flight: int = 1024
     workers: int = 1
+    request_timeout: float | None = None
+    max_error_rate: float = 0.1
+    ssl_grpc_use_ssl: bool = False
+    ssl_grpc_root_certifications_file: str | None = None
+    ssl_grpc_private_key_file: str | None = None
+    ssl_grpc_certificate_chain_file: str | None = None
+    header: Mapping[str, str] = field(default_factory=dict)
     input_data: str = "random"
     shape: Mapping[str, Sequence[int]] = field(default_factory=dict)
     batch_size: int = 1
@@ -159,6 +175,7 @@ class Settings:
         elif self.request_intervals is None:
             object.__setattr__(self, "concurrency_range", _levels(self.concurrency_range or 1))
         object.__setattr__(self, "shape", {k: tuple(v) for k, v in dict(self.shape).items()})
+        object.__setattr__(self, "header", {k.strip().lower(): v.strip() for k, v in dict(self.header).items()})
         self._check()
 
     def _check(self) -> None:
@@ -172,6 +189,11 @@ class Settings:
             (self.max_trials >= 3, f"--max-trials {self.max_trials}: must be at least 3 (stability needs 3 windows)"),
             (self.max_in_flight >= 1, f"--max-in-flight {self.max_in_flight}: must be at least 1"),
             (self.workers >= 1, f"--workers {self.workers}: must be at least 1"),
+            (
+                self.request_timeout is None or self.request_timeout > 0,
+                f"--request-timeout {self.request_timeout}: must be above 0 ms",
+            ),
+            (0 <= self.max_error_rate <= 1, f"--max-error-rate {self.max_error_rate}: must be between 0 and 1"),
             (
                 self.request_distribution in DISTRIBUTIONS,
                 f"--request-distribution {self.request_distribution!r}: choose constant or poisson",
@@ -211,6 +233,13 @@ class Settings:
                 raise OptionError(message)
         if self.request_intervals is not None:
             read_intervals(self.request_intervals)
+        for option in ("root_certifications", "private_key", "certificate_chain"):
+            path = getattr(self, f"ssl_grpc_{option}_file")
+            flag = f"--ssl-grpc-{option.replace('_', '-')}-file"
+            if path is not None and not self.ssl_grpc_use_ssl:
+                raise OptionError(f"{flag} needs --ssl-grpc-use-ssl")
+            if path is not None and not Path(path).is_file():
+                raise OptionError(f"{flag} {path}: no such file")
 
     @property
     def mode(self) -> str:
@@ -234,6 +263,7 @@ class Settings:
         """The settings as recorded in a result."""
         recorded = {name: getattr(self, name) for name in self.__dataclass_fields__}
         recorded["shape"] = {k: list(v) for k, v in self.shape.items()}
+        recorded["header"] = {name: REDACTED for name in self.header}  # values are often credentials
         for name in ("concurrency_range", "request_rate_range"):
             if isinstance(recorded[name], tuple):
                 recorded[name] = list(recorded[name])

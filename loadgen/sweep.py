@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loadgen.errors import ModelRejectedError
+from loadgen.errors import ModelRejectedError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
 from loadgen.load import Load, LocalGenerator
 from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
@@ -20,6 +21,9 @@ from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
+STOP_GRACE_S = 2.0  # when a run stops early, requests in flight get this long to return
+WATCH_INTERVAL_S = 1.0  # the server's liveness is checked this often during a run
+T = TypeVar("T")
 
 
 class Progress(Protocol):
@@ -32,10 +36,20 @@ class Progress(Protocol):
     def level(self, level: LevelResult) -> None: ...
 
 
-async def profile(settings: Settings | None = None, progress: Progress | None = None, **options: Any) -> ProfileResult:
-    """Profile a model over the settings' load levels; keyword options are `Settings` fields."""
+async def profile(
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+    **options: Any,
+) -> ProfileResult:
+    """Profile a model over the settings' load levels; keyword options are `Settings` fields.
+
+    Setting `stop` ends the run gracefully: the result keeps every finished level and the partial one, marked
+    interrupted. A run that fails midway (the server goes away, too many errors) raises `RunFailed`, whose
+    `result` holds the same. Cancelling the call stops the load at once and returns nothing.
+    """
     settings = settings or Settings(**options)
-    connection = Connection(settings.url)
+    connection = Connection(settings)
     try:
         await connection.check_ready()
         name = settings.model_name or await connection.choose_model()
@@ -47,17 +61,23 @@ async def profile(settings: Settings | None = None, progress: Progress | None = 
         inputs = _describe(samples[0])
         if progress:
             progress.started(model, inputs, settings)
-        levels = await _Sweep(connection, payloads, tree, settings, progress).run()
+        sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event())
+        levels, abort = await sweep.run()
     finally:
         await connection.close()
-    return ProfileResult(
+    result = ProfileResult(
         model=model.name,
         url=settings.url,
         mode=settings.mode,
         levels=tuple(levels),
         inputs=inputs,
         settings=settings.to_dict(),
+        status=abort.status if abort else "complete",
+        message=abort.message if abort else "",
     )
+    if abort and abort.status == "failed":
+        raise RunFailed(abort.message, result)
+    return result
 
 
 def _describe(sample: Sample) -> tuple[InputDescription, ...]:
@@ -122,6 +142,15 @@ async def binary_search(loads: Sequence[Load], measure: Measure, over_threshold:
     return levels
 
 
+class _Abort(Exception):
+    """Ends the sweep early; finished levels and the partial one are kept."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class _Sweep:
     """Runs the load generator over the levels, measuring each with windows and server statistics."""
 
@@ -132,8 +161,11 @@ class _Sweep:
         tree: Composition,
         settings: Settings,
         progress: Progress | None,
+        stop: asyncio.Event,
     ) -> None:
         self.connection = connection
+        self.stop = stop
+        self.finished: list[LevelResult] = []
         self.tree = tree
         self.settings = settings
         self.progress = progress
@@ -144,14 +176,36 @@ class _Sweep:
         )
         self.warmed_up = settings.warmup_request_count == 0
 
-    async def run(self) -> list[LevelResult]:
+    async def run(self) -> tuple[list[LevelResult], _Abort | None]:
+        """The measured levels, and why the sweep ended early if it did."""
+        self.stopping = asyncio.ensure_future(self.stop.wait())
+        self.watchdog = asyncio.ensure_future(_watch(self.connection))
+        abort = None
         try:
             if isinstance(self.generator, ProcessGenerator):
                 await self.generator.start()
             walk = binary_search if self.settings.binary_search else linear
-            return await walk(_loads(self.settings), self.measure, self._over_threshold)
+            await walk(_loads(self.settings), self.measure, self._over_threshold)
+        except _Abort as stopped:
+            abort = stopped
         finally:
-            await self.generator.stop()
+            self.stopping.cancel()
+            self.watchdog.cancel()
+            await asyncio.gather(self.stopping, self.watchdog, return_exceptions=True)
+            await self.generator.stop(STOP_GRACE_S if abort else 0.0)
+        return self.finished, abort
+
+    async def _guarded(self, step: Awaitable[T]) -> T:
+        """Await a step of the run unless the user stops it or the server goes away first."""
+        task = asyncio.ensure_future(step)
+        await asyncio.wait({task, self.stopping, self.watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self.stopping.done():
+            raise _Abort("interrupted", "interrupted: stopped before the sweep finished")
+        raise _Abort("failed", self.watchdog.result())
 
     def _over_threshold(self, level: LevelResult) -> bool:
         """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
@@ -163,29 +217,47 @@ class _Sweep:
     async def measure(self, load: Load) -> LevelResult:
         """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
         settings = self.settings
-        await self.generator.apply(load, time.perf_counter_ns())
+        await self._guarded(self.generator.apply(load, time.perf_counter_ns()))
         if not self.warmed_up:
-            await self.generator.warm_up(settings.warmup_request_count)
+            await self._guarded(self.generator.warm_up(settings.warmup_request_count))
             self.warmed_up = True
         await self.generator.discard()  # the level starts now: drop what completed before
-        reading = snapshot(await self.connection.statistics())
+        reading = await self._statistics()
         windows: list[Window] = []
         server: list[Snapshot] = []
         summaries: list[WindowSummary] = []
         stable = False
         single = settings.request_count > 0  # one window of exactly N requests, no stability check
-        while not stable and len(windows) < (1 if single else settings.max_trials):
-            window = await self.generator.window()
-            previous, reading = reading, snapshot(await self.connection.statistics())
-            windows.append(window)
-            server.append(delta(previous, reading))
-            summaries.append(summarize(window, settings.batch_size, settings.percentile))
-            stable = single or is_stable(summaries, settings.stability_percentage)
-            if self.progress:
-                self.progress.window(load, len(windows), summaries[-1], stable)
-            if window.request_count == 0 and window.error_count:
-                first = next(iter(window.errors))
-                raise ModelRejectedError(f"every request failed at {_label(load)}: {first}")
+        try:
+            while not stable and len(windows) < (1 if single else settings.max_trials):
+                window = await self._guarded(self.generator.window())
+                windows.append(window)
+                previous, reading = reading, await self._statistics()
+                server.append(delta(previous, reading))
+                summaries.append(summarize(window, settings.batch_size, settings.percentile))
+                stable = single or is_stable(summaries, settings.stability_percentage)
+                if self.progress:
+                    self.progress.window(load, len(windows), summaries[-1], stable)
+                self._check_errors(load, window)
+        except _Abort:
+            if not windows or windows[-1].request_count + windows[-1].error_count == 0:
+                windows.append(await self.generator.rotate())  # what completed of the window cut short
+                summaries.append(summarize(windows[-1], settings.batch_size, settings.percentile))
+            if windows[-1].request_count or len(windows) > 1:
+                self._keep(load, windows, server, summaries, stable=False, complete=False)
+            raise
+        return self._keep(load, windows, server, summaries, stable, complete=True)
+
+    def _keep(
+        self,
+        load: Load,
+        windows: list[Window],
+        server: list[Snapshot],
+        summaries: list[WindowSummary],
+        stable: bool,
+        complete: bool,
+    ) -> LevelResult:
+        """Merge a level's last windows into its result and record it."""
         last = slice(-STABILITY_WINDOWS, None)
         server_total: Snapshot = {}
         for window_delta in server[last]:
@@ -195,14 +267,48 @@ class _Sweep:
             merge(windows[last]),
             stable,
             summaries,
-            settings.batch_size,
-            settings.percentile,
+            self.settings.batch_size,
+            self.settings.percentile,
             self.tree,
             server_total,
+            complete=complete,
         )
+        self.finished.append(level)
         if self.progress:
             self.progress.level(level)
         return level
+
+    async def _statistics(self) -> Snapshot:
+        try:
+            return snapshot(await self._guarded(self.connection.statistics()))
+        except ServerError as error:
+            raise _Abort("failed", f"Triton at {self.settings.url} went away: {error}") from None
+
+    def _check_errors(self, load: Load, window: Window) -> None:
+        """Stop the sweep when a window's share of failed requests exceeds --max-error-rate."""
+        completed = window.request_count + window.error_count
+        if not window.error_count or window.error_count <= self.settings.max_error_rate * completed:
+            return
+        shown = "; ".join(f"{count} x {text}" for text, count in window.errors.most_common(3))
+        raise _Abort(
+            "failed",
+            f"{window.error_count} of {completed} requests failed at {_label(load)}, over --max-error-rate "
+            f"{self.settings.max_error_rate:g}: {shown}",
+        )
+
+
+async def _watch(connection: Connection) -> str:
+    """Return (with the reason) once the server has stopped answering its liveness check twice in a row."""
+    misses = 0
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL_S)
+        try:
+            await connection.check_live(WATCH_INTERVAL_S)
+            misses = 0
+        except ServerError as error:
+            misses += 1
+            if misses >= 2:
+                return f"Triton at {connection.url} went away: {error}"
 
 
 def _label(load: Load) -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from loadgen.errors import OptionError, ServerError
+from loadgen.settings import Settings
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CONTROL_TIMEOUT_S = 10.0
@@ -48,41 +51,83 @@ def _one_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
-def describe_rpc_error(error: grpc.RpcError, url: str) -> str:
-    """A one-line description of a failed gRPC call."""
+def describe_rpc_error(error: grpc.RpcError, url: str, timeout_s: float | None = CONTROL_TIMEOUT_S) -> str:
+    """A one-line description of a failed gRPC call, saying what to do where loadgen can tell."""
     code = error.code()
     details = _one_line(error.details() or "")
     if code == grpc.StatusCode.UNAVAILABLE:
+        lowered = details.lower()
+        if "http1.x" in lowered:
+            return f"{url} looks like Triton's HTTP port, not its gRPC port (8001 by default): {details}"
+        if "dns resolution failed" in lowered:
+            return f"cannot resolve the host of {url}: {details}"
+        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
+            return f"TLS with Triton at {url} failed (check the --ssl-grpc-* files): {details}"
         return f"cannot reach Triton at {url}: {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"Triton at {url} did not answer within {CONTROL_TIMEOUT_S:.0f} s"
+        return f"timeout: no answer within {timeout_s * 1000:.0f} ms" if timeout_s else f"DEADLINE_EXCEEDED: {details}"
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+        return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
     return f"{code.name}: {details}"
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise OptionError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _channel(settings: Settings) -> grpc.aio.Channel:
+    if not settings.ssl_grpc_use_ssl:
+        return grpc.aio.insecure_channel(settings.url, options=_CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(settings.ssl_grpc_root_certifications_file),
+        private_key=_read(settings.ssl_grpc_private_key_file),
+        certificate_chain=_read(settings.ssl_grpc_certificate_chain_file),
+    )
+    return grpc.aio.secure_channel(settings.url, credentials, options=_CHANNEL_OPTIONS)
 
 
 class Connection:
     """One gRPC channel to a Triton server; open it inside the event loop that uses it."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._channel = grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS)
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.url
+        self._channel = _channel(settings)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._metadata = tuple(settings.header.items()) or None
+        self.request_timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
         # Identity (de)serialisers: requests are serialised once before the run, responses stay bytes.
-        self.infer = self._channel.unary_unary(INFER_METHOD)
+        infer = self._channel.unary_unary(INFER_METHOD)
+        self.infer: Callable[[bytes], Awaitable[bytes]] = (
+            functools.partial(infer, timeout=self.request_timeout_s, metadata=self._metadata)
+            if self._metadata or self.request_timeout_s
+            else infer
+        )
 
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: str, request: object) -> Any:
+    async def _call(self, method: str, request: object, timeout_s: float = CONTROL_TIMEOUT_S) -> Any:
         try:
-            return await getattr(self._stub, method)(request, timeout=CONTROL_TIMEOUT_S)
+            return await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            raise ServerError(describe_rpc_error(error, self.url)) from None
+            raise ServerError(describe_rpc_error(error, self.url, timeout_s)) from None
 
     async def check_ready(self) -> None:
         """Fail with a clear message unless the server answers and is ready."""
         response = await self._call("ServerReady", service_pb2.ServerReadyRequest())
         if not response.ready:
             raise ServerError(f"Triton at {self.url} is up but not ready")
+
+    async def check_live(self, timeout_s: float) -> None:
+        """Fail unless the server answers its liveness check within `timeout_s`."""
+        response = await self._call("ServerLive", service_pb2.ServerLiveRequest(), timeout_s)
+        if not response.live:
+            raise ServerError(f"Triton at {self.url} reports it is not live")
 
     async def ready_models(self) -> list[str]:
         """Names of the models the server has loaded and ready."""
@@ -93,7 +138,9 @@ class Connection:
         """A model's configuration; an unknown model lists the ones the server has."""
         try:
             response = await self._stub.ModelConfig(
-                service_pb2.ModelConfigRequest(name=name, version=version), timeout=CONTROL_TIMEOUT_S
+                service_pb2.ModelConfigRequest(name=name, version=version),
+                timeout=CONTROL_TIMEOUT_S,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
             raise await self._model_error(error, name, version) from None
@@ -103,7 +150,9 @@ class Connection:
         """Metadata and config of one model."""
         try:
             metadata = await self._stub.ModelMetadata(
-                service_pb2.ModelMetadataRequest(name=name, version=version), timeout=CONTROL_TIMEOUT_S
+                service_pb2.ModelMetadataRequest(name=name, version=version),
+                timeout=CONTROL_TIMEOUT_S,
+                metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as error:
             raise await self._model_error(error, name, version) from None
@@ -120,11 +169,16 @@ class Connection:
 
     async def _model_error(self, error: grpc.aio.AioRpcError, name: str, version: str) -> Exception:
         details = error.details() or ""
-        if "unknown model" in details or "not found" in details:
-            known = ", ".join(await self.ready_models()) or "none"
-            shown = name + (f" version {version}" if version else "")
-            return OptionError(f"model {shown!r} is not ready on {self.url}; ready models: {known}")
-        return ServerError(describe_rpc_error(error, self.url))
+        if "unknown model" not in details and "not found" not in details:
+            return ServerError(describe_rpc_error(error, self.url))
+        shown = name + (f" version {version}" if version else "")
+        index = await self._call("RepositoryIndex", service_pb2.RepositoryIndexRequest())
+        states = [m for m in index.models if m.name == name and m.state != "READY"]
+        if states:
+            reason = f" ({states[0].reason})" if states[0].reason else ""
+            return ServerError(f"model {shown!r} is in the repository at {self.url} but {states[0].state}{reason}")
+        known = ", ".join(await self.ready_models()) or "none"
+        return OptionError(f"model {shown!r} is not on {self.url}; ready models: {known}")
 
     async def choose_model(self) -> str:
         """The model to profile when none is named: the only ensemble, else the only model."""

@@ -106,15 +106,18 @@ class ProcessGenerator:
         if self.settings.request_count or self.settings.measurement_mode == "count_windows":
             return combine(await self._all(("window", None)))
         await asyncio.sleep(self.settings.measurement_interval / 1000)
+        return await self.rotate()
+
+    async def rotate(self) -> Window:
         return combine(await self._all(("rotate", None)))
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 0.0) -> None:
         for link in self.links:
             if link.process.is_alive():
                 with contextlib.suppress(OSError):
-                    link.pipe.send(("stop", None))
+                    link.pipe.send(("stop", grace_s))
         for link in self.links:
-            await asyncio.to_thread(link.process.join, 10)
+            await asyncio.to_thread(link.process.join, 10 + grace_s)
             if link.process.is_alive():
                 link.process.kill()
             link.pipe.close()
@@ -137,14 +140,16 @@ async def _serve(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, sh
             commands.put_nowait(("stop", None))
             loop.remove_reader(pipe.fileno())
 
-    connection = Connection(settings.url)
+    connection = Connection(settings)
     generator = LocalGenerator(connection.infer, payloads, settings, shard)
     loop.add_reader(pipe.fileno(), readable)
     pipe.send(("ready", None))
+    grace_s = 0.0
     try:
         while True:
             kind, value = await commands.get()
             if kind == "stop":
+                grace_s = value or 0.0
                 return
             try:
                 reply: EncodedWindow | None = None
@@ -164,5 +169,5 @@ async def _serve(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, sh
                 pipe.send(("error", f"{type(error).__name__}: {error}"))
     finally:
         loop.remove_reader(pipe.fileno())
-        await generator.stop()
+        await generator.stop(grace_s)
         await connection.close()

@@ -119,7 +119,7 @@ def test_the_only_model_is_chosen(tmp_path: Path) -> None:
 def test_an_unknown_model_lists_the_ready_ones(examples_server: EmbeddedServer) -> None:
     done = _run("-u", examples_server.grpc_url, "-m", "resnet", *FAST)
     assert done.returncode == 3
-    assert "model 'resnet' is not ready" in done.stderr
+    assert "model 'resnet' is not on" in done.stderr
     assert "ensemble_python_resnet50" in done.stderr and "preprocessing" in done.stderr
 
 
