@@ -15,7 +15,7 @@ from typing import NoReturn
 from rich.console import Console
 
 from loadgen import profile, run
-from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, OptionError, RunFailed
+from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
 from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer

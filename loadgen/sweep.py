@@ -51,9 +51,10 @@ async def profile(
     settings = settings or Settings(**options)
     connection = Connection(settings)
     try:
-        await connection.check_ready()
+        await connection.check_reachable()
         name = settings.model_name or await connection.choose_model()
         model = await connection.model_info(name, settings.model_version)
+        await connection.check_model_ready(model.name, model.version)
         tree = await composition(model.name, model.version, connection.model_config)
         samples = load_samples(settings.input_data, model, settings.shape, settings.batch_size)
         payloads = [encode_request(model, sample) for sample in samples]

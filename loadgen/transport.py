@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +60,6 @@ def describe_rpc_error(error: grpc.RpcError, url: str, timeout_s: float | None =
     details = _one_line(error.details() or "")
     if code == grpc.StatusCode.UNAVAILABLE:
         lowered = details.lower()
-        if "http1.x" in lowered:
-            return f"{url} looks like Triton's HTTP port, not its gRPC port (8001 by default): {details}"
         if "dns resolution failed" in lowered:
             return f"cannot resolve the host of {url}: {details}"
         if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
@@ -69,6 +70,17 @@ def describe_rpc_error(error: grpc.RpcError, url: str, timeout_s: float | None =
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
     return f"{code.name}: {details}"
+
+
+def _answers_http(url: str) -> bool:
+    """True when `url` answers plain HTTP (someone passed Triton's HTTP port to the gRPC client)."""
+    try:
+        with urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _read(path: str | None) -> bytes | None:
@@ -117,11 +129,31 @@ class Connection:
         except grpc.aio.AioRpcError as error:
             raise ServerError(describe_rpc_error(error, self.url, timeout_s)) from None
 
-    async def check_ready(self) -> None:
-        """Fail with a clear message unless the server answers and is ready."""
-        response = await self._call("ServerReady", service_pb2.ServerReadyRequest())
+    async def check_reachable(self) -> None:
+        """Fail with a clear message unless the server answers (and is live)."""
+        try:
+            response = await self._stub.ServerLive(
+                service_pb2.ServerLiveRequest(), timeout=CONTROL_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE and await asyncio.to_thread(_answers_http, self.url):
+                raise ServerError(
+                    f"{self.url} looks like Triton's HTTP port, not its gRPC port (8001 by default)"
+                ) from None
+            raise ServerError(describe_rpc_error(error, self.url)) from None
+        if not response.live:
+            raise ServerError(f"Triton at {self.url} answers but reports it is not live")
+
+    async def check_model_ready(self, name: str, version: str) -> None:
+        """Fail unless the model is ready, saying what state the server reports it in."""
+        response = await self._call("ModelReady", service_pb2.ModelReadyRequest(name=name, version=version))
         if not response.ready:
-            raise ServerError(f"Triton at {self.url} is up but not ready")
+            index = await self._call("RepositoryIndex", service_pb2.RepositoryIndexRequest())
+            states = [f"{m.state}" + (f" ({m.reason})" if m.reason else "") for m in index.models if m.name == name]
+            shown = name + (f" version {version}" if version else "")
+            raise ServerError(
+                f"model {shown!r} is in the repository at {self.url} but {states[0] if states else 'not ready'}"
+            )
 
     async def check_live(self, timeout_s: float) -> None:
         """Fail unless the server answers its liveness check within `timeout_s`."""
