@@ -9,12 +9,14 @@ from typing import Any, TypeVar
 
 import uvloop
 
+import loadgen._grpc_env  # noqa: F401  (before anything imports grpc)
 from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.sweep import Progress, profile
+from loadgen.tune import Trial, TuneResult, TuneSettings, tune
 
 __all__ = [
     "EmbeddedServer",
@@ -28,9 +30,13 @@ __all__ = [
     "Progress",
     "ServerError",
     "Settings",
+    "Trial",
+    "TuneResult",
+    "TuneSettings",
     "profile",
     "profile_sync",
     "run",
+    "tune",
 ]
 
 T = TypeVar("T")

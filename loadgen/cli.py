@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -16,10 +17,11 @@ from rich.console import Console
 
 from loadgen import profile, run
 from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
-from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
+from loadgen.reports import ConsoleProgress, TuneReport, make_console, write_atomic, write_csv, write_json
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.settings import DEFAULT_URL, Settings, parse_header, parse_shape
+from loadgen.tune import TuneSettings, tune
 from loadgen.workers import worker_count
 
 
@@ -55,7 +57,7 @@ def profile_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="loadgen",
         description="Profile a model on a Triton server: latency and throughput per load level "
-        "(`loadgen serve --help` for the embedded server).",
+        "(`loadgen serve --help` for the embedded server, `loadgen tune --help` to move the bottleneck).",
     )
     parser.add_argument("-m", "--model-name", help="model to profile (default: the server's only ensemble or model)")
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
@@ -168,6 +170,30 @@ def profile_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="loadgen tune",
+        description="Move the bottleneck: change the slow step's config on a live server (explicit model-control "
+        "mode), re-measure, keep what helps.",
+    )
+    parser.add_argument("-m", "--model-name", help="model to tune (default: the server's only ensemble or model)")
+    parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
+    parser.add_argument("--input-data", default="random", help="as for profiling")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME:D1[,D2...]")
+    parser.add_argument("-b", "--batch-size", type=_int, default=1)
+    load = parser.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=_int, help="closed-loop load to tune at (default 8)")
+    load.add_argument("--request-rate", type=_float, help="open-loop load to tune at, requests per second")
+    parser.add_argument("--latency-budget-ms", type=_float, help="goal: p99 latency at or under this")
+    parser.add_argument("--max-trials", type=_int, default=8, help="configuration changes tried at most (default 8)")
+    parser.add_argument("--write-config", metavar="DIR", help="write each improved config.pbtxt under DIR/<model>/")
+    parser.add_argument("--keep", action="store_true", help="leave the improved configs loaded on the server")
+    parser.add_argument("-p", "--measurement-interval", type=_int, default=2000, metavar="MS")
+    parser.add_argument("-s", "--stability-percentage", type=_float, default=10.0)
+    parser.add_argument("--json", metavar="FILE", help="write the trial history as JSON")
+    return parser
+
+
 def serve_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
@@ -265,6 +291,28 @@ def _profile(argv: Sequence[str], console: Console) -> int:
     return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
 
 
+def _tune(argv: Sequence[str], console: Console) -> int:
+    args = tune_parser().parse_args(argv)
+    profile_settings = Settings(
+        model_name=args.model_name,
+        url=args.url,
+        input_data=args.input_data,
+        shape=dict(parse_shape(text) for text in args.shape),
+        batch_size=args.batch_size,
+        concurrency_range=None if args.request_rate else (args.concurrency or 8),
+        request_rate_range=args.request_rate,
+        measurement_interval=args.measurement_interval,
+        stability_percentage=args.stability_percentage,
+    )
+    settings = TuneSettings(profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config)
+    report = TuneReport(console)
+    result = run(tune(settings, report.progress))
+    report.finished(result, restored=not args.keep)
+    if args.json:
+        write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+    return EXIT_SUCCESS
+
+
 def _serve(argv: Sequence[str], console: Console) -> int:
     args = serve_parser().parse_args(argv)
     server = EmbeddedServer(
@@ -296,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["serve"]:
             return _serve(argv[1:], console)
+        if argv[:1] == ["tune"]:
+            return _tune(argv[1:], console)
         return _profile(argv, console)
     except LoadgenError as error:
         errors.print(f"error: {error}", markup=False, soft_wrap=True)
@@ -305,4 +355,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "profile_parser", "serve_parser", "settings_from"]
+__all__ = ["main", "profile_parser", "serve_parser", "settings_from", "tune_parser"]

@@ -240,6 +240,17 @@ class Settings:
                 raise OptionError(f"{flag} needs --ssl-grpc-use-ssl")
             if path is not None and not Path(path).is_file():
                 raise OptionError(f"{flag} {path}: no such file")
+            what, marker = (
+                ("private key", b"PRIVATE KEY-----")
+                if option == "private_key"
+                else ("certificate", b"-----BEGIN CERTIFICATE-----")
+            )
+            if path is not None and marker not in Path(path).read_bytes():
+                raise OptionError(f"{flag} {path}: not a PEM {what}")
+        if (self.ssl_grpc_private_key_file is None) != (self.ssl_grpc_certificate_chain_file is None):
+            raise OptionError(
+                "--ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file go together (the client identity)"
+            )
 
     @property
     def mode(self) -> str:

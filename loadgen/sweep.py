@@ -85,13 +85,19 @@ def _describe(sample: Sample) -> tuple[InputDescription, ...]:
     return tuple(InputDescription(t.name, t.datatype, t.shape) for t in sample)
 
 
+_NOT_THE_DATA = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
 async def _preflight(connection: Connection, model: ModelInfo, payloads: list[bytes], settings: Settings) -> None:
     """Send each distinct request once, so that data the model rejects stops the run before it starts."""
     for payload in payloads[:PREFLIGHT_SAMPLES]:
         try:
             await connection.infer(payload)
         except grpc.aio.AioRpcError as error:
-            message = f"model {model.name} rejected the request: {describe_rpc_error(error, settings.url)}"
+            described = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
+            if error.code() in _NOT_THE_DATA or described.startswith("permission denied"):
+                raise ServerError(described) from None
+            message = f"model {model.name} rejected the request: {described}"
             if settings.input_data in GENERATED:
                 message += (
                     f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 from loadgen.errors import OptionError, ServerError
@@ -19,6 +21,8 @@ from loadgen.settings import Settings
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CONTROL_TIMEOUT_S = 10.0
+LOAD_TIMEOUT_S = 300.0
+_PROBE_MODEL = "loadgen-model-control-probe"  # a name no repository has: unloading it changes nothing
 # Triton accepts large tensors; gRPC's 4 MB default would refuse big images.
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -54,20 +58,33 @@ def _one_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
-def describe_rpc_error(error: grpc.RpcError, url: str, timeout_s: float | None = CONTROL_TIMEOUT_S) -> str:
+def describe_rpc_error(
+    error: grpc.RpcError, url: str, timeout_s: float | None = CONTROL_TIMEOUT_S, tls: bool | None = None
+) -> str:
     """A one-line description of a failed gRPC call, saying what to do where loadgen can tell."""
     code = error.code()
-    details = _one_line(error.details() or "")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        lowered = details.lower()
+    details = _one_line(error.details() or "").removesuffix(": OK")
+    lowered = details.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and "protocol is restricted" not in lowered:
         if "dns resolution failed" in lowered:
             return f"cannot resolve the host of {url}: {details}"
         if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
             return f"TLS with Triton at {url} failed (check the --ssl-grpc-* files): {details}"
+        if "socket closed" in lowered and tls is True:
+            return (
+                f"TLS with Triton at {url} failed: {details} (a server that requires client certificates closes "
+                "connections without one: pass --ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file)"
+            )
+        if "socket closed" in lowered and tls is False:
+            return f"cannot reach Triton at {url}: {details} (if the server uses TLS, pass --ssl-grpc-use-ssl)"
         return f"cannot reach Triton at {url}: {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"timeout: no answer within {timeout_s * 1000:.0f} ms" if timeout_s else f"DEADLINE_EXCEEDED: {details}"
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
+    # Triton answers a missing or wrong --grpc-restricted-protocol header with UNAVAILABLE.
+    if (
+        code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+        or "protocol is restricted" in lowered
+    ):
         return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
     return f"{code.name}: {details}"
 
@@ -79,7 +96,7 @@ def _answers_http(url: str) -> bool:
             return True
     except urllib.error.HTTPError:
         return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         return False
 
 
@@ -108,6 +125,7 @@ class Connection:
 
     def __init__(self, settings: Settings) -> None:
         self.url = settings.url
+        self.tls = settings.ssl_grpc_use_ssl
         self._channel = _channel(settings)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = tuple(settings.header.items()) or None
@@ -127,7 +145,7 @@ class Connection:
         try:
             return await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            raise ServerError(describe_rpc_error(error, self.url, timeout_s)) from None
+            raise ServerError(describe_rpc_error(error, self.url, timeout_s, self.tls)) from None
 
     async def check_reachable(self) -> None:
         """Fail with a clear message unless the server answers (and is live)."""
@@ -140,7 +158,7 @@ class Connection:
                 raise ServerError(
                     f"{self.url} looks like Triton's HTTP port, not its gRPC port (8001 by default)"
                 ) from None
-            raise ServerError(describe_rpc_error(error, self.url)) from None
+            raise ServerError(describe_rpc_error(error, self.url, tls=self.tls)) from None
         if not response.live:
             raise ServerError(f"Triton at {self.url} answers but reports it is not live")
 
@@ -202,7 +220,7 @@ class Connection:
     async def _model_error(self, error: grpc.aio.AioRpcError, name: str, version: str) -> Exception:
         details = error.details() or ""
         if "unknown model" not in details and "not found" not in details:
-            return ServerError(describe_rpc_error(error, self.url))
+            return ServerError(describe_rpc_error(error, self.url, tls=self.tls))
         shown = name + (f" version {version}" if version else "")
         index = await self._call("RepositoryIndex", service_pb2.RepositoryIndexRequest())
         states = [m for m in index.models if m.name == name and m.state != "READY"]
@@ -223,6 +241,30 @@ class Connection:
             return ensembles[0]
         listed = ", ".join(names) or "none"
         raise OptionError(f"-m/--model-name is required: {self.url} has models {listed}")
+
+    async def check_model_control(self) -> None:
+        """Fail with how to fix it unless the server lets clients load and unload models (explicit mode)."""
+        try:
+            await self._stub.RepositoryModelUnload(
+                service_pb2.RepositoryModelUnloadRequest(model_name=_PROBE_MODEL),
+                timeout=CONTROL_TIMEOUT_S,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if "not allowed" in (error.details() or ""):
+                raise ServerError(
+                    f"Triton at {self.url} does not allow loading models: start it with "
+                    "--model-control-mode=explicit --load-model=* (or: python -m loadgen serve "
+                    "--model-control-mode explicit)"
+                ) from None
+
+    async def load_model(self, name: str, config: model_config_pb2.ModelConfig) -> None:
+        """(Re)load a model with a configuration override, and wait until it is ready."""
+        override = json_format.MessageToJson(config, preserving_proto_field_name=True)
+        request = service_pb2.RepositoryModelLoadRequest(model_name=name)
+        request.parameters["config"].string_param = override
+        await self._call("RepositoryModelLoad", request, LOAD_TIMEOUT_S)
+        await self.check_model_ready(name, "")
 
     async def statistics(self) -> service_pb2.ModelStatisticsResponse:
         """Cumulative inference statistics of every model on the server."""

@@ -2,5 +2,6 @@
 
 from loadgen.reports.console import ConsoleProgress, make_console
 from loadgen.reports.files import write_atomic, write_csv, write_json
+from loadgen.reports.tuning import TuneReport
 
-__all__ = ["ConsoleProgress", "make_console", "write_atomic", "write_csv", "write_json"]
+__all__ = ["ConsoleProgress", "TuneReport", "make_console", "write_atomic", "write_csv", "write_json"]
