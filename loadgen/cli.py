@@ -16,7 +16,8 @@ from typing import NoReturn
 from rich.console import Console
 
 from loadgen import profile, run
-from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
+from loadgen.errors import EXIT_BAD_OPTION, EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
+from loadgen.merge import merge_logs
 from loadgen.reports import ConsoleProgress, TuneReport, make_console, write_atomic, write_csv, write_json
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
@@ -143,6 +144,10 @@ def profile_parser() -> argparse.ArgumentParser:
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    shards = parser.add_argument_group("shards (one load over several processes or machines)")
+    shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
+    shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
+    shards.add_argument("--hdr-log", metavar="DIR", help="log every window to DIR for `loadgen merge DIR/*`")
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--request-timeout", type=_float, metavar="MS", help="a request without an answer by then counts as a timeout"
@@ -194,6 +199,14 @@ def tune_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def merge_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="loadgen merge", description="Merge the window logs of a run's shards into one result.")
+    parser.add_argument("logs", nargs="+", metavar="LOG", help="the shards' logs (DIR/*.jsonl)")
+    parser.add_argument("--json", metavar="FILE", help="write the merged result as JSON")
+    parser.add_argument("-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report")
+    return parser
+
+
 def serve_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
@@ -241,6 +254,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         ssl_grpc_private_key_file=args.ssl_grpc_private_key_file,
         ssl_grpc_certificate_chain_file=args.ssl_grpc_certificate_chain_file,
         header=dict(parse_header(text) for text in args.header),
+        shard=args.shard,
+        start_at=args.start_at,
+        hdr_log=args.hdr_log,
     )
 
 
@@ -313,6 +329,16 @@ def _tune(argv: Sequence[str], console: Console) -> int:
     return EXIT_SUCCESS
 
 
+def _merge(argv: Sequence[str], console: Console) -> int:
+    args = merge_parser().parse_args(argv)
+    result = merge_logs(args.logs)
+    ConsoleProgress(console).replay(result)
+    _write_outputs(result, args)
+    if result.status != "complete":
+        return EXIT_OTHER
+    return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
+
+
 def _serve(argv: Sequence[str], console: Console) -> int:
     args = serve_parser().parse_args(argv)
     server = EmbeddedServer(
@@ -346,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(argv[1:], console)
         if argv[:1] == ["tune"]:
             return _tune(argv[1:], console)
+        if argv[:1] == ["merge"]:
+            return _merge(argv[1:], console)
         return _profile(argv, console)
     except LoadgenError as error:
         errors.print(f"error: {error}", markup=False, soft_wrap=True)
@@ -355,4 +383,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "profile_parser", "serve_parser", "settings_from", "tune_parser"]
+__all__ = ["main", "merge_parser", "profile_parser", "serve_parser", "settings_from", "tune_parser"]

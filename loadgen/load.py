@@ -238,9 +238,12 @@ class LocalGenerator:
         """Close the current window now."""
         return self.recorder.rotate()
 
-    async def window(self) -> Window:
-        """The next window: after the measurement interval, or after a count of requests."""
+    async def window(self, deadline_ns: int | None = None) -> Window:
+        """The next window: at `deadline_ns` (perf_counter_ns), after the measurement interval, or after a count."""
         settings = self.settings
+        if deadline_ns is not None:
+            await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
+            return await self.rotate()
         timeout_s = settings.measurement_interval / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
         if settings.request_count:
             return await self.recorder.fill(self._share(settings.request_count), timeout_s)

@@ -53,6 +53,20 @@ def parse_rate_range(text: str) -> tuple[float, ...]:
     return tuple(round(start + i * step, 9) for i in range(count))
 
 
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """Parse `--shard i/K` (0 <= i < K); no shard is 0/1."""
+    if text is None:
+        return 0, 1
+    index, sep, count = text.partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        raise OptionError(f"--shard {text!r}: expected i/K, e.g. 0/4") from None
+    if not sep or not 0 <= i < k:
+        raise OptionError(f"--shard {text!r}: expected i/K with 0 <= i < K")
+    return i, k
+
+
 def parse_header(text: str) -> tuple[str, str]:
     """Parse `-H 'Name: value'` (sent as gRPC metadata)."""
     name, sep, value = text.partition(":")
@@ -157,6 +171,9 @@ class Settings:
     percentile: int | None = None
     latency_threshold: float | None = None
     binary_search: bool = False
+    shard: str | None = None  # "i/K": this run's part of a load split over K processes or machines
+    start_at: float | None = None  # UNIX time at which every shard starts, so that their windows align
+    hdr_log: str | None = None  # directory for this run's window log, merged later by `loadgen merge`
 
     def __post_init__(self) -> None:
         given = [
@@ -227,6 +244,17 @@ class Settings:
                 not self.binary_search or self.mode != "request_intervals",
                 "--binary-search searches a --concurrency-range or --request-rate-range",
             ),
+            (
+                self.shard_count == 1 or self.hdr_log is not None,
+                "--shard needs --hdr-log DIR: each shard logs its windows there for `loadgen merge`",
+            ),
+            (
+                self.hdr_log is None
+                or (self.measurement_mode == "time_windows" and not self.request_count and not self.binary_search),
+                "--hdr-log logs time windows of a fixed sweep: not with count windows, --request-count or "
+                "--binary-search",
+            ),
+            (self.shard_count == 1 or self.workers == 1, "--shard and --workers cannot be combined"),
         ]
         for ok, message in checks:
             if not ok:
@@ -251,6 +279,14 @@ class Settings:
             raise OptionError(
                 "--ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file go together (the client identity)"
             )
+
+    @property
+    def shard_index(self) -> int:
+        return parse_shard(self.shard)[0]
+
+    @property
+    def shard_count(self) -> int:
+        return parse_shard(self.shard)[1]
 
     @property
     def mode(self) -> str:

@@ -12,8 +12,17 @@ import grpc
 
 from loadgen.errors import ModelRejectedError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
-from loadgen.load import Load, LocalGenerator
-from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.interval_log import WindowLog
+from loadgen.load import Load, LocalGenerator, Shard
+from loadgen.measurement import (
+    STABILITY_WINDOWS,
+    Window,
+    WindowSummary,
+    encode_window,
+    is_stable,
+    merge,
+    summarize,
+)
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, read_intervals
@@ -62,8 +71,15 @@ async def profile(
         inputs = _describe(samples[0])
         if progress:
             progress.started(model, inputs, settings)
-        sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event())
+        log = None
+        if settings.hdr_log:
+            log = WindowLog(settings.hdr_log, settings.shard_index, settings.shard_count)
+            described = [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in inputs]
+            log.header(model.name, settings.url, settings.mode, described, settings.to_dict(), tree)
+        sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event(), log)
         levels, abort = await sweep.run()
+        if log:
+            log.end(abort.status if abort else "complete")
     finally:
         await connection.close()
     result = ProfileResult(
@@ -119,15 +135,20 @@ Measure = Callable[[Load], Awaitable[LevelResult]]
 Judge = Callable[[LevelResult], bool]
 
 
-async def linear(loads: Sequence[Load], measure: Measure, over_threshold: Judge) -> list[LevelResult]:
-    """Every level in order, stopping after an unstable level or the first one over the latency threshold."""
+async def linear(loads: Sequence[Load], measure: Measure, last: Judge) -> list[LevelResult]:
+    """Every level in order, until one that `last` says ends the sweep."""
     levels = []
     for load in loads:
         level = await measure(load)
         levels.append(level)
-        if not level.stable or over_threshold(level):
+        if last(level):
             break
     return levels
+
+
+def ends_sweep(over_threshold: Judge) -> Judge:
+    """perf_analyzer's rule: a sweep ends after an unstable level or the first one over the latency threshold."""
+    return lambda level: not level.stable or over_threshold(level)
 
 
 async def binary_search(loads: Sequence[Load], measure: Measure, over_threshold: Judge) -> list[LevelResult]:
@@ -169,15 +190,19 @@ class _Sweep:
         settings: Settings,
         progress: Progress | None,
         stop: asyncio.Event,
+        log: WindowLog | None = None,
     ) -> None:
         self.connection = connection
         self.stop = stop
+        self.log = log
+        # a logged run measures a fixed number of windows per level, on a wall-clock grid shared by its shards
+        self.grid_ns: int | None = None
         self.finished: list[LevelResult] = []
         self.tree = tree
         self.settings = settings
         self.progress = progress
         self.generator: LocalGenerator | ProcessGenerator = (
-            LocalGenerator(connection.infer, payloads, settings)
+            LocalGenerator(connection.infer, payloads, settings, Shard(settings.shard_index, settings.shard_count))
             if settings.workers == 1
             else ProcessGenerator(payloads, settings, settings.workers)
         )
@@ -191,8 +216,14 @@ class _Sweep:
         try:
             if isinstance(self.generator, ProcessGenerator):
                 await self.generator.start()
-            walk = binary_search if self.settings.binary_search else linear
-            await walk(_loads(self.settings), self.measure, self._over_threshold)
+            if self.log:
+                self.grid_ns = await _wait_for_start(self.settings.start_at)
+            loads = _loads(self.settings)
+            if self.settings.binary_search:
+                await binary_search(loads, self.measure, self._over_threshold)
+            else:
+                # the shards of a logged run all measure every level; the merge applies the rule to the whole
+                await linear(loads, self.measure, _never if self.log else ends_sweep(self._over_threshold))
         except _Abort as stopped:
             abort = stopped
         finally:
@@ -224,7 +255,10 @@ class _Sweep:
     async def measure(self, load: Load) -> LevelResult:
         """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
         settings = self.settings
-        await self._guarded(self.generator.apply(load, time.perf_counter_ns()))
+        number = len(self.finished)
+        first_window = number * settings.max_trials
+        start_ns = self.grid_ns + first_window * settings.measurement_interval * 1_000_000 if self.grid_ns else None
+        await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns()))
         if not self.warmed_up:
             await self._guarded(self.generator.warm_up(settings.warmup_request_count))
             self.warmed_up = True
@@ -236,11 +270,16 @@ class _Sweep:
         stable = False
         single = settings.request_count > 0  # one window of exactly N requests, no stability check
         try:
-            while not stable and len(windows) < (1 if single else settings.max_trials):
-                window = await self._guarded(self.generator.window())
+            while (not stable or self.log) and len(windows) < (1 if single else settings.max_trials):
+                deadline = None
+                if start_ns is not None:
+                    deadline = start_ns + (len(windows) + 1) * settings.measurement_interval * 1_000_000
+                window = await self._guarded(self.generator.window(deadline))
                 windows.append(window)
                 previous, reading = reading, await self._statistics()
                 server.append(delta(previous, reading))
+                if self.log:
+                    self.log.window(load, number, len(windows) - 1, encode_window(window), server[-1])
                 summaries.append(summarize(window, settings.batch_size, settings.percentile))
                 stable = single or is_stable(summaries, settings.stability_percentage)
                 if self.progress:
@@ -302,6 +341,17 @@ class _Sweep:
             f"{window.error_count} of {completed} requests failed at {_label(load)}, over --max-error-rate "
             f"{self.settings.max_error_rate:g}: {shown}",
         )
+
+
+def _never(level: LevelResult) -> bool:
+    return False
+
+
+async def _wait_for_start(start_at: float | None) -> int:
+    """Sleep until the shared UNIX start time (if any); the perf_counter_ns instant the run's grid starts at."""
+    if start_at is not None:
+        await asyncio.sleep(max(start_at - time.time(), 0.0))
+    return time.perf_counter_ns()
 
 
 async def _watch(connection: Connection) -> str:

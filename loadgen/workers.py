@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -102,7 +103,10 @@ class ProcessGenerator:
     async def discard(self) -> None:
         await self._all(("discard", None))
 
-    async def window(self) -> Window:
+    async def window(self, deadline_ns: int | None = None) -> Window:
+        if deadline_ns is not None:
+            await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
+            return await self.rotate()
         if self.settings.request_count or self.settings.measurement_mode == "count_windows":
             return combine(await self._all(("window", None)))
         await asyncio.sleep(self.settings.measurement_interval / 1000)

@@ -7,7 +7,7 @@ import asyncio
 from loadgen.load import Load
 from loadgen.measurement import LatencyStats
 from loadgen.results import LevelResult
-from loadgen.sweep import binary_search, linear
+from loadgen.sweep import binary_search, ends_sweep, linear
 
 
 def _fake(latency_ms_per_load: float, unstable_at: int | None = None) -> tuple[list[int], object]:
@@ -37,13 +37,13 @@ def _run(walk: object, measure: object, over: object) -> list[int]:
 
 def test_linear_stops_at_the_first_level_over_the_threshold() -> None:
     measured, measure = _fake(10)
-    assert _run(linear, measure, _over(35)) == [1, 2, 3, 4]
+    assert _run(linear, measure, ends_sweep(_over(35))) == [1, 2, 3, 4]
     assert measured == [1, 2, 3, 4]
 
 
 def test_linear_stops_after_an_unstable_level() -> None:
     _, measure = _fake(1, unstable_at=3)
-    assert _run(linear, measure, _over(1000)) == [1, 2, 3]
+    assert _run(linear, measure, ends_sweep(_over(1000))) == [1, 2, 3]
 
 
 def test_binary_search_finds_the_highest_load_under_the_threshold() -> None:

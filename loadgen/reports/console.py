@@ -61,6 +61,16 @@ class ConsoleProgress:
             )
         self.console.print(_row(_CLOSED if settings.mode == "concurrency" else _OPEN), style="bold")
 
+    def replay(self, result: ProfileResult) -> None:
+        """Print a finished result (a merged run) as a live run would have: the table, then the verdict."""
+        self.console.print(f"[bold]{result.model}[/] at {result.url}: {result.settings.get('shard', '')}")
+        self.console.print(_row(_CLOSED if result.mode == "concurrency" else _OPEN), style="bold")
+        for level in result.levels:
+            self.level(level)
+        self.finished(result)
+        if result.message:
+            self.console.print(f"{result.status}: {result.message}", style="yellow", markup=False)
+
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
         if self.verbose:
             sent = f", sent {summary.send_rate:.1f}/s" if summary.send_rate is not None else ""

@@ -1,0 +1,152 @@
+"""One load split over shards, logged, and merged exactly; the Kubernetes launcher rendered and run locally."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from hdrh.histogram import HdrHistogram
+
+from loadgen.cli import main
+from loadgen.measurement import LatencyStats, new_histogram
+from loadgen.server import EmbeddedServer
+from tests.conftest import ROOT
+
+IDENTITY = ["-m", "identity_uint8", "--concurrency-range", "2:4:2", "-p", "400", "-r", "3", "-s", "1000"]
+
+
+def _shard(url: str, index: int, count: int, start_at: float, logs: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadgen",
+            "-u",
+            url,
+            *IDENTITY,
+            "--shard",
+            f"{index}/{count}",
+            "--start-at",
+            f"{start_at:.3f}",
+            "--hdr-log",
+            str(logs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _windows(log: Path) -> list[dict[str, object]]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
+
+
+def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    start_at = time.time() + 4
+    shards = [_shard(examples_server.grpc_url, i, 2, start_at, logs) for i in range(2)]
+    for shard in shards:
+        _, err = shard.communicate(timeout=120)
+        assert shard.returncode in (0, 2), err
+    out = tmp_path / "merged.json"
+    status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
+    merged = json.loads(out.read_text())
+    assert status in (0, 2)
+    assert merged["status"] == "complete"
+    assert [level["concurrency"] for level in merged["levels"]][:1] == [2]
+    # rebuild level 0 independently: the last 3 windows of both shards, decoded straight from the logs
+    reference = new_histogram()
+    count = 0
+    for log in sorted(logs.iterdir()):
+        windows = [w for w in _windows(log) if w["level"] == 0]
+        assert [w["index"] for w in windows] == [0, 1, 2]
+        for window in windows[-3:]:
+            part = HdrHistogram.decode(str(window["histogram"]).encode("ascii"))
+            count += part.get_total_count()
+            reference.add(part)
+    level = merged["levels"][0]
+    assert level["request_count"] == count
+    expected = LatencyStats.from_histogram(reference)
+    for key in ("min", "p50", "p90", "p95", "p99", "max"):
+        assert level["latency_us"][key] == getattr(expected, key)
+    # shard 0 carried the server's statistics; the merged run has a single run's shape
+    assert level["server"]["request_count"] > 0
+    assert level["bottleneck"]["model"] == "identity_uint8"
+    assert {"model", "url", "mode", "levels", "bottleneck", "inputs", "settings", "status"} <= set(merged)
+
+
+def test_a_shard_that_dies_leaves_its_windows_missing(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    start_at = time.time() + 4
+    survivor = _shard(examples_server.grpc_url, 0, 2, start_at, logs)
+    victim = _shard(examples_server.grpc_url, 1, 2, start_at, logs)
+    victim_log = logs / "shard-1-of-2.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (victim_log.exists() and _windows(victim_log)):
+        time.sleep(0.05)
+    victim.kill()
+    victim.communicate(timeout=30)
+    survivor.communicate(timeout=120)
+    out = tmp_path / "merged.json"
+    status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
+    merged = json.loads(out.read_text())
+    assert status == 99
+    assert merged["status"] == "incomplete"
+    assert "shard 1 stopped before its end" in merged["message"]
+    assert "windows missing from some shard" in merged["message"]
+    kept = len(_windows(victim_log))
+    assert sum(level["windows"] for level in merged["levels"]) <= kept  # nothing invented
+
+
+def _render(document: dict[str, object], index: int, start_at: str) -> list[str]:
+    """The command a pod of the Indexed Job runs: $(VAR) from the container env, as Kubernetes expands them."""
+    container = document["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    env["START_AT"] = env["START_AT"].replace("${START_AT}", start_at)
+    env["JOB_COMPLETION_INDEX"] = str(index)
+    return [re.sub(r"\$\((\w+)\)", lambda m: env[m[1]], arg) for arg in container["args"]]
+
+
+def test_the_kubernetes_indexed_job_runs_as_rendered(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    job = yaml.safe_load((ROOT / "docker" / "k8s" / "loadgen-shards.yaml").read_text())
+    merge_job = yaml.safe_load((ROOT / "docker" / "k8s" / "loadgen-merge.yaml").read_text())
+    assert job["spec"]["completionMode"] == "Indexed"
+    count = job["spec"]["completions"]
+    assert job["spec"]["parallelism"] == count
+    start_at = f"{time.time() + 6:.0f}"
+    commands = [_render(job, i, start_at) for i in range(count)]
+    for index, command in enumerate(commands):
+        assert command[command.index("--shard") + 1] == f"{index}/{count}"
+        assert command[command.index("--start-at") + 1] == start_at
+        assert command[command.index("--hdr-log") + 1] == "/logs"
+    # run the pods' commands here, changing only where things are and how long windows last
+    logs, data = tmp_path / "logs", ROOT / "examples"
+    local = {"triton:8001": examples_server.grpc_url, "/logs": str(logs), "/data/sample.jpg": str(data / "sample.jpg")}
+    local |= {"5000": "300", "4:32:4": "4:8:4"}
+    pods = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loadgen", *(local.get(arg, arg) for arg in command), "-r", "3", "-s", "1000"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    for pod in pods:
+        _, err = pod.communicate(timeout=180)
+        assert pod.returncode in (0, 2), err
+    merge_command = merge_job["spec"]["template"]["spec"]["containers"][0]["args"][0].replace("/logs", str(logs))
+    assert shlex.split(merge_command)[:4] == ["python", "-m", "loadgen", "merge"]
+    local_merge = merge_command.replace("python", shlex.quote(sys.executable), 1)
+    done = subprocess.run(["sh", "-c", local_merge], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode in (0, 2), done.stderr
+    result = json.loads((logs / "result.json").read_text())
+    assert result["status"] == "complete"
+    assert result["settings"]["shard"] == f"merged from {count} of {count} shards"
+    assert (logs / "result.csv").exists()
