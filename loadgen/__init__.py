@@ -46,6 +46,13 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(uvloop.run, coroutine).result()
 
 
-def profile_sync(settings: Settings | None = None, progress: Progress | None = None, **options: Any) -> ProfileResult:
-    """Blocking twin of `profile`; works in scripts and inside a running event loop."""
-    return run(profile(settings, progress, **options))
+def profile_sync(
+    url: str | None = None,
+    model: str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ProfileResult:
+    """Blocking twin of `profile`, with the same arguments; works in scripts and inside a running event loop."""
+    return run(profile(url, model, settings=settings, progress=progress, **options))

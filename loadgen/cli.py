@@ -16,7 +16,7 @@ from loadgen import profile_sync
 from loadgen.errors import EXIT_BAD_OPTION, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, OptionError
 from loadgen.reports import ConsoleProgress, make_console, write_csv, write_json
 from loadgen.server import EmbeddedServer
-from loadgen.settings import DEFAULT_URL, Settings, parse_shape
+from loadgen.settings import ALIASES, DEFAULT_URL, Settings, parse_shape
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,24 +40,35 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _aliases(field: str) -> list[str]:
+    """The short flags of a settings field, from the aliases the library accepts too."""
+    return [f"--{alias.replace('_', '-')}" for alias, name in ALIASES.items() if name == field]
+
+
 def profile_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="loadgen",
         description="Profile a model on a Triton server: latency and throughput per load level "
         "(`loadgen serve --help` for the embedded server).",
     )
-    parser.add_argument("-m", "--model-name", help="model to profile (default: the server's only ensemble or model)")
+    parser.add_argument(
+        "-m",
+        "--model-name",
+        *_aliases("model_name"),
+        help="model to profile (default: the server's only ensemble or model)",
+    )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
     parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
     load = parser.add_argument_group("load (one mode)")
     load.add_argument(
         "--concurrency-range",
-        "--concurrency",
+        *_aliases("concurrency_range"),
         metavar="START[:END[:STEP]]",
         help="closed loop: requests kept in flight, one level per step (the default mode, at 1)",
     )
     load.add_argument(
         "--request-rate-range",
+        *_aliases("request_rate_range"),
         metavar="START[:END[:STEP]]",
         help="open loop: requests per second, sent on schedule whether or not earlier ones returned",
     )
@@ -142,37 +153,17 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The library settings a parsed command line stands for."""
-    return Settings(
-        model_name=args.model_name,
-        model_version=args.model_version,
-        url=args.url,
-        concurrency_range=args.concurrency_range,
-        request_rate_range=args.request_rate_range,
-        request_distribution=args.request_distribution,
-        request_intervals=args.request_intervals,
-        max_in_flight=args.max_in_flight,
-        binary_search=args.binary_search,
-        measurement_mode=args.measurement_mode,
-        measurement_request_count=args.measurement_request_count,
-        request_count=args.request_count,
-        warmup_request_count=args.warmup_request_count,
-        percentile=args.percentile,
-        latency_threshold=args.latency_threshold,
-        input_data=args.input_data,
-        shape=dict(parse_shape(text) for text in args.shape),
-        batch_size=args.batch_size,
-        measurement_interval=args.measurement_interval,
-        stability_percentage=args.stability_percentage,
-        max_trials=args.max_trials,
-    )
+    """The library settings a parsed command line stands for: every `Settings` field is a flag."""
+    options = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
+    options["shape"] = dict(parse_shape(text) for text in args.shape)
+    return Settings(**options)
 
 
 def _profile(argv: Sequence[str], console: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
     progress = ConsoleProgress(console, verbose=args.verbose)
-    result = profile_sync(settings, progress)
+    result = profile_sync(settings=settings, progress=progress)
     progress.finished(result)
     if args.json:
         write_json(result, args.json)

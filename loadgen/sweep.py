@@ -15,7 +15,7 @@ from loadgen.load import Load, LocalGenerator
 from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
-from loadgen.settings import Settings, read_intervals
+from loadgen.settings import Settings, make_settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
@@ -31,26 +31,39 @@ class Progress(Protocol):
     def level(self, level: LevelResult) -> None: ...
 
 
-async def profile(settings: Settings | None = None, progress: Progress | None = None, **options: Any) -> ProfileResult:
-    """Profile a model over the settings' load levels; keyword options are `Settings` fields."""
-    settings = settings or Settings(**options)
+async def profile(
+    url: str | None = None,
+    model: str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ProfileResult:
+    """Profile `model` on the Triton server at `url` (gRPC) over a sweep of load levels.
+
+    Keyword options are the command line's long flags in snake case (the fields of `Settings`, or their
+    aliases `concurrency`, `request_rate`, `model`), applied over `settings` when given. `concurrency` takes
+    "START:END:STEP", an int or a list of ints. Cancelling the call stops the load before it returns.
+    """
+    named = {key: value for key, value in (("url", url), ("model", model)) if value is not None}
+    settings = make_settings(settings, **named, **options)
     connection = Connection(settings.url)
     try:
         await connection.check_ready()
         name = settings.model_name or await connection.choose_model()
-        model = await connection.model_info(name, settings.model_version)
-        tree = await composition(model.name, model.version, connection.model_config)
-        samples = load_samples(settings.input_data, model, settings.shape, settings.batch_size)
-        payloads = [encode_request(model, sample) for sample in samples]
-        await _preflight(connection, model, payloads, settings)
+        info = await connection.model_info(name, settings.model_version)
+        tree = await composition(info.name, info.version, connection.model_config)
+        samples = load_samples(settings.input_data, info, settings.shape, settings.batch_size)
+        payloads = [encode_request(info, sample) for sample in samples]
+        await _preflight(connection, info, payloads, settings)
         inputs = _describe(samples[0])
         if progress:
-            progress.started(model, inputs, settings)
+            progress.started(info, inputs, settings)
         levels = await _Sweep(connection, payloads, tree, settings, progress).run()
     finally:
         await connection.close()
     return ProfileResult(
-        model=model.name,
+        model=info.name,
         url=settings.url,
         mode=settings.mode,
         levels=tuple(levels),
