@@ -11,6 +11,7 @@ import uvloop
 
 from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
+from loadgen.reports import load_result
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
@@ -28,6 +29,7 @@ __all__ = [
     "Progress",
     "ServerError",
     "Settings",
+    "load_result",
     "profile",
     "profile_sync",
     "run",

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import dacite
+
 from loadgen.analysis import Bottleneck, find_bottleneck
 from loadgen.load import Load
 from loadgen.measurement import LatencyStats, Merged, WindowSummary
@@ -164,6 +166,13 @@ class ProfileResult:
         """The sweep's verdict: the one at the level of highest throughput, where the model is pushed hardest."""
         judged = [level for level in self.levels if level.bottleneck is not None]
         return max(reversed(judged), key=lambda level: level.throughput).bottleneck if judged else None
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> ProfileResult:
+        """The result a JSON document (`to_dict`) describes, its nested figures rebuilt as the typed dataclasses."""
+        derived = ("stable", "bottleneck")  # properties, recomputed from the levels
+        fields = {key: value for key, value in document.items() if key not in derived}
+        return dacite.from_dict(cls, fields, dacite.Config(cast=[tuple]))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the run."""

@@ -1,6 +1,6 @@
 """Reports: everything a user reads of a run, each from the same immutable result object."""
 
 from loadgen.reports.console import ConsoleProgress, make_console
-from loadgen.reports.files import write_atomic, write_csv, write_json
+from loadgen.reports.files import load_result, write_atomic, write_csv, write_json
 
-__all__ = ["ConsoleProgress", "make_console", "write_atomic", "write_csv", "write_json"]
+__all__ = ["ConsoleProgress", "load_result", "make_console", "write_atomic", "write_csv", "write_json"]
