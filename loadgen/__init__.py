@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -39,13 +40,34 @@ T = TypeVar("T")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on uvloop, also from inside a running event loop (Jupyter)."""
+    """Run a coroutine to completion on uvloop, also from inside a running event loop (Jupyter).
+
+    Inside a running loop it runs on a loop of its own in a helper thread. An interrupt of the waiting thread
+    (Ctrl-C, a notebook's "interrupt kernel") cancels it there and waits until it has cleaned up, so that the
+    load stops before the interrupt propagates.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return uvloop.run(coroutine)
+    started: concurrent.futures.Future[asyncio.Task[T]] = concurrent.futures.Future()
+
+    async def main() -> T:
+        task = asyncio.ensure_future(coroutine)
+        started.set_result(task)
+        return await task
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="loadgen") as pool:
-        return pool.submit(uvloop.run, coroutine).result()
+        done = pool.submit(uvloop.run, main())
+        try:
+            return done.result()
+        except BaseException:
+            if not done.done():  # interrupted while waiting, not failed in the thread
+                task = started.result()
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to cancel
+                    task.get_loop().call_soon_threadsafe(task.cancel)
+                concurrent.futures.wait([done])
+            raise
 
 
 def profile_sync(
