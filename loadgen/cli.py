@@ -133,7 +133,11 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress while the sweep runs; the summary at the end"
+    )
     return parser
 
 
@@ -162,9 +166,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _profile(argv: Sequence[str], console: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
-    progress = ConsoleProgress(console, verbose=args.verbose)
-    result = profile_sync(settings=settings, progress=progress)
-    progress.finished(result)
+    with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
+        result = profile_sync(settings=settings, progress=progress)
+        progress.finished(result)
     if args.json:
         write_json(result, args.json)
     if args.latency_report_file:
