@@ -133,6 +133,14 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="a self-contained HTML report: table, plots, verdict, settings (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="the p99 latency vs throughput curve as a PNG (needs matplotlib)"
+    )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
     output.add_argument(
@@ -166,6 +174,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _profile(argv: Sequence[str], console: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
+    if args.html or args.plot:
+        from loadgen.reports import html, plot  # the `report` extra: checked before the sweep, not after it
     with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
         result = profile_sync(settings=settings, progress=progress)
         progress.finished(result)
@@ -173,6 +183,10 @@ def _profile(argv: Sequence[str], console: Console) -> int:
         write_json(result, args.json)
     if args.latency_report_file:
         write_csv(result, args.latency_report_file)
+    if args.html:
+        html.write_html(result, args.html)
+    if args.plot:
+        plot.write_png(result, args.plot)
     return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
 
 

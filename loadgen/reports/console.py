@@ -218,9 +218,7 @@ def _settling(index: int) -> str:
 
 
 def _name(verdict: Bottleneck | None) -> str:
-    if verdict is None:
-        return "-"
-    return verdict.model or "the client"
+    return verdict.name if verdict else "-"
 
 
 def step_table(level: LevelResult) -> Table:
