@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from loadgen.comparison import Comparison, LevelChange, compare
 from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
 from loadgen.reports import load_result
@@ -19,9 +20,11 @@ from loadgen.settings import Settings
 from loadgen.sweep import Progress, profile
 
 __all__ = [
+    "Comparison",
     "EmbeddedServer",
     "InputDescription",
     "LatencyStats",
+    "LevelChange",
     "LevelResult",
     "LoadgenError",
     "ModelRejectedError",
@@ -30,6 +33,7 @@ __all__ = [
     "Progress",
     "ServerError",
     "Settings",
+    "compare",
     "load_result",
     "profile",
     "profile_sync",

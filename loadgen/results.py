@@ -206,6 +206,12 @@ class ProfileResult:
 
         return plot(self, kind)
 
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        """Write the run as JSON, as `--json` does; `loadgen.load_result` reopens it."""
+        from loadgen.reports.files import write_json
+
+        write_json(self, path)
+
     def save_html(self, path: str | os.PathLike[str]) -> None:
         """Write the self-contained HTML report of the run (needs matplotlib)."""
         from loadgen.reports.html import write_html

@@ -18,22 +18,7 @@ from loadgen.reports import write_json
 from loadgen.server import EmbeddedServer
 from tests.conftest import SAMPLE_JPEG
 
-QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 5}
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def ensemble_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
-    """Two closed-loop levels of the seed's ensemble: server breakdown with steps, a verdict, window trends."""
-    return loadgen.profile_sync(
-        examples_server.grpc_url, "ensemble_python_resnet50", concurrency="1:2", input_data=str(SAMPLE_JPEG), **QUICK
-    )
-
-
-@pytest.fixture(scope="module")
-def rate_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
-    """An open-loop run: service time, send lag and send rate."""
-    return loadgen.profile_sync(examples_server.grpc_url, "identity_uint8", request_rate=[50, 100], **QUICK)
 
 
 @pytest.mark.parametrize("name", ["ensemble_result", "rate_result"])
@@ -79,7 +64,7 @@ def test_the_open_loop_dataframe_is_indexed_by_rate(rate_result: loadgen.Profile
 
 def test_a_notebook_shows_a_table_and_the_verdict(ensemble_result: loadgen.ProfileResult) -> None:
     shown = ensemble_result._repr_html_()
-    assert shown.count("<tr>") + shown.count("<tr class=unstable>") == 2 + len(ensemble_result.levels)  # 2 header rows
+    assert shown.count("<tr") == 2 + len(ensemble_result.levels)  # two header rows, one row per level
     assert '<th colspan="2" class="group">preprocessing</th>' in shown
     verdict = ensemble_result.bottleneck
     assert verdict is not None and f"Bottleneck: {verdict.name}" in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loadgen.comparison import Comparison
 from loadgen.errors import MissingExtraError
 from loadgen.reports.table import columns
 from loadgen.results import ProfileResult
@@ -17,3 +18,10 @@ def to_dataframe(result: ProfileResult) -> pandas.DataFrame:
     table = columns(result)
     rows = [{column.key: column.value(level) for column in table} for level in result.levels]
     return pandas.DataFrame(rows, columns=[column.key for column in table]).set_index(table[0].key)
+
+
+def comparison_frame(comparison: Comparison) -> pandas.DataFrame:
+    """Both runs' rows for the loads they share, their columns under "before" and "after"."""
+    loads = [level.load for level in comparison.levels]
+    runs = {"before": comparison.before, "after": comparison.after}
+    return pandas.concat({name: to_dataframe(run).loc[loads] for name, run in runs.items()}, axis=1)

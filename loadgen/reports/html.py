@@ -9,7 +9,7 @@ import os
 
 from loadgen.reports.files import write_atomic
 from loadgen.reports.plot import curve, percentiles, png, steps
-from loadgen.reports.table import html_table, verdict_html
+from loadgen.reports.table import UNSTABLE, html_table, verdict_html
 from loadgen.results import ProfileResult
 
 STYLE = """
@@ -24,7 +24,6 @@ th { background: #f4f6f9; font-weight: 600; }
 th.group { text-align: center; border-bottom: 2px solid #c9ced8; }
 table.sweep { display: block; overflow-x: auto; max-width: 100%; font-size: 12.5px; }
 table.settings td, table.settings th { text-align: left; }
-tr.unstable td, .unstable { color: #b3261e; }
 .verdict { background: #fff7e6; border-left: 4px solid #e8a33d; padding: 0.6em 1.2em; margin: 1em 0; }
 .verdict p { margin: 0.4em 0; }
 figure { margin: 1.2em 0; }
@@ -64,7 +63,7 @@ def render(result: ProfileResult) -> str:
     """The report page of a run."""
     model = html.escape(result.model)
     mode = result.mode.replace("_", " ")
-    stable = "" if result.stable else ' <span class="unstable">(a level did not reach a stable measurement)</span>'
+    stable = "" if result.stable else f" <span {UNSTABLE}>(a level did not reach a stable measurement)</span>"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

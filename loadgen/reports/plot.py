@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 
 from loadgen.errors import MissingExtraError, OptionError
@@ -133,6 +134,17 @@ def png(figure: Figure, dpi: int = 120) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def _show_in_notebooks() -> None:
+    """Let IPython show these figures, made without pyplot, as `%matplotlib inline` would show pyplot's."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
+_show_in_notebooks()
 
 
 def write_png(result: ProfileResult, path: str | os.PathLike[str]) -> None:

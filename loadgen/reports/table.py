@@ -7,9 +7,13 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from loadgen.comparison import Comparison
 from loadgen.results import LevelResult, ProfileResult
 
 Value = float | int | str | bool | None
+# Inline styles, so that a notebook shows the tables as the report page does.
+UNSTABLE = 'style="color: #b3261e"'
+TABLE = 'class="sweep" style="white-space: nowrap"'
 
 
 @dataclass(frozen=True)
@@ -95,27 +99,27 @@ def columns(result: ProfileResult) -> list[Column]:
     return table
 
 
-def _head(table: list[Column]) -> str:
-    """Header rows: step names over their columns when there are steps, then the column headers."""
-    headers = "".join(f"<th>{html.escape(column.header)}</th>" for column in table)
-    if not any(column.group for column in table):
-        return f"<tr>{headers}</tr>"
+def _html(head: list[tuple[str, str]], rows: list[tuple[list[str], bool]]) -> str:
+    """An HTML table from (group, header) pairs, with a row of groups over their columns when there are groups,
+    and rows of cell texts (False marks a row as unstable)."""
+    headers = "".join(f"<th>{html.escape(header)}</th>" for _, header in head)
     groups = "".join(
         f'<th colspan="{len(list(members))}" class="group">{html.escape(group)}</th>'
-        for group, members in itertools.groupby(table, key=lambda column: column.group)
+        for group, members in itertools.groupby(head, key=lambda pair: pair[0])
     )
-    return f"<tr>{groups}</tr><tr>{headers}</tr>"
+    top = f"<tr>{groups}</tr>" if any(group for group, _ in head) else ""
+    body = "".join(
+        f"<tr{'' if stable else ' ' + UNSTABLE}>{''.join(f'<td>{html.escape(c)}</td>' for c in cells)}</tr>"
+        for cells, stable in rows
+    )
+    return f"<table {TABLE}><thead>{top}<tr>{headers}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def html_table(result: ProfileResult) -> str:
     """The sweep table as an HTML table; unstable levels are marked."""
     table = columns(result)
-    head = _head(table)
-    rows = []
-    for level in result.levels:
-        cells = "".join(f"<td>{html.escape(column.text(level))}</td>" for column in table)
-        rows.append(f"<tr{'' if level.stable else ' class=unstable'}>{cells}</tr>")
-    return f'<table class="sweep"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    rows = [([column.text(level) for column in table], level.stable) for level in result.levels]
+    return _html([(column.group, column.header) for column in table], rows)
 
 
 def verdict_html(result: ProfileResult) -> str:
@@ -132,9 +136,46 @@ def verdict_html(result: ProfileResult) -> str:
 
 def summary_html(result: ProfileResult) -> str:
     """What a notebook shows for a result: the model and mode, the sweep table, and the verdict."""
-    stable = "" if result.stable else '; <span class="unstable">a level did not reach a stable measurement</span>'
+    stable = "" if result.stable else f"; <span {UNSTABLE}>a level did not reach a stable measurement</span>"
     return (
         f"<div><p><strong>{html.escape(result.model)}</strong> at {html.escape(result.url)}, "
         f"{html.escape(result.mode.replace('_', ' '))} sweep of {len(result.levels)} levels{stable}</p>"
         f"{html_table(result)}{verdict_html(result)}</div>"
     )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _verdict(level: LevelResult) -> str:
+    return level.bottleneck.name if level.bottleneck else "-"
+
+
+def _change(value: float | None) -> str:
+    return "" if value is None else f"{value:+.0%}"
+
+
+def comparison_html(comparison: Comparison) -> str:
+    """Before and after, load by load: throughput, p99, each step's queue and compute time, and the verdicts."""
+    names = list(dict.fromkeys(step_names(comparison.before) + step_names(comparison.after)))
+    head = [("", "load"), ("", "infer/s"), ("", "change"), ("", "p99 us"), ("", "change")]
+    head += [(name, header) for name in names for header in ("queue us", "compute us")]
+    head.append(("", "bottleneck"))
+    rows = []
+    for level in comparison.levels:
+        pair = (level.before, level.after)
+        cells = [
+            f"{level.load:g}",
+            " \u2192 ".join(_number(lv.throughput, ".1f") for lv in pair),
+            _change(level.throughput_change),
+            " \u2192 ".join(_number(lv.latency_us.p99, "d") for lv in pair),
+            _change(level.p99_change),
+        ]
+        for name in names:
+            for part in ("queue", "compute"):
+                cells.append(" \u2192 ".join(_number(step_time(lv, name, part), ".0f") for lv in pair))
+        cells.append(" \u2192 ".join(_verdict(lv) for lv in pair))
+        rows.append((cells, level.before.stable and level.after.stable))
+    summary = "<br>".join(html.escape(line) for line in str(comparison).splitlines()[:2])
+    return f"<div><p>{summary}</p>{_html(head, rows)}</div>"
