@@ -61,8 +61,10 @@ def curve(*runs: ProfileResult, labels: Sequence[str] = ()) -> Figure:
         for level, px, py in zip(run.levels, x, y, strict=True):
             text = _label(level) + ("" if level.stable else " (unstable)")
             axes.annotate(text, (px, py), textcoords="offset points", xytext=(6, 4), fontsize=9, color=_color(index))
-    axes.set_xlabel("throughput (infer/s)")
+    labelled = "concurrency" if runs[0].mode == "concurrency" else "request rate"
+    axes.set_xlabel(f"throughput (infer/s); points labelled with their {labelled}")
     axes.set_ylabel("p99 latency (ms)")
+    axes.margins(0.1)  # room for the last point's label
     axes.set_xlim(left=0)
     axes.set_ylim(bottom=0)
     if len(runs) > 1:
