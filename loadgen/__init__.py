@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
+from loadgen.analysis import Bottleneck
 from loadgen.comparison import Comparison, LevelChange, compare
-from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, ServerError
+from loadgen.errors import LoadgenError, MissingExtraError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
 from loadgen.reports import load_result
 from loadgen.results import InputDescription, LevelResult, ProfileResult
@@ -20,6 +21,7 @@ from loadgen.settings import Settings
 from loadgen.sweep import Progress, profile
 
 __all__ = [
+    "Bottleneck",
     "Comparison",
     "EmbeddedServer",
     "InputDescription",
@@ -27,6 +29,7 @@ __all__ = [
     "LevelChange",
     "LevelResult",
     "LoadgenError",
+    "MissingExtraError",
     "ModelRejectedError",
     "OptionError",
     "ProfileResult",

@@ -64,6 +64,15 @@ class _Recorder:
         pass
 
 
+def test_the_public_api_changes_only_on_purpose() -> None:
+    assert sorted(loadgen.__all__) == [
+        *("Bottleneck", "Comparison", "EmbeddedServer", "InputDescription", "LatencyStats", "LevelChange"),
+        *("LevelResult", "LoadgenError", "MissingExtraError", "ModelRejectedError", "OptionError", "ProfileResult"),
+        *("Progress", "ServerError", "Settings", "compare", "load_result", "profile", "profile_sync", "run"),
+    ]
+    assert all(hasattr(loadgen, name) for name in loadgen.__all__)
+
+
 def test_url_and_model_positionally_with_the_cli_aliases(examples_server: EmbeddedServer) -> None:
     progress = _Recorder()
     result = loadgen.profile_sync(examples_server.grpc_url, MODEL, concurrency=[1, 2], progress=progress, **QUICK)
