@@ -1,4 +1,5 @@
-"""The sweep table: one row per level, its columns read from the result; as data, and as HTML with the verdict."""
+"""The tables of a run: the sweep table (one row per level, its columns read from the result) as data and as HTML,
+the verdict, and a comparison of two runs; the HTML carries inline styles, so that notebooks show it as the report."""
 
 from __future__ import annotations
 
