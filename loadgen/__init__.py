@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvloop
 
 import loadgen._grpc_env  # noqa: F401  (before anything imports grpc)
-from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, ServerError
+from loadgen.analysis import Bottleneck
+from loadgen.comparison import Comparison, LevelChange, compare
+from loadgen.errors import LoadgenError, MissingExtraError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
+from loadgen.reports import load_result
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
@@ -19,11 +23,15 @@ from loadgen.sweep import Progress, profile
 from loadgen.tune import Trial, TuneResult, TuneSettings, tune
 
 __all__ = [
+    "Bottleneck",
+    "Comparison",
     "EmbeddedServer",
     "InputDescription",
     "LatencyStats",
+    "LevelChange",
     "LevelResult",
     "LoadgenError",
+    "MissingExtraError",
     "ModelRejectedError",
     "OptionError",
     "ProfileResult",
@@ -33,6 +41,8 @@ __all__ = [
     "Trial",
     "TuneResult",
     "TuneSettings",
+    "compare",
+    "load_result",
     "profile",
     "profile_sync",
     "run",
@@ -43,15 +53,43 @@ T = TypeVar("T")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on uvloop, also from inside a running event loop (Jupyter)."""
+    """Run a coroutine to completion on uvloop, also from inside a running event loop (Jupyter).
+
+    Inside a running loop it runs on a loop of its own in a helper thread. An interrupt of the waiting thread
+    (Ctrl-C, a notebook's "interrupt kernel") cancels it there and waits until it has cleaned up, so that the
+    load stops before the interrupt propagates.
+    """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return uvloop.run(coroutine)
+    started: concurrent.futures.Future[asyncio.Task[T]] = concurrent.futures.Future()
+
+    async def main() -> T:
+        task = asyncio.ensure_future(coroutine)
+        started.set_result(task)
+        return await task
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="loadgen") as pool:
-        return pool.submit(uvloop.run, coroutine).result()
+        done = pool.submit(uvloop.run, main())
+        try:
+            return done.result()
+        except BaseException:
+            if not done.done():  # interrupted while waiting, not failed in the thread
+                task = started.result()
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing left to cancel
+                    task.get_loop().call_soon_threadsafe(task.cancel)
+                concurrent.futures.wait([done])
+            raise
 
 
-def profile_sync(settings: Settings | None = None, progress: Progress | None = None, **options: Any) -> ProfileResult:
-    """Blocking twin of `profile`; works in scripts and inside a running event loop."""
-    return run(profile(settings, progress, **options))
+def profile_sync(
+    url: str | None = None,
+    model: str | None = None,
+    *,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> ProfileResult:
+    """Blocking twin of `profile`, with the same arguments; works in scripts and inside a running event loop."""
+    return run(profile(url, model, settings=settings, progress=progress, **options))

@@ -24,6 +24,11 @@ class Bottleneck:
     reason: str
     suggestions: tuple[str, ...]
 
+    @property
+    def name(self) -> str:
+        """What the verdict names: the model, or the client."""
+        return self.model or "the client"
+
 
 def _ms(us: float) -> str:
     return f"{us / 1000:.1f} ms" if us >= 100 else f"{us:.0f} us"

@@ -21,7 +21,7 @@ from loadgen.merge import merge_logs
 from loadgen.reports import ConsoleProgress, TuneReport, make_console, write_atomic, write_csv, write_json
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
-from loadgen.settings import DEFAULT_URL, Settings, parse_header, parse_shape
+from loadgen.settings import ALIASES, DEFAULT_URL, Settings, parse_header, parse_shape
 from loadgen.tune import TuneSettings, tune
 from loadgen.workers import worker_count
 
@@ -54,24 +54,35 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _aliases(field: str) -> list[str]:
+    """The short flags of a settings field, from the aliases the library accepts too."""
+    return [f"--{alias.replace('_', '-')}" for alias, name in ALIASES.items() if name == field]
+
+
 def profile_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="loadgen",
         description="Profile a model on a Triton server: latency and throughput per load level "
         "(`loadgen serve --help` for the embedded server, `loadgen tune --help` to move the bottleneck).",
     )
-    parser.add_argument("-m", "--model-name", help="model to profile (default: the server's only ensemble or model)")
+    parser.add_argument(
+        "-m",
+        "--model-name",
+        *_aliases("model_name"),
+        help="model to profile (default: the server's only ensemble or model)",
+    )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
     parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
     load = parser.add_argument_group("load (one mode)")
     load.add_argument(
         "--concurrency-range",
-        "--concurrency",
+        *_aliases("concurrency_range"),
         metavar="START[:END[:STEP]]",
         help="closed loop: requests kept in flight, one level per step (the default mode, at 1)",
     )
     load.add_argument(
         "--request-rate-range",
+        *_aliases("request_rate_range"),
         metavar="START[:END[:STEP]]",
         help="open loop: requests per second, sent on schedule whether or not earlier ones returned",
     )
@@ -143,7 +154,19 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="a self-contained HTML report: table, plots, verdict, settings (needs matplotlib)",
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="the p99 latency vs throughput curve as a PNG (needs matplotlib)"
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress while the sweep runs; the summary at the end"
+    )
     shards = parser.add_argument_group("shards (one load over several processes or machines)")
     shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
     shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
@@ -204,6 +227,8 @@ def merge_parser() -> argparse.ArgumentParser:
     parser.add_argument("logs", nargs="+", metavar="LOG", help="the shards' logs (DIR/*.jsonl)")
     parser.add_argument("--json", metavar="FILE", help="write the merged result as JSON")
     parser.add_argument("-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report")
+    parser.add_argument("--html", metavar="FILE", help="a self-contained HTML report (needs matplotlib)")
+    parser.add_argument("--plot", metavar="FILE.png", help="the latency-throughput curve as a PNG")
     return parser
 
 
@@ -223,48 +248,27 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The library settings a parsed command line stands for."""
-    return Settings(
-        model_name=args.model_name,
-        model_version=args.model_version,
-        url=args.url,
-        concurrency_range=args.concurrency_range,
-        request_rate_range=args.request_rate_range,
-        request_distribution=args.request_distribution,
-        request_intervals=args.request_intervals,
-        max_in_flight=args.max_in_flight,
-        workers=args.workers,
-        binary_search=args.binary_search,
-        measurement_mode=args.measurement_mode,
-        measurement_request_count=args.measurement_request_count,
-        request_count=args.request_count,
-        warmup_request_count=args.warmup_request_count,
-        percentile=args.percentile,
-        latency_threshold=args.latency_threshold,
-        input_data=args.input_data,
-        shape=dict(parse_shape(text) for text in args.shape),
-        batch_size=args.batch_size,
-        measurement_interval=args.measurement_interval,
-        stability_percentage=args.stability_percentage,
-        max_trials=args.max_trials,
-        request_timeout=args.request_timeout,
-        max_error_rate=args.max_error_rate,
-        ssl_grpc_use_ssl=args.ssl_grpc_use_ssl,
-        ssl_grpc_root_certifications_file=args.ssl_grpc_root_certifications_file,
-        ssl_grpc_private_key_file=args.ssl_grpc_private_key_file,
-        ssl_grpc_certificate_chain_file=args.ssl_grpc_certificate_chain_file,
-        header=dict(parse_header(text) for text in args.header),
-        shard=args.shard,
-        start_at=args.start_at,
-        hdr_log=args.hdr_log,
-    )
+    """The library settings a parsed command line stands for: every `Settings` field is a flag."""
+    options = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
+    options["shape"] = dict(parse_shape(text) for text in args.shape)
+    options["header"] = dict(parse_header(text) for text in args.header)
+    return Settings(**options)
 
 
 def _write_outputs(result: ProfileResult, args: argparse.Namespace) -> None:
+    """Every output file the command line asked for, from one result (a finished, partial or merged run)."""
     if args.json:
         write_json(result, args.json)
     if args.latency_report_file:
         write_csv(result, args.latency_report_file)
+    if args.html:
+        from loadgen.reports import html
+
+        html.write_html(result, args.html)
+    if args.plot:
+        from loadgen.reports import plot
+
+        plot.write_png(result, args.plot)
 
 
 async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress) -> tuple[ProfileResult, int | None]:
@@ -283,7 +287,7 @@ async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        result = await profile(settings, progress, stop)
+        result = await profile(settings=settings, progress=progress, stop=stop)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -293,14 +297,16 @@ async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress
 def _profile(argv: Sequence[str], console: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
-    progress = ConsoleProgress(console, verbose=args.verbose)
-    try:
-        result, signum = run(_profile_until_signalled(settings, progress))
-    except RunFailed as failure:
-        assert isinstance(failure.result, ProfileResult)
-        _write_outputs(failure.result, args)
-        raise
-    progress.finished(result)
+    if args.html or args.plot:
+        from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
+    with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
+        try:
+            result, signum = run(_profile_until_signalled(settings, progress))
+        except RunFailed as failure:
+            assert isinstance(failure.result, ProfileResult)
+            _write_outputs(failure.result, args)
+            raise
+        progress.finished(result)
     _write_outputs(result, args)
     if signum is not None:
         return 128 + signum

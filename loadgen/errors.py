@@ -34,3 +34,10 @@ class RunFailed(LoadgenError):
 
 class ModelRejectedError(LoadgenError):
     """The model failed the requests loadgen built from the input data."""
+
+
+class MissingExtraError(LoadgenError):
+    """A feature needs an optional dependency that is not installed."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        super().__init__(f"{module} is not installed, and {feature} needs it: pip install 'loadgen[{extra}]'")

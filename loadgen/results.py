@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import dacite
 
 from loadgen.analysis import Bottleneck, find_bottleneck
 from loadgen.load import Load
 from loadgen.measurement import LatencyStats, Merged, WindowSummary
 from loadgen.server_stats import Composition, ServerFigures, Snapshot, figures
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -146,9 +153,12 @@ _MODE_KEYS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ProfileResult:
-    """A whole sweep: the model, how it was loaded, and one result per level."""
+    """A whole sweep: the model, how it was loaded, and one result per level.
+
+    The reports read it; they live in `loadgen.reports` (plots need the `report` extra, dataframes `dataframe`).
+    """
 
     model: str
     url: str
@@ -169,6 +179,49 @@ class ProfileResult:
         """The sweep's verdict: the one at the level of highest throughput, where the model is pushed hardest."""
         judged = [level for level in self.levels if level.bottleneck is not None]
         return max(reversed(judged), key=lambda level: level.throughput).bottleneck if judged else None
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> ProfileResult:
+        """The result a JSON document (`to_dict`) describes, its nested figures rebuilt as the typed dataclasses."""
+        derived = ("stable", "bottleneck")  # properties, recomputed from the levels
+        fields = {key: value for key, value in document.items() if key not in derived}
+        return dacite.from_dict(cls, fields, dacite.Config(cast=[tuple]))
+
+    def __repr__(self) -> str:
+        verdict = self.bottleneck.name if self.bottleneck else None
+        return (
+            f"ProfileResult(model={self.model!r}, mode={self.mode!r}, loads={[lv.load for lv in self.levels]}, "
+            f"stable={self.stable}, bottleneck={verdict!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        from loadgen.reports.table import summary_html
+
+        return summary_html(self)
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """One row per level: throughput, latency percentiles, each step's queue and compute time (needs pandas)."""
+        from loadgen.reports.dataframe import to_dataframe
+
+        return to_dataframe(self)
+
+    def plot(self, kind: str = "curve") -> Figure:
+        """A matplotlib figure: "curve" (p99 latency vs throughput), "percentiles" or "steps" (needs matplotlib)."""
+        from loadgen.reports.plot import plot
+
+        return plot(self, kind)
+
+    def save_json(self, path: str | os.PathLike[str]) -> None:
+        """Write the run as JSON, as `--json` does; `loadgen.load_result` reopens it."""
+        from loadgen.reports.files import write_json
+
+        write_json(self, path)
+
+    def save_html(self, path: str | os.PathLike[str]) -> None:
+        """Write the self-contained HTML report of the run (needs matplotlib)."""
+        from loadgen.reports.html import write_html
+
+        write_html(self, path)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the run."""

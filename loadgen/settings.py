@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from loadgen.errors import OptionError
 
@@ -134,6 +135,9 @@ def _levels(value: str | int | Sequence[int]) -> tuple[int, ...]:
 
 
 MODES = ("concurrency", "request_rate", "request_intervals")
+LOAD_FIELDS = ("concurrency_range", "request_rate_range", "request_intervals")
+# Short names the library and the command line accept for these fields (`--concurrency` is `--concurrency-range`).
+ALIASES = {"model": "model_name", "concurrency": "concurrency_range", "request_rate": "request_rate_range"}
 DISTRIBUTIONS = ("constant", "poisson")
 MEASUREMENT_MODES = ("time_windows", "count_windows")
 
@@ -315,3 +319,23 @@ class Settings:
             if isinstance(recorded[name], tuple):
                 recorded[name] = list(recorded[name])
         return recorded
+
+
+def make_settings(base: Settings | None = None, **options: Any) -> Settings:
+    """Settings from keyword options (field names or their `ALIASES`), over `base` when given.
+
+    Naming one load mode replaces the base's: `make_settings(base, request_rate=10)` sweeps rates.
+    """
+    given: dict[str, Any] = {}
+    for key, value in options.items():
+        name = ALIASES.get(key, key)
+        if name not in Settings.__dataclass_fields__:
+            raise OptionError(f"unknown option {key!r}; options are the fields of loadgen.Settings")
+        if name in given:
+            raise OptionError(f"{key!r} and {name!r} are the same option: give one")
+        given[name] = value
+    if base is None:
+        return Settings(**given)
+    if any(name in given for name in LOAD_FIELDS):
+        given = {name: None for name in LOAD_FIELDS} | given
+    return replace(base, **given)

@@ -25,7 +25,7 @@ from loadgen.measurement import (
 )
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
-from loadgen.settings import Settings, read_intervals
+from loadgen.settings import Settings, make_settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
 from loadgen.workers import ProcessGenerator
 
@@ -46,36 +46,44 @@ class Progress(Protocol):
 
 
 async def profile(
+    url: str | None = None,
+    model: str | None = None,
+    *,
     settings: Settings | None = None,
     progress: Progress | None = None,
     stop: asyncio.Event | None = None,
     **options: Any,
 ) -> ProfileResult:
-    """Profile a model over the settings' load levels; keyword options are `Settings` fields.
+    """Profile `model` on the Triton server at `url` (gRPC) over a sweep of load levels.
+
+    Keyword options are the command line's long flags in snake case (the fields of `Settings`, or their
+    aliases `concurrency`, `request_rate`, `model`), applied over `settings` when given. `concurrency` takes
+    "START:END:STEP", an int or a list of ints.
 
     Setting `stop` ends the run gracefully: the result keeps every finished level and the partial one, marked
     interrupted. A run that fails midway (the server goes away, too many errors) raises `RunFailed`, whose
     `result` holds the same. Cancelling the call stops the load at once and returns nothing.
     """
-    settings = settings or Settings(**options)
+    named = {key: value for key, value in (("url", url), ("model", model)) if value is not None}
+    settings = make_settings(settings, **named, **options)
     connection = Connection(settings)
     try:
         await connection.check_reachable()
         name = settings.model_name or await connection.choose_model()
-        model = await connection.model_info(name, settings.model_version)
-        await connection.check_model_ready(model.name, model.version)
-        tree = await composition(model.name, model.version, connection.model_config)
-        samples = load_samples(settings.input_data, model, settings.shape, settings.batch_size)
-        payloads = [encode_request(model, sample) for sample in samples]
-        await _preflight(connection, model, payloads, settings)
+        info = await connection.model_info(name, settings.model_version)
+        await connection.check_model_ready(info.name, info.version)
+        tree = await composition(info.name, info.version, connection.model_config)
+        samples = load_samples(settings.input_data, info, settings.shape, settings.batch_size)
+        payloads = [encode_request(info, sample) for sample in samples]
+        await _preflight(connection, info, payloads, settings)
         inputs = _describe(samples[0])
         if progress:
-            progress.started(model, inputs, settings)
+            progress.started(info, inputs, settings)
         log = None
         if settings.hdr_log:
             log = WindowLog(settings.hdr_log, settings.shard_index, settings.shard_count)
             described = [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in inputs]
-            log.header(model.name, settings.url, settings.mode, described, settings.to_dict(), tree)
+            log.header(info.name, settings.url, settings.mode, described, settings.to_dict(), tree)
         sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event(), log)
         levels, abort = await sweep.run()
         if log:
@@ -83,7 +91,7 @@ async def profile(
     finally:
         await connection.close()
     result = ProfileResult(
-        model=model.name,
+        model=info.name,
         url=settings.url,
         mode=settings.mode,
         levels=tuple(levels),

@@ -185,7 +185,7 @@ async def _search(
     run = dataclasses.replace(settings.profile, model_name=name)
 
     async def measure() -> tuple[Measurement, LevelResult]:
-        level = (await profile(run)).levels[-1]
+        level = (await profile(settings=run)).levels[-1]
         return _measurement(level), level
 
     initial, level = await measure()

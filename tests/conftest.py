@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import loadgen
 from loadgen.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,23 @@ def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble)."""
     yield from _serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
+
+
+QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 5}
+
+
+@pytest.fixture(scope="session")
+def ensemble_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
+    """Two closed-loop levels of the seed's ensemble: server breakdown with steps, a verdict, window trends."""
+    return loadgen.profile_sync(
+        examples_server.grpc_url, "ensemble_python_resnet50", concurrency="1:2", input_data=str(SAMPLE_JPEG), **QUICK
+    )
+
+
+@pytest.fixture(scope="session")
+def rate_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
+    """An open-loop run of the identity model: service time, send lag and send rate."""
+    return loadgen.profile_sync(examples_server.grpc_url, "identity_uint8", request_rate=[50, 100], **QUICK)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -199,8 +199,7 @@ def test_soak_memory_and_file_descriptors_stay_flat(examples_server: EmbeddedSer
 
     windows = max(int(seconds / 0.5), 6)
     loadgen.profile_sync(
-        None,
-        Sampler(),  # type: ignore[arg-type]
+        progress=Sampler(),  # type: ignore[arg-type]
         url=examples_server.grpc_url,
         model_name="identity_uint8",
         request_rate_range=300,

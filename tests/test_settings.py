@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from loadgen.errors import OptionError
-from loadgen.settings import Settings, parse_range, parse_rate_range, parse_shape
+from loadgen.settings import Settings, make_settings, parse_range, parse_rate_range, parse_shape
 
 
 @pytest.mark.parametrize(
@@ -76,3 +76,25 @@ def test_one_load_mode_at_a_time() -> None:
 def test_bad_load_options(options: dict[str, object], message: str) -> None:
     with pytest.raises(OptionError, match=message):
         Settings(**options)  # type: ignore[arg-type]
+
+
+def test_options_take_the_short_aliases_in_one_place() -> None:
+    settings = make_settings(model="m", concurrency="1:3")
+    assert settings.model_name == "m" and settings.levels == (1, 2, 3)
+    assert make_settings(request_rate=[5, 10]).levels == (5.0, 10.0)
+    with pytest.raises(OptionError, match="same option"):
+        make_settings(concurrency=2, concurrency_range=3)
+    with pytest.raises(OptionError, match="unknown option 'concurency'"):
+        make_settings(concurency=2)
+
+
+def test_options_over_base_settings_replace_its_load_mode() -> None:
+    base = Settings(url="h:1", concurrency_range="1:4", measurement_interval=300)
+    rates = make_settings(base, request_rate="10:20:10")
+    assert (rates.url, rates.mode, rates.levels, rates.measurement_interval) == (
+        "h:1",
+        "request_rate",
+        (10.0, 20.0),
+        300,
+    )
+    assert make_settings(base, batch_size=2).levels == (1, 2, 3, 4)

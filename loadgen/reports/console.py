@@ -1,13 +1,14 @@
-"""The console: the level table row by row while a sweep runs, then the step breakdown and the verdict."""
+"""The console: the level table row by row and a live status while a sweep runs, then the steps and the verdict."""
 
 from __future__ import annotations
 
+import rich.progress
 from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import Bottleneck
 from loadgen.load import Load
-from loadgen.measurement import WindowSummary
+from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.settings import Settings
 from loadgen.transport import ModelInfo
@@ -34,13 +35,33 @@ def _load(load: Load | LevelResult) -> str:
 
 
 class ConsoleProgress:
-    """Prints the level table row by row as the sweep runs; with `verbose`, every window too."""
+    """The sweep as it runs: the level table row by row, under it a live status of the window being measured.
 
-    def __init__(self, console: Console | None = None, verbose: bool = False) -> None:
+    When the console is not a terminal (CI logs, pipes), the live status becomes one plain line per window;
+    `verbose` prints those lines on a terminal too. `quiet` prints nothing until `finished`, which prints the
+    summary. Use it as a context manager, so that the live status stops whatever happens to the sweep.
+    """
+
+    def __init__(self, console: Console | None = None, verbose: bool = False, quiet: bool = False) -> None:
         self.console = console or make_console()
         self.verbose = verbose
+        self.quiet = quiet
+        self._live: rich.progress.Progress | None = None
+        self._task = rich.progress.TaskID(0)
+        self._max_windows = 0
+        self._levels = 0
+        self._requests = 0
+
+    def __enter__(self) -> ConsoleProgress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop_live()
 
     def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None:
+        self._max_windows = 1 if settings.request_count else settings.max_trials
+        if self.quiet:
+            return
         sent = ", ".join(f"{i.name} {i.datatype} {list(i.shape)}" for i in inputs)
         self.console.print(f"Profiling [bold]{model.name}[/] at {settings.url}; inputs: {sent}")
         if settings.request_count:
@@ -59,7 +80,17 @@ class ConsoleProgress:
                 "Open loop: latency counts from each request's scheduled send time (response time); "
                 "svc = from the actual send (service time); lag = how late requests left"
             )
-        self.console.print(_row(_CLOSED if settings.mode == "concurrency" else _OPEN), style="bold")
+        self.console.print(_row(_header(settings.mode)), style="bold")
+        if self.console.is_terminal:
+            self._live = rich.progress.Progress(
+                rich.progress.SpinnerColumn(),
+                rich.progress.TextColumn("{task.description}"),
+                rich.progress.TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._task = self._live.add_task("first level: window 1 running")
+            self._live.start()
 
     def replay(self, result: ProfileResult) -> None:
         """Print a finished result (a merged run) as a live run would have: the table, then the verdict."""
@@ -72,15 +103,30 @@ class ConsoleProgress:
             self.console.print(f"{result.status}: {result.message}", style="yellow", markup=False)
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
-        if self.verbose:
+        self._requests = summary.request_count + (self._requests if index > 1 else 0)
+        state = "stable" if stable else _settling(index)
+        if self._live is not None:
+            self._live.update(
+                self._task,
+                description=f"level {self._levels + 1}, {_load(load)} | window {index}/{self._max_windows} | "
+                f"{self._requests} requests | {summary.throughput:.1f} infer/s | p99 {summary.p99_us} us | {state}",
+            )
+        if (self.verbose or not self.console.is_terminal) and not self.quiet:
             sent = f", sent {summary.send_rate:.1f}/s" if summary.send_rate is not None else ""
             self.console.print(
                 f"  {_load(load)} window {index}: {summary.throughput:.1f} infer/s{sent}, "
                 f"avg {summary.avg_latency_us:.0f} us, p99 {summary.p99_us} us, {summary.request_count} requests, "
-                f"{summary.error_count} errors, loop busy {summary.loop_busy_share:.0%}{', stable' if stable else ''}"
+                f"{summary.error_count} errors, loop busy {summary.loop_busy_share:.0%}; {state}"
             )
 
     def level(self, level: LevelResult) -> None:
+        self._levels += 1
+        if self._live is not None:
+            self._live.update(self._task, description=f"level {self._levels} done; next level: window 1 running")
+        if not self.quiet:
+            self._print_level(level)
+
+    def _print_level(self, level: LevelResult) -> None:
         lat = level.latency_us
         stable = "yes" if level.stable else "NO"
         if level.concurrency is not None:
@@ -138,8 +184,19 @@ class ConsoleProgress:
                 markup=False,
             )
 
+    def _stop_live(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
     def finished(self, result: ProfileResult) -> None:
-        """After the sweep: the per-step breakdown where the model was pushed hardest, and the verdict."""
+        """After the sweep (quiet: the level table first), the per-step breakdown where the model was pushed
+        hardest, and the verdict."""
+        self._stop_live()
+        if self.quiet:
+            self.console.print(_row(_header(result.mode)), style="bold")
+            for row in result.levels:
+                self._print_level(row)
         verdict = result.bottleneck
         level = next((lv for lv in result.levels if lv.bottleneck is verdict), None)
         if verdict is not None and level is not None and level.server is not None:
@@ -159,10 +216,19 @@ class ConsoleProgress:
             )
 
 
+def _header(mode: str) -> tuple[str, ...]:
+    return _CLOSED if mode == "concurrency" else _OPEN
+
+
+def _settling(index: int) -> str:
+    """The stability state after `index` windows of a level that is not stable yet."""
+    if index < STABILITY_WINDOWS:
+        return f"settling {index}/{STABILITY_WINDOWS}"
+    return "not stable yet"
+
+
 def _name(verdict: Bottleneck | None) -> str:
-    if verdict is None:
-        return "-"
-    return verdict.model or "the client"
+    return verdict.name if verdict else "-"
 
 
 def step_table(level: LevelResult) -> Table:

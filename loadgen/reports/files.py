@@ -1,4 +1,4 @@
-"""Result files: JSON, and perf_analyzer's CSV latency report; written atomically."""
+"""Result files: JSON (written and read back), and perf_analyzer's CSV latency report; written atomically."""
 
 from __future__ import annotations
 
@@ -10,17 +10,24 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import dacite
+
+from loadgen.errors import LoadgenError
 from loadgen.results import ProfileResult
 from loadgen.server_stats import ServerFigures
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
     """Write a file so that it is either the old one or the complete new one, never half-written."""
     target = Path(path)
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    data = content.encode() if isinstance(content, str) else content
+    umask = os.umask(0)
+    os.umask(umask)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -30,6 +37,15 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the result as JSON."""
     write_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def load_result(path: str | os.PathLike[str]) -> ProfileResult:
+    """Reopen a run saved with `--json` (or `write_json`) as the result it was."""
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        return ProfileResult.from_dict(document)
+    except (OSError, ValueError, dacite.DaciteError) as error:
+        raise LoadgenError(f"cannot read a loadgen result from {path}: {error}") from None
 
 
 _CSV_SERVER = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv")

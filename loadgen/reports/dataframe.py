@@ -1,0 +1,27 @@
+"""The sweep as a pandas DataFrame: one row per level, indexed by the load, the sweep table's columns."""
+
+from __future__ import annotations
+
+from loadgen.comparison import Comparison
+from loadgen.errors import MissingExtraError
+from loadgen.reports.table import columns
+from loadgen.results import ProfileResult
+
+try:
+    import pandas
+except ImportError:
+    raise MissingExtraError("result.to_dataframe()", "pandas", "dataframe") from None
+
+
+def to_dataframe(result: ProfileResult) -> pandas.DataFrame:
+    """Throughput, latency percentiles, each step's queue and compute time (us per request), per level."""
+    table = columns(result)
+    rows = [{column.key: column.value(level) for column in table} for level in result.levels]
+    return pandas.DataFrame(rows, columns=[column.key for column in table]).set_index(table[0].key)
+
+
+def comparison_frame(comparison: Comparison) -> pandas.DataFrame:
+    """Both runs' rows for the loads they share, their columns under "before" and "after"."""
+    loads = [level.load for level in comparison.levels]
+    runs = {"before": comparison.before, "after": comparison.after}
+    return pandas.concat({name: to_dataframe(run).loc[loads] for name, run in runs.items()}, axis=1)

@@ -1,0 +1,99 @@
+"""The HTML report: one self-contained file (styles inline, plots as embedded PNG) that opens without a network."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+
+from loadgen.reports.files import write_atomic
+from loadgen.reports.plot import curve, percentiles, png, steps
+from loadgen.reports.table import UNSTABLE, html_table, verdict_html
+from loadgen.results import ProfileResult
+
+STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       color: #1d2330; margin: 2em auto; max-width: 1200px; padding: 0 1.5em; }
+h1 { font-size: 1.6em; margin-bottom: 0.1em; }
+h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #dde1e8; padding-bottom: 0.2em; }
+.subtitle { color: #5b6475; margin-top: 0; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; margin: 0.5em 0; }
+th, td { padding: 0.3em 0.5em; border-bottom: 1px solid #e6e9ef; text-align: right; white-space: nowrap; }
+th { background: #f4f6f9; font-weight: 600; }
+th.group { text-align: center; border-bottom: 2px solid #c9ced8; }
+table.sweep { display: block; overflow-x: auto; max-width: 100%; font-size: 12.5px; }
+table.settings td, table.settings th { text-align: left; }
+.verdict { background: #fff7e6; border-left: 4px solid #e8a33d; padding: 0.6em 1.2em; margin: 1em 0; }
+.verdict p { margin: 0.4em 0; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; }
+footer { color: #8a93a3; margin-top: 3em; font-size: 12px; }
+"""
+
+
+def _image(png_bytes: bytes, description: str) -> str:
+    data = base64.b64encode(png_bytes).decode("ascii")
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(description)}"></figure>'
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _settings(result: ProfileResult) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{html.escape(_value(value))}</td></tr>"
+        for name, value in result.settings.items()
+    )
+    return f'<table class="settings">{rows}</table>'
+
+
+def _inputs(result: ProfileResult) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(i.name)}</td><td>{html.escape(i.datatype)}</td><td>{list(i.shape)}</td></tr>"
+        for i in result.inputs
+    )
+    return f'<table class="settings"><tr><th>input</th><th>datatype</th><th>shape</th></tr>{rows}</table>'
+
+
+def render(result: ProfileResult) -> str:
+    """The report page of a run."""
+    model = html.escape(result.model)
+    mode = result.mode.replace("_", " ")
+    stable = "" if result.stable else f" <span {UNSTABLE}>(a level did not reach a stable measurement)</span>"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>loadgen: {model}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{model}</h1>
+<p class="subtitle">{html.escape(mode)} sweep of {len(result.levels)} levels at {html.escape(result.url)}{stable}</p>
+{verdict_html(result)}
+<h2>Levels</h2>
+<p>Latencies in microseconds from the client, merged over each level's last windows; a step's queue and compute
+time per request as the server counts it.</p>
+{html_table(result)}
+<h2>Latency and throughput</h2>
+{_image(png(curve(result)), "p99 latency against throughput, one point per level")}
+{_image(png(percentiles(result)), "latency percentiles per level")}
+<h2>Where the time goes</h2>
+{_image(png(steps(result)), "each step's queue and compute time per request, stacked, per level")}
+<h2>Settings</h2>
+{_settings(result)}
+{_inputs(result)}
+<footer>Written by loadgen.</footer>
+</body>
+</html>
+"""
+
+
+def write_html(result: ProfileResult, path: str | os.PathLike[str]) -> None:
+    """Write the report page of a run (`--html`, `result.save_html`)."""
+    write_atomic(path, render(result))

@@ -1,0 +1,154 @@
+"""Plots of a result with matplotlib (no pyplot, no display needed): the latency-throughput curve, latency
+percentiles per level, and each step's queue and compute time per level."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from loadgen.errors import MissingExtraError, OptionError
+from loadgen.reports.files import write_atomic
+from loadgen.reports.table import step_names, step_time
+from loadgen.results import LevelResult, ProfileResult
+
+try:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+except ImportError:
+    raise MissingExtraError("plots and the HTML report", "matplotlib", "report") from None
+
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+PERCENTILES = ("p50", "p90", "p95", "p99")
+
+
+def _color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _ms(us: float) -> float:
+    return us / 1000
+
+
+def _label(level: LevelResult) -> str:
+    return f"{level.load:g}" if level.concurrency is not None else f"{level.load:g}/s"
+
+
+def _axes(title: str, size: tuple[float, float] = (8, 4.5)) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=size, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(title, loc="left", fontsize=12)
+    axes.grid(alpha=0.3)
+    axes.spines[["top", "right"]].set_visible(False)
+    return figure, axes
+
+
+def _load_axis(axes: Axes, result: ProfileResult) -> None:
+    axes.set_xticks(range(len(result.levels)), [_label(level) for level in result.levels])
+    axes.set_xlabel("concurrency (requests in flight)" if result.mode == "concurrency" else "request rate")
+
+
+def curve(*runs: ProfileResult, labels: Sequence[str] = ()) -> Figure:
+    """p99 latency against throughput, one point per level labelled with its load; several runs overlaid."""
+    names = list(labels) or [run.model for run in runs]
+    title = f"{runs[0].model}: p99 latency vs throughput" if len(runs) == 1 else "p99 latency vs throughput"
+    figure, axes = _axes(title)
+    for index, (name, run) in enumerate(zip(names, runs, strict=True)):
+        x = [level.throughput for level in run.levels]
+        y = [_ms(level.latency_us.p99) for level in run.levels]
+        axes.plot(x, y, marker="o", color=_color(index), label=name)
+        for level, px, py in zip(run.levels, x, y, strict=True):
+            text = _label(level) + ("" if level.stable else " (unstable)")
+            axes.annotate(text, (px, py), textcoords="offset points", xytext=(6, 4), fontsize=9, color=_color(index))
+    labelled = "concurrency" if runs[0].mode == "concurrency" else "request rate"
+    axes.set_xlabel(f"throughput (infer/s); points labelled with their {labelled}")
+    axes.set_ylabel("p99 latency (ms)")
+    axes.margins(0.1)  # room for the last point's label
+    axes.set_xlim(left=0)
+    axes.set_ylim(bottom=0)
+    if len(runs) > 1:
+        axes.legend(frameon=False)
+    return figure
+
+
+def percentiles(result: ProfileResult) -> Figure:
+    """Average and percentile latencies at each level."""
+    figure, axes = _axes(f"{result.model}: latency per level")
+    positions = range(len(result.levels))
+    for index, name in enumerate(PERCENTILES):
+        latencies = [_ms(getattr(level.latency_us, name)) for level in result.levels]
+        axes.plot(positions, latencies, marker="o", color=_color(index), label=name)
+    axes.plot(positions, [_ms(lv.latency_us.avg) for lv in result.levels], "k--", marker=".", label="avg")
+    _load_axis(axes, result)
+    axes.set_ylabel("latency (ms)")
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return figure
+
+
+def steps(result: ProfileResult) -> Figure:
+    """Per level, a bar of each step's queue (hatched) and compute time per request, stacked, beside the client's
+    average latency."""
+    figure, axes = _axes(f"{result.model}: server time per request, by step")
+    positions = list(range(len(result.levels)))
+    bottom = [0.0] * len(positions)
+    verdict = result.bottleneck
+    for index, name in enumerate(step_names(result)):
+        marked = f"{name} (bottleneck)" if verdict is not None and verdict.model == name else name
+        for part in ("queue", "compute"):
+            heights = [_ms(step_time(level, name, part) or 0.0) for level in result.levels]
+            queue = part == "queue"
+            axes.bar(
+                positions,
+                heights,
+                bottom=bottom,
+                width=0.6,
+                color=_color(index),
+                alpha=0.45 if queue else 1.0,
+                hatch="//" if queue else None,
+                edgecolor="white",
+                label=f"{marked} {part}",
+            )
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    client = [_ms(level.latency_us.avg) for level in result.levels]
+    axes.scatter(
+        positions, client, marker="_", s=900, linewidths=2, color="black", label="client avg latency", zorder=3
+    )
+    _load_axis(axes, result)
+    axes.set_ylabel("time per request (ms)")
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+KINDS: dict[str, Callable[[ProfileResult], Figure]] = {"curve": curve, "percentiles": percentiles, "steps": steps}
+
+
+def plot(result: ProfileResult, kind: str = "curve") -> Figure:
+    """One of the result's plots: "curve" (p99 latency vs throughput), "percentiles" or "steps"."""
+    if kind not in KINDS:
+        raise OptionError(f"plot kind {kind!r}: choose {', '.join(KINDS)}")
+    return KINDS[kind](result)
+
+
+def png(figure: Figure, dpi: int = 120) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _show_in_notebooks() -> None:
+    """Let IPython show these figures, made without pyplot, as `%matplotlib inline` would show pyplot's."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None:
+        shell.display_formatter.formatters["image/png"].for_type(Figure, png)
+
+
+_show_in_notebooks()
+
+
+def write_png(result: ProfileResult, path: str | os.PathLike[str]) -> None:
+    """The latency-throughput curve as a PNG file (`--plot`)."""
+    write_atomic(path, png(curve(result)))

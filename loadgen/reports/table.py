@@ -1,0 +1,182 @@
+"""The tables of a run: the sweep table (one row per level, its columns read from the result) as data and as HTML,
+the verdict, and a comparison of two runs; the HTML carries inline styles, so that notebooks show it as the report."""
+
+from __future__ import annotations
+
+import html
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loadgen.comparison import Comparison
+from loadgen.results import LevelResult, ProfileResult
+
+Value = float | int | str | bool | None
+# Inline styles, so that a notebook shows the tables as the report page does.
+UNSTABLE = 'style="color: #b3261e"'
+TABLE = 'class="sweep" style="white-space: nowrap"'
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name in a dataframe, its header in a table, and how a level's figure is read and shown."""
+
+    key: str
+    header: str
+    value: Callable[[LevelResult], Value]
+    spec: str = ""  # format spec for display
+    group: str = ""  # a heading over several columns (a step's name)
+
+    def text(self, level: LevelResult) -> str:
+        value = self.value(level)
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "yes" if value else "NO"
+        return format(value, self.spec)
+
+
+def step_names(result: ProfileResult) -> list[str]:
+    """The models that do the work (an ensemble's steps, or the model itself), in order, over all levels."""
+    names: dict[str, None] = {}
+    for level in result.levels:
+        if level.server is not None:
+            names.update((step.model, None) for step in level.server.leaves())
+    return list(names)
+
+
+def step_time(level: LevelResult, model: str, part: str) -> float | None:
+    """A step's queue or compute time per request at a level, in microseconds."""
+    if level.server is None:
+        return None
+    step = next((s for s in level.server.leaves() if s.model == model), None)
+    if step is None:
+        return None
+    return step.queue_us if part == "queue" else step.compute_us
+
+
+def _latency(name: str) -> Callable[[LevelResult], Value]:
+    return lambda level: getattr(level.latency_us, name)
+
+
+def _step(model: str, part: str) -> Callable[[LevelResult], Value]:
+    return lambda level: step_time(level, model, part)
+
+
+def columns(result: ProfileResult) -> list[Column]:
+    """The sweep table's columns for this result's load mode, steps and options."""
+    closed = result.mode == "concurrency"
+    table = [
+        Column("concurrency", "concurrency", lambda lv: lv.concurrency)
+        if closed
+        else Column("request_rate", "req/s", lambda lv: lv.request_rate, "g"),
+        Column("throughput", "infer/s", lambda lv: lv.throughput, ".1f"),
+    ]
+    if not closed:
+        table.append(Column("send_rate", "sent/s", lambda lv: lv.send_rate, ".1f"))
+    table += [Column(f"{name}_us", f"{name} us", _latency(name), ".0f") for name in ("avg", "p50", "p90", "p95", "p99")]
+    table.append(Column("max_us", "max us", _latency("max")))
+    if any(level.percentile_us is not None for level in result.levels):
+        table.append(Column("percentile_us", f"p{result.levels[0].percentile} us", lambda lv: lv.percentile_us))
+    if not closed:
+        table += [
+            Column(
+                "service_p99_us", "svc p99 us", lambda lv: lv.service_latency_us.p99 if lv.service_latency_us else None
+            ),
+            Column("send_lag_p99_us", "lag p99 us", lambda lv: lv.send_lag_us.p99 if lv.send_lag_us else None),
+            Column("delayed_share", "late", lambda lv: lv.delayed_share, ".1%"),
+        ]
+    table += [
+        Column("request_count", "requests", lambda lv: lv.request_count),
+        Column("error_count", "errors", lambda lv: lv.error_count),
+        Column("stable", "stable", lambda lv: lv.stable),
+    ]
+    for name in step_names(result):
+        table += [
+            Column(f"{name}.queue_us", "queue us", _step(name, "queue"), ".0f", group=name),
+            Column(f"{name}.compute_us", "compute us", _step(name, "compute"), ".0f", group=name),
+        ]
+    table.append(Column("bottleneck", "bottleneck", lambda lv: lv.bottleneck.name if lv.bottleneck else None))
+    return table
+
+
+def _html(head: list[tuple[str, str]], rows: list[tuple[list[str], bool]]) -> str:
+    """An HTML table from (group, header) pairs, with a row of groups over their columns when there are groups,
+    and rows of cell texts (False marks a row as unstable)."""
+    headers = "".join(f"<th>{html.escape(header)}</th>" for _, header in head)
+    groups = "".join(
+        f'<th colspan="{len(list(members))}" class="group">{html.escape(group)}</th>'
+        for group, members in itertools.groupby(head, key=lambda pair: pair[0])
+    )
+    top = f"<tr>{groups}</tr>" if any(group for group, _ in head) else ""
+    body = "".join(
+        f"<tr{'' if stable else ' ' + UNSTABLE}>{''.join(f'<td>{html.escape(c)}</td>' for c in cells)}</tr>"
+        for cells, stable in rows
+    )
+    return f"<table {TABLE}><thead>{top}<tr>{headers}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def html_table(result: ProfileResult) -> str:
+    """The sweep table as an HTML table; unstable levels are marked."""
+    table = columns(result)
+    rows = [([column.text(level) for column in table], level.stable) for level in result.levels]
+    return _html([(column.group, column.header) for column in table], rows)
+
+
+def verdict_html(result: ProfileResult) -> str:
+    """The bottleneck verdict: which step, why, and what to change."""
+    verdict = result.bottleneck
+    if verdict is None:
+        return '<p class="verdict">No verdict: the server reported no requests for the model.</p>'
+    suggestions = "".join(f"<li>{html.escape(suggestion)}</li>" for suggestion in verdict.suggestions)
+    return (
+        f'<div class="verdict"><p><strong>Bottleneck: {html.escape(verdict.name)}</strong> '
+        f"({verdict.share:.0%} of the time)</p><p>{html.escape(verdict.reason)}</p><ul>{suggestions}</ul></div>"
+    )
+
+
+def summary_html(result: ProfileResult) -> str:
+    """What a notebook shows for a result: the model and mode, the sweep table, and the verdict."""
+    stable = "" if result.stable else f"; <span {UNSTABLE}>a level did not reach a stable measurement</span>"
+    return (
+        f"<div><p><strong>{html.escape(result.model)}</strong> at {html.escape(result.url)}, "
+        f"{html.escape(result.mode.replace('_', ' '))} sweep of {len(result.levels)} levels{stable}</p>"
+        f"{html_table(result)}{verdict_html(result)}</div>"
+    )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _verdict(level: LevelResult) -> str:
+    return level.bottleneck.name if level.bottleneck else "-"
+
+
+def _change(value: float | None) -> str:
+    return "" if value is None else f"{value:+.0%}"
+
+
+def comparison_html(comparison: Comparison) -> str:
+    """Before and after, load by load: throughput, p99, each step's queue and compute time, and the verdicts."""
+    names = list(dict.fromkeys(step_names(comparison.before) + step_names(comparison.after)))
+    head = [("", "load"), ("", "infer/s"), ("", "change"), ("", "p99 us"), ("", "change")]
+    head += [(name, header) for name in names for header in ("queue us", "compute us")]
+    head.append(("", "bottleneck"))
+    rows = []
+    for level in comparison.levels:
+        pair = (level.before, level.after)
+        cells = [
+            f"{level.load:g}",
+            " \u2192 ".join(_number(lv.throughput, ".1f") for lv in pair),
+            _change(level.throughput_change),
+            " \u2192 ".join(_number(lv.latency_us.p99, "d") for lv in pair),
+            _change(level.p99_change),
+        ]
+        for name in names:
+            for part in ("queue", "compute"):
+                cells.append(" \u2192 ".join(_number(step_time(lv, name, part), ".0f") for lv in pair))
+        cells.append(" \u2192 ".join(_verdict(lv) for lv in pair))
+        rows.append((cells, level.before.stable and level.after.stable))
+    summary = "<br>".join(html.escape(line) for line in str(comparison).splitlines()[:2])
+    return f"<div><p>{summary}</p>{_html(head, rows)}</div>"
