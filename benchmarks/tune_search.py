@@ -133,7 +133,7 @@ async def set_instances(
 async def measure(settings: loadgen.Settings) -> loadgen.LevelResult:
     """One level; an unstable one is measured again, up to `ATTEMPTS` times, and the last is kept."""
     for attempt in range(1, ATTEMPTS + 1):
-        level = (await loadgen.profile(settings)).levels[-1]
+        level = (await loadgen.profile(settings=settings)).levels[-1]
         if level.stable or attempt == ATTEMPTS:
             return level
         print(f"    unstable ({level.throughput:.1f} infer/s); measuring again", flush=True)
