@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CODE := loadgen tests benchmarks examples
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench bench-all clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,14 @@ lint: venv
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy loadgen
 
+# loadgen against the real perf_analyzer 2.51 (installed into a cache outside the venv), side by side.
 bench: venv
+	$(BIN)/python benchmarks/perf_targets.py
+
+bench-all: bench
 	$(BIN)/python benchmarks/server_breakdown.py
+	$(BIN)/python benchmarks/tune_search.py
+	$(BIN)/python benchmarks/merge_scaling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
