@@ -219,6 +219,7 @@ def tune_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--measurement-interval", type=_int, default=2000, metavar="MS")
     parser.add_argument("-s", "--stability-percentage", type=_float, default=10.0)
     parser.add_argument("--json", metavar="FILE", help="write the trial history as JSON")
+    parser.add_argument("--html", metavar="FILE", help="an HTML report of the trials (needs matplotlib)")
     return parser
 
 
@@ -327,11 +328,15 @@ def _tune(argv: Sequence[str], console: Console) -> int:
         stability_percentage=args.stability_percentage,
     )
     settings = TuneSettings(profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config)
+    if args.html:
+        from loadgen.reports import html  # noqa: F401  (the `report` extra: checked before tuning, not after it)
     report = TuneReport(console)
     result = run(tune(settings, report.progress))
     report.finished(result, restored=not args.keep)
     if args.json:
         write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
+    if args.html:
+        result.save_html(args.html)
     return EXIT_SUCCESS
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -21,6 +22,10 @@ from loadgen.server_stats import ServerFigures, composition
 from loadgen.settings import Settings
 from loadgen.sweep import profile
 from loadgen.transport import Connection
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 MIN_GAIN = 0.05  # a change must raise throughput by more than this share (or the run's noise, if larger)
 QUEUE_DELAY_US = 100  # first max_queue_delay_microseconds tried when dynamic batching is enabled
@@ -77,6 +82,24 @@ class TuneResult:
     final: Measurement
     config_changes: dict[str, str]  # model -> its improved config.pbtxt
     stop_reason: str
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """One row per trial, the baseline first (needs the `dataframe` extra)."""
+        from loadgen.reports.dataframe import tune_frame
+
+        return tune_frame(self)
+
+    def plot(self) -> Figure:
+        """Throughput per trial (needs the `report` extra)."""
+        from loadgen.reports.plot import trials
+
+        return trials(self)
+
+    def save_html(self, path: str | os.PathLike[str]) -> None:
+        """A self-contained HTML page: trials, throughput per trial, improved configs (needs the `report` extra)."""
+        from loadgen.reports.html import write_tune_html
+
+        write_tune_html(self, path)
 
     def to_dict(self) -> dict[str, Any]:
         def brief(m: Measurement) -> dict[str, Any]:

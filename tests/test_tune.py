@@ -56,6 +56,16 @@ def test_tune_raises_the_slow_steps_instances_and_restores_the_models(
     assert config.instance_group[0].count == 1 + len(kept)
     # the server is back to where it was
     assert _configs(explicit_server.grpc_url) == before
+    # the trial history as a dataframe and an HTML page with the throughput per trial
+    frame = result.to_dataframe()
+    assert frame["change"].iloc[0] == "(baseline)"
+    assert list(frame["throughput"])[1:] == [trial.throughput for trial in result.trials]
+    page = tmp_path / "tune.html"
+    result.save_html(page)
+    text = page.read_text()
+    assert "data:image/png;base64," in text
+    assert "instance_group count 1 -&gt; 2" in text
+    assert "http://" not in text and "https://" not in text
 
 
 def test_tune_json_and_cli(explicit_server: EmbeddedServer, tmp_path: Path) -> None:

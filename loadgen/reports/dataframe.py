@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from loadgen.comparison import Comparison
 from loadgen.errors import MissingExtraError
 from loadgen.reports.table import columns
 from loadgen.results import ProfileResult
+from loadgen.tune import TuneResult
 
 try:
     import pandas
@@ -25,3 +28,21 @@ def comparison_frame(comparison: Comparison) -> pandas.DataFrame:
     loads = [level.load for level in comparison.levels]
     runs = {"before": comparison.before, "after": comparison.after}
     return pandas.concat({name: to_dataframe(run).loc[loads] for name, run in runs.items()}, axis=1)
+
+
+def tune_frame(result: TuneResult) -> pandas.DataFrame:
+    """One row per tuning trial, the baseline first as trial 0."""
+    rows = [
+        {
+            "change": "(baseline)",
+            "model": None,
+            "throughput": result.initial.throughput,
+            "p99_us": result.initial.p99_us,
+            "kept": None,
+            "bottleneck": result.initial.bottleneck,
+        }
+    ]
+    rows += [dataclasses.asdict(trial) for trial in result.trials]
+    frame = pandas.DataFrame(rows, columns=["change", "model", "throughput", "p99_us", "kept", "bottleneck"])
+    frame.index.name = "trial"
+    return frame

@@ -8,9 +8,10 @@ import json
 import os
 
 from loadgen.reports.files import write_atomic
-from loadgen.reports.plot import curve, percentiles, png, steps
+from loadgen.reports.plot import curve, percentiles, png, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
 from loadgen.results import ProfileResult
+from loadgen.tune import TuneResult
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -97,3 +98,48 @@ time per request as the server counts it.</p>
 def write_html(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the report page of a run (`--html`, `result.save_html`)."""
     write_atomic(path, render(result))
+
+
+def render_tune(result: TuneResult) -> str:
+    """The report page of a tuning run: the trials, throughput per trial, and the improved configs."""
+    model = html.escape(result.model)
+    head = "".join(f"<th>{name}</th>" for name in ("trial", "change", "infer/s", "p99 us", "kept", "bottleneck after"))
+    rows = [(0, "(baseline)", result.initial.throughput, result.initial.p99_us, "", result.initial.bottleneck)]
+    rows += [
+        (n, t.change, t.throughput, t.p99_us, "yes" if t.kept else "no", t.bottleneck)
+        for n, t in enumerate(result.trials, 1)
+    ]
+    body = "".join(
+        f"<tr><td>{n}</td><td style='text-align:left'>{html.escape(change)}</td><td>{rate:.1f}</td><td>{p99}</td>"
+        f"<td>{kept}</td><td>{html.escape(str(after))}</td></tr>"
+        for n, change, rate, p99, kept, after in rows
+    )
+    configs = "".join(
+        f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>" for name, text in result.config_changes.items()
+    )
+    gain = result.final.throughput / result.initial.throughput if result.initial.throughput else 0.0
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>loadgen tune: {model}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>Tuning {model}</h1>
+<div class="verdict"><p>{result.final.throughput:.1f} infer/s ({gain:.2f}x the baseline), p99 {result.final.p99_us} us;
+bottleneck now {html.escape(str(result.final.bottleneck))}. Stopped: {html.escape(result.stop_reason)}.</p></div>
+<h2>Trials</h2>
+<table><tr>{head}</tr>{body}</table>
+{_image(png(trials(result)), "throughput per tuning trial")}
+<h2>Improved configurations</h2>
+{configs or "<p>No change was kept.</p>"}
+<footer>Written by loadgen.</footer>
+</body>
+</html>
+"""
+
+
+def write_tune_html(result: TuneResult, path: str | os.PathLike[str]) -> None:
+    """Write the report page of a tuning run (`loadgen tune --html`, `TuneResult.save_html`)."""
+    write_atomic(path, render_tune(result))

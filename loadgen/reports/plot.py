@@ -12,6 +12,7 @@ from loadgen.errors import MissingExtraError, OptionError
 from loadgen.reports.files import write_atomic
 from loadgen.reports.table import step_names, step_time
 from loadgen.results import LevelResult, ProfileResult
+from loadgen.tune import TuneResult
 
 try:
     from matplotlib.axes import Axes
@@ -122,6 +123,23 @@ def steps(result: ProfileResult) -> Figure:
 
 
 KINDS: dict[str, Callable[[ProfileResult], Figure]] = {"curve": curve, "percentiles": percentiles, "steps": steps}
+
+
+def trials(result: TuneResult) -> Figure:
+    """Throughput after each tuning trial: kept changes solid, reverted ones hollow; the line follows what was kept."""
+    figure, axes = _axes(f"{result.model}: throughput per tuning trial")
+    rates = [result.initial.throughput, *(trial.throughput for trial in result.trials)]
+    kept = [True, *(trial.kept for trial in result.trials)]
+    best = [rates[0]]
+    for rate, keep in zip(rates[1:], kept[1:], strict=True):
+        best.append(rate if keep else best[-1])
+    axes.step(range(len(rates)), best, where="post", color=_color(0), label="configuration in force")
+    for index, (rate, keep) in enumerate(zip(rates, kept, strict=True)):
+        axes.plot(index, rate, marker="o", color=_color(0 if keep else 3), fillstyle="full" if keep else "none")
+    axes.set_xticks(range(len(rates)), ["baseline", *(str(n) for n in range(1, len(rates)))])
+    axes.set_xlabel("trial (hollow: reverted)")
+    axes.set_ylabel("infer/s")
+    return figure
 
 
 def plot(result: ProfileResult, kind: str = "curve") -> Figure:
