@@ -171,6 +171,10 @@ def profile_parser() -> argparse.ArgumentParser:
     shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
     shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
     shards.add_argument("--hdr-log", metavar="DIR", help="log every window to DIR for `loadgen merge DIR/*`")
+    shards.add_argument(
+        "--ray-address", metavar="auto|HOST:PORT", help="run one shard per worker on a Ray cluster (`ray` extra)"
+    )
+    shards.add_argument("--workers-per-node", type=_int, default=1, help="Ray workers per node (default 1)")
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--request-timeout", type=_float, metavar="MS", help="a request without an answer by then counts as a timeout"
@@ -251,6 +255,8 @@ def serve_parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> Settings:
     """The library settings a parsed command line stands for: every `Settings` field is a flag."""
     options = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
+    if args.ray_address:  # the cluster's workers are the shards; the driver's settings describe the whole load
+        options["hdr_log"] = None
     options["shape"] = dict(parse_shape(text) for text in args.shape)
     options["header"] = dict(parse_header(text) for text in args.header)
     return Settings(**options)
@@ -300,6 +306,14 @@ def _profile(argv: Sequence[str], console: Console) -> int:
     settings = settings_from(args)
     if args.html or args.plot:
         from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
+    if args.ray_address:
+        from loadgen.ray_cluster import profile_on_ray
+
+        progress = ConsoleProgress(console, verbose=True, quiet=args.quiet)
+        result = profile_on_ray(settings, args.ray_address, args.workers_per_node, progress)
+        progress.replay(result)
+        _write_outputs(result, args)
+        return EXIT_SUCCESS if result.status == "complete" and result.stable else EXIT_UNSTABLE
     with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
         try:
             result, signum = run(_profile_until_signalled(settings, progress))
