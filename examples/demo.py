@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from loadgen.cli import main
+from loadgen.errors import EXIT_UNSTABLE
 from loadgen.server import EmbeddedServer
 
 HERE = Path(__file__).resolve().parent
@@ -20,10 +21,14 @@ def demo() -> int:
     with EmbeddedServer(HERE / "model_repository") as server:
         print(f"Triton ready at {server.grpc_url} (gRPC)\n", flush=True)
         args = ["-u", server.grpc_url, "-m", "ensemble_python_resnet50", "--concurrency-range", "1:8"]
-        args += ["--input-data", str(HERE / "sample.jpg"), "-p", "2000", *sys.argv[1:]]
+        args += ["--input-data", str(HERE / "sample.jpg"), "-p", "2000", "-s", "20", *sys.argv[1:]]
         print("$ python -m loadgen " + " ".join(args), flush=True)
         status = main(args)
     print("Triton stopped.")
+    if status == EXIT_UNSTABLE:
+        # the demo has shown what it shows; a level that did not settle (a busy machine) is reported above
+        print("(exit status 2 for a real run: a level did not reach a stable measurement)")
+        return 0
     return status
 
 
