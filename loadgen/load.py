@@ -11,9 +11,11 @@ from dataclasses import dataclass
 import grpc
 
 from loadgen import schedule
+from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
 from loadgen.settings import Settings, read_intervals
-from loadgen.transport import describe_rpc_error
+from loadgen.transport import Connection, RequestFailed, decode_response, describe_rpc_error
+from loadgen.validation import Validator
 
 InferCall = Callable[[bytes], Awaitable[bytes]]
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
@@ -63,7 +65,10 @@ class _Failures:
         self.url = url
         self.timeout_s = timeout_s
 
-    async def record(self, error: grpc.aio.AioRpcError) -> None:
+    async def record(self, error: grpc.aio.AioRpcError | RequestFailed) -> None:
+        if isinstance(error, RequestFailed):
+            self.recorder.record_error(str(error))
+            return
         self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
@@ -113,7 +118,7 @@ class ClosedLoop:
             start = clock()
             try:
                 await call(payload)
-            except grpc.aio.AioRpcError as error:
+            except (grpc.aio.AioRpcError, RequestFailed) as error:
                 await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
@@ -193,7 +198,7 @@ class OpenLoop:
         recorder.record_sent((sent - due) // 1000)
         try:
             await self._call(payload)
-        except grpc.aio.AioRpcError as error:
+        except (grpc.aio.AioRpcError, RequestFailed) as error:
             await self._failures.record(error)
         else:
             done = clock()
@@ -206,12 +211,16 @@ class OpenLoop:
 class LocalGenerator:
     """Generates load from this process's event loop and hands out its measurement windows."""
 
-    def __init__(self, call: InferCall, payloads: Sequence[bytes], settings: Settings, shard: Shard = Shard()) -> None:
+    def __init__(self, connection: Connection, requests: Requests, settings: Settings, shard: Shard = Shard()) -> None:
         self.settings = settings
         self.shard = shard
         self.recorder = Recorder(open_loop=settings.mode != "concurrency")
         timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
         failures = _Failures(self.recorder, settings.url, timeout_s)
+        call: InferCall = connection.infer
+        if requests.expected is not None:  # responses are decoded only to validate them
+            call = Validator(requests.expected, decode_response).wrap(call)
+        payloads = requests.payloads
         self.closed = ClosedLoop(call, payloads, self.recorder, failures)
         self.open = OpenLoop(call, payloads, self.recorder, failures, settings.max_in_flight)
 

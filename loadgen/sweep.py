@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 
 from loadgen.errors import ModelRejectedError, RunFailed, ServerError
-from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
+from loadgen.inputs import GENERATED, Requests, Sample, encode_requests, load_data
 from loadgen.load import Load, LocalGenerator
 from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.results import InputDescription, LevelResult, ProfileResult
@@ -56,13 +56,13 @@ async def profile(
         model = await connection.model_info(name, settings.model_version)
         await connection.check_model_ready(model.name, model.version)
         tree = await composition(model.name, model.version, connection.model_config)
-        samples = load_samples(settings.input_data, model, settings.shape, settings.batch_size)
-        payloads = [encode_request(model, sample) for sample in samples]
-        await _preflight(connection, model, payloads, settings)
-        inputs = _describe(samples[0])
+        data = load_data(model, settings)
+        requests = encode_requests(model, data, settings)
+        await _preflight(connection, model, requests.payloads, settings)
+        inputs = _describe(data.streams[0][0])
         if progress:
             progress.started(model, inputs, settings)
-        sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event())
+        sweep = _Sweep(connection, requests, tree, settings, progress, stop or asyncio.Event())
         levels, abort = await sweep.run()
     finally:
         await connection.close()
@@ -85,7 +85,7 @@ def _describe(sample: Sample) -> tuple[InputDescription, ...]:
     return tuple(InputDescription(t.name, t.datatype, t.shape) for t in sample)
 
 
-async def _preflight(connection: Connection, model: ModelInfo, payloads: list[bytes], settings: Settings) -> None:
+async def _preflight(connection: Connection, model: ModelInfo, payloads: Sequence[bytes], settings: Settings) -> None:
     """Send each distinct request once, so that data the model rejects stops the run before it starts."""
     for payload in payloads[:PREFLIGHT_SAMPLES]:
         try:
@@ -158,7 +158,7 @@ class _Sweep:
     def __init__(
         self,
         connection: Connection,
-        payloads: list[bytes],
+        requests: Requests,
         tree: Composition,
         settings: Settings,
         progress: Progress | None,
@@ -171,9 +171,9 @@ class _Sweep:
         self.settings = settings
         self.progress = progress
         self.generator: LocalGenerator | ProcessGenerator = (
-            LocalGenerator(connection.infer, payloads, settings)
+            LocalGenerator(connection, requests, settings)
             if settings.workers == 1
-            else ProcessGenerator(payloads, settings, settings.workers)
+            else ProcessGenerator(requests, settings, settings.workers)
         )
         self.warmed_up = settings.warmup_request_count == 0
 

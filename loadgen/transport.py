@@ -23,6 +23,10 @@ CONTROL_TIMEOUT_S = 10.0
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
+class RequestFailed(Exception):
+    """A request failed without a gRPC status (a validation mismatch, an HTTP error, an error in a stream)."""
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """An input or output as the model's metadata declares it (-1 marks a dynamic dimension)."""
@@ -229,6 +233,15 @@ class Connection:
         response = await self._call("ModelStatistics", service_pb2.ModelStatisticsRequest())
         assert isinstance(response, service_pb2.ModelStatisticsResponse)
         return response
+
+
+def decode_response(response: bytes) -> tuple[str, dict[str, tuple[tuple[int, ...], bytes]]]:
+    """A serialised `ModelInferResponse`'s request id and its outputs (shape and raw content) by name."""
+    message = service_pb2.ModelInferResponse.FromString(response)
+    return message.id, {
+        output.name: (tuple(output.shape), content)
+        for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
+    }
 
 
 def _specs(tensors: Sequence[service_pb2.ModelMetadataResponse.TensorMetadata]) -> tuple[TensorSpec, ...]:
