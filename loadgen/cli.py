@@ -116,6 +116,26 @@ def profile_parser() -> argparse.ArgumentParser:
         metavar="NAME:D1[,D2...]",
         help="shape of an input (repeatable)",
     )
+    sequences = parser.add_argument_group("sequence (stateful) models")
+    sequences.add_argument(
+        "--sequence-length",
+        type=_int,
+        default=20,
+        help="requests per sequence (default 20; JSON streams set their own)",
+    )
+    sequences.add_argument(
+        "--sequence-length-variation",
+        type=_float,
+        default=20.0,
+        metavar="PERCENT",
+        help="sequence lengths vary at random by up to this (default 20)",
+    )
+    sequences.add_argument(
+        "--sequence-id-range", metavar="START[:END]", help="correlation IDs to use (default from 1, no end)"
+    )
+    sequences.add_argument(
+        "--num-of-sequences", type=_int, default=4, help="open loop: sequences in flight at once (default 4)"
+    )
     parser.add_argument("-b", "--batch-size", type=_int, default=1, help="batch size of each request (default 1)")
     parser.add_argument(
         "-p",
@@ -223,6 +243,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         string_data=args.string_data,
         string_length=args.string_length,
         output=args.output,
+        sequence_length=args.sequence_length,
+        sequence_length_variation=args.sequence_length_variation,
+        sequence_id_range=args.sequence_id_range,
+        num_of_sequences=args.num_of_sequences,
         batch_size=args.batch_size,
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,

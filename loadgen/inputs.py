@@ -64,6 +64,7 @@ class Requests:
     payloads: tuple[bytes, ...]
     streams: tuple[tuple[int, ...], ...]  # indices into `payloads`, stream by stream
     expected: tuple[Sample, ...] | None = None  # per payload: the outputs validation_data expects
+    sequential: bool = False  # a stateful model: requests go out in sequences
 
 
 def encode_requests(model: ModelInfo, data: InputData, settings: Settings) -> Requests:
@@ -78,7 +79,7 @@ def encode_requests(model: ModelInfo, data: InputData, settings: Settings) -> Re
     for stream in data.streams:
         streams.append(tuple(range(start, start + len(stream))))
         start += len(stream)
-    return Requests(payloads, tuple(streams), expected)
+    return Requests(payloads, tuple(streams), expected, model.is_sequence)
 
 
 def load_data(model: ModelInfo, settings: Settings) -> InputData:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -13,6 +14,7 @@ import grpc
 from loadgen import schedule
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
+from loadgen.sequences import Sequences
 from loadgen.settings import Settings, read_intervals
 from loadgen.transport import Connection, RequestFailed, decode_response, describe_rpc_error
 from loadgen.validation import Validator
@@ -21,6 +23,7 @@ InferCall = Callable[[bytes], Awaitable[bytes]]
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
+SEQUENCE_END_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,22 @@ class _Failures:
             await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
 
 
+SlotSource = Callable[[int], Iterator[bytes]]
+"""The requests one concurrency slot sends, in order."""
+
+
+def _cycle(payloads: tuple[bytes, ...], slot: int) -> Iterator[bytes]:
+    """The payloads in turn, slot k starting at the k-th so that slots spread over the data."""
+    start = slot % len(payloads)
+    return itertools.cycle(payloads[start:] + payloads[:start])
+
+
 class ClosedLoop:
     """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
 
-    def __init__(self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures) -> None:
-        if not payloads:
-            raise ValueError("no request payloads")
+    def __init__(self, call: InferCall, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
         self._call = call
-        self._payloads = tuple(payloads)
+        self._source = source
         self._recorder = recorder
         self._failures = failures
         self._stopping = False
@@ -107,14 +118,11 @@ class ClosedLoop:
 
     async def _work(self, slot: int) -> None:
         call = self._call
-        payloads = self._payloads
-        count = len(payloads)
-        index = slot % count
+        payloads = self._source(slot)
         record = self._recorder.record
         clock = time.perf_counter_ns
         while not self._stopping:
-            payload = payloads[index]
-            index = index + 1 if index + 1 < count else 0
+            payload = next(payloads)
             start = clock()
             try:
                 await call(payload)
@@ -133,12 +141,10 @@ class OpenLoop:
     """
 
     def __init__(
-        self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
+        self, call: InferCall, payloads: Iterator[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
     ) -> None:
-        if not payloads:
-            raise ValueError("no request payloads")
         self._call = call
-        self._payloads = tuple(payloads)
+        self._payloads = payloads
         self._recorder = recorder
         self._failures = failures
         self._max_in_flight = max_in_flight
@@ -171,10 +177,8 @@ class OpenLoop:
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         payloads = self._payloads
-        count = len(payloads)
         tasks = self._tasks
         discard = tasks.discard
-        index = 0
         for offset in offsets:
             due = start + offset
             now = clock()
@@ -186,10 +190,9 @@ class OpenLoop:
                     self._slot_free.clear()
                     await self._slot_free.wait()
             self._in_flight += 1
-            task = loop.create_task(self._one(payloads[index], due))
+            task = loop.create_task(self._one(next(payloads), due))
             tasks.add(task)
             task.add_done_callback(discard)
-            index = index + 1 if index + 1 < count else 0
 
     async def _one(self, payload: bytes, due: int) -> None:
         clock = time.perf_counter_ns
@@ -220,9 +223,17 @@ class LocalGenerator:
         call: InferCall = connection.infer
         if requests.expected is not None:  # responses are decoded only to validate them
             call = Validator(requests.expected, decode_response).wrap(call)
-        payloads = requests.payloads
-        self.closed = ClosedLoop(call, payloads, self.recorder, failures)
-        self.open = OpenLoop(call, payloads, self.recorder, failures, settings.max_in_flight)
+        self.call = call
+        self.sequences: Sequences | None = None
+        if requests.sequential:
+            self.sequences = sequences = Sequences(requests, settings, shard.index, shard.count)
+            source: SlotSource = sequences.slot
+            stream = sequences.interleaved(shard.concurrency(settings.num_of_sequences) or 1)
+        else:
+            source = functools.partial(_cycle, requests.payloads)
+            stream = itertools.cycle(requests.payloads)
+        self.closed = ClosedLoop(call, source, self.recorder, failures)
+        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight)
 
     def _share(self, count: int) -> int:
         """This shard's part of a request count (at least 1)."""
@@ -259,5 +270,13 @@ class LocalGenerator:
         return await self.rotate()
 
     async def stop(self, grace_s: float = 0.0) -> None:
-        """Stop the load; requests in flight get `grace_s` to return."""
+        """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""
         await asyncio.gather(self.closed.stop(grace_s), self.open.stop(grace_s))
+        if self.sequences is not None:
+            # best effort: the server also drops idle sequences itself, after max_sequence_idle_microseconds
+            endings = [asyncio.ensure_future(self.call(payload)) for payload in self.sequences.closing()]
+            if endings:
+                await asyncio.wait(endings, timeout=SEQUENCE_END_TIMEOUT_S)
+            for ending in endings:
+                ending.cancel()
+            await asyncio.gather(*endings, return_exceptions=True)

@@ -175,6 +175,10 @@ class Settings:
     string_data: str | None = None
     string_length: int = STRING_LENGTH
     output: Sequence[str] = ()
+    sequence_length: int = 20
+    sequence_length_variation: float = 20.0
+    sequence_id_range: str | None = None
+    num_of_sequences: int = 4
     batch_size: int = 1
     measurement_interval: int = 5000
     measurement_mode: str = "time_windows"
@@ -216,6 +220,12 @@ class Settings:
         checks = [
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1"),
             (bool(self.input_sources), "--input-data: give at least one source"),
+            (self.sequence_length >= 1, f"--sequence-length {self.sequence_length}: must be at least 1"),
+            (
+                0 <= self.sequence_length_variation <= 100,
+                f"--sequence-length-variation {self.sequence_length_variation}: must be between 0 and 100",
+            ),
+            (self.num_of_sequences >= 1, f"--num-of-sequences {self.num_of_sequences}: must be at least 1"),
             (self.string_length >= 1, f"--string-length {self.string_length}: must be at least 1"),
             (
                 self.measurement_interval >= 1,
@@ -269,6 +279,7 @@ class Settings:
                 raise OptionError(message)
         if self.request_intervals is not None:
             read_intervals(self.request_intervals)
+        _ = self.sequence_ids
         for option in ("root_certifications", "private_key", "certificate_chain"):
             path = getattr(self, f"ssl_grpc_{option}_file")
             flag = f"--ssl-grpc-{option.replace('_', '-')}-file"
@@ -285,6 +296,21 @@ class Settings:
         if self.request_intervals is not None:
             return "request_intervals"
         return "concurrency"
+
+    @property
+    def sequence_ids(self) -> tuple[int, int | None]:
+        """--sequence-id-range START[:END]: the first correlation ID and the last (None: no limit); default 1."""
+        if self.sequence_id_range is None:
+            return 1, None
+        text = self.sequence_id_range
+        parts = text.split(":")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if len(parts) > 2 or not numbers or numbers[0] < 1 or (len(numbers) == 2 and numbers[1] < numbers[0]):
+            raise OptionError(f"--sequence-id-range {text!r}: expected START[:END], whole numbers from 1, END >= START")
+        return numbers[0], numbers[1] if len(numbers) == 2 else None
 
     @property
     def input_sources(self) -> tuple[str, ...]:

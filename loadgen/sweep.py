@@ -15,6 +15,7 @@ from loadgen.inputs import GENERATED, Requests, Sample, encode_requests, load_da
 from loadgen.load import Load, LocalGenerator
 from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.sequences import check_sequence_ids, flags
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, read_intervals
 from loadgen.transport import Connection, ModelInfo, describe_rpc_error
@@ -58,7 +59,9 @@ async def profile(
         tree = await composition(model.name, model.version, connection.model_config)
         data = load_data(model, settings)
         requests = encode_requests(model, data, settings)
-        await _preflight(connection, model, requests.payloads, settings)
+        if requests.sequential:
+            check_sequence_ids(settings)
+        await _preflight(connection, model, requests, settings)
         inputs = _describe(data.streams[0][0])
         if progress:
             progress.started(model, inputs, settings)
@@ -85,11 +88,13 @@ def _describe(sample: Sample) -> tuple[InputDescription, ...]:
     return tuple(InputDescription(t.name, t.datatype, t.shape) for t in sample)
 
 
-async def _preflight(connection: Connection, model: ModelInfo, payloads: Sequence[bytes], settings: Settings) -> None:
-    """Send each distinct request once, so that data the model rejects stops the run before it starts."""
-    for payload in payloads[:PREFLIGHT_SAMPLES]:
+async def _preflight(connection: Connection, model: ModelInfo, requests: Requests, settings: Settings) -> None:
+    """Send each distinct request once (a sequence of one, for a stateful model), so that data the model rejects
+    stops the run before it starts."""
+    suffix = flags(settings.sequence_ids[0], start=True, end=True) if requests.sequential else b""
+    for payload in requests.payloads[:PREFLIGHT_SAMPLES]:
         try:
-            await connection.infer(payload)
+            await connection.infer(payload + suffix)
         except grpc.aio.AioRpcError as error:
             message = f"model {model.name} rejected the request: {describe_rpc_error(error, settings.url)}"
             if settings.input_data in GENERATED:

@@ -52,6 +52,11 @@ class ModelInfo:
     def is_ensemble(self) -> bool:
         return self.platform == "ensemble"
 
+    @property
+    def is_sequence(self) -> bool:
+        """A stateful model: its requests carry correlation IDs and start/end flags."""
+        return self.config.HasField("sequence_batching")
+
 
 def _one_line(text: str) -> str:
     """The first line of a server message (the Python backend appends a stack after a blank line)."""

@@ -122,3 +122,57 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
     # every second request answers with a length the validation data does not expect
     assert level["errors"] == {"validation: LENGTHS differs from validation_data": level["error_count"]}
     assert abs(level["error_count"] - level["request_count"]) <= 2
+
+
+def test_a_sequence_model_keeps_state_per_correlation_id(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    url = test_server.grpc_url
+    data = tmp_path / "sequences.json"
+    # two streams: each sequence walks one, and the model's running sums must match at every step
+    data.write_text(
+        json.dumps(
+            {
+                "data": [[{"VALUE": [1]}, {"VALUE": [2]}, {"VALUE": [3]}], [{"VALUE": [10]}, {"VALUE": [20]}]],
+                "validation_data": [[{"SUM": [1]}, {"SUM": [3]}, {"SUM": [6]}], [{"SUM": [10]}, {"SUM": [30]}]],
+            }
+        )
+    )
+    before = _stats(url, "accumulator")
+    out = tmp_path / "result.json"
+    status = main(
+        [
+            "-u",
+            url,
+            "-m",
+            "accumulator",
+            "--input-data",
+            str(data),
+            "--concurrency-range",
+            "1:3",
+            *FAST,
+            "--sequence-id-range",
+            "100:102",
+            "--json",
+            str(out),
+        ]
+    )
+    assert status == 0
+    levels = json.loads(out.read_text())["levels"]
+    assert [level["concurrency"] for level in levels] == [1, 2, 3]
+    for level in levels:
+        assert level["error_count"] == 0, level["errors"]
+        assert level["server"]["request_count"] >= 0.9 * level["request_count"] > 0
+    assert _stats(url, "accumulator")[0] - before[0] >= sum(level["request_count"] for level in levels)
+
+
+def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedServer) -> None:
+    options = {"url": test_server.grpc_url, "model_name": "accumulator", "input_range": {"VALUE": (0, 9)}, **QUICK}
+    closed = loadgen.profile_sync(concurrency_range=4, sequence_length=3, **options)  # type: ignore[arg-type]
+    assert closed.levels[0].error_count == 0 and closed.levels[0].request_count > 0
+    opened = loadgen.profile_sync(request_rate_range=50, num_of_sequences=3, **options)  # type: ignore[arg-type]
+    assert opened.levels[0].error_count == 0 and opened.levels[0].request_count > 0
+    try:
+        loadgen.profile_sync(concurrency_range=4, sequence_id_range="1:2", **options)  # type: ignore[arg-type]
+    except loadgen.OptionError as error:
+        assert "2 IDs for 4 sequences in flight" in str(error)
+    else:
+        raise AssertionError("an ID range smaller than the concurrency should be refused")
