@@ -136,6 +136,12 @@ def profile_parser() -> argparse.ArgumentParser:
     sequences.add_argument(
         "--num-of-sequences", type=_int, default=4, help="open loop: sequences in flight at once (default 4)"
     )
+    parser.add_argument(
+        "--bls-composing-models",
+        default="",
+        metavar="A,B",
+        help="models a BLS model calls: their statistics join the breakdown and the bottleneck analysis",
+    )
     parser.add_argument("-b", "--batch-size", type=_int, default=1, help="batch size of each request (default 1)")
     parser.add_argument(
         "-p",
@@ -247,6 +253,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sequence_length_variation=args.sequence_length_variation,
         sequence_id_range=args.sequence_id_range,
         num_of_sequences=args.num_of_sequences,
+        bls_composing_models=args.bls_composing_models,
         batch_size=args.batch_size,
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,

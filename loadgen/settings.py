@@ -179,6 +179,7 @@ class Settings:
     sequence_length_variation: float = 20.0
     sequence_id_range: str | None = None
     num_of_sequences: int = 4
+    bls_composing_models: Sequence[str] = ()
     batch_size: int = 1
     measurement_interval: int = 5000
     measurement_mode: str = "time_windows"
@@ -210,6 +211,9 @@ class Settings:
         object.__setattr__(self, "shape", {k: tuple(v) for k, v in dict(self.shape).items()})
         object.__setattr__(self, "input_range", _bounds(self.input_range))
         object.__setattr__(self, "output", tuple(self.output))
+        models = self.bls_composing_models
+        names = models.split(",") if isinstance(models, str) else models
+        object.__setattr__(self, "bls_composing_models", tuple(n.strip() for n in names if n.strip()))
         if not isinstance(self.input_data, str):
             sources = tuple(self.input_data)
             object.__setattr__(self, "input_data", sources[0] if len(sources) == 1 else sources)
@@ -331,7 +335,7 @@ class Settings:
         recorded = {name: getattr(self, name) for name in self.__dataclass_fields__}
         recorded["shape"] = {k: list(v) for k, v in self.shape.items()}
         recorded["input_range"] = {k: list(v) for k, v in self.input_range.items()}
-        for name in ("input_data", "output"):
+        for name in ("input_data", "output", "bls_composing_models"):
             if isinstance(recorded[name], tuple):
                 recorded[name] = list(recorded[name])
         recorded["header"] = {name: REDACTED for name in self.header}  # values are often credentials

@@ -56,7 +56,7 @@ async def profile(
         name = settings.model_name or await connection.choose_model()
         model = await connection.model_info(name, settings.model_version)
         await connection.check_model_ready(model.name, model.version)
-        tree = await composition(model.name, model.version, connection.model_config)
+        tree = await composition(model.name, model.version, connection.model_config, settings.bls_composing_models)
         data = load_data(model, settings)
         requests = encode_requests(model, data, settings)
         if requests.sequential:

@@ -176,3 +176,35 @@ def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedS
         assert "2 IDs for 4 sequences in flight" in str(error)
     else:
         raise AssertionError("an ID range smaller than the concurrency should be refused")
+
+
+def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    url = test_server.grpc_url
+    out = tmp_path / "bls.json"
+    status = main(
+        [
+            "-u",
+            url,
+            "-m",
+            "bls_pair",
+            "--shape",
+            "INPUT0:8",
+            "--concurrency-range",
+            "2",
+            *FAST,
+            "--json",
+            str(out),
+            "--bls-composing-models",
+            "fast_step,slow_step",
+        ]
+    )
+    assert status == 0
+    result = json.loads(out.read_text())
+    server = result["levels"][0]["server"]
+    assert [step["model"] for step in server["composing"]] == ["fast_step", "slow_step"]
+    for step in server["composing"]:
+        # every request of the BLS model called each composing model once
+        assert step["request_count"] >= server["request_count"] > 0
+    # the BLS model's own compute includes its calls, so it takes at least slow_step's 20 ms
+    assert server["compute_infer_us"] >= server["composing"][1]["compute_infer_us"]
+    assert result["bottleneck"]["model"] == "slow_step"
