@@ -142,6 +142,11 @@ def profile_parser() -> argparse.ArgumentParser:
         metavar="A,B",
         help="models a BLS model calls: their statistics join the breakdown and the bottleneck analysis",
     )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="send over gRPC streams (decoupled models): latency to the first and the last response",
+    )
     parser.add_argument("-b", "--batch-size", type=_int, default=1, help="batch size of each request (default 1)")
     parser.add_argument(
         "-p",
@@ -254,6 +259,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         sequence_id_range=args.sequence_id_range,
         num_of_sequences=args.num_of_sequences,
         bls_composing_models=args.bls_composing_models,
+        streaming=args.streaming,
         batch_size=args.batch_size,
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,

@@ -71,7 +71,7 @@ def encode_requests(model: ModelInfo, data: InputData, settings: Settings) -> Re
     """Serialise every sample once; with validation data, each request carries its index as its id."""
     expected = data.expected_samples
     payloads = tuple(
-        encode_request(model, sample, settings.output, str(index) if expected is not None else "")
+        encode_request(model, sample, settings.output, str(index) if expected is not None else "", settings.streaming)
         for index, sample in enumerate(data.samples)
     )
     streams = []
@@ -149,12 +149,17 @@ def _json_path(source: str, several: bool) -> Path:
     return path
 
 
-def encode_request(model: ModelInfo, sample: Sample, outputs: Sequence[str] = (), request_id: str = "") -> bytes:
+def encode_request(
+    model: ModelInfo, sample: Sample, outputs: Sequence[str] = (), request_id: str = "", streaming: bool = False
+) -> bytes:
     """The serialised `ModelInferRequest` for one sample, built once before the run.
 
-    `outputs` names the outputs to return (default: all); `request_id` comes back in the response (validation).
+    `outputs` names the outputs to return (default: all); `request_id` comes back in the response (validation);
+    `streaming` asks for an empty final response, so that a stream tells when a request's responses are complete.
     """
     request = service_pb2.ModelInferRequest(model_name=model.name, model_version=model.version, id=request_id)
+    if streaming:
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
     for tensor in sample:
         request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         request.raw_input_contents.append(tensor.content)

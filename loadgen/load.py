@@ -16,7 +16,7 @@ from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
 from loadgen.sequences import Sequences
 from loadgen.settings import Settings, read_intervals
-from loadgen.transport import Connection, RequestFailed, decode_response, describe_rpc_error
+from loadgen.transport import Connection, RequestFailed, Stream, decode_response, describe_rpc_error, stream_one
 from loadgen.validation import Validator
 
 InferCall = Callable[[bytes], Awaitable[bytes]]
@@ -87,11 +87,10 @@ def _cycle(payloads: tuple[bytes, ...], slot: int) -> Iterator[bytes]:
     return itertools.cycle(payloads[start:] + payloads[:start])
 
 
-class ClosedLoop:
-    """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
+class _Slots:
+    """Concurrency slots, each a task that sends its next request when the previous one has returned."""
 
-    def __init__(self, call: InferCall, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
-        self._call = call
+    def __init__(self, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
         self._source = source
         self._recorder = recorder
         self._failures = failures
@@ -117,6 +116,17 @@ class ClosedLoop:
         await asyncio.gather(*workers, return_exceptions=True)
 
     async def _work(self, slot: int) -> None:
+        raise NotImplementedError
+
+
+class ClosedLoop(_Slots):
+    """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
+
+    def __init__(self, call: InferCall, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
+        super().__init__(source, recorder, failures)
+        self._call = call
+
+    async def _work(self, slot: int) -> None:
         call = self._call
         payloads = self._source(slot)
         record = self._recorder.record
@@ -130,6 +140,37 @@ class ClosedLoop:
                 await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
+
+
+class StreamingLoop(_Slots):
+    """The closed loop over gRPC streams, one per slot: a request's responses (a decoupled model may send any
+    number) are read up to its final flag before the slot sends the next."""
+
+    def __init__(
+        self, open_stream: Callable[[], Stream], source: SlotSource, recorder: Recorder, failures: _Failures
+    ) -> None:
+        super().__init__(source, recorder, failures)
+        self._open_stream = open_stream
+
+    async def _work(self, slot: int) -> None:
+        payloads = self._source(slot)
+        record = self._recorder.record_stream
+        clock = time.perf_counter_ns
+        stream = self._open_stream()
+        try:
+            while not self._stopping:
+                payload = next(payloads)
+                start = clock()
+                try:
+                    first, responses = await stream_one(stream, payload, clock)
+                except (grpc.aio.AioRpcError, RequestFailed) as error:
+                    stream.cancel()  # a stream that failed may still carry that request's responses
+                    stream = self._open_stream()
+                    await self._failures.record(error)
+                    continue
+                record((first - start) // 1000, (clock() - start) // 1000, responses)
+        finally:
+            stream.cancel()
 
 
 class OpenLoop:
@@ -217,7 +258,7 @@ class LocalGenerator:
     def __init__(self, connection: Connection, requests: Requests, settings: Settings, shard: Shard = Shard()) -> None:
         self.settings = settings
         self.shard = shard
-        self.recorder = Recorder(open_loop=settings.mode != "concurrency")
+        self.recorder = Recorder(open_loop=settings.mode != "concurrency", streaming=settings.streaming)
         timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
         failures = _Failures(self.recorder, settings.url, timeout_s)
         call: InferCall = connection.infer
@@ -232,7 +273,11 @@ class LocalGenerator:
         else:
             source = functools.partial(_cycle, requests.payloads)
             stream = itertools.cycle(requests.payloads)
-        self.closed = ClosedLoop(call, source, self.recorder, failures)
+        self.closed = (
+            StreamingLoop(connection.open_stream, source, self.recorder, failures)
+            if settings.streaming
+            else ClosedLoop(call, source, self.recorder, failures)
+        )
         self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight)
 
     def _share(self, count: int) -> int:

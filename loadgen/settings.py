@@ -180,6 +180,7 @@ class Settings:
     sequence_id_range: str | None = None
     num_of_sequences: int = 4
     bls_composing_models: Sequence[str] = ()
+    streaming: bool = False
     batch_size: int = 1
     measurement_interval: int = 5000
     measurement_mode: str = "time_windows"
@@ -230,6 +231,10 @@ class Settings:
                 f"--sequence-length-variation {self.sequence_length_variation}: must be between 0 and 100",
             ),
             (self.num_of_sequences >= 1, f"--num-of-sequences {self.num_of_sequences}: must be at least 1"),
+            (
+                not self.streaming or self.mode == "concurrency",
+                "--streaming runs with --concurrency-range (a request rate over streams is not supported)",
+            ),
             (self.string_length >= 1, f"--string-length {self.string_length}: must be at least 1"),
             (
                 self.measurement_interval >= 1,

@@ -10,15 +10,15 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loadgen.errors import ModelRejectedError, RunFailed, ServerError
-from loadgen.inputs import GENERATED, Requests, Sample, encode_requests, load_data
+from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
+from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.load import Load, LocalGenerator
 from loadgen.measurement import STABILITY_WINDOWS, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.sequences import check_sequence_ids, flags
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, read_intervals
-from loadgen.transport import Connection, ModelInfo, describe_rpc_error
+from loadgen.transport import Connection, ModelInfo, RequestFailed, Stream, describe_rpc_error, stream_one
 from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
@@ -58,6 +58,7 @@ async def profile(
         await connection.check_model_ready(model.name, model.version)
         tree = await composition(model.name, model.version, connection.model_config, settings.bls_composing_models)
         data = load_data(model, settings)
+        _check_kind(model, data, settings)
         requests = encode_requests(model, data, settings)
         if requests.sequential:
             check_sequence_ids(settings)
@@ -92,16 +93,39 @@ async def _preflight(connection: Connection, model: ModelInfo, requests: Request
     """Send each distinct request once (a sequence of one, for a stateful model), so that data the model rejects
     stops the run before it starts."""
     suffix = flags(settings.sequence_ids[0], start=True, end=True) if requests.sequential else b""
-    for payload in requests.payloads[:PREFLIGHT_SAMPLES]:
-        try:
-            await connection.infer(payload + suffix)
-        except grpc.aio.AioRpcError as error:
-            message = f"model {model.name} rejected the request: {describe_rpc_error(error, settings.url)}"
-            if settings.input_data in GENERATED:
-                message += (
-                    f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
-                )
-            raise ModelRejectedError(message) from None
+    stream = connection.open_stream() if settings.streaming else None
+    try:
+        for payload in requests.payloads[:PREFLIGHT_SAMPLES]:
+            await _check_request(connection, model, stream, payload + suffix, settings)
+    finally:
+        if stream is not None:
+            stream.cancel()
+
+
+async def _check_request(
+    connection: Connection, model: ModelInfo, stream: Stream | None, payload: bytes, settings: Settings
+) -> None:
+    try:
+        if stream is None:
+            await connection.infer(payload)
+        else:
+            await stream_one(stream, payload, time.perf_counter_ns)
+    except (grpc.aio.AioRpcError, RequestFailed) as error:
+        reason = str(error) if isinstance(error, RequestFailed) else describe_rpc_error(error, settings.url)
+        message = f"model {model.name} rejected the request: {reason}"
+        if settings.input_data in GENERATED:
+            message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
+        raise ModelRejectedError(message) from None
+
+
+def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
+    """A decoupled model answers over a stream only; validation compares one response per request."""
+    if model.is_decoupled and not settings.streaming:
+        raise OptionError(
+            f"model {model.name} is decoupled (several responses per request): profile it with --streaming"
+        )
+    if settings.streaming and data.expected is not None:
+        raise OptionError("--input-data: validation_data is not supported with --streaming")
 
 
 def _loads(settings: Settings) -> list[Load]:

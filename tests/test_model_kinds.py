@@ -208,3 +208,39 @@ def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_
     # the BLS model's own compute includes its calls, so it takes at least slow_step's 20 ms
     assert server["compute_infer_us"] >= server["composing"][1]["compute_infer_us"]
     assert result["bottleneck"]["model"] == "slow_step"
+
+
+def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    url = test_server.grpc_url
+    done = main(["-u", url, "-m", "streamer", *FAST])
+    assert done == 3  # a decoupled model needs --streaming
+    data = tmp_path / "counts.json"
+    data.write_text(json.dumps({"data": [{"COUNT": [3]}, {"COUNT": [5]}]}))
+    before = _stats(url, "streamer")
+    out = tmp_path / "stream.json"
+    status = main(
+        [
+            "-u",
+            url,
+            "-m",
+            "streamer",
+            "--streaming",
+            "--input-data",
+            str(data),
+            "--concurrency-range",
+            "1:2",
+            *FAST,
+            "--json",
+            str(out),
+        ]
+    )
+    assert status == 0
+    levels = json.loads(out.read_text())["levels"]
+    for level in levels:
+        assert level["error_count"] == 0 and level["request_count"] > 0
+        # requests alternate between 3 and 5 responses
+        assert 3 <= level["responses_per_request"] <= 5
+        assert level["response_throughput"] > level["throughput"]
+        first, last = level["first_response_latency_us"], level["latency_us"]
+        assert 0 < first["min"] <= first["avg"] <= last["avg"]
+    assert _stats(url, "streamer")[0] - before[0] >= sum(level["request_count"] for level in levels)
