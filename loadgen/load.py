@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
 
 from loadgen import schedule
+from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
+from loadgen.sequences import Sequences
 from loadgen.settings import Settings, read_intervals
-from loadgen.transport import describe_rpc_error
+from loadgen.transport import Connection, RequestFailed, Stream, decode_response, describe_rpc_error, stream_one
+from loadgen.validation import Validator
 
 InferCall = Callable[[bytes], Awaitable[bytes]]
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
+SEQUENCE_END_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,20 +68,30 @@ class _Failures:
         self.url = url
         self.timeout_s = timeout_s
 
-    async def record(self, error: grpc.aio.AioRpcError) -> None:
+    async def record(self, error: grpc.aio.AioRpcError | RequestFailed) -> None:
+        if isinstance(error, RequestFailed):
+            self.recorder.record_error(str(error))
+            return
         self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
         if error.code() == grpc.StatusCode.UNAVAILABLE:
             await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
 
 
-class ClosedLoop:
-    """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
+SlotSource = Callable[[int], Iterator[bytes]]
+"""The requests one concurrency slot sends, in order."""
 
-    def __init__(self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures) -> None:
-        if not payloads:
-            raise ValueError("no request payloads")
-        self._call = call
-        self._payloads = tuple(payloads)
+
+def _cycle(payloads: tuple[bytes, ...], slot: int) -> Iterator[bytes]:
+    """The payloads in turn, slot k starting at the k-th so that slots spread over the data."""
+    start = slot % len(payloads)
+    return itertools.cycle(payloads[start:] + payloads[:start])
+
+
+class _Slots:
+    """Concurrency slots, each a task that sends its next request when the previous one has returned."""
+
+    def __init__(self, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
+        self._source = source
         self._recorder = recorder
         self._failures = failures
         self._stopping = False
@@ -101,22 +116,61 @@ class ClosedLoop:
         await asyncio.gather(*workers, return_exceptions=True)
 
     async def _work(self, slot: int) -> None:
+        raise NotImplementedError
+
+
+class ClosedLoop(_Slots):
+    """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
+
+    def __init__(self, call: InferCall, source: SlotSource, recorder: Recorder, failures: _Failures) -> None:
+        super().__init__(source, recorder, failures)
+        self._call = call
+
+    async def _work(self, slot: int) -> None:
         call = self._call
-        payloads = self._payloads
-        count = len(payloads)
-        index = slot % count
+        payloads = self._source(slot)
         record = self._recorder.record
         clock = time.perf_counter_ns
         while not self._stopping:
-            payload = payloads[index]
-            index = index + 1 if index + 1 < count else 0
+            payload = next(payloads)
             start = clock()
             try:
                 await call(payload)
-            except grpc.aio.AioRpcError as error:
+            except (grpc.aio.AioRpcError, RequestFailed) as error:
                 await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
+
+
+class StreamingLoop(_Slots):
+    """The closed loop over gRPC streams, one per slot: a request's responses (a decoupled model may send any
+    number) are read up to its final flag before the slot sends the next."""
+
+    def __init__(
+        self, open_stream: Callable[[], Stream], source: SlotSource, recorder: Recorder, failures: _Failures
+    ) -> None:
+        super().__init__(source, recorder, failures)
+        self._open_stream = open_stream
+
+    async def _work(self, slot: int) -> None:
+        payloads = self._source(slot)
+        record = self._recorder.record_stream
+        clock = time.perf_counter_ns
+        stream = self._open_stream()
+        try:
+            while not self._stopping:
+                payload = next(payloads)
+                start = clock()
+                try:
+                    first, responses = await stream_one(stream, payload, clock)
+                except (grpc.aio.AioRpcError, RequestFailed) as error:
+                    stream.cancel()  # a stream that failed may still carry that request's responses
+                    stream = self._open_stream()
+                    await self._failures.record(error)
+                    continue
+                record((first - start) // 1000, (clock() - start) // 1000, responses)
+        finally:
+            stream.cancel()
 
 
 class OpenLoop:
@@ -128,12 +182,10 @@ class OpenLoop:
     """
 
     def __init__(
-        self, call: InferCall, payloads: Sequence[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
+        self, call: InferCall, payloads: Iterator[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
     ) -> None:
-        if not payloads:
-            raise ValueError("no request payloads")
         self._call = call
-        self._payloads = tuple(payloads)
+        self._payloads = payloads
         self._recorder = recorder
         self._failures = failures
         self._max_in_flight = max_in_flight
@@ -166,10 +218,8 @@ class OpenLoop:
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         payloads = self._payloads
-        count = len(payloads)
         tasks = self._tasks
         discard = tasks.discard
-        index = 0
         for offset in offsets:
             due = start + offset
             now = clock()
@@ -181,10 +231,9 @@ class OpenLoop:
                     self._slot_free.clear()
                     await self._slot_free.wait()
             self._in_flight += 1
-            task = loop.create_task(self._one(payloads[index], due))
+            task = loop.create_task(self._one(next(payloads), due))
             tasks.add(task)
             task.add_done_callback(discard)
-            index = index + 1 if index + 1 < count else 0
 
     async def _one(self, payload: bytes, due: int) -> None:
         clock = time.perf_counter_ns
@@ -193,7 +242,7 @@ class OpenLoop:
         recorder.record_sent((sent - due) // 1000)
         try:
             await self._call(payload)
-        except grpc.aio.AioRpcError as error:
+        except (grpc.aio.AioRpcError, RequestFailed) as error:
             await self._failures.record(error)
         else:
             done = clock()
@@ -206,14 +255,30 @@ class OpenLoop:
 class LocalGenerator:
     """Generates load from this process's event loop and hands out its measurement windows."""
 
-    def __init__(self, call: InferCall, payloads: Sequence[bytes], settings: Settings, shard: Shard = Shard()) -> None:
+    def __init__(self, connection: Connection, requests: Requests, settings: Settings, shard: Shard = Shard()) -> None:
         self.settings = settings
         self.shard = shard
-        self.recorder = Recorder(open_loop=settings.mode != "concurrency")
+        self.recorder = Recorder(open_loop=settings.mode != "concurrency", streaming=settings.streaming)
         timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
         failures = _Failures(self.recorder, settings.url, timeout_s)
-        self.closed = ClosedLoop(call, payloads, self.recorder, failures)
-        self.open = OpenLoop(call, payloads, self.recorder, failures, settings.max_in_flight)
+        call: InferCall = connection.infer
+        if requests.expected is not None:  # responses are decoded only to validate them
+            call = Validator(requests.expected, decode_response).wrap(call)
+        self.call = call
+        self.sequences: Sequences | None = None
+        if requests.sequential:
+            self.sequences = sequences = Sequences(requests, settings, shard.index, shard.count)
+            source: SlotSource = sequences.slot
+            stream = sequences.interleaved(shard.concurrency(settings.num_of_sequences) or 1)
+        else:
+            source = functools.partial(_cycle, requests.payloads)
+            stream = itertools.cycle(requests.payloads)
+        self.closed = (
+            StreamingLoop(connection.open_stream, source, self.recorder, failures)
+            if settings.streaming
+            else ClosedLoop(call, source, self.recorder, failures)
+        )
+        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight)
 
     def _share(self, count: int) -> int:
         """This shard's part of a request count (at least 1)."""
@@ -253,5 +318,13 @@ class LocalGenerator:
         return await self.rotate()
 
     async def stop(self, grace_s: float = 0.0) -> None:
-        """Stop the load; requests in flight get `grace_s` to return."""
+        """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""
         await asyncio.gather(self.closed.stop(grace_s), self.open.stop(grace_s))
+        if self.sequences is not None:
+            # best effort: the server also drops idle sequences itself, after max_sequence_idle_microseconds
+            endings = [asyncio.ensure_future(self.call(payload)) for payload in self.sequences.closing()]
+            if endings:
+                await asyncio.wait(endings, timeout=SEQUENCE_END_TIMEOUT_S)
+            for ending in endings:
+                ending.cancel()
+            await asyncio.gather(*endings, return_exceptions=True)

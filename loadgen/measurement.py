@@ -76,6 +76,8 @@ class Window:
     clamped: int
     loop_cpu_ns: int
     process_cpu_ns: int
+    first_response: HdrHistogram | None = None  # streaming: latency to each request's first response
+    responses: int = 0  # streaming: responses received
 
     @property
     def duration_s(self) -> float:
@@ -103,21 +105,25 @@ class Recorder:
         "_delayed",
         "_errors",
         "_filled",
+        "_first",
         "_full",
         "_histogram",
         "_lag",
         "_limit_hits",
         "_loop_cpu_ns",
         "_process_cpu_ns",
+        "_responses",
         "_sent",
         "_service",
         "_start_ns",
         "_target",
         "open_loop",
+        "streaming",
     )
 
-    def __init__(self, open_loop: bool = False) -> None:
+    def __init__(self, open_loop: bool = False, streaming: bool = False) -> None:
         self.open_loop = open_loop
+        self.streaming = streaming
         self._full = asyncio.Event()
         self._target = 0
         self._filled: Window | None = None
@@ -128,8 +134,9 @@ class Recorder:
         self._histogram = new_histogram()
         self._service = new_histogram() if self.open_loop else None
         self._lag = new_histogram() if self.open_loop else None
+        self._first = new_histogram() if self.streaming else None
         self._errors: Counter[str] = Counter()
-        self._sent = self._delayed = self._limit_hits = self._clamped = self._completed = 0
+        self._sent = self._delayed = self._limit_hits = self._clamped = self._completed = self._responses = 0
         self._loop_cpu_ns = time.thread_time_ns()
         self._process_cpu_ns = time.process_time_ns()
 
@@ -144,6 +151,13 @@ class Recorder:
         if not _record(self._histogram, latency_us):
             self._clamped += 1
         self._completion()
+
+    def record_stream(self, first_us: int, last_us: int, responses: int) -> None:
+        """Streaming: one request's latency to its first and to its last response, and how many responses it got."""
+        assert self._first is not None
+        _record(self._first, first_us)
+        self._responses += responses
+        self.record(last_us)
 
     def record_sent(self, lag_us: int) -> None:
         """Open loop: a request left `lag_us` after its scheduled time."""
@@ -200,6 +214,8 @@ class Recorder:
             clamped=self._clamped,
             loop_cpu_ns=time.thread_time_ns() - self._loop_cpu_ns,
             process_cpu_ns=time.process_time_ns() - self._process_cpu_ns,
+            first_response=self._first,
+            responses=self._responses,
         )
         self._reset(now)
         return window
@@ -274,6 +290,8 @@ class Merged:
     clamped: int
     loop_cpu_s: float
     process_cpu_s: float
+    first_response: HdrHistogram | None = None
+    responses: int = 0
 
     @property
     def error_count(self) -> int:
@@ -312,6 +330,8 @@ def merge(windows: Sequence[Window]) -> Merged:
         clamped=sum(w.clamped for w in windows),
         loop_cpu_s=sum(w.loop_cpu_ns for w in windows) / 1e9,
         process_cpu_s=sum(w.process_cpu_ns for w in windows) / 1e9,
+        first_response=_added([w.first_response for w in windows]),
+        responses=sum(w.responses for w in windows),
     )
 
 
@@ -331,6 +351,8 @@ class EncodedWindow:
     clamped: int
     loop_cpu_ns: int
     process_cpu_ns: int
+    first_response: bytes | None = None
+    responses: int = 0
 
 
 def encode_window(window: Window) -> EncodedWindow:
@@ -348,6 +370,8 @@ def encode_window(window: Window) -> EncodedWindow:
         clamped=window.clamped,
         loop_cpu_ns=window.loop_cpu_ns,
         process_cpu_ns=window.process_cpu_ns,
+        first_response=window.first_response.encode() if window.first_response is not None else None,
+        responses=window.responses,
     )
 
 
@@ -384,4 +408,6 @@ def combine(parts: Sequence[EncodedWindow]) -> Window:
         clamped=sum(p.clamped for p in parts),
         loop_cpu_ns=max(p.loop_cpu_ns for p in parts),
         process_cpu_ns=sum(p.process_cpu_ns for p in parts),
+        first_response=_decoded([p.first_response for p in parts]),
+        responses=sum(p.responses for p in parts),
     )

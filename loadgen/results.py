@@ -69,6 +69,9 @@ class LevelResult:
     complete: bool = True  # False: the run stopped during this level
     server: ServerFigures | None = None
     bottleneck: Bottleneck | None = None
+    first_response_latency_us: LatencyStats | None = None  # streaming: to each request's first response
+    response_throughput: float | None = None  # streaming: responses per second
+    responses_per_request: float | None = None  # streaming
 
     @property
     def load(self) -> float:
@@ -93,7 +96,7 @@ class LevelResult:
         throughput = merged.throughput(batch_size)
         server_figures = figures(model, server)
         completed = merged.request_count + merged.error_count
-        open_loop = {}
+        extra: dict[str, object] = {}
         if merged.lag is not None and merged.service is not None:
             send_rate = merged.sent / merged.duration_s if merged.duration_s else 0.0
             delayed_share = merged.delayed / merged.sent if merged.sent else 0.0
@@ -101,13 +104,19 @@ class LevelResult:
             server_behind = merged.limit_hits > 0 or completed < SEND_RATE_SHORTFALL * merged.sent
             client_behind = delayed_share > DELAYED_SHARE_LIMIT or send_rate < SEND_RATE_SHORTFALL * requested
             lag = merged.lag.get_percentile_to_value_dict([50, 99])
-            open_loop = {
+            extra = {
                 "send_rate": send_rate,
                 "service_latency_us": LatencyStats.from_histogram(merged.service),
                 "send_lag_us": SendLag(lag[50], lag[99], merged.lag.get_max_value()),
                 "delayed_share": delayed_share,
                 "in_flight_limit_hits": merged.limit_hits,
                 "saturated": "server" if server_behind else "client" if client_behind else None,
+            }
+        if merged.first_response is not None:
+            extra |= {
+                "first_response_latency_us": LatencyStats.from_histogram(merged.first_response),
+                "response_throughput": merged.responses / merged.duration_s if merged.duration_s else 0.0,
+                "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
             }
         return cls(
             concurrency=load.concurrency,
@@ -128,7 +137,7 @@ class LevelResult:
             complete=complete,
             server=server_figures,
             bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
-            **open_loop,  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type]
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +159,9 @@ _MODE_KEYS = (
     "send_lag_us",
     "delayed_share",
     "in_flight_limit_hits",
+    "first_response_latency_us",
+    "response_throughput",
+    "responses_per_request",
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from tritonclient.grpc import model_config_pb2, service_pb2
@@ -73,6 +73,7 @@ class Composition:
     max_batch_size: int
     dynamic_batching: bool
     steps: tuple[Composition, ...] = ()
+    calls: bool = False  # a BLS model: `steps` are the models its code calls, not ensemble steps
 
     def leaves(self) -> Iterator[Composition]:
         """The models that do the work: every step that is not itself an ensemble."""
@@ -85,13 +86,18 @@ class Composition:
 ConfigGetter = Callable[[str, str], Awaitable[model_config_pb2.ModelConfig]]
 
 
-async def composition(name: str, version: str, get_config: ConfigGetter) -> Composition:
-    """Walk a model's `ensemble_scheduling.step` list recursively through the model configs."""
+async def composition(name: str, version: str, get_config: ConfigGetter, bls_models: Sequence[str] = ()) -> Composition:
+    """Walk a model's `ensemble_scheduling.step` list recursively through the model configs.
+
+    `bls_models` names the models a BLS (Python) model calls; they become its steps, as in perf_analyzer's
+    --bls-composing-models.
+    """
     config = await get_config(name, "" if version == "-1" else version)
     steps = [
         await composition(step.model_name, str(step.model_version), get_config)
         for step in config.ensemble_scheduling.step
     ]
+    steps += [await composition(model, "", get_config) for model in bls_models]
     return Composition(
         model=name,
         version=version,
@@ -99,6 +105,7 @@ async def composition(name: str, version: str, get_config: ConfigGetter) -> Comp
         max_batch_size=config.max_batch_size,
         dynamic_batching=config.HasField("dynamic_batching"),
         steps=tuple(steps),
+        calls=bool(bls_models),
     )
 
 
@@ -155,13 +162,14 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
     """Per-request averages of a model and its steps over a delta of counters.
 
     As perf_analyzer does, an ensemble's queue and compute times are the sums of its steps' (Triton does not
-    count the steps' queues in the ensemble's own statistics); its request time is its own.
+    count the steps' queues in the ensemble's own statistics); its request time is its own. A BLS model keeps its
+    own figures: its compute time includes the calls to its composing models.
     """
     version = served_version(model.model, model.version, stats)
     c = stats.get((model.model, version), ZERO)
     steps = tuple(figures(step, stats) for step in model.steps)
     per_request = 1 / 1000 / c.success_count if c.success_count else 0.0
-    if steps:
+    if steps and not model.calls:
         queue = sum(step.queue_us for step in steps)
         c_in, c_infer, c_out = (
             sum(step.compute_input_us for step in steps),
@@ -176,7 +184,7 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
     avg_batch = c.inference_count / c.execution_count if c.execution_count else 0.0
     compute_s = (c_in + c_infer + c_out) / 1e6
     capacity = None
-    if not steps and compute_s > 0:
+    if not model.steps and compute_s > 0:
         # each request of a batch is charged the whole execution, so this is the compute time per execution
         capacity = model.instances * max(avg_batch, 1.0) / compute_s
     return ServerFigures(

@@ -10,8 +10,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from loadgen.errors import ModelRejectedError, RunFailed, ServerError
-from loadgen.inputs import GENERATED, Sample, encode_request, load_samples
+from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
+from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.interval_log import WindowLog
 from loadgen.load import Load, LocalGenerator, Shard
 from loadgen.measurement import (
@@ -24,9 +24,10 @@ from loadgen.measurement import (
     summarize,
 )
 from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.sequences import check_sequence_ids, flags
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, make_settings, read_intervals
-from loadgen.transport import Connection, ModelInfo, describe_rpc_error
+from loadgen.transport import Connection, ModelInfo, RequestFailed, Stream, describe_rpc_error, stream_one
 from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
@@ -72,11 +73,14 @@ async def profile(
         name = settings.model_name or await connection.choose_model()
         info = await connection.model_info(name, settings.model_version)
         await connection.check_model_ready(info.name, info.version)
-        tree = await composition(info.name, info.version, connection.model_config)
-        samples = load_samples(settings.input_data, info, settings.shape, settings.batch_size)
-        payloads = [encode_request(info, sample) for sample in samples]
-        await _preflight(connection, info, payloads, settings)
-        inputs = _describe(samples[0])
+        tree = await composition(info.name, info.version, connection.model_config, settings.bls_composing_models)
+        data = load_data(info, settings)
+        _check_kind(info, data, settings)
+        requests = encode_requests(info, data, settings)
+        if requests.sequential:
+            check_sequence_ids(settings)
+        await _preflight(connection, info, requests, settings)
+        inputs = _describe(data.streams[0][0])
         if progress:
             progress.started(info, inputs, settings)
         log = None
@@ -84,7 +88,7 @@ async def profile(
             log = WindowLog(settings.hdr_log, settings.shard_index, settings.shard_count)
             described = [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in inputs]
             log.header(info.name, settings.url, settings.mode, described, settings.to_dict(), tree)
-        sweep = _Sweep(connection, payloads, tree, settings, progress, stop or asyncio.Event(), log)
+        sweep = _Sweep(connection, requests, tree, settings, progress, stop or asyncio.Event(), log)
         levels, abort = await sweep.run()
         if log:
             log.end(abort.status if abort else "complete")
@@ -112,21 +116,48 @@ def _describe(sample: Sample) -> tuple[InputDescription, ...]:
 _NOT_THE_DATA = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 
-async def _preflight(connection: Connection, model: ModelInfo, payloads: list[bytes], settings: Settings) -> None:
-    """Send each distinct request once, so that data the model rejects stops the run before it starts."""
-    for payload in payloads[:PREFLIGHT_SAMPLES]:
-        try:
+async def _preflight(connection: Connection, model: ModelInfo, requests: Requests, settings: Settings) -> None:
+    """Send each distinct request once (a sequence of one, for a stateful model), so that data the model rejects
+    stops the run before it starts."""
+    suffix = flags(settings.sequence_ids[0], start=True, end=True) if requests.sequential else b""
+    stream = connection.open_stream() if settings.streaming else None
+    try:
+        for payload in requests.payloads[:PREFLIGHT_SAMPLES]:
+            await _check_request(connection, model, stream, payload + suffix, settings)
+    finally:
+        if stream is not None:
+            stream.cancel()
+
+
+async def _check_request(
+    connection: Connection, model: ModelInfo, stream: Stream | None, payload: bytes, settings: Settings
+) -> None:
+    try:
+        if stream is None:
             await connection.infer(payload)
-        except grpc.aio.AioRpcError as error:
-            described = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
-            if error.code() in _NOT_THE_DATA or described.startswith("permission denied"):
-                raise ServerError(described) from None
-            message = f"model {model.name} rejected the request: {described}"
-            if settings.input_data in GENERATED:
-                message += (
-                    f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
-                )
-            raise ModelRejectedError(message) from None
+        else:
+            await stream_one(stream, payload, time.perf_counter_ns)
+    except (grpc.aio.AioRpcError, RequestFailed) as error:
+        if isinstance(error, RequestFailed):
+            reason = str(error)
+        else:
+            reason = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
+            if error.code() in _NOT_THE_DATA or reason.startswith("permission denied"):
+                raise ServerError(reason) from None
+        message = f"model {model.name} rejected the request: {reason}"
+        if settings.input_data in GENERATED:
+            message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
+        raise ModelRejectedError(message) from None
+
+
+def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
+    """A decoupled model answers over a stream only; validation compares one response per request."""
+    if model.is_decoupled and not settings.streaming:
+        raise OptionError(
+            f"model {model.name} is decoupled (several responses per request): profile it with --streaming"
+        )
+    if settings.streaming and data.expected is not None:
+        raise OptionError("--input-data: validation_data is not supported with --streaming")
 
 
 def _loads(settings: Settings) -> list[Load]:
@@ -193,7 +224,7 @@ class _Sweep:
     def __init__(
         self,
         connection: Connection,
-        payloads: list[bytes],
+        requests: Requests,
         tree: Composition,
         settings: Settings,
         progress: Progress | None,
@@ -210,9 +241,9 @@ class _Sweep:
         self.settings = settings
         self.progress = progress
         self.generator: LocalGenerator | ProcessGenerator = (
-            LocalGenerator(connection.infer, payloads, settings, Shard(settings.shard_index, settings.shard_count))
+            LocalGenerator(connection, requests, settings, Shard(settings.shard_index, settings.shard_count))
             if settings.workers == 1
-            else ProcessGenerator(payloads, settings, settings.workers)
+            else ProcessGenerator(requests, settings, settings.workers)
         )
         self.warmed_up = settings.warmup_request_count == 0
 

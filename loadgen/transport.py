@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format
@@ -20,11 +20,17 @@ from loadgen.errors import OptionError, ServerError
 from loadgen.settings import Settings
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+Stream: TypeAlias = grpc.aio.StreamStreamCall
 CONTROL_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 300.0
 _PROBE_MODEL = "loadgen-model-control-probe"  # a name no repository has: unloading it changes nothing
 # Triton accepts large tensors; gRPC's 4 MB default would refuse big images.
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+class RequestFailed(Exception):
+    """A request failed without a gRPC status (a validation mismatch, an HTTP error, an error in a stream)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,16 @@ class ModelInfo:
     @property
     def is_ensemble(self) -> bool:
         return self.platform == "ensemble"
+
+    @property
+    def is_decoupled(self) -> bool:
+        """A decoupled model: it answers a request with any number of responses, over a stream only."""
+        return self.config.model_transaction_policy.decoupled
+
+    @property
+    def is_sequence(self) -> bool:
+        """A stateful model: its requests carry correlation IDs and start/end flags."""
+        return self.config.HasField("sequence_batching")
 
 
 def _one_line(text: str) -> str:
@@ -137,6 +153,14 @@ class Connection:
             if self._metadata or self.request_timeout_s
             else infer
         )
+
+        self._stream = self._channel.stream_stream(
+            STREAM_METHOD, response_deserializer=service_pb2.ModelStreamInferResponse.FromString
+        )
+
+    def open_stream(self) -> Stream:
+        """A bidirectional inference stream (`ModelStreamInfer`); requests on it are pre-serialised too."""
+        return self._stream(metadata=self._metadata)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -271,6 +295,39 @@ class Connection:
         response = await self._call("ModelStatistics", service_pb2.ModelStatisticsRequest())
         assert isinstance(response, service_pb2.ModelStatisticsResponse)
         return response
+
+
+async def stream_one(stream: Stream, payload: bytes, clock: Callable[[], int]) -> tuple[int, int]:
+    """Send one request on a stream and read its responses up to the final flag.
+
+    Returns the `clock()` time of the first response and the number of responses that carried outputs (the empty
+    final response that the request asks for with `triton_enable_empty_final_response` is not counted).
+    """
+    await stream.write(payload)
+    first = 0
+    count = 0
+    while True:
+        response = await stream.read()
+        if response is grpc.aio.EOF:
+            raise RequestFailed("the server closed the stream")
+        if response.error_message:
+            raise RequestFailed(_one_line(response.error_message))
+        first = first or clock()
+        result = response.infer_response
+        if result.outputs:
+            count += 1
+        final = result.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            return first, count
+
+
+def decode_response(response: bytes) -> tuple[str, dict[str, tuple[tuple[int, ...], bytes]]]:
+    """A serialised `ModelInferResponse`'s request id and its outputs (shape and raw content) by name."""
+    message = service_pb2.ModelInferResponse.FromString(response)
+    return message.id, {
+        output.name: (tuple(output.shape), content)
+        for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
+    }
 
 
 def _specs(tensors: Sequence[service_pb2.ModelMetadataResponse.TensorMetadata]) -> tuple[TensorSpec, ...]:

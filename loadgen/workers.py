@@ -12,13 +12,13 @@ import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
 import uvloop
 
 from loadgen.errors import LoadgenError
+from loadgen.inputs import Requests
 from loadgen.load import Load, LocalGenerator, Shard
 from loadgen.measurement import EncodedWindow, Window, combine, encode_window
 from loadgen.settings import Settings
@@ -67,8 +67,8 @@ class _Link:
 class ProcessGenerator:
     """The `LocalGenerator` interface over N worker processes; results identical in shape to one process."""
 
-    def __init__(self, payloads: Sequence[bytes], settings: Settings, count: int) -> None:
-        self.payloads = tuple(payloads)
+    def __init__(self, requests: Requests, settings: Settings, count: int) -> None:
+        self.requests = requests
         self.settings = settings
         self.count = count
         self.links: list[_Link] = []
@@ -79,7 +79,7 @@ class ProcessGenerator:
             parent, child = context.Pipe()
             process = context.Process(
                 target=_worker_main,
-                args=(child, self.payloads, self.settings, Shard(index, self.count)),
+                args=(child, self.requests, self.settings, Shard(index, self.count)),
                 name=f"loadgen-worker-{index}",
                 daemon=True,
             )
@@ -128,11 +128,11 @@ class ProcessGenerator:
         self.links = []
 
 
-def _worker_main(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, shard: Shard) -> None:
-    uvloop.run(_serve(pipe, payloads, settings, shard))
+def _worker_main(pipe: Pipe, requests: Requests, settings: Settings, shard: Shard) -> None:
+    uvloop.run(_serve(pipe, requests, settings, shard))
 
 
-async def _serve(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, shard: Shard) -> None:
+async def _serve(pipe: Pipe, requests: Requests, settings: Settings, shard: Shard) -> None:
     """A worker: run a LocalGenerator for its shard and answer the parent's commands until told to stop."""
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -145,7 +145,7 @@ async def _serve(pipe: Pipe, payloads: tuple[bytes, ...], settings: Settings, sh
             loop.remove_reader(pipe.fileno())
 
     connection = Connection(settings)
-    generator = LocalGenerator(connection.infer, payloads, settings, shard)
+    generator = LocalGenerator(connection, requests, settings, shard)
     loop.add_reader(pipe.fileno(), readable)
     pipe.send(("ready", None))
     grace_s = 0.0

@@ -100,7 +100,15 @@ def test_no_model_named_and_several_candidates_lists_them(test_server: EmbeddedS
     done = _run("-u", test_server.grpc_url, *FAST)
     assert done.returncode == 3
     assert "-m/--model-name is required" in done.stderr
-    for name in ("pipeline_nested", "pipeline_slow_tail", "sleeper", "fast_step", "slow_step"):
+    for name in (
+        "pipeline_nested",
+        "pipeline_slow_tail",
+        "sleeper",
+        "fast_step",
+        "slow_step",
+        "accumulator",
+        "bls_pair",
+    ):
         assert name in done.stderr
 
 

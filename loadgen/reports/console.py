@@ -155,6 +155,12 @@ class ConsoleProgress:
         self.console.print(_row(cells), style=None if level.stable else "red")
         if level.percentile_us is not None:
             self.console.print(f"    p{level.percentile} latency: {level.percentile_us} us")
+        if level.first_response_latency_us is not None:
+            first = level.first_response_latency_us
+            self.console.print(
+                f"    stream: first response avg {first.avg:.0f} us, p99 {first.p99} us (the columns: last response); "
+                f"{level.responses_per_request:.2f} responses per request, {level.response_throughput:.1f} responses/s"
+            )
         for description, count in list(level.errors.items())[:3]:
             self.console.print(f"    {count} x {description}", style="yellow")
         self._warn(level)
