@@ -32,7 +32,7 @@ from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_
 
 IDENTITY = "identity_uint8"
 ENSEMBLE = "ensemble_python_resnet50"
-RATES = (1000, 2000, 4000, 6000)
+RATES = (250, 500, 1000, 2000, 4000)
 DELAYED_LIMIT = 0.01
 _DELAYED = re.compile(r"([\d.]+)% of the requests were delayed")
 
