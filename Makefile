@@ -34,6 +34,7 @@ bench-all: bench
 	$(BIN)/python benchmarks/server_breakdown.py
 	$(BIN)/python benchmarks/tune_search.py
 	$(BIN)/python benchmarks/merge_scaling.py
+	$(BIN)/python benchmarks/grpc_apis.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
