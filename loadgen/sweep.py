@@ -31,7 +31,9 @@ from loadgen.transport import Connection, ModelInfo, RequestFailed, Stream, desc
 from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
-STOP_GRACE_S = 2.0  # when a run stops early, requests in flight get this long to return
+# When a run ends, requests in flight get this long to return before they are cancelled: tritonserver 2.51 can
+# crash (SIGSEGV) on a gRPC request cancelled while it completes (triton-inference-server/server#7368).
+STOP_GRACE_S = 2.0
 WATCH_INTERVAL_S = 1.0  # the server's liveness is checked this often during a run
 T = TypeVar("T")
 
@@ -269,7 +271,7 @@ class _Sweep:
             self.stopping.cancel()
             self.watchdog.cancel()
             await asyncio.gather(self.stopping, self.watchdog, return_exceptions=True)
-            await self.generator.stop(STOP_GRACE_S if abort else 0.0)
+            await self.generator.stop(STOP_GRACE_S)
         return self.finished, abort
 
     async def _guarded(self, step: Awaitable[T]) -> T:
