@@ -95,19 +95,29 @@ class _Slots:
         self._recorder = recorder
         self._failures = failures
         self._stopping = False
+        self._size = 0
         self._workers: list[asyncio.Task[None]] = []
+        self._retired: list[asyncio.Task[None]] = []  # slots above the size, finishing their last request
+
+    def _active(self, slot: int) -> bool:
+        return not self._stopping and slot < self._size
 
     def resize(self, concurrency: int) -> None:
-        """Start or cancel workers so that `concurrency` requests are in flight."""
+        """Start workers, or let the extra ones stop after their current request, so that `concurrency` are in
+        flight. Requests are never cancelled mid-flight here: tritonserver 2.51 can crash on a gRPC request
+        cancelled as it completes (triton-inference-server/server#7368)."""
+        self._size = concurrency
+        self._retired = [task for task in self._retired if not task.done()]
         while len(self._workers) < concurrency:
             slot = len(self._workers)
             self._workers.append(asyncio.ensure_future(self._work(slot)))
         while len(self._workers) > concurrency:
-            self._workers.pop().cancel()
+            self._retired.append(self._workers.pop())
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Send nothing more, give requests in flight `grace_s` to return, then cancel what is left."""
-        workers, self._workers = self._workers, []
+        workers, self._workers = [*self._workers, *self._retired], []
+        self._retired = []
         self._stopping = True
         if workers and grace_s > 0:
             await asyncio.wait(workers, timeout=grace_s)
@@ -131,7 +141,7 @@ class ClosedLoop(_Slots):
         payloads = self._source(slot)
         record = self._recorder.record
         clock = time.perf_counter_ns
-        while not self._stopping:
+        while self._active(slot):
             payload = next(payloads)
             start = clock()
             try:
@@ -158,7 +168,7 @@ class StreamingLoop(_Slots):
         clock = time.perf_counter_ns
         stream = self._open_stream()
         try:
-            while not self._stopping:
+            while self._active(slot):
                 payload = next(payloads)
                 start = clock()
                 try:
