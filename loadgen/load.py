@@ -99,9 +99,6 @@ class _Slots:
         self._workers: list[asyncio.Task[None]] = []
         self._retired: list[asyncio.Task[None]] = []  # slots above the size, finishing their last request
 
-    def _active(self, slot: int) -> bool:
-        return not self._stopping and slot < self._size
-
     def resize(self, concurrency: int) -> None:
         """Start workers, or let the extra ones stop after their current request, so that `concurrency` are in
         flight. Requests are never cancelled mid-flight here: tritonserver 2.51 can crash on a gRPC request
@@ -141,7 +138,7 @@ class ClosedLoop(_Slots):
         payloads = self._source(slot)
         record = self._recorder.record
         clock = time.perf_counter_ns
-        while self._active(slot):
+        while not self._stopping and slot < self._size:  # checked per request: attributes only
             payload = next(payloads)
             start = clock()
             try:
@@ -168,7 +165,7 @@ class StreamingLoop(_Slots):
         clock = time.perf_counter_ns
         stream = self._open_stream()
         try:
-            while self._active(slot):
+            while not self._stopping and slot < self._size:  # checked per request: attributes only
                 payload = next(payloads)
                 start = clock()
                 try:

@@ -18,6 +18,11 @@ from loadgen.server import EmbeddedServer, free_port
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def _loadgen(env: dict[str, str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "loadgen", "-u", url, "-m", "identity_uint8", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
 def _processes_mentioning(text: str) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -57,35 +62,23 @@ def test_two_ray_workers_profile_as_one_run(
     servers = [c for c in _processes_mentioning(folder) if "gcs_server" in c]
     assert servers and all("--node-ip-address=127.0.0.1" in c for c in servers)
     out = tmp_path / "ray.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadgen",
-            "-u",
-            examples_server.grpc_url,
-            "-m",
-            "identity_uint8",
-            "--concurrency-range",
-            "2:4:2",
-            "-p",
-            "400",
-            "-r",
-            "3",
-            "-s",
-            "1000",
-            "--ray-address",
-            address,
-            "--workers-per-node",
-            "2",
-            "--json",
-            str(out),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    done = _loadgen(
+        env,
+        examples_server.grpc_url,
+        "--concurrency-range",
+        "2:4:2",
+        "-p",
+        "400",
+        "-r",
+        "3",
+        "-s",
+        "1000",
+        "--ray-address",
+        address,
+        "--workers-per-node",
+        "2",
+        "--json",
+        str(out),
     )
     assert done.returncode in (0, 2), done.stdout + done.stderr
     assert "window 1:" in done.stdout  # the live, merged view of the workers' windows
@@ -101,27 +94,15 @@ def test_workers_the_cluster_cannot_place_are_a_clear_error(
     ray_cluster: tuple[str, dict[str, str], str], examples_server: EmbeddedServer
 ) -> None:
     address, env, _ = ray_cluster
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadgen",
-            "-u",
-            examples_server.grpc_url,
-            "-m",
-            "identity_uint8",
-            "--ray-address",
-            address,
-            "--workers-per-node",
-            "3",
-            "-p",
-            "300",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    done = _loadgen(
+        env,
+        examples_server.grpc_url,
+        "--ray-address",
+        address,
+        "--workers-per-node",
+        "3",
+        "-p",
+        "300",
     )
     assert done.returncode == 99, done.stdout + done.stderr
     assert "placing 3 workers" in done.stderr
