@@ -23,7 +23,10 @@ from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.settings import (
     ALIASES,
-    DEFAULT_URL,
+    DEFAULT_URLS,
+    OUTPUT_SHARED_MEMORY_SIZE,
+    PROTOCOLS,
+    SHARED_MEMORY,
     STRING_LENGTH,
     Settings,
     parse_header,
@@ -67,6 +70,19 @@ def _aliases(field: str) -> list[str]:
     return [f"--{alias.replace('_', '-')}" for alias, name in ALIASES.items() if name == field]
 
 
+def _connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-u",
+        "--url",
+        default="",
+        metavar="HOST:PORT",
+        help=f"Triton endpoint (default {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP)",
+    )
+    parser.add_argument(
+        "-i", "--protocol", choices=PROTOCOLS, default="grpc", help="talk to Triton over grpc (default) or http"
+    )
+
+
 def profile_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="loadgen",
@@ -80,7 +96,7 @@ def profile_parser() -> argparse.ArgumentParser:
         help="model to profile (default: the server's only ensemble or model)",
     )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
-    parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
+    _connection_flags(parser)
     load = parser.add_argument_group("load (one mode)")
     load.add_argument(
         "--concurrency-range",
@@ -171,6 +187,19 @@ def profile_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-b", "--batch-size", type=_int, default=1, help="batch size of each request (default 1)")
     parser.add_argument(
+        "--shared-memory",
+        choices=SHARED_MEMORY,
+        default="none",
+        help="system: inputs and outputs go through shared-memory regions registered with a local server",
+    )
+    parser.add_argument(
+        "--output-shared-memory-size",
+        type=_int,
+        default=OUTPUT_SHARED_MEMORY_SIZE,
+        metavar="BYTES",
+        help="region size per output whose size the metadata does not fix (default 102400)",
+    )
+    parser.add_argument(
         "-p",
         "--measurement-interval",
         type=_int,
@@ -251,7 +280,7 @@ def profile_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="'NAME: VALUE'",
-        help="gRPC metadata sent with every call (repeatable); values never appear in outputs",
+        help="gRPC metadata or HTTP header sent with every call (repeatable); values never appear in outputs",
     )
     return parser
 
@@ -263,7 +292,7 @@ def tune_parser() -> argparse.ArgumentParser:
         "mode), re-measure, keep what helps.",
     )
     parser.add_argument("-m", "--model-name", help="model to tune (default: the server's only ensemble or model)")
-    parser.add_argument("-u", "--url", default=DEFAULT_URL, help=f"Triton gRPC endpoint (default {DEFAULT_URL})")
+    _connection_flags(parser)
     parser.add_argument("--input-data", default="random", help="as for profiling")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:D1[,D2...]")
     parser.add_argument("-b", "--batch-size", type=_int, default=1)
@@ -389,6 +418,7 @@ def _tune(argv: Sequence[str], console: Console) -> int:
     profile_settings = Settings(
         model_name=args.model_name,
         url=args.url,
+        protocol=args.protocol,
         input_data=args.input_data,
         shape=dict(parse_shape(text) for text in args.shape),
         batch_size=args.batch_size,

@@ -11,29 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tritonclient.grpc import service_pb2
 from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
 
 from loadgen.errors import OptionError
 from loadgen.settings import ALL_INPUTS, Settings
-from loadgen.transport import ModelInfo, TensorSpec
+from loadgen.shared_memory import Placements
+from loadgen.transport import ModelInfo, Payload, RequestLayout, Sample, Tensor, TensorSpec, Wire
 
 GENERATED = ("random", "zero")
 _SEED = 0
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """One input (or expected output) of one request, in Triton's wire layout (`raw_input_contents`)."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    content: bytes
-
-
-Sample = tuple[Tensor, ...]
-"""All the inputs of one request."""
 
 
 @dataclass(frozen=True)
@@ -61,17 +47,30 @@ class InputData:
 class Requests:
     """The run's requests, serialised once: what the load generators (and worker processes) receive."""
 
-    payloads: tuple[bytes, ...]
+    payloads: tuple[Payload, ...]
     streams: tuple[tuple[int, ...], ...]  # indices into `payloads`, stream by stream
     expected: tuple[Sample, ...] | None = None  # per payload: the outputs validation_data expects
     sequential: bool = False  # a stateful model: requests go out in sequences
 
 
-def encode_requests(model: ModelInfo, data: InputData, settings: Settings) -> Requests:
-    """Serialise every sample once; with validation data, each request carries its index as its id."""
+def encode_requests(
+    wire: Wire, model: ModelInfo, data: InputData, settings: Settings, placements: Placements | None = None
+) -> Requests:
+    """Serialise every sample once for a protocol's `wire`; with validation data, each request carries its
+    index as its id; with `placements`, requests point at the tensors in shared memory."""
     expected = data.expected_samples
     payloads = tuple(
-        encode_request(model, sample, settings.output, str(index) if expected is not None else "", settings.streaming)
+        wire.encode(
+            model,
+            sample,
+            RequestLayout(
+                outputs=() if placements else tuple(settings.output),
+                request_id=str(index) if expected is not None else "",
+                streaming=settings.streaming,
+                inputs_shm=placements.inputs[index] if placements else (),
+                outputs_shm=placements.outputs if placements else (),
+            ),
+        )
         for index, sample in enumerate(data.samples)
     )
     streams = []
@@ -147,25 +146,6 @@ def _json_path(source: str, several: bool) -> Path:
     if not path.is_file():
         raise OptionError(f"--input-data {source}: no such file")
     return path
-
-
-def encode_request(
-    model: ModelInfo, sample: Sample, outputs: Sequence[str] = (), request_id: str = "", streaming: bool = False
-) -> bytes:
-    """The serialised `ModelInferRequest` for one sample, built once before the run.
-
-    `outputs` names the outputs to return (default: all); `request_id` comes back in the response (validation);
-    `streaming` asks for an empty final response, so that a stream tells when a request's responses are complete.
-    """
-    request = service_pb2.ModelInferRequest(model_name=model.name, model_version=model.version, id=request_id)
-    if streaming:
-        request.parameters["triton_enable_empty_final_response"].bool_param = True
-    for tensor in sample:
-        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
-        request.raw_input_contents.append(tensor.content)
-    for name in outputs:
-        request.outputs.add(name=name)
-    return request.SerializeToString()
 
 
 def _names(model: ModelInfo) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -16,10 +16,18 @@ from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
 from loadgen.sequences import Sequences
 from loadgen.settings import Settings, read_intervals
-from loadgen.transport import Connection, RequestFailed, Stream, decode_response, describe_rpc_error, stream_one
+from loadgen.transport import (
+    Connection,
+    InferCall,
+    Payload,
+    RequestFailed,
+    Stream,
+    Unreachable,
+    describe_rpc_error,
+    stream_one,
+)
 from loadgen.validation import Validator
 
-InferCall = Callable[[bytes], Awaitable[bytes]]
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
@@ -71,17 +79,19 @@ class _Failures:
     async def record(self, error: grpc.aio.AioRpcError | RequestFailed) -> None:
         if isinstance(error, RequestFailed):
             self.recorder.record_error(str(error))
-            return
-        self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
-        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            unreachable = isinstance(error, Unreachable)
+        else:
+            self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
+            unreachable = error.code() == grpc.StatusCode.UNAVAILABLE
+        if unreachable:
             await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
 
 
-SlotSource = Callable[[int], Iterator[bytes]]
+SlotSource = Callable[[int], Iterator[Payload]]
 """The requests one concurrency slot sends, in order."""
 
 
-def _cycle(payloads: tuple[bytes, ...], slot: int) -> Iterator[bytes]:
+def _cycle(payloads: tuple[Payload, ...], slot: int) -> Iterator[Payload]:
     """The payloads in turn, slot k starting at the k-th so that slots spread over the data."""
     start = slot % len(payloads)
     return itertools.cycle(payloads[start:] + payloads[:start])
@@ -189,7 +199,7 @@ class OpenLoop:
     """
 
     def __init__(
-        self, call: InferCall, payloads: Iterator[bytes], recorder: Recorder, failures: _Failures, max_in_flight: int
+        self, call: InferCall, payloads: Iterator[Payload], recorder: Recorder, failures: _Failures, max_in_flight: int
     ) -> None:
         self._call = call
         self._payloads = payloads
@@ -242,7 +252,7 @@ class OpenLoop:
             tasks.add(task)
             task.add_done_callback(discard)
 
-    async def _one(self, payload: bytes, due: int) -> None:
+    async def _one(self, payload: Payload, due: int) -> None:
         clock = time.perf_counter_ns
         sent = clock()
         recorder = self._recorder
@@ -270,11 +280,11 @@ class LocalGenerator:
         failures = _Failures(self.recorder, settings.url, timeout_s)
         call: InferCall = connection.infer
         if requests.expected is not None:  # responses are decoded only to validate them
-            call = Validator(requests.expected, decode_response).wrap(call)
+            call = Validator(requests.expected, connection.wire.decode_response).wrap(call)
         self.call = call
         self.sequences: Sequences | None = None
         if requests.sequential:
-            self.sequences = sequences = Sequences(requests, settings, shard.index, shard.count)
+            self.sequences = sequences = Sequences(requests, settings, connection.wire, shard.index, shard.count)
             source: SlotSource = sequences.slot
             stream = sequences.interleaved(shard.concurrency(settings.num_of_sequences) or 1)
         else:

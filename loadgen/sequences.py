@@ -1,8 +1,8 @@
 """Sequences for stateful models: correlation IDs, start and end flags, and sequence lengths.
 
-A request of a sequence is its step's pre-serialised `ModelInferRequest` followed by a few serialised bytes that
-carry the sequence parameters: protobuf merges concatenated messages, so nothing is re-encoded per request, and
-the flag suffixes are built once per sequence.
+A request of a sequence is its step's pre-serialised request with the sequence parameters added by the connection
+(over gRPC, a few serialised bytes appended: protobuf merges concatenated messages), so nothing is re-encoded per
+request, and the parameters are serialised once per sequence.
 """
 
 from __future__ import annotations
@@ -11,24 +11,12 @@ import itertools
 import random
 from collections.abc import Iterator
 
-from tritonclient.grpc import service_pb2
-
 from loadgen.errors import OptionError
 from loadgen.inputs import Requests
 from loadgen.settings import Settings
+from loadgen.transport import Payload, Wire
 
 SEED = 0
-
-
-def flags(sequence_id: int, start: bool = False, end: bool = False) -> bytes:
-    """The serialised sequence parameters of one request, to append to its payload."""
-    request = service_pb2.ModelInferRequest()
-    request.parameters["sequence_id"].int64_param = sequence_id
-    if start:
-        request.parameters["sequence_start"].bool_param = True
-    if end:
-        request.parameters["sequence_end"].bool_param = True
-    return request.SerializeToString()
 
 
 def check_sequence_ids(settings: Settings) -> None:
@@ -52,8 +40,12 @@ class Sequences:
     --sequence-length steps (varied by --sequence-length-variation percent) from the data in turn.
     """
 
-    def __init__(self, requests: Requests, settings: Settings, shard_index: int = 0, shard_count: int = 1) -> None:
+    def __init__(
+        self, requests: Requests, settings: Settings, wire: Wire, shard_index: int = 0, shard_count: int = 1
+    ) -> None:
         self.payloads = requests.payloads
+        self.flags = wire.sequence_flags
+        self.join = wire.with_flags
         self.streams = requests.streams
         self.length = settings.sequence_length
         self.variation = settings.sequence_length_variation / 100
@@ -64,6 +56,17 @@ class Sequences:
         self.position = 0
         self.rng = random.Random(SEED + shard_index)
         self.open: dict[int, int] = {}  # sequences started and not ended: ID -> the payload index of their last step
+        self.in_use: set[int] = set()  # IDs of sequences started whose last request may not have returned yet
+        self.id_count = None if last is None else len(range(first + shard_index, last + 1, shard_count))
+
+    def next_id(self) -> int:
+        """The next correlation ID that no sequence holds: in a --sequence-id-range, IDs are reused only once free."""
+        for _ in range(self.id_count or 1):
+            sequence_id = next(self.ids)
+            if sequence_id not in self.in_use:
+                break
+        self.in_use.add(sequence_id)
+        return sequence_id
 
     def steps(self) -> list[int]:
         """The payload indices of the next sequence."""
@@ -76,11 +79,13 @@ class Sequences:
         self.position = (self.position + length) % count
         return steps
 
-    def slot(self, _index: int = 0) -> Iterator[bytes]:
+    def slot(self, _index: int = 0) -> Iterator[Payload]:
         """One sequence after another, each request only after the previous one's response (a concurrency slot)."""
         payloads = self.payloads
+        flags = self.flags
+        join = self.join
         while True:
-            sequence_id = next(self.ids)
+            sequence_id = self.next_id()
             steps = self.steps()
             last = len(steps) - 1
             middle = flags(sequence_id)
@@ -90,15 +95,19 @@ class Sequences:
             for position, index in enumerate(steps):
                 if position == last:
                     del self.open[sequence_id]
-                yield payloads[index] + (first if position == 0 else final if position == last else middle)
+                yield join(payloads[index], first if position == 0 else final if position == last else middle)
+            self.in_use.discard(sequence_id)  # the slot asks for more only once the last request has returned
 
-    def closing(self) -> list[bytes]:
+    def closing(self) -> list[Payload]:
         """Requests that end every sequence left open (a load level cut short, or the end of the run)."""
-        ending = [self.payloads[index] + flags(sequence_id, end=True) for sequence_id, index in self.open.items()]
+        ending = [
+            self.join(self.payloads[index], self.flags(sequence_id, end=True))
+            for sequence_id, index in self.open.items()
+        ]
         self.open.clear()
         return ending
 
-    def interleaved(self, count: int) -> Iterator[bytes]:
+    def interleaved(self, count: int) -> Iterator[Payload]:
         """Requests of `count` sequences in flight at once, taken in turn (open loop: --num-of-sequences)."""
         slots = [self.slot() for _ in range(count)]
         while True:

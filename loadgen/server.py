@@ -73,6 +73,10 @@ class EmbeddedServer:
     def http_url(self) -> str:
         return f"localhost:{self.http_port}"
 
+    def url(self, protocol: str = "grpc") -> str:
+        """The endpoint for loadgen's `-i grpc` or `-i http`."""
+        return self.http_url if protocol == "http" else self.grpc_url
+
     @property
     def metrics_url(self) -> str:
         return f"localhost:{self.metrics_port}"

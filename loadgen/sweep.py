@@ -24,10 +24,21 @@ from loadgen.measurement import (
     summarize,
 )
 from loadgen.results import InputDescription, LevelResult, ProfileResult
-from loadgen.sequences import check_sequence_ids, flags
+from loadgen.sequences import check_sequence_ids
 from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
 from loadgen.settings import Settings, make_settings, read_intervals
-from loadgen.transport import Connection, ModelInfo, RequestFailed, Stream, describe_rpc_error, stream_one
+from loadgen.shared_memory import Regions, place
+from loadgen.transport import (
+    Connection,
+    ModelInfo,
+    Payload,
+    RequestFailed,
+    Stream,
+    Unreachable,
+    connect,
+    describe_rpc_error,
+    stream_one,
+)
 from loadgen.workers import ProcessGenerator
 
 PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
@@ -57,7 +68,7 @@ async def profile(
     stop: asyncio.Event | None = None,
     **options: Any,
 ) -> ProfileResult:
-    """Profile `model` on the Triton server at `url` (gRPC) over a sweep of load levels.
+    """Profile `model` on the Triton server at `url` (gRPC, or HTTP with `protocol="http"`) over a sweep of load levels.
 
     Keyword options are the command line's long flags in snake case (the fields of `Settings`, or their
     aliases `concurrency`, `request_rate`, `model`), applied over `settings` when given. `concurrency` takes
@@ -69,7 +80,8 @@ async def profile(
     """
     named = {key: value for key, value in (("url", url), ("model", model)) if value is not None}
     settings = make_settings(settings, **named, **options)
-    connection = Connection(settings)
+    connection = connect(settings)
+    regions: Regions | None = None
     try:
         await connection.check_reachable()
         name = settings.model_name or await connection.choose_model()
@@ -78,7 +90,10 @@ async def profile(
         tree = await composition(info.name, info.version, connection.model_config, settings.bls_composing_models)
         data = load_data(info, settings)
         _check_kind(info, data, settings)
-        requests = encode_requests(info, data, settings)
+        placements = None
+        if settings.shared_memory == "system":
+            regions, placements = await place(connection, info, data.samples, settings)
+        requests = encode_requests(connection.wire, info, data, settings, placements)
         if requests.sequential:
             check_sequence_ids(settings)
         await _preflight(connection, info, requests, settings)
@@ -95,7 +110,11 @@ async def profile(
         if log:
             log.end(abort.status if abort else "complete")
     finally:
-        await connection.close()
+        try:
+            if regions is not None:
+                await asyncio.shield(regions.release())  # also when the call is cancelled
+        finally:
+            await connection.close()
     result = ProfileResult(
         model=info.name,
         url=settings.url,
@@ -121,18 +140,21 @@ _NOT_THE_DATA = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED,
 async def _preflight(connection: Connection, model: ModelInfo, requests: Requests, settings: Settings) -> None:
     """Send each distinct request once (a sequence of one, for a stateful model), so that data the model rejects
     stops the run before it starts."""
-    suffix = flags(settings.sequence_ids[0], start=True, end=True) if requests.sequential else b""
+    payloads = requests.payloads[:PREFLIGHT_SAMPLES]
+    if requests.sequential:
+        flags = connection.wire.sequence_flags(settings.sequence_ids[0], start=True, end=True)
+        payloads = tuple(connection.wire.with_flags(payload, flags) for payload in payloads)
     stream = connection.open_stream() if settings.streaming else None
     try:
-        for payload in requests.payloads[:PREFLIGHT_SAMPLES]:
-            await _check_request(connection, model, stream, payload + suffix, settings)
+        for payload in payloads:
+            await _check_request(connection, model, stream, payload, settings)
     finally:
         if stream is not None:
             stream.cancel()
 
 
 async def _check_request(
-    connection: Connection, model: ModelInfo, stream: Stream | None, payload: bytes, settings: Settings
+    connection: Connection, model: ModelInfo, stream: Stream | None, payload: Payload, settings: Settings
 ) -> None:
     try:
         if stream is None:
@@ -142,10 +164,14 @@ async def _check_request(
     except (grpc.aio.AioRpcError, RequestFailed) as error:
         if isinstance(error, RequestFailed):
             reason = str(error)
+            if isinstance(error, Unreachable) or reason.startswith(("HTTP 401", "HTTP 403")):
+                raise ServerError(reason) from None
         else:
             reason = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
             if error.code() in _NOT_THE_DATA or reason.startswith("permission denied"):
                 raise ServerError(reason) from None
+        if reason.startswith("timeout:"):
+            return  # slow, not rejected: the run counts its timeouts
         message = f"model {model.name} rejected the request: {reason}"
         if settings.input_data in GENERATED:
             message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
@@ -160,6 +186,11 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
         )
     if settings.streaming and data.expected is not None:
         raise OptionError("--input-data: validation_data is not supported with --streaming")
+    if settings.shared_memory != "none" and data.expected is not None:
+        raise OptionError(
+            "--input-data: validation_data is not supported with --shared-memory (outputs land in one region per "
+            "output, which requests in flight overwrite)"
+        )
 
 
 def _loads(settings: Settings) -> list[Load]:

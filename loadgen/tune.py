@@ -21,7 +21,7 @@ from loadgen.results import LevelResult
 from loadgen.server_stats import ServerFigures, composition
 from loadgen.settings import Settings
 from loadgen.sweep import profile
-from loadgen.transport import Connection
+from loadgen.transport import Connection, connect
 
 if TYPE_CHECKING:
     import pandas
@@ -179,7 +179,7 @@ def _measurement(level: LevelResult) -> Measurement:
 
 async def tune(settings: TuneSettings, on_trial: Callable[[Trial | Measurement], None] | None = None) -> TuneResult:
     """Tune the model's slow steps on a server in explicit model-control mode; see the module docstring."""
-    connection = Connection(settings.profile)
+    connection = connect(settings.profile)
     try:
         await connection.check_reachable()
         await connection.check_model_control()

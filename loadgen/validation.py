@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-from loadgen.inputs import Sample
-from loadgen.transport import RequestFailed
+from loadgen.transport import InferCall, Outputs, Payload, RequestFailed, Response, Sample
 
-Outputs = Mapping[str, tuple[tuple[int, ...], bytes]]
-"""A response's outputs by name: shape and raw content."""
-Decoder = Callable[[bytes], tuple[str, Outputs]]
+Decoder = Callable[[Response], tuple[str, Outputs]]
 """Turns a raw response into its request id and outputs."""
-InferCall = Callable[[bytes], Awaitable[bytes]]
 
 
 class Validator:
@@ -21,9 +17,12 @@ class Validator:
         self.expected = tuple(expected)
         self.decode = decode
 
-    def check(self, response: bytes) -> None:
+    def check(self, response: Response) -> None:
         """Raise `RequestFailed` naming the first output that differs from the validation data."""
-        request_id, outputs = self.decode(response)
+        try:
+            request_id, outputs = self.decode(response)
+        except Exception as error:  # any malformed response is a failed request, never a crashed slot
+            raise RequestFailed(f"validation: cannot decode the response: {error}") from None
         for tensor in self.expected[int(request_id)]:
             got = outputs.get(tensor.name)
             if got is None:
@@ -40,7 +39,7 @@ class Validator:
         """The call, checking every response it returns."""
         check = self.check
 
-        async def checked(payload: bytes) -> bytes:
+        async def checked(payload: Payload) -> Response:
             response = await call(payload)
             check(response)
             return response

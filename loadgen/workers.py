@@ -22,7 +22,7 @@ from loadgen.inputs import Requests
 from loadgen.load import Load, LocalGenerator, Shard
 from loadgen.measurement import EncodedWindow, Window, combine, encode_window
 from loadgen.settings import Settings
-from loadgen.transport import Connection
+from loadgen.transport import connect
 
 START_TIMEOUT_S = 60.0
 
@@ -144,7 +144,7 @@ async def _serve(pipe: Pipe, requests: Requests, settings: Settings, shard: Shar
             commands.put_nowait(("stop", None))
             loop.remove_reader(pipe.fileno())
 
-    connection = Connection(settings)
+    connection = connect(settings)
     generator = LocalGenerator(connection, requests, settings, shard)
     loop.add_reader(pipe.fileno(), readable)
     pipe.send(("ready", None))

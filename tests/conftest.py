@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc as grpcclient
 
 import loadgen
 from loadgen.server import EmbeddedServer
@@ -38,6 +39,15 @@ def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble)."""
     yield from _serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
+
+
+def successes(server: EmbeddedServer, model: str) -> int:
+    """The requests the server has completed successfully for a model so far (read over gRPC)."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return sum(s.inference_stats.success.count for s in client.get_inference_statistics(model).model_stats)
+    finally:
+        client.close()
 
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 5}

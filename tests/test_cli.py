@@ -38,8 +38,10 @@ def test_every_setting_is_a_flag_with_the_same_default() -> None:
             "input_data",
             "bls_composing_models",
             "concurrency_range",
+            "url",  # empty on both sides: the protocol's default port
         ):
             assert getattr(defaults, field.name) == getattr(Settings(), field.name), field.name
+    assert settings_from(defaults) == Settings()
     for alias in ALIASES:
         assert f"--{alias.replace('_', '-')}" in flags
 

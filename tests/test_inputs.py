@@ -10,9 +10,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 from tritonclient.utils import deserialize_bytes_tensor
 
 from loadgen.errors import OptionError
-from loadgen.inputs import Sample, encode_request, encode_requests, load_data
+from loadgen.inputs import encode_requests, load_data
 from loadgen.settings import Settings
-from loadgen.transport import ModelInfo, TensorSpec
+from loadgen.transport import GrpcWire, ModelInfo, RequestLayout, Sample, TensorSpec
 
 
 def _model(*inputs: TensorSpec, max_batch_size: int = 0) -> ModelInfo:
@@ -39,7 +39,9 @@ def test_a_file_is_sent_as_its_raw_bytes_with_an_explicit_shape(tmp_path: Path) 
 def test_the_request_carries_the_shape_and_bytes(tmp_path: Path) -> None:
     image = tmp_path / "x.bin"
     image.write_bytes(b"\xff\xd8abc")
-    request = service_pb2.ModelInferRequest.FromString(encode_request(IMAGE, _load(str(image), IMAGE, {})[0]))
+    request = service_pb2.ModelInferRequest.FromString(
+        GrpcWire().encode(IMAGE, _load(str(image), IMAGE, {})[0], RequestLayout())
+    )
     assert request.model_name == "m"
     assert list(request.inputs[0].shape) == [5]
     assert request.raw_input_contents[0] == b"\xff\xd8abc"
@@ -221,7 +223,7 @@ def test_json_streams_several_files_and_validation_data(tmp_path: Path) -> None:
     assert [len(stream) for stream in data.streams] == [2, 1, 1]
     assert data.expected is not None
     assert [np.frombuffer(s[0].content, np.int32).tolist() for s in data.expected_samples or ()] == [[1], [3], [5], [7]]
-    requests = encode_requests(model, data, Settings(output=["Y"]))
+    requests = encode_requests(GrpcWire(), model, data, Settings(output=["Y"]))
     assert requests.streams == ((0, 1), (2,), (3,))
     decoded = [service_pb2.ModelInferRequest.FromString(p) for p in requests.payloads]
     assert [r.id for r in decoded] == ["0", "1", "2", "3"]  # responses are matched to expectations by id
@@ -241,6 +243,6 @@ def test_output_selection_names_a_real_output() -> None:
     model = _model(TensorSpec("A", "INT32", (1,)))
     with pytest.raises(OptionError, match="--output NOPE: the model has no such output"):
         _load("zero", model, {}, output=["NOPE"])
-    requests = encode_requests(model, load_data(model, Settings(input_data="zero")), Settings())
+    requests = encode_requests(GrpcWire(), model, load_data(model, Settings(input_data="zero")), Settings())
     request = service_pb2.ModelInferRequest.FromString(requests.payloads[0])
     assert not request.outputs and not request.id  # by default: every output, no id

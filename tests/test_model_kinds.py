@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import tritonclient.grpc as grpcclient
 
 import loadgen
@@ -13,11 +14,13 @@ from loadgen.server import EmbeddedServer
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 FAST = ["-p", "300", "-s", "1000", "-r", "4"]
+# Every kind that HTTP allows runs over both protocols; the server's statistics (read over gRPC) say what it saw.
+BOTH = pytest.mark.parametrize("protocol", ["grpc", "http"])
 
 
-def _stats(url: str, model: str) -> tuple[int, int, int]:
+def _stats(server: EmbeddedServer, model: str) -> tuple[int, int, int]:
     """The server's (successful requests, inferences, executions) of a model so far."""
-    client = grpcclient.InferenceServerClient(url)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         stats = client.get_inference_statistics(model).model_stats
         return (
@@ -29,11 +32,28 @@ def _stats(url: str, model: str) -> tuple[int, int, int]:
         client.close()
 
 
-def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
-    before = _stats(url, "batched_double")
+@BOTH
+def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+    url = test_server.url(protocol)
+    before = _stats(test_server, "batched_double")
     out = tmp_path / "batched.json"
-    status = main(["-u", url, "-m", "batched_double", "-b", "4", "--concurrency-range", "4", *FAST, "--json", str(out)])
+    status = main(
+        [
+            "-i",
+            protocol,
+            "-u",
+            url,
+            "-m",
+            "batched_double",
+            "-b",
+            "4",
+            "--concurrency-range",
+            "4",
+            *FAST,
+            "--json",
+            str(out),
+        ]
+    )
     assert status == 0
     result = json.loads(out.read_text())
     level = result["levels"][0]
@@ -43,7 +63,7 @@ def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_
     window_s = level["duration_s"]
     assert abs(level["throughput"] - level["request_count"] * 4 / window_s) < 1e-6 * level["throughput"] + 1e-9
     requests, inferences, executions = (
-        after - first for after, first in zip(_stats(url, "batched_double"), before, strict=True)
+        after - first for after, first in zip(_stats(test_server, "batched_double"), before, strict=True)
     )
     assert inferences == 4 * requests >= 4 * level["request_count"]
     assert executions <= requests  # the dynamic batcher may merge concurrent requests
@@ -54,9 +74,17 @@ def test_a_batch_over_max_batch_size_is_a_clear_error(test_server: EmbeddedServe
     assert main(["-u", test_server.grpc_url, "-m", "batched_double", "-b", "9", *FAST]) == 3
 
 
-def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server: EmbeddedServer) -> None:
-    url = test_server.grpc_url
-    options = {"url": url, "model_name": "mixed_inputs", "shape": {"TOKENS": [6]}, "batch_size": 2, **QUICK}
+@BOTH
+def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server: EmbeddedServer, protocol: str) -> None:
+    url = test_server.url(protocol)
+    options = {
+        "url": url,
+        "protocol": protocol,
+        "model_name": "mixed_inputs",
+        "shape": {"TOKENS": [6]},
+        "batch_size": 2,
+        **QUICK,
+    }
     # random INT64 indices fall outside the 100-row table: the model rejects them before the run starts
     try:
         loadgen.profile_sync(**options)  # type: ignore[arg-type]
@@ -64,7 +92,7 @@ def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server:
         assert "TOKENS out of range [0, 99]" in str(error)
     else:
         raise AssertionError("random indices should have been rejected")
-    before = _stats(url, "mixed_inputs")
+    before = _stats(test_server, "mixed_inputs")
     result = loadgen.profile_sync(input_range={"TOKENS": (0, 99)}, **options)  # type: ignore[arg-type]
     assert [(i.name, i.datatype, i.shape) for i in result.inputs] == [
         ("DENSE", "FP32", (2, 3)),
@@ -75,26 +103,36 @@ def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server:
     ]
     level = result.levels[0]
     assert level.error_count == 0 and level.request_count > 0
-    assert _stats(url, "mixed_inputs")[1] - before[1] >= 2 * level.request_count
+    assert _stats(test_server, "mixed_inputs")[1] - before[1] >= 2 * level.request_count
 
 
-def test_a_string_model_with_string_data_and_one_selected_output(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
-    before = _stats(url, "strings")
+@BOTH
+def test_a_string_model_with_string_data_and_one_selected_output(
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str
+) -> None:
+    url = test_server.url(protocol)
+    before = _stats(test_server, "strings")
     result = loadgen.profile_sync(
-        url=url, model_name="strings", shape={"TEXT": [3]}, string_data="hello", output=["LENGTHS"], **QUICK
+        url=url,
+        protocol=protocol,
+        model_name="strings",
+        shape={"TEXT": [3]},
+        string_data="hello",
+        output=["LENGTHS"],
+        **QUICK,
     )
     assert result.inputs[0].datatype == "BYTES" and result.inputs[0].shape == (3,)
     assert result.levels[0].error_count == 0
-    assert _stats(url, "strings")[0] - before[0] >= result.levels[0].request_count
+    assert _stats(test_server, "strings")[0] - before[0] >= result.levels[0].request_count
     # the same strings from a text file and from JSON (plain and b64)
     (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
-    result = loadgen.profile_sync(url=url, model_name="strings", input_data=str(tmp_path), **QUICK)
+    result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(tmp_path), **QUICK)
     assert result.inputs[0].shape == (3,) and result.levels[0].error_count == 0
 
 
-def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
+@BOTH
+def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+    url = test_server.url(protocol)
     good = tmp_path / "good.json"
     good.write_text(
         json.dumps(
@@ -104,7 +142,7 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
             }
         )
     )
-    result = loadgen.profile_sync(url=url, model_name="strings", input_data=str(good), **QUICK)
+    result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(good), **QUICK)
     assert result.levels[0].error_count == 0 and result.levels[0].request_count > 0
 
     bad = tmp_path / "bad.json"
@@ -115,7 +153,21 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
     )
     out = tmp_path / "result.json"
     status = main(
-        ["-u", url, "-m", "strings", "--input-data", str(bad), "--max-error-rate", "1", *FAST, "--json", str(out)]
+        [
+            "-i",
+            protocol,
+            "-u",
+            url,
+            "-m",
+            "strings",
+            "--input-data",
+            str(bad),
+            "--max-error-rate",
+            "1",
+            *FAST,
+            "--json",
+            str(out),
+        ]
     )
     assert status == 0
     level = json.loads(out.read_text())["levels"][0]
@@ -124,8 +176,11 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
     assert abs(level["error_count"] - level["request_count"]) <= 2
 
 
-def test_a_sequence_model_keeps_state_per_correlation_id(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
+@BOTH
+def test_a_sequence_model_keeps_state_per_correlation_id(
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str
+) -> None:
+    url = test_server.url(protocol)
     data = tmp_path / "sequences.json"
     # two streams: each sequence walks one, and the model's running sums must match at every step
     data.write_text(
@@ -136,10 +191,12 @@ def test_a_sequence_model_keeps_state_per_correlation_id(test_server: EmbeddedSe
             }
         )
     )
-    before = _stats(url, "accumulator")
+    before = _stats(test_server, "accumulator")
     out = tmp_path / "result.json"
     status = main(
         [
+            "-i",
+            protocol,
             "-u",
             url,
             "-m",
@@ -161,11 +218,18 @@ def test_a_sequence_model_keeps_state_per_correlation_id(test_server: EmbeddedSe
     for level in levels:
         assert level["error_count"] == 0, level["errors"]
         assert level["server"]["request_count"] >= 0.9 * level["request_count"] > 0
-    assert _stats(url, "accumulator")[0] - before[0] >= sum(level["request_count"] for level in levels)
+    assert _stats(test_server, "accumulator")[0] - before[0] >= sum(level["request_count"] for level in levels)
 
 
-def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedServer) -> None:
-    options = {"url": test_server.grpc_url, "model_name": "accumulator", "input_range": {"VALUE": (0, 9)}, **QUICK}
+@BOTH
+def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedServer, protocol: str) -> None:
+    options = {
+        "url": test_server.url(protocol),
+        "protocol": protocol,
+        "model_name": "accumulator",
+        "input_range": {"VALUE": (0, 9)},
+        **QUICK,
+    }
     closed = loadgen.profile_sync(concurrency_range=4, sequence_length=3, **options)  # type: ignore[arg-type]
     assert closed.levels[0].error_count == 0 and closed.levels[0].request_count > 0
     opened = loadgen.profile_sync(request_rate_range=50, num_of_sequences=3, **options)  # type: ignore[arg-type]
@@ -178,11 +242,14 @@ def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedS
         raise AssertionError("an ID range smaller than the concurrency should be refused")
 
 
-def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
+@BOTH
+def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+    url = test_server.url(protocol)
     out = tmp_path / "bls.json"
     status = main(
         [
+            "-i",
+            protocol,
             "-u",
             url,
             "-m",
@@ -214,9 +281,11 @@ def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: 
     url = test_server.grpc_url
     done = main(["-u", url, "-m", "streamer", *FAST])
     assert done == 3  # a decoupled model needs --streaming
+    # Triton streams over gRPC only
+    assert main(["-i", "http", "-u", test_server.http_url, "-m", "streamer", "--streaming", *FAST]) == 3
     data = tmp_path / "counts.json"
     data.write_text(json.dumps({"data": [{"COUNT": [3]}, {"COUNT": [5]}]}))
-    before = _stats(url, "streamer")
+    before = _stats(test_server, "streamer")
     out = tmp_path / "stream.json"
     status = main(
         [
@@ -243,4 +312,4 @@ def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: 
         assert level["response_throughput"] > level["throughput"]
         first, last = level["first_response_latency_us"], level["latency_us"]
         assert 0 < first["min"] <= first["avg"] <= last["avg"]
-    assert _stats(url, "streamer")[0] - before[0] >= sum(level["request_count"] for level in levels)
+    assert _stats(test_server, "streamer")[0] - before[0] >= sum(level["request_count"] for level in levels)

@@ -1,0 +1,281 @@
+"""What both protocols share: the model's description, tensors on the wire, and the connection's interface."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2
+
+from loadgen.errors import OptionError, ServerError
+
+CONTROL_TIMEOUT_S = 10.0
+LOAD_TIMEOUT_S = 300.0
+PROBE_MODEL = "loadgen-model-control-probe"  # a name no repository has: unloading it changes nothing
+
+Payload: TypeAlias = Any
+"""One pre-serialised request; only the connection that encoded it looks inside (bytes over gRPC)."""
+Response: TypeAlias = Any
+"""One raw response; only its connection's `decode_response` looks inside."""
+InferCall = Callable[[Payload], Awaitable[Response]]
+"""Sends one pre-serialised request and returns its raw response."""
+Outputs = Mapping[str, tuple[tuple[int, ...], bytes]]
+"""A response's outputs by name: shape and raw content."""
+
+
+class RequestFailed(Exception):
+    """A request failed; the message is its one-line description, counted as the error's kind."""
+
+
+class Unreachable(RequestFailed):
+    """A request failed because the server could not be reached (loops pause briefly instead of spinning)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output as the model's metadata declares it (-1 marks a dynamic dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input (or expected output) of one request, in Triton's wire layout (raw, BYTES length-prefixed)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    content: bytes
+
+
+Sample = tuple[Tensor, ...]
+"""All the inputs of one request."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a tensor lives in a registered shared-memory region."""
+
+    region: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class RequestLayout:
+    """How one request is encoded: outputs to ask for, its id, streaming, and shared-memory placements.
+
+    `inputs` places each input of the sample (in order) instead of sending its content; `outputs` places each
+    requested output; both are empty without shared memory.
+    """
+
+    outputs: tuple[str, ...] = ()
+    request_id: str = ""
+    streaming: bool = False
+    inputs_shm: tuple[Placement, ...] = ()
+    outputs_shm: tuple[tuple[str, Placement], ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What loadgen needs to know of a model before it sends anything."""
+
+    name: str
+    version: str
+    platform: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    config: model_config_pb2.ModelConfig
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.platform == "ensemble"
+
+    @property
+    def is_decoupled(self) -> bool:
+        """A decoupled model: it answers a request with any number of responses, over a stream only."""
+        return self.config.model_transaction_policy.decoupled
+
+    @property
+    def is_sequence(self) -> bool:
+        """A stateful model: its requests carry correlation IDs and start/end flags."""
+        return self.config.HasField("sequence_batching")
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A model in the server's repository index."""
+
+    name: str
+    state: str
+    reason: str
+
+
+def one_line(text: str) -> str:
+    """The first line of a server message (the Python backend appends a stack after a blank line)."""
+    return text.strip().splitlines()[0].strip() if text.strip() else ""
+
+
+class Wire(ABC):
+    """How requests and responses look on one protocol: requests are encoded once before the run, responses
+    decoded only to validate them."""
+
+    @abstractmethod
+    def encode(self, model: ModelInfo, sample: Sample, layout: RequestLayout) -> Payload:
+        """The request for one sample, serialised once before the run."""
+
+    @abstractmethod
+    def sequence_flags(self, sequence_id: int, start: bool = False, end: bool = False) -> bytes:
+        """The serialised sequence parameters of one request, built once per sequence."""
+
+    @abstractmethod
+    def with_flags(self, payload: Payload, flags: bytes) -> Payload:
+        """A request with sequence parameters added."""
+
+    @abstractmethod
+    def decode_response(self, response: Response) -> tuple[str, Outputs]:
+        """A response's request id and outputs (shape and raw content) by name."""
+
+
+class Connection(ABC):
+    """One connection to a Triton server; open it inside the event loop that uses it.
+
+    Subclasses speak one protocol: they send requests their `wire` encoded (`infer`) and answer the few control
+    calls below; everything else (model discovery, readiness, errors that name what to do) is here.
+    """
+
+    protocol: str
+    url: str
+    wire: Wire
+    infer: InferCall
+    """Send one pre-serialised request; raises `RequestFailed` (gRPC: also `grpc.aio.AioRpcError`)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def check_reachable(self) -> None:
+        """Fail with a clear message unless the server answers on this protocol (and is live)."""
+
+    @abstractmethod
+    async def _live(self, timeout_s: float) -> bool: ...
+
+    @abstractmethod
+    async def _model_ready(self, name: str, version: str) -> bool: ...
+
+    @abstractmethod
+    async def _index(self, ready: bool = False) -> list[IndexEntry]: ...
+
+    @abstractmethod
+    async def _model_metadata(
+        self, name: str, version: str
+    ) -> tuple[str, str, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """Name, platform, inputs and outputs; raises ServerError with the server's message."""
+
+    @abstractmethod
+    async def _config(self, name: str, version: str) -> model_config_pb2.ModelConfig:
+        """A model's configuration; raises ServerError with the server's message."""
+
+    @abstractmethod
+    async def _unload(self, name: str) -> None: ...
+
+    @abstractmethod
+    async def _load(self, name: str, config_json: str) -> None: ...
+
+    @abstractmethod
+    async def statistics(self) -> service_pb2.ModelStatisticsResponse:
+        """Cumulative inference statistics of every model on the server."""
+
+    @abstractmethod
+    async def register_system_shared_memory(self, name: str, key: str, size: int) -> None: ...
+
+    @abstractmethod
+    async def unregister_system_shared_memory(self, name: str) -> None: ...
+
+    def open_stream(self) -> Any:
+        raise OptionError(f"--streaming needs -i grpc: Triton streams responses over gRPC only, not {self.protocol}")
+
+    async def check_live(self, timeout_s: float) -> None:
+        """Fail unless the server answers its liveness check within `timeout_s`."""
+        try:
+            live = await asyncio.wait_for(self._live(timeout_s), timeout_s)
+        except asyncio.TimeoutError:
+            raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms") from None
+        if not live:
+            raise ServerError(f"Triton at {self.url} reports it is not live")
+
+    async def ready_models(self) -> list[str]:
+        """Names of the models the server has loaded and ready."""
+        return sorted({entry.name for entry in await self._index(ready=True)})
+
+    async def check_model_ready(self, name: str, version: str) -> None:
+        """Fail unless the model is ready, saying what state the server reports it in."""
+        if not await self._model_ready(name, version):
+            states = [e.state + (f" ({e.reason})" if e.reason else "") for e in await self._index() if e.name == name]
+            shown = name + (f" version {version}" if version else "")
+            raise ServerError(
+                f"model {shown!r} is in the repository at {self.url} but {states[0] if states else 'not ready'}"
+            )
+
+    async def model_info(self, name: str, version: str = "") -> ModelInfo:
+        """Metadata and config of one model; an unknown model lists the ones the server has."""
+        try:
+            found, platform, inputs, outputs = await self._model_metadata(name, version)
+        except ServerError as error:
+            raise await self._model_error(str(error), name, version) from None
+        config = await self.model_config(name, version)
+        return ModelInfo(found, version, platform, config.max_batch_size, inputs, outputs, config)
+
+    async def model_config(self, name: str, version: str = "") -> model_config_pb2.ModelConfig:
+        """A model's configuration; an unknown model lists the ones the server has."""
+        try:
+            return await self._config(name, version)
+        except ServerError as error:
+            raise await self._model_error(str(error), name, version) from None
+
+    async def _model_error(self, message: str, name: str, version: str) -> Exception:
+        if "unknown model" not in message and "not found" not in message:
+            return ServerError(message)
+        shown = name + (f" version {version}" if version else "")
+        states = [e for e in await self._index() if e.name == name and e.state != "READY"]
+        if states:
+            reason = f" ({states[0].reason})" if states[0].reason else ""
+            return ServerError(f"model {shown!r} is in the repository at {self.url} but {states[0].state}{reason}")
+        known = ", ".join(await self.ready_models()) or "none"
+        return OptionError(f"model {shown!r} is not on {self.url}; ready models: {known}")
+
+    async def choose_model(self) -> str:
+        """The model to profile when none is named: the only ensemble, else the only model."""
+        names = await self.ready_models()
+        if len(names) == 1:
+            return names[0]
+        infos = [await self.model_info(name) for name in names]
+        ensembles = [info.name for info in infos if info.is_ensemble]
+        if len(ensembles) == 1:
+            return ensembles[0]
+        listed = ", ".join(names) or "none"
+        raise OptionError(f"-m/--model-name is required: {self.url} has models {listed}")
+
+    async def check_model_control(self) -> None:
+        """Fail with how to fix it unless the server lets clients load and unload models (explicit mode)."""
+        try:
+            await self._unload(PROBE_MODEL)
+        except ServerError as error:
+            if "not allowed" in str(error):
+                raise ServerError(
+                    f"Triton at {self.url} does not allow loading models: start it with "
+                    "--model-control-mode=explicit --load-model=* (or: python -m loadgen serve "
+                    "--model-control-mode explicit)"
+                ) from None
+
+    async def load_model(self, name: str, config: model_config_pb2.ModelConfig) -> None:
+        """(Re)load a model with a configuration override, and wait until it is ready."""
+        await self._load(name, json_format.MessageToJson(config, preserving_proto_field_name=True))
+        await self.check_model_ready(name, "")

@@ -1,0 +1,275 @@
+"""Triton over gRPC: a grpc.aio channel with identity serialisers, so requests go out as pre-built bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.client
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+from loadgen.errors import OptionError, ServerError
+from loadgen.settings import Settings
+from loadgen.transport.common import (
+    CONTROL_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
+    Connection,
+    IndexEntry,
+    ModelInfo,
+    Outputs,
+    RequestFailed,
+    RequestLayout,
+    Sample,
+    TensorSpec,
+    Wire,
+    one_line,
+)
+
+INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
+Stream: TypeAlias = grpc.aio.StreamStreamCall
+# Triton accepts large tensors; gRPC's 4 MB default would refuse big images.
+_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+
+
+def describe_rpc_error(
+    error: grpc.RpcError, url: str, timeout_s: float | None = CONTROL_TIMEOUT_S, tls: bool | None = None
+) -> str:
+    """A one-line description of a failed gRPC call, saying what to do where loadgen can tell."""
+    code = error.code()
+    details = one_line(error.details() or "").removesuffix(": OK")
+    lowered = details.lower()
+    if code == grpc.StatusCode.UNAVAILABLE and "protocol is restricted" not in lowered:
+        if "dns resolution failed" in lowered:
+            return f"cannot resolve the host of {url}: {details}"
+        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
+            return f"TLS with Triton at {url} failed (check the --ssl-grpc-* files): {details}"
+        if "socket closed" in lowered and tls is True:
+            return (
+                f"TLS with Triton at {url} failed: {details} (a server that requires client certificates closes "
+                "connections without one: pass --ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file)"
+            )
+        if "socket closed" in lowered and tls is False:
+            return f"cannot reach Triton at {url}: {details} (if the server uses TLS, pass --ssl-grpc-use-ssl)"
+        return f"cannot reach Triton at {url}: {details}"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"timeout: no answer within {timeout_s * 1000:.0f} ms" if timeout_s else f"DEADLINE_EXCEEDED: {details}"
+    # Triton answers a missing or wrong --grpc-restricted-protocol header with UNAVAILABLE.
+    if (
+        code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+        or "protocol is restricted" in lowered
+    ):
+        return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
+    return f"{code.name}: {details}"
+
+
+def _answers_http(url: str) -> bool:
+    """True when `url` answers plain HTTP (someone passed Triton's HTTP port to the gRPC client)."""
+    try:
+        with urllib.request.urlopen(f"http://{url}/v2/health/live", timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise OptionError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _channel(settings: Settings) -> grpc.aio.Channel:
+    if not settings.ssl_grpc_use_ssl:
+        return grpc.aio.insecure_channel(settings.url, options=_CHANNEL_OPTIONS)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(settings.ssl_grpc_root_certifications_file),
+        private_key=_read(settings.ssl_grpc_private_key_file),
+        certificate_chain=_read(settings.ssl_grpc_certificate_chain_file),
+    )
+    return grpc.aio.secure_channel(settings.url, credentials, options=_CHANNEL_OPTIONS)
+
+
+def _shm_parameters(message: Any, placement: Any) -> None:
+    """Point an input or output at its place in a registered shared-memory region."""
+    message.parameters["shared_memory_region"].string_param = placement.region
+    message.parameters["shared_memory_byte_size"].int64_param = placement.size
+    if placement.offset:
+        message.parameters["shared_memory_offset"].int64_param = placement.offset
+
+
+class GrpcWire(Wire):
+    """Requests as serialised `ModelInferRequest` bytes."""
+
+    def encode(self, model: ModelInfo, sample: Sample, layout: RequestLayout) -> bytes:
+        """The serialised `ModelInferRequest`; `streaming` asks for an empty final response, so that a stream
+        tells when a request's responses are complete."""
+        request = service_pb2.ModelInferRequest(
+            model_name=model.name, model_version=model.version, id=layout.request_id
+        )
+        if layout.streaming:
+            request.parameters["triton_enable_empty_final_response"].bool_param = True
+        for index, tensor in enumerate(sample):
+            entry = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            if layout.inputs_shm:
+                _shm_parameters(entry, layout.inputs_shm[index])
+            else:
+                request.raw_input_contents.append(tensor.content)
+        for name in layout.outputs:
+            request.outputs.add(name=name)
+        for name, placement in layout.outputs_shm:
+            _shm_parameters(request.outputs.add(name=name), placement)
+        return request.SerializeToString()
+
+    def sequence_flags(self, sequence_id: int, start: bool = False, end: bool = False) -> bytes:
+        """Serialised parameters to append: protobuf merges concatenated messages, so nothing is re-encoded."""
+        request = service_pb2.ModelInferRequest()
+        request.parameters["sequence_id"].int64_param = sequence_id
+        if start:
+            request.parameters["sequence_start"].bool_param = True
+        if end:
+            request.parameters["sequence_end"].bool_param = True
+        return request.SerializeToString()
+
+    def with_flags(self, payload: bytes, flags: bytes) -> bytes:
+        return payload + flags
+
+    def decode_response(self, response: bytes) -> tuple[str, Outputs]:
+        message = service_pb2.ModelInferResponse.FromString(response)
+        return message.id, {
+            output.name: (tuple(output.shape), content)
+            for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
+        }
+
+
+class GrpcConnection(Connection):
+    """One gRPC channel to a Triton server."""
+
+    protocol = "grpc"
+    wire = GrpcWire()
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.url
+        self.tls = settings.ssl_grpc_use_ssl
+        self._channel = _channel(settings)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._metadata = tuple(settings.header.items()) or None
+        self.request_timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
+        # Identity (de)serialisers: requests are serialised once before the run, responses stay bytes.
+        infer = self._channel.unary_unary(INFER_METHOD)
+        self.infer = (
+            functools.partial(infer, timeout=self.request_timeout_s, metadata=self._metadata)
+            if self._metadata or self.request_timeout_s
+            else infer
+        )
+        self._stream = self._channel.stream_stream(
+            STREAM_METHOD, response_deserializer=service_pb2.ModelStreamInferResponse.FromString
+        )
+
+    def open_stream(self) -> Stream:
+        """A bidirectional inference stream (`ModelStreamInfer`); requests on it are pre-serialised too."""
+        return self._stream(metadata=self._metadata)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: str, request: object, timeout_s: float = CONTROL_TIMEOUT_S) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise ServerError(describe_rpc_error(error, self.url, timeout_s, self.tls)) from None
+
+    async def check_reachable(self) -> None:
+        try:
+            response = await self._stub.ServerLive(
+                service_pb2.ServerLiveRequest(), timeout=CONTROL_TIMEOUT_S, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE and await asyncio.to_thread(_answers_http, self.url):
+                raise ServerError(
+                    f"{self.url} looks like Triton's HTTP port, not its gRPC port (8001 by default; "
+                    "or profile over HTTP with -i http)"
+                ) from None
+            raise ServerError(describe_rpc_error(error, self.url, tls=self.tls)) from None
+        if not response.live:
+            raise ServerError(f"Triton at {self.url} answers but reports it is not live")
+
+    async def _live(self, timeout_s: float) -> bool:
+        response = await self._call("ServerLive", service_pb2.ServerLiveRequest(), timeout_s)
+        return bool(response.live)
+
+    async def _model_ready(self, name: str, version: str) -> bool:
+        response = await self._call("ModelReady", service_pb2.ModelReadyRequest(name=name, version=version))
+        return bool(response.ready)
+
+    async def _index(self, ready: bool = False) -> list[IndexEntry]:
+        index = await self._call("RepositoryIndex", service_pb2.RepositoryIndexRequest(ready=ready))
+        return [IndexEntry(m.name, m.state, m.reason) for m in index.models]
+
+    async def _model_metadata(
+        self, name: str, version: str
+    ) -> tuple[str, str, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        metadata = await self._call("ModelMetadata", service_pb2.ModelMetadataRequest(name=name, version=version))
+        return metadata.name, metadata.platform, _specs(metadata.inputs), _specs(metadata.outputs)
+
+    async def _config(self, name: str, version: str) -> model_config_pb2.ModelConfig:
+        response = await self._call("ModelConfig", service_pb2.ModelConfigRequest(name=name, version=version))
+        return response.config
+
+    async def _unload(self, name: str) -> None:
+        await self._call("RepositoryModelUnload", service_pb2.RepositoryModelUnloadRequest(model_name=name))
+
+    async def _load(self, name: str, config_json: str) -> None:
+        request = service_pb2.RepositoryModelLoadRequest(model_name=name)
+        request.parameters["config"].string_param = config_json
+        await self._call("RepositoryModelLoad", request, LOAD_TIMEOUT_S)
+
+    async def statistics(self) -> service_pb2.ModelStatisticsResponse:
+        response = await self._call("ModelStatistics", service_pb2.ModelStatisticsRequest())
+        assert isinstance(response, service_pb2.ModelStatisticsResponse)
+        return response
+
+    async def register_system_shared_memory(self, name: str, key: str, size: int) -> None:
+        request = service_pb2.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=0, byte_size=size)
+        await self._call("SystemSharedMemoryRegister", request)
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call("SystemSharedMemoryUnregister", service_pb2.SystemSharedMemoryUnregisterRequest(name=name))
+
+
+async def stream_one(stream: Stream, payload: bytes, clock: Callable[[], int]) -> tuple[int, int]:
+    """Send one request on a stream and read its responses up to the final flag.
+
+    Returns the `clock()` time of the first response and the number of responses that carried outputs (the empty
+    final response that the request asks for with `triton_enable_empty_final_response` is not counted).
+    """
+    await stream.write(payload)
+    first = 0
+    count = 0
+    while True:
+        response = await stream.read()
+        if response is grpc.aio.EOF:
+            raise RequestFailed("the server closed the stream")
+        if response.error_message:
+            raise RequestFailed(one_line(response.error_message))
+        first = first or clock()
+        result = response.infer_response
+        if result.outputs:
+            count += 1
+        final = result.parameters.get("triton_final_response")
+        if final is not None and final.bool_param:
+            return first, count
+
+
+def _specs(tensors: Sequence[service_pb2.ModelMetadataResponse.TensorMetadata]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(t.name, t.datatype, tuple(t.shape)) for t in tensors)

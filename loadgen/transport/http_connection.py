@@ -1,0 +1,240 @@
+"""Triton over HTTP: tritonclient's HTTP client for control calls and request bodies (binary tensor extension);
+the run posts those bodies, built once, on one aiohttp session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2, service_pb2
+from tritonclient.http.aio import InferenceServerClient, InferInput, InferRequestedOutput
+from tritonclient.utils import (
+    InferenceServerException,
+    deserialize_bytes_tensor,
+    serialize_byte_tensor,
+    triton_to_np_dtype,
+)
+
+from loadgen.errors import ServerError
+from loadgen.settings import Settings
+from loadgen.transport.common import (
+    CONTROL_TIMEOUT_S,
+    LOAD_TIMEOUT_S,
+    Connection,
+    IndexEntry,
+    ModelInfo,
+    Outputs,
+    RequestFailed,
+    RequestLayout,
+    Sample,
+    Tensor,
+    TensorSpec,
+    Unreachable,
+    Wire,
+    one_line,
+)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# Request headers start with the parameters, so that a sequence's parameters can be put in front of the others.
+_PARAMETERS = b'{"parameters":{'
+T = TypeVar("T")
+
+
+class HttpRequest(NamedTuple):
+    """One pre-built inference request: the model's infer path, the body (JSON header then binary tensors), and
+    its headers (the JSON header's length)."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class HttpResponse(NamedTuple):
+    """One raw inference response: its body and the length of its JSON header (None: all JSON)."""
+
+    body: bytes
+    header_length: int | None
+
+
+def _array(tensor: Tensor) -> np.ndarray:
+    """A tensor's content as the numpy array tritonclient's InferInput takes."""
+    if tensor.datatype == "BYTES":
+        values = deserialize_bytes_tensor(tensor.content) if tensor.content else np.array([], dtype=np.object_)
+        return values.reshape(tensor.shape)
+    return np.frombuffer(tensor.content, dtype=triton_to_np_dtype(tensor.datatype)).reshape(tensor.shape)
+
+
+def _raw(result: Any, name: str, datatype: str) -> bytes:
+    array = result.as_numpy(name)
+    if datatype == "BYTES":
+        return serialize_byte_tensor(array).item() if array.size else b""
+    return bytes(np.ascontiguousarray(array).tobytes())
+
+
+class HttpWire(Wire):
+    """Requests as tritonclient builds them: a JSON header, then the tensors' bytes (binary tensor extension)."""
+
+    def encode(self, model: ModelInfo, sample: Sample, layout: RequestLayout) -> HttpRequest:
+        """The request as tritonclient builds it (binary tensors after a JSON header), its parameters put first."""
+        inputs = []
+        for index, tensor in enumerate(sample):
+            item = InferInput(tensor.name, list(tensor.shape), tensor.datatype)
+            if layout.inputs_shm:
+                place = layout.inputs_shm[index]
+                item.set_shared_memory(place.region, place.size, place.offset)
+            else:
+                item.set_data_from_numpy(_array(tensor), binary_data=True)
+            inputs.append(item)
+        outputs = [InferRequestedOutput(name, binary_data=True) for name in layout.outputs]
+        for name, place in layout.outputs_shm:
+            output = InferRequestedOutput(name)
+            output.set_shared_memory(place.region, place.size, place.offset)
+            outputs.append(output)
+        body, length = InferenceServerClient.generate_request_body(
+            inputs, outputs=outputs or None, request_id=layout.request_id
+        )
+        header = json.loads(body[:length] if length else body)
+        parameters = header.pop("parameters", {}) | {"binary_data_output": True}  # never empty: see with_flags
+        rebuilt = json.dumps({"parameters": parameters, **header}, separators=(",", ":")).encode()
+        binary = body[length:] if length else b""
+        path = f"/v2/models/{quote(model.name)}" + (f"/versions/{model.version}" if model.version else "") + "/infer"
+        return HttpRequest(path, rebuilt + binary, {HEADER_LENGTH: str(len(rebuilt))} if binary else {})
+
+    def sequence_flags(self, sequence_id: int, start: bool = False, end: bool = False) -> bytes:
+        """The sequence parameters as JSON members, to put first in a request's (never empty) parameters."""
+        members = {"sequence_id": sequence_id, "sequence_start": start, "sequence_end": end}
+        return json.dumps(members, separators=(",", ":")).encode()[1:-1] + b","
+
+    def with_flags(self, payload: HttpRequest, flags: bytes) -> HttpRequest:
+        at = len(_PARAMETERS)
+        body = payload.body
+        headers = {HEADER_LENGTH: str(int(payload.headers[HEADER_LENGTH]) + len(flags))} if payload.headers else {}
+        return HttpRequest(payload.path, body[:at] + flags + body[at:], headers)
+
+    def decode_response(self, response: HttpResponse) -> tuple[str, Outputs]:
+        result = InferenceServerClient.parse_response_body(response.body, header_length=response.header_length)
+        document = result.get_response()
+        return str(document.get("id", "")), {
+            output["name"]: (tuple(output["shape"]), _raw(result, output["name"], output["datatype"]))
+            for output in document.get("outputs", [])
+        }
+
+
+class HttpConnection(Connection):
+    """tritonclient's asyncio HTTP client for control calls, and an aiohttp session that posts pre-built bodies."""
+
+    protocol = "http"
+    wire = HttpWire()
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.url
+        self._headers = dict(settings.header) or None
+        self.request_timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
+        self._client = InferenceServerClient(settings.url, conn_timeout=LOAD_TIMEOUT_S)
+        self._session = aiohttp.ClientSession(
+            base_url=f"http://{settings.url}",
+            # uncompressed responses, as perf_analyzer gets them: the server spends no time compressing
+            headers={"Accept-Encoding": "identity", **(self._headers or {})},
+            connector=aiohttp.TCPConnector(limit=0),  # one connection per request in flight, like perf_analyzer
+            timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+            auto_decompress=False,
+        )
+        self.infer = self._infer
+
+    async def close(self) -> None:
+        await self._session.close()
+        await self._client.close()
+
+    async def _infer(self, request: HttpRequest) -> HttpResponse:
+        try:
+            async with self._session.post(request.path, data=request.body, headers=request.headers) as response:
+                body = await response.read()
+                if response.status != 200:
+                    raise RequestFailed(_error(response.status, body))
+                length = response.headers.get(HEADER_LENGTH)
+                return HttpResponse(body, int(length) if length else None)
+        except aiohttp.ClientConnectionError as error:
+            raise Unreachable(f"cannot reach Triton at {self.url}: {error}") from None
+        except asyncio.TimeoutError:
+            assert self.request_timeout_s is not None
+            raise RequestFailed(f"timeout: no answer within {self.request_timeout_s * 1000:.0f} ms") from None
+
+    async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
+        """A control call, its failure turned into a one-line ServerError."""
+        try:
+            return await asyncio.wait_for(call(), timeout_s)
+        except InferenceServerException as error:
+            raise ServerError(one_line(error.message() or str(error))) from None
+        except asyncio.TimeoutError:
+            raise ServerError(f"timeout: no answer from Triton at {self.url} within {timeout_s} s") from None
+        except aiohttp.ClientConnectorError as error:
+            if isinstance(error.os_error, OSError) and "name" in str(error.os_error).lower():
+                raise ServerError(f"cannot resolve the host of {self.url}: {error.os_error}") from None
+            raise ServerError(f"cannot reach Triton at {self.url}: {error.os_error}") from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise ServerError(
+                f"{self.url} does not answer HTTP ({type(error).__name__}): it looks like Triton's gRPC port, not "
+                "its HTTP port (8000 by default), or profile over gRPC with -i grpc"
+            ) from None
+
+    async def check_reachable(self) -> None:
+        if not await self._call(lambda: self._client.is_server_live(headers=self._headers)):
+            raise ServerError(f"Triton at {self.url} answers but reports it is not live")
+
+    async def _live(self, timeout_s: float) -> bool:
+        return bool(await self._call(lambda: self._client.is_server_live(headers=self._headers), timeout_s))
+
+    async def _model_ready(self, name: str, version: str) -> bool:
+        return bool(await self._call(lambda: self._client.is_model_ready(name, version, headers=self._headers)))
+
+    async def _index(self, ready: bool = False) -> list[IndexEntry]:
+        index = await self._call(lambda: self._client.get_model_repository_index(headers=self._headers))
+        entries = [IndexEntry(m["name"], m.get("state", ""), m.get("reason", "")) for m in index]
+        return [e for e in entries if e.state == "READY"] if ready else entries
+
+    async def _model_metadata(
+        self, name: str, version: str
+    ) -> tuple[str, str, tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        metadata = await self._call(lambda: self._client.get_model_metadata(name, version, headers=self._headers))
+        return metadata["name"], metadata.get("platform", ""), _specs(metadata["inputs"]), _specs(metadata["outputs"])
+
+    async def _config(self, name: str, version: str) -> model_config_pb2.ModelConfig:
+        config = await self._call(lambda: self._client.get_model_config(name, version, headers=self._headers))
+        return json_format.ParseDict(config, model_config_pb2.ModelConfig(), ignore_unknown_fields=True)
+
+    async def _unload(self, name: str) -> None:
+        await self._call(lambda: self._client.unload_model(name, headers=self._headers))
+
+    async def _load(self, name: str, config_json: str) -> None:
+        await self._call(
+            lambda: self._client.load_model(name, headers=self._headers, config=config_json), LOAD_TIMEOUT_S
+        )
+
+    async def statistics(self) -> service_pb2.ModelStatisticsResponse:
+        document = await self._call(lambda: self._client.get_inference_statistics(headers=self._headers))
+        return json_format.ParseDict(document, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True)
+
+    async def register_system_shared_memory(self, name: str, key: str, size: int) -> None:
+        await self._call(lambda: self._client.register_system_shared_memory(name, key, size, headers=self._headers))
+
+    async def unregister_system_shared_memory(self, name: str) -> None:
+        await self._call(lambda: self._client.unregister_system_shared_memory(name, headers=self._headers))
+
+
+def _error(status: int, body: bytes) -> str:
+    """A failed request's one-line description: the server's error message, else the status."""
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace")
+    return f"HTTP {status}: {one_line(str(message))}" if message else f"HTTP {status}"
+
+
+def _specs(tensors: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(t["name"], t["datatype"], tuple(t["shape"])) for t in tensors)
