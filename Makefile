@@ -35,6 +35,7 @@ bench-all: bench
 	$(BIN)/python benchmarks/tune_search.py
 	$(BIN)/python benchmarks/merge_scaling.py
 	$(BIN)/python benchmarks/grpc_apis.py
+	$(BIN)/python benchmarks/http_vs_grpc.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

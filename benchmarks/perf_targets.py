@@ -69,7 +69,9 @@ def _child(command: list[str]) -> tuple[str, float, float]:
     return output, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def perf_analyzer(url: str, model: str, load: list[str], interval_ms: int, extra: list[str]) -> Run:
+def perf_analyzer(
+    url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc"
+) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "pa.csv"
         before = _served(url, model)
@@ -81,7 +83,7 @@ def perf_analyzer(url: str, model: str, load: list[str], interval_ms: int, extra
                 "-u",
                 url,
                 "-i",
-                "grpc",
+                protocol,
                 *load,
                 "-p",
                 str(interval_ms),
@@ -108,7 +110,7 @@ def perf_analyzer(url: str, model: str, load: list[str], interval_ms: int, extra
     )
 
 
-def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list[str]) -> Run:
+def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc") -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "lg.json"
         before = _served(url, model)
@@ -121,6 +123,8 @@ def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list
                 model,
                 "-u",
                 url,
+                "-i",
+                protocol,
                 *load,
                 "-p",
                 str(interval_ms),
@@ -143,7 +147,7 @@ def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list
     )
 
 
-Client = Callable[[str, str, list[str], int, list[str]], Run]
+Client = Callable[..., Run]
 CLIENTS: dict[str, Client] = {"perf_analyzer": perf_analyzer, "loadgen": loadgen}
 
 
@@ -168,7 +172,7 @@ def highest_rate(client: Client, url: str, interval_ms: int, image: list[str]) -
     return best
 
 
-def _median(runs: list[Run], field: str) -> float:
+def median_of(runs: list[Run], field: str) -> float:
     return statistics.median(getattr(run, field) for run in runs)
 
 
@@ -185,9 +189,9 @@ def main() -> None:
     with example_server() as server:
         url = server.grpc_url
         closed = alternate(args.pairs, lambda c: c(url, IDENTITY, ["--concurrency-range", "16"], args.interval_ms, []))
-        pa_tp, lg_tp = _median(closed["perf_analyzer"], "throughput"), _median(closed["loadgen"], "throughput")
-        pa_cpu = _median(closed["perf_analyzer"], "cpu_us_per_request")
-        lg_cpu = _median(closed["loadgen"], "cpu_us_per_request")
+        pa_tp, lg_tp = median_of(closed["perf_analyzer"], "throughput"), median_of(closed["loadgen"], "throughput")
+        pa_cpu = median_of(closed["perf_analyzer"], "cpu_us_per_request")
+        lg_cpu = median_of(closed["loadgen"], "cpu_us_per_request")
         row("1. closed loop c=16 infer/s", pa_tp, lg_tp, lg_tp >= pa_tp)
         row("1. client CPU us/request", pa_cpu, lg_cpu, lg_cpu <= pa_cpu)
 
@@ -216,7 +220,7 @@ def main() -> None:
                 ),
             )
         for field in ("p50_us", "p99_us"):
-            pa, lg = _median(fidelity["perf_analyzer"], field), _median(fidelity["loadgen"], field)
+            pa, lg = median_of(fidelity["perf_analyzer"], field), median_of(fidelity["loadgen"], field)
             row(f"3. ensemble c=1 {field}", pa, lg, abs(lg / pa - 1) <= 0.05)
 
         memory = loadgen(
