@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_data
 
 IDENTITY = "identity_uint8"
@@ -49,7 +50,15 @@ class Run:
     peak_rss_mb: float
 
 
-def _served(url: str, model: str) -> int:
+def _served(url: str, model: str, protocol: str = "grpc") -> int:
+    """Inferences the server has counted for a model so far, asked over the protocol `url` speaks."""
+    if protocol == "http":
+        http_client = httpclient.InferenceServerClient(url)
+        try:
+            stats = http_client.get_inference_statistics(model)["model_stats"]
+            return sum(int(s["inference_count"]) for s in stats)
+        finally:
+            http_client.close()
     client = grpcclient.InferenceServerClient(url)
     try:
         return sum(s.inference_count for s in client.get_inference_statistics(model).model_stats)
@@ -74,7 +83,7 @@ def perf_analyzer(
 ) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "pa.csv"
-        before = _served(url, model)
+        before = _served(url, model, protocol)
         output, cpu, rss = _child(
             [
                 perf_analyzer_path(),
@@ -94,7 +103,7 @@ def perf_analyzer(
                 *extra,
             ]
         )
-        served = _served(url, model) - before
+        served = _served(url, model, protocol) - before
         if not report.exists():  # perf_analyzer writes no report when it found no stable measurement
             print(f"  perf_analyzer {' '.join(load)}: no stable measurement", flush=True)
             return Run(float("nan"), float("nan"), float("nan"), float("nan"), 1.0, rss)
@@ -113,7 +122,7 @@ def perf_analyzer(
 def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc") -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "lg.json"
-        before = _served(url, model)
+        before = _served(url, model, protocol)
         _, cpu, rss = _child(
             [
                 sys.executable,
@@ -135,7 +144,7 @@ def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list
                 *extra,
             ]
         )
-        served = _served(url, model) - before
+        served = _served(url, model, protocol) - before
         level = json.loads(report.read_text())["levels"][-1]
     return Run(
         throughput=level["throughput"],

@@ -24,6 +24,14 @@ QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials"
 SLEEPER = ["-m", "sleeper", "--input-data", "zero", "--shape", "INPUT0:8"]
 
 
+def _registered_regions(server: EmbeddedServer) -> object:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return client.get_system_shared_memory_status().regions
+    finally:
+        client.close()
+
+
 def _start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "loadgen", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -50,11 +58,25 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
         yield server
 
 
-def test_the_server_dying_mid_sweep_keeps_every_finished_level(own_server: EmbeddedServer, tmp_path: Path) -> None:
+def _left_in_dev_shm(pid: int) -> list[Path]:
+    """Shared-memory regions a loadgen process left behind."""
+    return list(Path("/dev/shm").glob(f"loadgen_{pid}_*"))
+
+
+# over HTTP with shared memory too: a dead server's regions are still freed on loadgen's side
+TRANSPORTS = pytest.mark.parametrize(
+    "transport", [["-i", "grpc"], ["-i", "http", "--shared-memory", "system"]], ids=["grpc", "http-shm"]
+)
+
+
+@TRANSPORTS
+def test_the_server_dying_mid_sweep_keeps_every_finished_level(
+    own_server: EmbeddedServer, tmp_path: Path, transport: list[str]
+) -> None:
     out, csv = tmp_path / "r.json", tmp_path / "r.csv"
     process = _start(
-        "-u", own_server.grpc_url, *SLEEPER, "--concurrency-range", "1:20", "-p", "500", "-s", "1000", "-r", "3",
-        "--json", str(out), "-f", str(csv),
+        "-u", own_server.url(transport[1]), *transport, *SLEEPER, "--concurrency-range", "1:20", "-p", "500",
+        "-s", "1000", "-r", "3", "--json", str(out), "-f", str(csv),
     )  # fmt: skip
     seen = _wait_for(process, "       2 ")  # the second level's row: one level is finished
     assert own_server._process is not None
@@ -70,16 +92,18 @@ def test_the_server_dying_mid_sweep_keeps_every_finished_level(own_server: Embed
     finished = [level for level in document["levels"] if level["complete"]]
     assert len(finished) >= 2
     assert csv.read_text().count("\n") == 1 + len(document["levels"])
+    assert _left_in_dev_shm(process.pid) == []
 
 
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@TRANSPORTS
 def test_a_signal_stops_the_run_and_writes_what_it_has(
-    test_server: EmbeddedServer, tmp_path: Path, signum: int, status: int
+    test_server: EmbeddedServer, tmp_path: Path, signum: int, status: int, transport: list[str]
 ) -> None:
     out = tmp_path / "r.json"
     process = _start(
-        "-u", test_server.grpc_url, *SLEEPER, "--concurrency-range", "1:50", "-p", "400", "-s", "1000", "-r", "3",
-        "--json", str(out),
+        "-u", test_server.url(transport[1]), *transport, *SLEEPER, "--concurrency-range", "1:50", "-p", "400",
+        "-s", "1000", "-r", "3", "--json", str(out),
     )  # fmt: skip
     _wait_for(process, "       1 ")
     process.send_signal(signum)
@@ -91,6 +115,8 @@ def test_a_signal_stops_the_run_and_writes_what_it_has(
     assert document["status"] == "interrupted"
     assert document["levels"][0]["complete"] is True
     assert len(document["levels"]) < 50
+    assert _left_in_dev_shm(process.pid) == []
+    assert not _registered_regions(test_server)
 
 
 def test_failed_requests_are_counted_by_message_and_are_not_fatal() -> None:
