@@ -22,6 +22,7 @@ from loadgen.transport import (
     Payload,
     RequestFailed,
     Stream,
+    StreamMux,
     Unreachable,
     describe_rpc_error,
     stream_one,
@@ -199,9 +200,16 @@ class OpenLoop:
     """
 
     def __init__(
-        self, call: InferCall, payloads: Iterator[Payload], recorder: Recorder, failures: _Failures, max_in_flight: int
+        self,
+        call: InferCall,
+        payloads: Iterator[Payload],
+        recorder: Recorder,
+        failures: _Failures,
+        max_in_flight: int,
+        streaming: bool = False,
     ) -> None:
         self._call = call
+        self._streaming = streaming  # `call` returns the first response's time and the responses' count
         self._payloads = payloads
         self._recorder = recorder
         self._failures = failures
@@ -258,12 +266,18 @@ class OpenLoop:
         recorder = self._recorder
         recorder.record_sent((sent - due) // 1000)
         try:
-            await self._call(payload)
+            result = await self._call(payload)
         except (grpc.aio.AioRpcError, RequestFailed) as error:
             await self._failures.record(error)
         else:
             done = clock()
-            recorder.record_response((done - due) // 1000, (done - sent) // 1000)
+            if self._streaming:
+                first, responses = result
+                recorder.record_stream_response(
+                    (first - due) // 1000, (done - due) // 1000, (done - sent) // 1000, responses
+                )
+            else:
+                recorder.record_response((done - due) // 1000, (done - sent) // 1000)
         finally:
             self._in_flight -= 1
             self._slot_free.set()
@@ -295,7 +309,11 @@ class LocalGenerator:
             if settings.streaming
             else ClosedLoop(call, source, self.recorder, failures)
         )
-        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight)
+        self.mux: StreamMux | None = None
+        if settings.streaming and settings.mode != "concurrency":  # requests on schedule share one stream
+            self.mux = StreamMux(connection.open_stream, time.perf_counter_ns)
+            call = self.mux.send
+        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight, settings.streaming)
 
     def _share(self, count: int) -> int:
         """This shard's part of a request count (at least 1)."""
@@ -337,6 +355,8 @@ class LocalGenerator:
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""
         await asyncio.gather(self.closed.stop(grace_s), self.open.stop(grace_s))
+        if self.mux is not None:
+            await self.mux.close()
         if self.sequences is not None:
             # best effort: the server also drops idle sequences itself, after max_sequence_idle_microseconds
             endings = [asyncio.ensure_future(self.call(payload)) for payload in self.sequences.closing()]

@@ -159,6 +159,14 @@ class Recorder:
         self._responses += responses
         self.record(last_us)
 
+    def record_stream_response(self, first_us: int, response_us: int, service_us: int, responses: int) -> None:
+        """Open loop over a stream: one request's first response and response time (from its schedule), its
+        service time, and how many responses it got."""
+        assert self._first is not None
+        _record(self._first, first_us)
+        self._responses += responses
+        self.record_response(response_us, service_us)
+
     def record_sent(self, lag_us: int) -> None:
         """Open loop: a request left `lag_us` after its scheduled time."""
         self._sent += 1

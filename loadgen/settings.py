@@ -254,10 +254,6 @@ class Settings:
             ),
             (self.num_of_sequences >= 1, f"--num-of-sequences {self.num_of_sequences}: must be at least 1"),
             (
-                not self.streaming or self.mode == "concurrency",
-                "--streaming runs with --concurrency-range (a request rate over streams is not supported)",
-            ),
-            (
                 not self.streaming or self.protocol == "grpc",
                 "--streaming needs -i grpc: Triton streams responses over gRPC only",
             ),

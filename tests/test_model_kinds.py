@@ -313,3 +313,22 @@ def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: 
         first, last = level["first_response_latency_us"], level["latency_us"]
         assert 0 < first["min"] <= first["avg"] <= last["avg"]
     assert _stats(test_server, "streamer")[0] - before[0] >= sum(level["request_count"] for level in levels)
+
+
+def test_a_decoupled_model_at_a_request_rate_over_one_shared_stream(
+    test_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "counts.json"
+    data.write_text(json.dumps({"data": [{"COUNT": [3]}]}))
+    before = _stats(test_server, "streamer")
+    result = loadgen.profile_sync(
+        test_server.grpc_url, "streamer", streaming=True, request_rate=[50, 300], input_data=str(data), **QUICK
+    )
+    for level in result.levels:
+        assert level.error_count == 0 and level.request_count > 0, level.errors
+        # requests sent on schedule share the stream, and each got exactly its own 3 responses before its final flag
+        assert level.responses_per_request == 3
+        assert level.response_throughput is not None and level.response_throughput > level.throughput
+        assert level.first_response_latency_us is not None and level.service_latency_us is not None
+        assert 0 < level.first_response_latency_us.avg <= level.latency_us.avg
+    assert _stats(test_server, "streamer")[0] - before[0] >= sum(level.request_count for level in result.levels)

@@ -21,7 +21,14 @@ from loadgen.transport.common import (
     Unreachable,
     Wire,
 )
-from loadgen.transport.grpc_connection import GrpcConnection, GrpcWire, Stream, describe_rpc_error, stream_one
+from loadgen.transport.grpc_connection import (
+    GrpcConnection,
+    GrpcWire,
+    Stream,
+    StreamMux,
+    describe_rpc_error,
+    stream_one,
+)
 
 __all__ = [
     "Connection",
@@ -38,6 +45,7 @@ __all__ = [
     "Response",
     "Sample",
     "Stream",
+    "StreamMux",
     "Tensor",
     "TensorSpec",
     "Unreachable",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.client
+import itertools
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -269,6 +270,88 @@ async def stream_one(stream: Stream, payload: bytes, clock: Callable[[], int]) -
         final = result.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
             return first, count
+
+
+class _Waiting:
+    """One request sent on a shared stream: its responses so far, and the future its sender awaits."""
+
+    __slots__ = ("first", "future", "responses")
+
+    def __init__(self, future: asyncio.Future[tuple[int, int]]) -> None:
+        self.future = future
+        self.first = 0
+        self.responses = 0
+
+
+class StreamMux:
+    """Requests sent on schedule (open loop) over one gRPC stream: each gets a unique id, and a reader task hands
+    every response, up to a request's final flag, to the sender waiting for that request.
+
+    `send` returns what `stream_one` does: the `clock()` time of the first response and the number of responses
+    that carried outputs. A broken stream fails every request waiting on it; the next `send` opens a new one.
+    """
+
+    def __init__(self, open_stream: Callable[[], Stream], clock: Callable[[], int]) -> None:
+        self._open_stream = open_stream
+        self._clock = clock
+        self._stream: Stream | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: dict[str, _Waiting] = {}
+        self._ids = itertools.count(1)
+        self._writing = asyncio.Lock()  # gRPC allows one write in progress per call
+
+    async def send(self, payload: bytes) -> tuple[int, int]:
+        if self._stream is None:
+            self._stream = self._open_stream()
+            self._reader = asyncio.ensure_future(self._read(self._stream))
+        stream = self._stream
+        key = str(next(self._ids))
+        waiting = _Waiting(asyncio.get_running_loop().create_future())
+        self._waiting[key] = waiting
+        try:
+            async with self._writing:
+                await stream.write(payload + service_pb2.ModelInferRequest(id=key).SerializeToString())
+            return await waiting.future
+        finally:
+            del self._waiting[key]
+
+    async def _read(self, stream: Stream) -> None:
+        clock = self._clock
+        waiting = self._waiting
+        try:
+            while True:
+                response = await stream.read()
+                if response is grpc.aio.EOF:
+                    raise RequestFailed("the server closed the stream")
+                result = response.infer_response
+                request = waiting.get(result.id)
+                if request is None or request.future.done():
+                    continue
+                if response.error_message:
+                    request.future.set_exception(RequestFailed(one_line(response.error_message)))
+                    continue
+                request.first = request.first or clock()
+                if result.outputs:
+                    request.responses += 1
+                final = result.parameters.get("triton_final_response")
+                if final is not None and final.bool_param:
+                    request.future.set_result((request.first, request.responses))
+        except (grpc.aio.AioRpcError, RequestFailed) as error:
+            if self._stream is stream:
+                self._stream = None
+            for request in list(waiting.values()):
+                if not request.future.done():
+                    request.future.set_exception(error)
+
+    async def close(self) -> None:
+        """Cancel the stream and its reader; requests still waiting fail."""
+        if self._stream is not None:
+            self._stream.cancel()
+            self._stream = None
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
 
 
 def _specs(tensors: Sequence[service_pb2.ModelMetadataResponse.TensorMetadata]) -> tuple[TensorSpec, ...]:
