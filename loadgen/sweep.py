@@ -164,7 +164,7 @@ async def _check_request(
     except (grpc.aio.AioRpcError, RequestFailed) as error:
         if isinstance(error, RequestFailed):
             reason = str(error)
-            if isinstance(error, Unreachable) or reason.startswith(("HTTP 401", "HTTP 403")):
+            if isinstance(error, Unreachable) or reason.startswith("permission denied"):
                 raise ServerError(reason) from None
         else:
             reason = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)

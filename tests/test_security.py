@@ -311,6 +311,40 @@ def test_the_expected_header_is_sent_and_never_shown(
         assert SECRET not in path.read_text(), path.name
 
 
+# Over HTTP: `--http-restricted-api=APIS:KEY=VALUE`; Triton then expects the header `KEY: VALUE` as it is.
+HTTP_KEY = "loadgen-http-key"
+
+
+@pytest.fixture(scope="module")
+def http_restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """The test repository where HTTP inference needs the header `HTTP_KEY: SECRET`."""
+    yield from _serve(
+        TEST_MODELS,
+        tmp_path_factory.mktemp("http-restricted-server"),
+        extra_args=[f"--http-restricted-api=inference:{HTTP_KEY}={SECRET}"],
+    )
+
+
+def test_over_http_without_the_expected_header_permission_is_denied(http_restricted_server: EmbeddedServer) -> None:
+    url = http_restricted_server.http_url
+    process = _run("-i", "http", "-u", url, *SLEEPER, *FAST, "-H", f"{HTTP_KEY}: {WRONG}")
+    line = _error(process)
+    assert f"permission denied by Triton at {url}" in line and HTTP_KEY in line
+    assert "--input-data" not in line
+    assert WRONG not in process.stdout + process.stderr
+
+
+def test_over_http_the_expected_header_is_sent_and_never_shown(
+    http_restricted_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "result.json"
+    result, process = _profile(
+        http_restricted_server, out, "-i", "http", "-H", f"{HTTP_KEY}: {SECRET}", url=http_restricted_server.http_url
+    )
+    assert result["settings"]["header"] == {HTTP_KEY: "<redacted>"}
+    assert SECRET not in process.stdout + process.stderr + out.read_text()
+
+
 def test_a_malformed_header_is_not_echoed() -> None:
     process = _run(*SLEEPER, "-H", SECRET)
     line = _error(process, status=3)

@@ -156,7 +156,7 @@ class HttpConnection(Connection):
             async with self._session.post(request.path, data=request.body, headers=request.headers) as response:
                 body = await response.read()
                 if response.status != 200:
-                    raise RequestFailed(_error(response.status, body))
+                    raise RequestFailed(_error(response.status, body, self.url))
                 length = response.headers.get(HEADER_LENGTH)
                 return HttpResponse(body, int(length) if length else None)
         except aiohttp.ClientConnectionError as error:
@@ -170,7 +170,9 @@ class HttpConnection(Connection):
         try:
             return await asyncio.wait_for(call(), timeout_s)
         except InferenceServerException as error:
-            raise ServerError(one_line(error.message() or str(error))) from None
+            status = str(error.status() or "")
+            message = one_line(error.message() or str(error))
+            raise ServerError(_described(int(status) if status.isdigit() else 0, message, self.url)) from None
         except asyncio.TimeoutError:
             raise ServerError(f"timeout: no answer from Triton at {self.url} within {timeout_s} s") from None
         except aiohttp.ClientConnectorError as error:
@@ -227,13 +229,20 @@ class HttpConnection(Connection):
         await self._call(lambda: self._client.unregister_system_shared_memory(name, headers=self._headers))
 
 
-def _error(status: int, body: bytes) -> str:
-    """A failed request's one-line description: the server's error message, else the status."""
+def _error(status: int, body: bytes, url: str) -> str:
+    """A failed request's one-line description, from the server's error message."""
     try:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body.decode(errors="replace")
-    return f"HTTP {status}: {one_line(str(message))}" if message else f"HTTP {status}"
+    return _described(status, one_line(str(message)), url)
+
+
+def _described(status: int, message: str, url: str) -> str:
+    """An HTTP error as loadgen reports it; a refused header says what to send (as over gRPC)."""
+    if status in (401, 403):
+        return f"permission denied by Triton at {url}: {message} (send the expected header with -H 'Name: value')"
+    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
 def _specs(tensors: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
