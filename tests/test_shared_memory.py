@@ -91,6 +91,7 @@ def test_tensors_travel_through_the_registered_regions(
         ("batched_double", {"batch_size": 2, "concurrency_range": 2}),
         ("strings", {"shape": {"TEXT": [3]}, "string_data": "hello"}),  # BYTES, outputs of unknown size
         ("accumulator", {"input_range": {"VALUE": (0, 9)}, "concurrency_range": 2}),  # sequences
+        ("fast_step", {"shape": {"INPUT0": [16]}, "concurrency_range": 2, "workers": 2}),  # regions of the parent
     ],
 )
 def test_a_profile_through_shared_memory(
