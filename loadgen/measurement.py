@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -20,6 +22,35 @@ LATE_US = 1000  # a request that left more than 1 ms after its scheduled time co
 def new_histogram() -> HdrHistogram:
     """An empty latency histogram in microseconds, 3 significant digits."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def _midpoints(histogram: HdrHistogram) -> np.ndarray:
+    """The value HdrHistogram stands each bucket for (the middle of its range), for every counts index at once."""
+    index = np.arange(histogram.counts_len, dtype=np.int64)
+    bucket = (index >> histogram.sub_bucket_half_count_magnitude) - 1
+    sub_bucket = (index & (histogram.sub_bucket_half_count - 1)) + histogram.sub_bucket_half_count
+    first = bucket < 0
+    sub_bucket = np.where(first, sub_bucket - histogram.sub_bucket_half_count, sub_bucket)
+    shift = np.where(first, 0, bucket) + histogram.unit_magnitude
+    return ((sub_bucket << shift) + ((1 << shift) >> 1)).astype(np.float64)
+
+
+_MIDPOINTS = _midpoints(new_histogram())
+
+
+def mean_and_stddev(histogram: HdrHistogram) -> tuple[float, float]:
+    """HdrHistogram's mean and standard deviation, computed over its counts with numpy.
+
+    The library's own `get_mean_value`/`get_stddev` walk every bucket in Python (tens of ms for one window),
+    which would stall the event loop that is sending requests on schedule.
+    """
+    total = histogram.get_total_count()
+    if not total:
+        return 0.0, 0.0
+    counts = np.ctypeslib.as_array(histogram.counts).astype(np.float64)
+    mean = float(counts @ _MIDPOINTS) / total
+    deviation = _MIDPOINTS - mean
+    return mean, math.sqrt(float(counts @ (deviation * deviation)) / total)
 
 
 def _record(histogram: HdrHistogram, value_us: int) -> bool:
@@ -48,10 +79,11 @@ class LatencyStats:
         if histogram.get_total_count() == 0:
             return cls(0, 0.0, 0.0, 0, 0, 0, 0, 0)
         p = histogram.get_percentile_to_value_dict([50, 90, 95, 99])
+        avg, stddev = mean_and_stddev(histogram)
         return cls(
             min=histogram.get_min_value(),
-            avg=histogram.get_mean_value(),
-            stddev=histogram.get_stddev(),
+            avg=avg,
+            stddev=stddev,
             p50=p[50],
             p90=p[90],
             p95=p[95],
@@ -252,7 +284,7 @@ class WindowSummary:
 def summarize(window: Window, batch_size: int = 1, percentile: int | None = None) -> WindowSummary:
     """One window's figures; percentiles are read once here, never per request."""
     histogram = window.histogram
-    avg = histogram.get_mean_value()
+    avg, _ = mean_and_stddev(histogram)
     duration = window.duration_s
     return WindowSummary(
         throughput=throughput(window.request_count, batch_size, duration),

@@ -3,12 +3,15 @@ from __future__ import annotations
 import asyncio
 import random
 
+import pytest
+
 from loadgen.measurement import (
     HIGHEST_US,
     LatencyStats,
     Recorder,
     WindowSummary,
     is_stable,
+    mean_and_stddev,
     merge,
     new_histogram,
     summarize,
@@ -132,3 +135,14 @@ def test_a_count_window_closes_at_exactly_the_nth_request() -> None:
         return filled.request_count, timed_out.request_count, recorder.rotate().request_count
 
     assert asyncio.run(scenario()) == (5, 3, 0)
+
+
+def test_mean_and_stddev_match_hdrhistograms_own() -> None:
+    rng = random.Random(7)
+    histogram = new_histogram()
+    assert mean_and_stddev(histogram) == (0.0, 0.0)
+    for _ in range(3000):  # every bucket size, from 1 us to an hour
+        histogram.record_value(rng.choice([rng.randint(1, 2048), rng.randint(2048, 10**6), rng.randint(1, HIGHEST_US)]))
+    mean, stddev = mean_and_stddev(histogram)
+    assert mean == pytest.approx(histogram.get_mean_value(), rel=1e-12)
+    assert stddev == pytest.approx(histogram.get_stddev(), rel=1e-12)
