@@ -7,6 +7,7 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -33,6 +34,8 @@ COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measu
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
 SEQUENCE_END_TIMEOUT_S = 5.0
+TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epoll, libuv)
+HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,10 @@ class OpenLoop:
     Latency counts from the scheduled time (response time) as well as from the actual send (service time), so
     a generator that falls behind shows up in the numbers instead of hiding (no coordinated omission). Requests
     in flight are capped at `max_in_flight` as a safety limit; every request that had to wait is counted.
+
+    The event loop's timers have millisecond resolution, so the sender sleeps on them only until ~1 ms before a
+    send, then sleeps the rest in a timer thread (the loop keeps serving responses) and yields the last
+    microseconds: requests leave within tens of microseconds of their time without spinning the loop.
     """
 
     def __init__(
@@ -218,12 +225,16 @@ class OpenLoop:
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        self._timer: ThreadPoolExecutor | None = None  # sleeps the last stretch before each send precisely
+        self._handoff_ns = HANDOFF_NS
 
     def start(self, offsets: Iterator[int], start_ns: int) -> None:
         """Follow a new schedule (offsets in ns from `start_ns`, a perf_counter_ns instant); requests in flight carry on."""
         if self._sender is not None:
             self._sender.cancel()
-        self._sender = asyncio.ensure_future(self._send(offsets, start_ns))
+        if self._timer is None:
+            self._timer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loadgen-timer")
+        self._sender = asyncio.ensure_future(self._send(offsets, start_ns, self._timer))
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop sending, give requests in flight `grace_s` to return, then cancel what is left."""
@@ -231,6 +242,9 @@ class OpenLoop:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
             self._sender = None
+        if self._timer is not None:
+            self._timer.shutdown(wait=False)
+            self._timer = None
         tasks = list(self._tasks)
         if tasks and grace_s > 0:
             await asyncio.wait(tasks, timeout=grace_s)
@@ -239,7 +253,7 @@ class OpenLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._in_flight = 0
 
-    async def _send(self, offsets: Iterator[int], start: int) -> None:
+    async def _send(self, offsets: Iterator[int], start: int, timer: ThreadPoolExecutor) -> None:
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         payloads = self._payloads
@@ -247,9 +261,19 @@ class OpenLoop:
         discard = tasks.discard
         for offset in offsets:
             due = start + offset
-            now = clock()
-            if due > now:
-                await asyncio.sleep((due - now) / 1e9)
+            wait = due - clock()
+            if wait > TIMER_SLACK_NS:  # the loop's timers fire up to ~1 ms late: wake early...
+                await asyncio.sleep((wait - TIMER_SLACK_NS) / 1e9)
+                wait = due - clock()
+            if wait > 0:  # ...sleep the rest precisely in a thread while the loop serves responses...
+                wake = due - self._handoff_ns
+                rest = wake - clock()
+                if rest > 0:
+                    await loop.run_in_executor(timer, time.sleep, rest / 1e9)
+                    # how long after `wake` the loop resumes: learnt, so that it resumes just before `due`
+                    self._handoff_ns += (clock() - wake - self._handoff_ns) // 8
+                while clock() < due:  # ...and yield the last few microseconds
+                    await asyncio.sleep(0)
             if self._in_flight >= self._max_in_flight:
                 self._recorder.record_limit_hit()
                 while self._in_flight >= self._max_in_flight:
