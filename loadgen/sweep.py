@@ -183,6 +183,7 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
     if model.is_decoupled and not settings.streaming:
         raise OptionError(
             f"model {model.name} is decoupled (several responses per request): profile it with --streaming"
+            + (" over gRPC (-i grpc): Triton streams over gRPC only" if settings.protocol != "grpc" else "")
         )
     if settings.streaming and data.expected is not None:
         raise OptionError("--input-data: validation_data is not supported with --streaming")

@@ -283,6 +283,8 @@ def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: 
     assert done == 3  # a decoupled model needs --streaming
     # Triton streams over gRPC only
     assert main(["-i", "http", "-u", test_server.http_url, "-m", "streamer", "--streaming", *FAST]) == 3
+    with pytest.raises(loadgen.OptionError, match=r"profile it with --streaming over gRPC \(-i grpc\)"):
+        loadgen.profile_sync(test_server.http_url, "streamer", protocol="http", **QUICK)
     data = tmp_path / "counts.json"
     data.write_text(json.dumps({"data": [{"COUNT": [3]}, {"COUNT": [5]}]}))
     before = _stats(test_server, "streamer")
