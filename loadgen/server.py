@@ -24,6 +24,7 @@ from loadgen.errors import LoadgenError
 READY_TIMEOUT_S = 120.0
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
+SHM_DIR = "/dev/shm"
 
 
 class ServerStartError(LoadgenError):
@@ -143,6 +144,9 @@ class EmbeddedServer:
         ]
         if self.explicit_model_control:
             command += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]
+        # The Python backend's shared-memory regions get this server's own prefix, so that `stop` can remove what
+        # a killed server leaves in /dev/shm.
+        command.append(f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}")
         command += list(self.extra_args)
         assert self.log_path is not None
         with open(self.log_path, "wb") as log:
@@ -189,10 +193,17 @@ class EmbeddedServer:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         if self._workdir is not None:
+            for region in Path(SHM_DIR).glob(f"{self._shm_prefix}*"):
+                region.unlink(missing_ok=True)  # left by a server (or its model stubs) that was killed
             keep_log = self.log_path is not None and self._workdir in self.log_path.parents
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
             if not keep_log:
                 shutil.rmtree(self._workdir, ignore_errors=True)
+
+    @property
+    def _shm_prefix(self) -> str:
+        assert self._workdir is not None
+        return f"{self._workdir.name}_"
 
     @property
     def running(self) -> bool:

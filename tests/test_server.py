@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -75,3 +76,17 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_missing_repository_is_a_clear_error() -> None:
     with pytest.raises(ServerStartError, match="is not a directory"):
         EmbeddedServer(Path("no/such/repository")).start()
+
+
+def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
+    server = EmbeddedServer(TEST_MODELS, log_path=tmp_path / "log").start()
+    try:
+        regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
+        assert regions  # the Python backend's regions carry this server's prefix
+        assert server._process is not None
+        os.killpg(server._process.pid, signal.SIGKILL)  # no chance to clean up after itself
+        server._process.wait()
+        assert all(region.exists() for region in regions)
+    finally:
+        server.stop()
+    assert not [region for region in regions if region.exists()]
