@@ -20,11 +20,14 @@ from loadgen.settings import Settings, read_intervals
 from loadgen.transport import (
     Connection,
     InferCall,
+    Mismatch,
     Payload,
     RequestFailed,
     Stream,
+    StreamCheck,
     StreamMux,
     Unreachable,
+    decode_message,
     describe_rpc_error,
     stream_one,
 )
@@ -168,22 +171,32 @@ class StreamingLoop(_Slots):
     number) are read up to its final flag before the slot sends the next."""
 
     def __init__(
-        self, open_stream: Callable[[], Stream], source: SlotSource, recorder: Recorder, failures: _Failures
+        self,
+        open_stream: Callable[[], Stream],
+        source: SlotSource,
+        recorder: Recorder,
+        failures: _Failures,
+        check: StreamCheck | None = None,
     ) -> None:
         super().__init__(source, recorder, failures)
         self._open_stream = open_stream
+        self._check = check
 
     async def _work(self, slot: int) -> None:
         payloads = self._source(slot)
         record = self._recorder.record_stream
         clock = time.perf_counter_ns
+        check = self._check
         stream = self._open_stream()
         try:
             while not self._stopping and slot < self._size:  # checked per request: attributes only
                 payload = next(payloads)
                 start = clock()
                 try:
-                    first, responses = await stream_one(stream, payload, clock)
+                    first, responses = await stream_one(stream, payload, clock, check)
+                except Mismatch as error:  # all its responses were read: the stream is still in step
+                    await self._failures.record(error)
+                    continue
                 except (grpc.aio.AioRpcError, RequestFailed) as error:
                     stream.cancel()  # a stream that failed may still carry that request's responses
                     stream = self._open_stream()
@@ -317,8 +330,11 @@ class LocalGenerator:
         timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
         failures = _Failures(self.recorder, settings.url, timeout_s)
         call: InferCall = connection.infer
+        check: StreamCheck | None = None
         if requests.expected is not None:  # responses are decoded only to validate them
             call = Validator(requests.expected, connection.wire.decode_response).wrap(call)
+            if settings.streaming:
+                check = Validator(requests.expected, decode_message).for_stream(requests.payloads)
         self.call = call
         self.sequences: Sequences | None = None
         if requests.sequential:
@@ -329,13 +345,13 @@ class LocalGenerator:
             source = functools.partial(_cycle, requests.payloads)
             stream = itertools.cycle(requests.payloads)
         self.closed = (
-            StreamingLoop(connection.open_stream, source, self.recorder, failures)
+            StreamingLoop(connection.open_stream, source, self.recorder, failures, check)
             if settings.streaming
             else ClosedLoop(call, source, self.recorder, failures)
         )
         self.mux: StreamMux | None = None
         if settings.streaming and settings.mode != "concurrency":  # requests on schedule share one stream
-            self.mux = StreamMux(connection.open_stream, time.perf_counter_ns)
+            self.mux = StreamMux(connection.open_stream, time.perf_counter_ns, check)
             call = self.mux.send
         self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight, settings.streaming)
 

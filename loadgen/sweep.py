@@ -185,8 +185,8 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
             f"model {model.name} is decoupled (several responses per request): profile it with --streaming"
             + (" over gRPC (-i grpc): Triton streams over gRPC only" if settings.protocol != "grpc" else "")
         )
-    if settings.streaming and data.expected is not None:
-        raise OptionError("--input-data: validation_data is not supported with --streaming")
+    if settings.streaming and data.expected is not None and model.is_sequence:
+        raise OptionError("--input-data: validation_data with --streaming is not supported for a sequence model")
     if settings.shared_memory != "none" and data.expected is not None:
         raise OptionError(
             "--input-data: validation_data is not supported with --shared-memory (outputs land in one region per "

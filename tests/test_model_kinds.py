@@ -334,3 +334,28 @@ def test_a_decoupled_model_at_a_request_rate_over_one_shared_stream(
         assert level.first_response_latency_us is not None and level.service_latency_us is not None
         assert 0 < level.first_response_latency_us.avg <= level.latency_us.avg
     assert _stats(test_server, "streamer")[0] - before[0] >= sum(level.request_count for level in result.levels)
+
+
+def test_validation_data_over_streams_in_both_load_modes(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(
+        json.dumps(
+            {"data": [{"TEXT": ["ab"]}, {"TEXT": ["xyz"]}], "validation_data": [{"LENGTHS": [2]}, {"LENGTHS": [3]}]}
+        )
+    )
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {"data": [{"TEXT": ["ab"]}, {"TEXT": ["xyz"]}], "validation_data": [{"LENGTHS": [2]}, {"LENGTHS": [4]}]}
+        )
+    )
+    for load in ({"concurrency_range": 2}, {"request_rate_range": 100}):
+        options = {"model_name": "strings", "streaming": True, "max_error_rate": 1.0, **load, **QUICK}
+        result = loadgen.profile_sync(test_server.grpc_url, input_data=str(good), **options)  # type: ignore[arg-type]
+        level = result.levels[0]
+        assert level.error_count == 0 and level.request_count > 0, level.errors
+        result = loadgen.profile_sync(test_server.grpc_url, input_data=str(bad), **options)  # type: ignore[arg-type]
+        level = result.levels[0]
+        # every second request answers with a length the validation data does not expect
+        assert level.errors == {"validation: LENGTHS differs from validation_data": level.error_count}, load
+        assert abs(level.error_count - level.request_count) <= 2, load

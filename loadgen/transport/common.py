@@ -25,10 +25,16 @@ InferCall = Callable[[Payload], Awaitable[Response]]
 """Sends one pre-serialised request and returns its raw response."""
 Outputs = Mapping[str, tuple[tuple[int, ...], bytes]]
 """A response's outputs by name: shape and raw content."""
+StreamCheck = Callable[[Payload, Any], None]
+"""Checks one streamed response (a `ModelInferResponse`) against the request (payload) it answers."""
 
 
 class RequestFailed(Exception):
     """A request failed; the message is its one-line description, counted as the error's kind."""
+
+
+class Mismatch(RequestFailed):
+    """A response differs from the validation data; the connection or stream it came on is still in step."""
 
 
 class Unreachable(RequestFailed):

@@ -22,11 +22,13 @@ from loadgen.transport.common import (
     LOAD_TIMEOUT_S,
     Connection,
     IndexEntry,
+    Mismatch,
     ModelInfo,
     Outputs,
     RequestFailed,
     RequestLayout,
     Sample,
+    StreamCheck,
     TensorSpec,
     Wire,
     one_line,
@@ -146,11 +148,7 @@ class GrpcWire(Wire):
         return payload + flags
 
     def decode_response(self, response: bytes) -> tuple[str, Outputs]:
-        message = service_pb2.ModelInferResponse.FromString(response)
-        return message.id, {
-            output.name: (tuple(output.shape), content)
-            for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
-        }
+        return decode_message(service_pb2.ModelInferResponse.FromString(response))
 
 
 class GrpcConnection(Connection):
@@ -248,15 +246,27 @@ class GrpcConnection(Connection):
         await self._call("SystemSharedMemoryUnregister", service_pb2.SystemSharedMemoryUnregisterRequest(name=name))
 
 
-async def stream_one(stream: Stream, payload: bytes, clock: Callable[[], int]) -> tuple[int, int]:
+def decode_message(message: service_pb2.ModelInferResponse) -> tuple[str, Outputs]:
+    """A response's request id and its outputs (shape and raw content) by name."""
+    return message.id, {
+        output.name: (tuple(output.shape), content)
+        for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
+    }
+
+
+async def stream_one(
+    stream: Stream, payload: bytes, clock: Callable[[], int], check: StreamCheck | None = None
+) -> tuple[int, int]:
     """Send one request on a stream and read its responses up to the final flag.
 
     Returns the `clock()` time of the first response and the number of responses that carried outputs (the empty
-    final response that the request asks for with `triton_enable_empty_final_response` is not counted).
+    final response that the request asks for with `triton_enable_empty_final_response` is not counted). With
+    `check`, every response with outputs is validated; a mismatch is raised once the final flag has come.
     """
     await stream.write(payload)
     first = 0
     count = 0
+    mismatch: Mismatch | None = None
     while True:
         response = await stream.read()
         if response is grpc.aio.EOF:
@@ -267,20 +277,29 @@ async def stream_one(stream: Stream, payload: bytes, clock: Callable[[], int]) -
         result = response.infer_response
         if result.outputs:
             count += 1
+            if check is not None and mismatch is None:
+                try:
+                    check(payload, result)
+                except Mismatch as error:
+                    mismatch = error
         final = result.parameters.get("triton_final_response")
         if final is not None and final.bool_param:
+            if mismatch is not None:
+                raise mismatch
             return first, count
 
 
 class _Waiting:
     """One request sent on a shared stream: its responses so far, and the future its sender awaits."""
 
-    __slots__ = ("first", "future", "responses")
+    __slots__ = ("first", "future", "mismatch", "payload", "responses")
 
-    def __init__(self, future: asyncio.Future[tuple[int, int]]) -> None:
+    def __init__(self, future: asyncio.Future[tuple[int, int]], payload: bytes) -> None:
         self.future = future
+        self.payload = payload
         self.first = 0
         self.responses = 0
+        self.mismatch: Mismatch | None = None
 
 
 class StreamMux:
@@ -291,9 +310,12 @@ class StreamMux:
     that carried outputs. A broken stream fails every request waiting on it; the next `send` opens a new one.
     """
 
-    def __init__(self, open_stream: Callable[[], Stream], clock: Callable[[], int]) -> None:
+    def __init__(
+        self, open_stream: Callable[[], Stream], clock: Callable[[], int], check: StreamCheck | None = None
+    ) -> None:
         self._open_stream = open_stream
         self._clock = clock
+        self._check = check
         self._stream: Stream | None = None
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[str, _Waiting] = {}
@@ -306,7 +328,7 @@ class StreamMux:
             self._reader = asyncio.ensure_future(self._read(self._stream))
         stream = self._stream
         key = str(next(self._ids))
-        waiting = _Waiting(asyncio.get_running_loop().create_future())
+        waiting = _Waiting(asyncio.get_running_loop().create_future(), payload)
         self._waiting[key] = waiting
         try:
             async with self._writing:
@@ -317,6 +339,7 @@ class StreamMux:
 
     async def _read(self, stream: Stream) -> None:
         clock = self._clock
+        check = self._check
         waiting = self._waiting
         try:
             while True:
@@ -333,9 +356,17 @@ class StreamMux:
                 request.first = request.first or clock()
                 if result.outputs:
                     request.responses += 1
+                    if check is not None and request.mismatch is None:
+                        try:
+                            check(request.payload, result)
+                        except Mismatch as error:
+                            request.mismatch = error
                 final = result.parameters.get("triton_final_response")
                 if final is not None and final.bool_param:
-                    request.future.set_result((request.first, request.responses))
+                    if request.mismatch is not None:
+                        request.future.set_exception(request.mismatch)
+                    else:
+                        request.future.set_result((request.first, request.responses))
         except (grpc.aio.AioRpcError, RequestFailed) as error:
             if self._stream is stream:
                 self._stream = None
