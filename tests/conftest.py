@@ -50,6 +50,15 @@ def successes(server: EmbeddedServer, model: str) -> int:
         client.close()
 
 
+def registered_regions(server: EmbeddedServer) -> list[str]:
+    """The names of the system shared-memory regions the server has registered."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return sorted(client.get_system_shared_memory_status().regions)
+    finally:
+        client.close()
+
+
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 5}
 
 

@@ -17,19 +17,11 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
-from tests.conftest import TEST_MODELS
+from tests.conftest import TEST_MODELS, registered_regions
 from tests.fake_triton import fake_triton
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 SLEEPER = ["-m", "sleeper", "--input-data", "zero", "--shape", "INPUT0:8"]
-
-
-def _registered_regions(server: EmbeddedServer) -> object:
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return client.get_system_shared_memory_status().regions
-    finally:
-        client.close()
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -116,7 +108,7 @@ def test_a_signal_stops_the_run_and_writes_what_it_has(
     assert document["levels"][0]["complete"] is True
     assert len(document["levels"]) < 50
     assert _left_in_dev_shm(process.pid) == []
-    assert not _registered_regions(test_server)
+    assert not registered_regions(test_server)
 
 
 def test_failed_requests_are_counted_by_message_and_are_not_fatal() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from tritonclient.utils import shared_memory as shm
 
 import loadgen
@@ -20,19 +19,10 @@ from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.shared_memory import place
 from loadgen.transport import connect
-from tests.conftest import successes
+from tests.conftest import registered_regions, successes
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 BOTH = pytest.mark.parametrize("protocol", ["grpc", "http"])
-
-
-def _registered(server: EmbeddedServer) -> list[str]:
-    """The names of the system shared-memory regions the server has registered."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return sorted(client.get_system_shared_memory_status().regions)
-    finally:
-        client.close()
 
 
 def _ours() -> list[str]:
@@ -62,7 +52,7 @@ def test_tensors_travel_through_the_registered_regions(
             samples = load_data(model, settings)
             regions, placements = await place(connection, model, samples.samples, settings)
             try:
-                registered = _registered(test_server)
+                registered = registered_regions(test_server)
                 requests = encode_requests(connection.wire, model, samples, settings, placements)
                 [(name, output)] = placements.outputs
                 assert name == "OUTPUT0" and output.size == 2 * 4 * 4  # the metadata fixes its size
@@ -81,7 +71,7 @@ def test_tensors_travel_through_the_registered_regions(
     # the model read each sample from the input region and wrote its double into the output region
     assert [array.tolist() for array in seen] == [[[2, 4, 6, 8]] * 2, [[10, 12, 14, 16]] * 2]
     assert len(registered) == 2 and all(name.startswith(f"loadgen_{os.getpid()}_") for name in registered)
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []
 
 
 @BOTH
@@ -106,10 +96,12 @@ def test_a_profile_through_shared_memory(
     assert level.error_count == 0 and level.request_count > 0, level.errors
     assert successes(test_server, model) - before >= level.request_count
     assert level.server is not None and level.server.request_count > 0
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []
 
 
-def test_an_output_region_too_small_is_a_clear_error_and_nothing_stays_registered(test_server: EmbeddedServer) -> None:
+def test_an_output_region_too_small_is_a_clear_error_and_nothing_staysregistered_regions(
+    test_server: EmbeddedServer,
+) -> None:
     with pytest.raises(loadgen.ModelRejectedError, match="shared memory"):
         loadgen.profile_sync(
             test_server.grpc_url,
@@ -119,7 +111,7 @@ def test_an_output_region_too_small_is_a_clear_error_and_nothing_stays_registere
             output_shared_memory_size=4,
             **QUICK,
         )
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []
 
 
 @BOTH
@@ -150,7 +142,7 @@ def test_interrupted_and_cancelled_runs_release_their_regions(test_server: Embed
         task = asyncio.ensure_future(loadgen.profile(url, "fast_step", shape={"INPUT0": [4]}, **options))
         while not _ours():
             await asyncio.sleep(0.05)
-        registered = _registered(test_server)
+        registered = registered_regions(test_server)
         await asyncio.sleep(0.5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -158,9 +150,9 @@ def test_interrupted_and_cancelled_runs_release_their_regions(test_server: Embed
         return registered
 
     assert asyncio.run(interrupted()).status == "interrupted"
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []
     assert len(asyncio.run(cancelled())) == 2  # the input region and the output's
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []
 
 
 def test_validation_data_is_refused_with_shared_memory(test_server: EmbeddedServer, tmp_path: Path) -> None:
@@ -168,4 +160,4 @@ def test_validation_data_is_refused_with_shared_memory(test_server: EmbeddedServ
     data.write_text(json.dumps({"data": [{"TEXT": ["ab"]}], "validation_data": [{"LENGTHS": [2]}]}))
     with pytest.raises(loadgen.OptionError, match="validation_data is not supported with --shared-memory"):
         loadgen.profile_sync(test_server.grpc_url, "strings", input_data=str(data), shared_memory="system", **QUICK)
-    assert _registered(test_server) == [] and _ours() == []
+    assert registered_regions(test_server) == [] and _ours() == []

@@ -150,6 +150,11 @@ class Wire(ABC):
         """A response's request id and outputs (shape and raw content) by name."""
 
 
+def permission_denied(url: str, details: str) -> str:
+    """The message for a call Triton refused for want of the right header (restricted protocol or API)."""
+    return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
+
+
 class Connection(ABC):
     """One connection to a Triton server; open it inside the event loop that uses it.
 

@@ -32,6 +32,7 @@ from loadgen.transport.common import (
     TensorSpec,
     Wire,
     one_line,
+    permission_denied,
 )
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -68,7 +69,7 @@ def describe_rpc_error(
         code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
         or "protocol is restricted" in lowered
     ):
-        return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
+        return permission_denied(url, details)
     return f"{code.name}: {details}"
 
 

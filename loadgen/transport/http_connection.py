@@ -38,6 +38,7 @@ from loadgen.transport.common import (
     Unreachable,
     Wire,
     one_line,
+    permission_denied,
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -241,7 +242,7 @@ def _error(status: int, body: bytes, url: str) -> str:
 def _described(status: int, message: str, url: str) -> str:
     """An HTTP error as loadgen reports it; a refused header says what to send (as over gRPC)."""
     if status in (401, 403):
-        return f"permission denied by Triton at {url}: {message} (send the expected header with -H 'Name: value')"
+        return permission_denied(url, message)
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
 
 
