@@ -39,6 +39,7 @@ UNAVAILABLE_PAUSE_S = 0.05
 SEQUENCE_END_TIMEOUT_S = 5.0
 TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epoll, libuv)
 HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
+HANDOFF_MAX_NS = 500_000
 
 
 @dataclass(frozen=True)
@@ -283,8 +284,10 @@ class OpenLoop:
                 rest = wake - clock()
                 if rest > 0:
                     await loop.run_in_executor(timer, time.sleep, rest / 1e9)
-                    # how long after `wake` the loop resumes: learnt, so that it resumes just before `due`
-                    self._handoff_ns += (clock() - wake - self._handoff_ns) // 8
+                    # how long after `wake` the loop resumes: learnt, so that it resumes just before `due`; bounded,
+                    # so that one stall of the loop cannot push every later wake out of the thread's reach
+                    handoff = self._handoff_ns + (clock() - wake - self._handoff_ns) // 8
+                    self._handoff_ns = min(max(handoff, 0), HANDOFF_MAX_NS)
                 while clock() < due:  # ...and yield the last few microseconds
                     await asyncio.sleep(0)
             if self._in_flight >= self._max_in_flight:
