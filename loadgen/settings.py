@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -98,6 +99,18 @@ def parse_input_range(text: str) -> tuple[str, tuple[float, float]]:
     except ValueError:
         raise OptionError(f"--input-range {text!r}: MIN and MAX must be numbers") from None
     return name, (low, high)
+
+
+def _is_host_port(url: str) -> bool:
+    """`HOST[:PORT]` (an IPv6 host in brackets), and nothing else."""
+    if "://" in url:
+        return True  # reported on its own, with what to do
+    try:
+        parts = urllib.parse.urlsplit(f"//{url}")
+        port = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not (parts.path or parts.query or parts.fragment) and port != 0
 
 
 def _bounds(ranges: Mapping[str, Sequence[float]]) -> dict[str, tuple[float, float]]:
@@ -265,6 +278,7 @@ class Settings:
                 "://" not in self.url,
                 f"-u {self.url}: give host:port without a scheme (the protocol is chosen with -i grpc|http)",
             ),
+            (_is_host_port(self.url), f"-u {self.url}: expected HOST:PORT, with the port a number from 1 to 65535"),
             (
                 self.shared_memory != "cuda",
                 "--shared-memory cuda: loadgen has no CUDA path (it runs on CPU hosts); use system or none",

@@ -181,6 +181,9 @@ def test_a_host_that_does_not_resolve() -> None:
         (["--input-data", "/no/such/file.jpg", *SLEEPER[:2]], "no such file"),
         (["-b", "2", *SLEEPER], "does not support batching"),
         (["--ssl-grpc-root-certifications-file", "ca.pem"], "needs --ssl-grpc-use-ssl"),
+        (["-u", "localhost:notaport"], "expected HOST:PORT"),
+        (["-i", "http", "-u", "localhost:99999"], "expected HOST:PORT"),
+        (["-i", "http", "-u", "http://localhost:8000"], "without a scheme"),
     ],
 )
 def test_bad_options_are_one_line_with_status_3(test_server: EmbeddedServer, args: list[str], message: str) -> None:
