@@ -78,6 +78,11 @@ def _child(command: list[str]) -> tuple[str, float, float]:
     return output, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def _shared_flags(url: str, model: str, protocol: str, load: list[str], interval_ms: int) -> list[str]:
+    """The flags both clients take, with the same meaning (loadgen uses perf_analyzer's names)."""
+    return ["-m", model, "-u", url, "-i", protocol, *load, "-p", str(interval_ms), "-s", "25"]
+
+
 def perf_analyzer(
     url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc"
 ) -> Run:
@@ -85,23 +90,7 @@ def perf_analyzer(
         report = Path(folder) / "pa.csv"
         before = _served(url, model, protocol)
         output, cpu, rss = _child(
-            [
-                perf_analyzer_path(),
-                "-m",
-                model,
-                "-u",
-                url,
-                "-i",
-                protocol,
-                *load,
-                "-p",
-                str(interval_ms),
-                "-s",
-                "25",
-                "-f",
-                str(report),
-                *extra,
-            ]
+            [perf_analyzer_path(), *_shared_flags(url, model, protocol, load, interval_ms), "-f", str(report), *extra]
         )
         served = _served(url, model, protocol) - before
         if not report.exists():  # perf_analyzer writes no report when it found no stable measurement
@@ -128,17 +117,7 @@ def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list
                 sys.executable,
                 "-m",
                 "loadgen",
-                "-m",
-                model,
-                "-u",
-                url,
-                "-i",
-                protocol,
-                *load,
-                "-p",
-                str(interval_ms),
-                "-s",
-                "25",
+                *_shared_flags(url, model, protocol, load, interval_ms),
                 "--json",
                 str(report),
                 *extra,

@@ -29,6 +29,7 @@ from loadgen.server_stats import Composition, Snapshot, add, composition, delta,
 from loadgen.settings import Settings, make_settings, read_intervals
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import (
+    TIMEOUT,
     Connection,
     ModelInfo,
     Payload,
@@ -170,7 +171,7 @@ async def _check_request(
             reason = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
             if error.code() in _NOT_THE_DATA or reason.startswith("permission denied"):
                 raise ServerError(reason) from None
-        if reason.startswith("timeout:"):
+        if reason.startswith(TIMEOUT):
             return  # slow, not rejected: the run counts its timeouts
         message = f"model {model.name} rejected the request: {reason}"
         if settings.input_data in GENERATED:

@@ -18,6 +18,11 @@ FAST = ["-p", "300", "-s", "1000", "-r", "4"]
 BOTH = pytest.mark.parametrize("protocol", ["grpc", "http"])
 
 
+def _cli(server: EmbeddedServer, protocol: str, model: str, *args: str | Path) -> int:
+    """The command line against the test server over `protocol`, with quick windows; its exit status."""
+    return main(["-i", protocol, "-u", server.url(protocol), "-m", model, *FAST, *map(str, args)])
+
+
 def _stats(server: EmbeddedServer, model: str) -> tuple[int, int, int]:
     """The server's (successful requests, inferences, executions) of a model so far."""
     client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -34,26 +39,9 @@ def _stats(server: EmbeddedServer, model: str) -> tuple[int, int, int]:
 
 @BOTH
 def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
-    url = test_server.url(protocol)
     before = _stats(test_server, "batched_double")
     out = tmp_path / "batched.json"
-    status = main(
-        [
-            "-i",
-            protocol,
-            "-u",
-            url,
-            "-m",
-            "batched_double",
-            "-b",
-            "4",
-            "--concurrency-range",
-            "4",
-            *FAST,
-            "--json",
-            str(out),
-        ]
-    )
+    status = _cli(test_server, protocol, "batched_double", "-b", "4", "--concurrency-range", "4", "--json", out)
     assert status == 0
     result = json.loads(out.read_text())
     level = result["levels"][0]
@@ -71,7 +59,7 @@ def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_
 
 
 def test_a_batch_over_max_batch_size_is_a_clear_error(test_server: EmbeddedServer) -> None:
-    assert main(["-u", test_server.grpc_url, "-m", "batched_double", "-b", "9", *FAST]) == 3
+    assert _cli(test_server, "grpc", "batched_double", "-b", "9") == 3
 
 
 @BOTH
@@ -152,23 +140,7 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
         )
     )
     out = tmp_path / "result.json"
-    status = main(
-        [
-            "-i",
-            protocol,
-            "-u",
-            url,
-            "-m",
-            "strings",
-            "--input-data",
-            str(bad),
-            "--max-error-rate",
-            "1",
-            *FAST,
-            "--json",
-            str(out),
-        ]
-    )
+    status = _cli(test_server, protocol, "strings", "--input-data", bad, "--max-error-rate", "1", "--json", out)
     assert status == 0
     level = json.loads(out.read_text())["levels"][0]
     # every second request answers with a length the validation data does not expect
@@ -180,7 +152,6 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
 def test_a_sequence_model_keeps_state_per_correlation_id(
     test_server: EmbeddedServer, tmp_path: Path, protocol: str
 ) -> None:
-    url = test_server.url(protocol)
     data = tmp_path / "sequences.json"
     # two streams: each sequence walks one, and the model's running sums must match at every step
     data.write_text(
@@ -193,24 +164,18 @@ def test_a_sequence_model_keeps_state_per_correlation_id(
     )
     before = _stats(test_server, "accumulator")
     out = tmp_path / "result.json"
-    status = main(
-        [
-            "-i",
-            protocol,
-            "-u",
-            url,
-            "-m",
-            "accumulator",
-            "--input-data",
-            str(data),
-            "--concurrency-range",
-            "1:3",
-            *FAST,
-            "--sequence-id-range",
-            "100:102",
-            "--json",
-            str(out),
-        ]
+    status = _cli(
+        test_server,
+        protocol,
+        "accumulator",
+        "--input-data",
+        data,
+        "--concurrency-range",
+        "1:3",
+        "--sequence-id-range",
+        "100:102",
+        "--json",
+        out,
     )
     assert status == 0
     levels = json.loads(out.read_text())["levels"]
@@ -244,26 +209,19 @@ def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedS
 
 @BOTH
 def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
-    url = test_server.url(protocol)
     out = tmp_path / "bls.json"
-    status = main(
-        [
-            "-i",
-            protocol,
-            "-u",
-            url,
-            "-m",
-            "bls_pair",
-            "--shape",
-            "INPUT0:8",
-            "--concurrency-range",
-            "2",
-            *FAST,
-            "--json",
-            str(out),
-            "--bls-composing-models",
-            "fast_step,slow_step",
-        ]
+    status = _cli(
+        test_server,
+        protocol,
+        "bls_pair",
+        "--shape",
+        "INPUT0:8",
+        "--concurrency-range",
+        "2",
+        "--json",
+        out,
+        "--bls-composing-models",
+        "fast_step,slow_step",
     )
     assert status == 0
     result = json.loads(out.read_text())
@@ -278,32 +236,27 @@ def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_
 
 
 def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    url = test_server.grpc_url
-    done = main(["-u", url, "-m", "streamer", *FAST])
+    done = _cli(test_server, "grpc", "streamer")
     assert done == 3  # a decoupled model needs --streaming
     # Triton streams over gRPC only
-    assert main(["-i", "http", "-u", test_server.http_url, "-m", "streamer", "--streaming", *FAST]) == 3
+    assert _cli(test_server, "http", "streamer", "--streaming") == 3
     with pytest.raises(loadgen.OptionError, match=r"profile it with --streaming over gRPC \(-i grpc\)"):
         loadgen.profile_sync(test_server.http_url, "streamer", protocol="http", **QUICK)
     data = tmp_path / "counts.json"
     data.write_text(json.dumps({"data": [{"COUNT": [3]}, {"COUNT": [5]}]}))
     before = _stats(test_server, "streamer")
     out = tmp_path / "stream.json"
-    status = main(
-        [
-            "-u",
-            url,
-            "-m",
-            "streamer",
-            "--streaming",
-            "--input-data",
-            str(data),
-            "--concurrency-range",
-            "1:2",
-            *FAST,
-            "--json",
-            str(out),
-        ]
+    status = _cli(
+        test_server,
+        "grpc",
+        "streamer",
+        "--streaming",
+        "--input-data",
+        data,
+        "--concurrency-range",
+        "1:2",
+        "--json",
+        out,
     )
     assert status == 0
     levels = json.loads(out.read_text())["levels"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from loadgen.settings import Settings
 from loadgen.transport.common import (
+    TIMEOUT,
     Connection,
     IndexEntry,
     InferCall,
@@ -34,6 +35,7 @@ from loadgen.transport.grpc_connection import (
 )
 
 __all__ = [
+    "TIMEOUT",
     "Connection",
     "GrpcConnection",
     "GrpcWire",

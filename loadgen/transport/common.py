@@ -150,6 +150,14 @@ class Wire(ABC):
         """A response's request id and outputs (shape and raw content) by name."""
 
 
+TIMEOUT = "timeout:"  # the start of every request-timeout message: its own kind of error
+
+
+def timed_out(timeout_s: float) -> str:
+    """The message for a request with no answer within --request-timeout (either protocol)."""
+    return f"{TIMEOUT} no answer within {timeout_s * 1000:.0f} ms"
+
+
 def permission_denied(url: str, details: str) -> str:
     """The message for a call Triton refused for want of the right header (restricted protocol or API)."""
     return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"

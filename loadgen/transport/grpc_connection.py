@@ -33,6 +33,7 @@ from loadgen.transport.common import (
     Wire,
     one_line,
     permission_denied,
+    timed_out,
 )
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -63,7 +64,7 @@ def describe_rpc_error(
             return f"cannot reach Triton at {url}: {details} (if the server uses TLS, pass --ssl-grpc-use-ssl)"
         return f"cannot reach Triton at {url}: {details}"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return f"timeout: no answer within {timeout_s * 1000:.0f} ms" if timeout_s else f"DEADLINE_EXCEEDED: {details}"
+        return timed_out(timeout_s) if timeout_s else f"DEADLINE_EXCEEDED: {details}"
     # Triton answers a missing or wrong --grpc-restricted-protocol header with UNAVAILABLE.
     if (
         code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)

@@ -39,6 +39,7 @@ from loadgen.transport.common import (
     Wire,
     one_line,
     permission_denied,
+    timed_out,
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -164,7 +165,7 @@ class HttpConnection(Connection):
             raise Unreachable(f"cannot reach Triton at {self.url}: {error}") from None
         except asyncio.TimeoutError:
             assert self.request_timeout_s is not None
-            raise RequestFailed(f"timeout: no answer within {self.request_timeout_s * 1000:.0f} ms") from None
+            raise RequestFailed(timed_out(self.request_timeout_s)) from None
 
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
