@@ -76,7 +76,7 @@ def run_perf_analyzer(args: list[str]) -> str:
 class ModelStats:
     """One model in perf_analyzer's "Server:" block; times are per-request averages in usec.
 
-    Attribute names match `loadgen.server_stats.ServerFigures`, so the two can be compared field by field.
+    Attribute names match `loadgen.server.statistics.ServerFigures`, so the two can be compared field by field.
     """
 
     model: str

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from loadgen.measurement import LatencyStats, Recorder, combine, encode_window, new_histogram
+from loadgen.measurement import LatencyStats, Recorder, Window, combine, new_histogram
 
 SHARD_COUNTS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -34,11 +34,11 @@ def main() -> None:
             for value in rng.lognormal(np.log(2000 + 50 * shard), 0.5, args.values).astype(int).tolist():
                 recorder.record(value)
                 reference.record_value(value)
-            parts.append(encode_window(recorder.rotate()))
+            parts.append(recorder.rotate().encode())  # as shards log them
         timings = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            merged = combine(parts)
+            merged = combine([Window.decode(part) for part in parts])
             timings.append(time.perf_counter() - started)
         exact = (
             LatencyStats.from_histogram(merged.histogram) == LatencyStats.from_histogram(reference)

@@ -31,7 +31,7 @@ from common import (
 )
 
 import loadgen
-from loadgen.server_stats import ServerFigures
+from loadgen.server.statistics import ServerFigures
 
 MODEL = "ensemble_python_resnet50"
 INPUT = "INPUT"

@@ -26,8 +26,8 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2
 
 import loadgen
-from loadgen.transport import Connection, connect
-from loadgen.tune import Measurement
+from loadgen.results import Measurement
+from loadgen.transport import Connection, ConnectionOptions, connect
 
 SLEEPER = Path(__file__).resolve().parent.parent / "tests" / "model_repository" / "sleeper" / "1" / "model.py"
 ENSEMBLE = "pipeline"
@@ -219,7 +219,7 @@ def trial_table(result: loadgen.TuneResult) -> list[str]:
 async def compare(url: str, concurrency: int, interval_ms: int, max_trials: int) -> int:
     """Run both searches against the server at `url` and print the comparison."""
     settings = level_settings(url, concurrency, interval_ms)
-    connection = connect(settings)
+    connection = connect(ConnectionOptions.from_settings(settings))
     try:
         await connection.check_model_control()
         originals = {name: await connection.model_config(name) for name in STEPS}

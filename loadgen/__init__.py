@@ -15,12 +15,11 @@ from loadgen.analysis import Bottleneck
 from loadgen.comparison import Comparison, LevelChange, compare
 from loadgen.errors import LoadgenError, MissingExtraError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
-from loadgen.reports import load_result
-from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDescription, Trial, TuneResult, load_result
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.sweep import Progress, profile
-from loadgen.tune import Trial, TuneResult, TuneSettings, tune
+from loadgen.tune import TuneSettings, tune
 
 __all__ = [
     "Bottleneck",
@@ -36,6 +35,7 @@ __all__ = [
     "OptionError",
     "ProfileResult",
     "Progress",
+    "RunDescription",
     "ServerError",
     "Settings",
     "Trial",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadgen.server_stats import ServerFigures
+from loadgen.server.statistics import ServerFigures
 
 CLIENT_BOUND_SHARE = 0.5  # server time under half the client's latency, with empty queues: the client limits
 WAITING_SHARE = 0.2  # queue time above this share of compute time: requests wait for an instance

@@ -11,16 +11,18 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 
 from loadgen import profile, run
 from loadgen.errors import EXIT_BAD_OPTION, EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
-from loadgen.merge import merge_logs
-from loadgen.reports import ConsoleProgress, TuneReport, make_console, write_atomic, write_csv, write_json
+from loadgen.outputs import check_directory, check_file, write_file
+from loadgen.reports import ConsoleProgress, TuneReport, make_console
+from loadgen.reports.files import ReportFile, report_files, write_reports
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
+from loadgen.server.launcher import LOOPBACK
 from loadgen.settings import (
     ALIASES,
     DEFAULT_URLS,
@@ -32,13 +34,18 @@ from loadgen.settings import (
     parse_header,
     parse_input_range,
     parse_shape,
+    worker_count,
 )
+from loadgen.shards.merge import merge_logs
 from loadgen.tune import TuneSettings, tune
-from loadgen.workers import worker_count
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit with perf_analyzer's status 3."""
+    """An argument parser whose errors are one line and exit with perf_analyzer's status 3; flags are spelled out
+    (no abbreviations: `--proto` is not taken for `--protocol`)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(allow_abbrev=False, **options)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_BAD_OPTION, f"{self.prog}: error: {message}\n")
@@ -79,7 +86,12 @@ def _connection_flags(parser: argparse.ArgumentParser) -> None:
         help=f"Triton endpoint (default {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP)",
     )
     parser.add_argument(
-        "-i", "--protocol", choices=PROTOCOLS, default="grpc", help="talk to Triton over grpc (default) or http"
+        "-i",
+        "--protocol",
+        type=str.lower,
+        choices=PROTOCOLS,
+        default="grpc",
+        help="talk to Triton over grpc (default) or http",
     )
 
 
@@ -327,6 +339,12 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", type=_int, default=8000)
     parser.add_argument("--metrics-port", type=_int, default=8002)
     parser.add_argument(
+        "--host",
+        default=LOOPBACK,
+        help=f"the address every port listens on (default {LOOPBACK}: this machine only; 0.0.0.0 opens the "
+        "model-control API to anyone who reaches this machine)",
+    )
+    parser.add_argument(
         "--model-control-mode",
         choices=("none", "explicit"),
         default="none",
@@ -347,20 +365,19 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(**options)
 
 
-def _write_outputs(result: ProfileResult, args: argparse.Namespace) -> None:
-    """Every output file the command line asked for, from one result (a finished, partial or merged run)."""
-    if args.json:
-        write_json(result, args.json)
-    if args.latency_report_file:
-        write_csv(result, args.latency_report_file)
-    if args.html:
-        from loadgen.reports import html
+def _report_files(args: argparse.Namespace) -> list[ReportFile]:
+    """The output files the command line asks for, checked writable before anything runs."""
+    if args.html or args.plot:
+        from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
+    return report_files(args.json, args.latency_report_file, args.html, args.plot)
 
-        html.write_html(result, args.html)
-    if args.plot:
-        from loadgen.reports import plot
 
-        plot.write_png(result, args.plot)
+def _write(result: ProfileResult, files: list[ReportFile], errors: Console) -> bool:
+    """Write every output file from one result (a finished, partial or merged run); False when one failed."""
+    failures = write_reports(result, files)
+    for failure in failures:
+        errors.print(f"error: {failure}", soft_wrap=True)
+    return not failures
 
 
 async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress) -> tuple[ProfileResult, int | None]:
@@ -386,34 +403,40 @@ async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress
     return result, received[0] if received else None
 
 
-def _profile(argv: Sequence[str], console: Console) -> int:
+def _exit_status(result: ProfileResult, written: bool, signum: int | None = None) -> int:
+    """perf_analyzer's exit status for a finished run: 2 when a level never settled, 99 when an output failed."""
+    if signum is not None:
+        return 128 + signum
+    if not written or result.status in ("failed", "incomplete"):
+        return EXIT_OTHER
+    return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
+
+
+def _profile(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = profile_parser().parse_args(argv)
     settings = settings_from(args)
-    if args.html or args.plot:
-        from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
+    files = _report_files(args)
+    if settings.hdr_log:
+        check_directory(settings.hdr_log, "--hdr-log")
     if args.ray_address:
-        from loadgen.ray_cluster import profile_on_ray
+        from loadgen.shards.ray_cluster import profile_on_ray
 
         progress = ConsoleProgress(console, verbose=True, quiet=args.quiet)
         result = profile_on_ray(settings, args.ray_address, args.workers_per_node, progress)
         progress.replay(result)
-        _write_outputs(result, args)
-        return EXIT_SUCCESS if result.status == "complete" and result.stable else EXIT_UNSTABLE
+        return _exit_status(result, _write(result, files, errors))
     with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
         try:
             result, signum = run(_profile_until_signalled(settings, progress))
         except RunFailed as failure:
             assert isinstance(failure.result, ProfileResult)
-            _write_outputs(failure.result, args)
+            _write(failure.result, files, errors)
             raise
         progress.finished(result)
-    _write_outputs(result, args)
-    if signum is not None:
-        return 128 + signum
-    return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
+    return _exit_status(result, _write(result, files, errors), signum)
 
 
-def _tune(argv: Sequence[str], console: Console) -> int:
+def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = tune_parser().parse_args(argv)
     profile_settings = Settings(
         model_name=args.model_name,
@@ -430,27 +453,37 @@ def _tune(argv: Sequence[str], console: Console) -> int:
     settings = TuneSettings(profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config)
     if args.html:
         from loadgen.reports import html  # noqa: F401  (the `report` extra: checked before tuning, not after it)
+    for flag, path in (("--json", args.json), ("--html", args.html)):
+        if path:
+            check_file(path, flag)
+    if args.write_config:
+        check_directory(args.write_config, "--write-config")
     report = TuneReport(console)
     result = run(tune(settings, report.progress))
     report.finished(result, restored=not args.keep)
-    if args.json:
-        write_atomic(args.json, json.dumps(result.to_dict(), indent=2) + "\n")
-    if args.html:
-        result.save_html(args.html)
-    return EXIT_SUCCESS
+    written = True
+    for flag, path, write in (
+        ("--json", args.json, lambda path: write_file(path, json.dumps(result.to_dict(), indent=2) + "\n")),
+        ("--html", args.html, result.save_html),
+    ):
+        try:
+            if path:
+                write(path)
+        except OSError as error:
+            errors.print(f"error: {flag} {path}: not written: {error.strerror or error}")
+            written = False
+    return EXIT_SUCCESS if written else EXIT_OTHER
 
 
-def _merge(argv: Sequence[str], console: Console) -> int:
+def _merge(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = merge_parser().parse_args(argv)
+    files = _report_files(args)
     result = merge_logs(args.logs)
     ConsoleProgress(console).replay(result)
-    _write_outputs(result, args)
-    if result.status != "complete":
-        return EXIT_OTHER
-    return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
+    return _exit_status(result, _write(result, files, errors))
 
 
-def _serve(argv: Sequence[str], console: Console) -> int:
+def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = serve_parser().parse_args(argv)
     server = EmbeddedServer(
         args.model_repository,
@@ -458,6 +491,7 @@ def _serve(argv: Sequence[str], console: Console) -> int:
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         explicit_model_control=args.model_control_mode == "explicit",
+        host=args.host,
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -480,14 +514,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = make_console(stderr=True)
     try:
         if argv[:1] == ["serve"]:
-            return _serve(argv[1:], console)
+            return _serve(argv[1:], console, errors)
         if argv[:1] == ["tune"]:
-            return _tune(argv[1:], console)
+            return _tune(argv[1:], console, errors)
         if argv[:1] == ["merge"]:
-            return _merge(argv[1:], console)
-        return _profile(argv, console)
+            return _merge(argv[1:], console, errors)
+        return _profile(argv, console, errors)
     except LoadgenError as error:
-        errors.print(f"error: {error}", markup=False, soft_wrap=True)
+        errors.print(f"error: {error}", soft_wrap=True)
         return error.exit_code
     except KeyboardInterrupt:
         errors.print("interrupted")

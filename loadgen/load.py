@@ -8,32 +8,29 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-
-import grpc
+from typing import Protocol
 
 from loadgen import schedule
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
+from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.sequences import Sequences
-from loadgen.settings import Settings, read_intervals
 from loadgen.transport import (
     Connection,
     InferCall,
     Mismatch,
     Payload,
+    Rejected,
     RequestFailed,
     Stream,
     StreamCheck,
     StreamMux,
     Unreachable,
     decode_message,
-    describe_rpc_error,
     stream_one,
 )
 from loadgen.validation import Validator
 
-COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
 SEQUENCE_END_TIMEOUT_S = 5.0
@@ -42,56 +39,43 @@ HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to r
 HANDOFF_MAX_NS = 500_000
 
 
-@dataclass(frozen=True)
-class Load:
-    """One load level: a concurrency (closed loop) or a request rate (open loop)."""
-
-    concurrency: int | None = None
-    rate: float | None = None
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This generator's part of the load: shard `index` of `count`; all shards together make the whole load."""
-
-    index: int = 0
-    count: int = 1
-
-    def concurrency(self, total: int) -> int:
-        """Its share of the concurrency slots."""
-        return total // self.count + (1 if self.index < total % self.count else 0)
-
-    def schedule(self, offsets: Iterator[int]) -> Iterator[int]:
-        """Its share of a schedule: every `count`-th request, so that the shards' union is the schedule itself."""
-        return itertools.islice(offsets, self.index, None, self.count) if self.count > 1 else offsets
-
-
-def schedule_for(load: Load, settings: Settings) -> Iterator[int]:
+def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:
     """The full schedule (offsets in ns) of an open-loop level."""
-    if settings.request_intervals is not None:
-        return schedule.intervals(read_intervals(settings.request_intervals))
+    if run.intervals_us is not None:
+        return schedule.intervals(run.intervals_us)
     assert load.rate is not None
-    if settings.request_distribution == "poisson":
+    if run.settings.request_distribution == "poisson":
         return schedule.poisson(load.rate)
     return schedule.constant(load.rate)
 
 
 class _Failures:
-    """Turns a failed call into its one-line description; a server that refuses connections gets a short pause."""
+    """Counts a failed call under its one-line description, as the transport classifies it.
 
-    def __init__(self, recorder: Recorder, url: str, timeout_s: float | None) -> None:
+    A request the model rejects before any request of the run has succeeded means the data does not suit the
+    model (random bytes into an image decoder): `rejected` then holds it, and the run stops with the model's
+    message instead of measuring failures. A server that refuses connections gets a short pause.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        errors: tuple[type[Exception], ...],
+        failure: Callable[[Exception], RequestFailed],
+    ) -> None:
         self.recorder = recorder
-        self.url = url
-        self.timeout_s = timeout_s
+        self.errors = errors  # what the transport raises when a request fails
+        self.failure = failure
+        self.rejected: RequestFailed | None = None
+        self.rejection = asyncio.Event()
 
-    async def record(self, error: grpc.aio.AioRpcError | RequestFailed) -> None:
-        if isinstance(error, RequestFailed):
-            self.recorder.record_error(str(error))
-            unreachable = isinstance(error, Unreachable)
-        else:
-            self.recorder.record_error(describe_rpc_error(error, self.url, self.timeout_s))
-            unreachable = error.code() == grpc.StatusCode.UNAVAILABLE
-        if unreachable:
+    async def record(self, error: Exception) -> None:
+        failed = error if isinstance(error, RequestFailed) else self.failure(error)
+        self.recorder.record_error(str(failed))
+        if isinstance(failed, Rejected) and self.rejected is None and not self.recorder.answered:
+            self.rejected = failed
+            self.rejection.set()
+        if isinstance(failed, Unreachable):
             await asyncio.sleep(UNAVAILABLE_PAUSE_S)  # no busy loop of instant failures while the server is gone
 
 
@@ -114,15 +98,26 @@ class _Slots:
         self._failures = failures
         self._stopping = False
         self._size = 0
+        self._budget: Iterator[None] = itertools.repeat(None)
         self._workers: list[asyncio.Task[None]] = []
         self._retired: list[asyncio.Task[None]] = []  # slots above the size, finishing their last request
 
-    def resize(self, concurrency: int) -> None:
+    def resize(self, concurrency: int, budget: Iterator[None] | None = None) -> None:
         """Start workers, or let the extra ones stop after their current request, so that `concurrency` are in
         flight. Requests are never cancelled mid-flight here: tritonserver 2.51 can crash on a gRPC request
-        cancelled as it completes (triton-inference-server/server#7368)."""
+        cancelled as it completes (triton-inference-server/server#7368).
+
+        With a `budget`, the slots together send one request per item it yields, then stop (--request-count);
+        slots that stopped so are started again with the next budget.
+        """
         self._size = concurrency
+        if budget is not None:
+            self._budget = budget
         self._retired = [task for task in self._retired if not task.done()]
+        for slot, task in enumerate(self._workers):
+            if task.done():
+                task.result()  # a slot that crashed is a bug: let it show
+                self._workers[slot] = asyncio.ensure_future(self._work(slot))
         while len(self._workers) < concurrency:
             slot = len(self._workers)
             self._workers.append(asyncio.ensure_future(self._work(slot)))
@@ -140,6 +135,10 @@ class _Slots:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
+    def _requests(self, slot: int) -> Iterator[Payload]:
+        """The slot's requests while the budget lasts (the budget is the same for every slot)."""
+        return (payload for payload, _ in zip(self._source(slot), self._budget, strict=False))
+
     async def _work(self, slot: int) -> None:
         raise NotImplementedError
 
@@ -153,15 +152,16 @@ class ClosedLoop(_Slots):
 
     async def _work(self, slot: int) -> None:
         call = self._call
-        payloads = self._source(slot)
         record = self._recorder.record
+        errors = self._failures.errors
         clock = time.perf_counter_ns
-        while not self._stopping and slot < self._size:  # checked per request: attributes only
-            payload = next(payloads)
+        for payload in self._requests(slot):
+            if self._stopping or slot >= self._size:  # checked per request: attributes only
+                break
             start = clock()
             try:
                 await call(payload)
-            except (grpc.aio.AioRpcError, RequestFailed) as error:
+            except errors as error:
                 await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
@@ -184,21 +184,22 @@ class StreamingLoop(_Slots):
         self._check = check
 
     async def _work(self, slot: int) -> None:
-        payloads = self._source(slot)
         record = self._recorder.record_stream
+        errors = self._failures.errors
         clock = time.perf_counter_ns
         check = self._check
         stream = self._open_stream()
         try:
-            while not self._stopping and slot < self._size:  # checked per request: attributes only
-                payload = next(payloads)
+            for payload in self._requests(slot):
+                if self._stopping or slot >= self._size:  # checked per request: attributes only
+                    break
                 start = clock()
                 try:
                     first, responses = await stream_one(stream, payload, clock, check)
                 except Mismatch as error:  # all its responses were read: the stream is still in step
                     await self._failures.record(error)
                     continue
-                except (grpc.aio.AioRpcError, RequestFailed) as error:
+                except errors as error:
                     stream.cancel()  # a stream that failed may still carry that request's responses
                     stream = self._open_stream()
                     await self._failures.record(error)
@@ -215,6 +216,12 @@ class OpenLoop:
     a generator that falls behind shows up in the numbers instead of hiding (no coordinated omission). Requests
     in flight are capped at `max_in_flight` as a safety limit; every request that had to wait is counted.
 
+    With `lanes` (a sequence model: request k belongs to sequence slot k mod lanes), a request leaves only once
+    the previous request of its sequence has returned, so that a sequence's requests reach the server in order
+    (over HTTP, a request overtaken on another connection would reach the model before its sequence's start);
+    the wait counts as send lag and as a wait for the server (an in-flight-limit hit), and the other sequences keep
+    their schedule.
+
     The event loop's timers have millisecond resolution, so the sender sleeps on them only until ~1 ms before a
     send, then sleeps the rest in a timer thread (the loop keeps serving responses) and yields the last
     microseconds: requests leave within tens of microseconds of their time without spinning the loop.
@@ -228,6 +235,7 @@ class OpenLoop:
         failures: _Failures,
         max_in_flight: int,
         streaming: bool = False,
+        lanes: int = 0,
     ) -> None:
         self._call = call
         self._streaming = streaming  # `call` returns the first response's time and the responses' count
@@ -241,6 +249,8 @@ class OpenLoop:
         self._sender: asyncio.Task[None] | None = None
         self._timer: ThreadPoolExecutor | None = None  # sleeps the last stretch before each send precisely
         self._handoff_ns = HANDOFF_NS
+        self._lanes: list[asyncio.Task[None] | None] = [None] * lanes  # each sequence slot's request in flight
+        self._lane_of = itertools.cycle(range(lanes)) if lanes else None
 
     def start(self, offsets: Iterator[int], start_ns: int) -> None:
         """Follow a new schedule (offsets in ns from `start_ns`, a perf_counter_ns instant); requests in flight carry on."""
@@ -296,18 +306,26 @@ class OpenLoop:
                     self._slot_free.clear()
                     await self._slot_free.wait()
             self._in_flight += 1
-            task = loop.create_task(self._one(next(payloads), due))
+            if self._lane_of is None:
+                task = loop.create_task(self._one(next(payloads), due))
+            else:
+                lane = next(self._lane_of)
+                task = loop.create_task(self._one(next(payloads), due, self._lanes[lane]))
+                self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
 
-    async def _one(self, payload: Payload, due: int) -> None:
+    async def _one(self, payload: Payload, due: int, previous: asyncio.Task[None] | None = None) -> None:
+        if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
+            self._recorder.record_limit_hit()
+            await asyncio.wait((previous,))  # the request before it in its sequence has returned
         clock = time.perf_counter_ns
         sent = clock()
         recorder = self._recorder
         recorder.record_sent((sent - due) // 1000)
         try:
             result = await self._call(payload)
-        except (grpc.aio.AioRpcError, RequestFailed) as error:
+        except self._failures.errors as error:
             await self._failures.record(error)
         else:
             done = clock()
@@ -323,15 +341,51 @@ class OpenLoop:
             self._slot_free.set()
 
 
+class Generator(Protocol):
+    """A source of load and its windows: in this process (`LocalGenerator`) or over worker processes."""
+
+    rejection: asyncio.Event
+    """Set when the model rejected a request before any request of the run succeeded (see `_Failures`)."""
+
+    @property
+    def rejected(self) -> RequestFailed | None:
+        """That first rejected request."""
+
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
+        """Switch to a load level (an open-loop schedule starts at `start_ns`, a perf_counter_ns instant); with
+        `count`, send exactly that many requests at it."""
+
+    async def fill(self, count: int, timeout_s: float) -> Window:
+        """The window that closes once `count` requests completed in it (or, after `timeout_s`, as it is)."""
+
+    async def rotate(self) -> Window:
+        """Close the current window now and start the next."""
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop the load; requests in flight get `grace_s` to return."""
+
+
+async def next_window(generator: Generator, windows: Windows, deadline_ns: int | None = None) -> Window:
+    """The next window by the run's rule, for any generator: at `deadline_ns` (a logged run's wall-clock grid),
+    once its count of requests completed (count windows), or after the measurement interval."""
+    if deadline_ns is None and windows.count is not None:
+        return await generator.fill(windows.count, windows.timeout_s)
+    if deadline_ns is None:
+        deadline_ns = time.perf_counter_ns() + windows.interval_ms * 1_000_000
+    await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
+    return await generator.rotate()
+
+
 class LocalGenerator:
     """Generates load from this process's event loop and hands out its measurement windows."""
 
-    def __init__(self, connection: Connection, requests: Requests, settings: Settings, shard: Shard = Shard()) -> None:
-        self.settings = settings
-        self.shard = shard
-        self.recorder = Recorder(open_loop=settings.mode != "concurrency", streaming=settings.streaming)
-        timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
-        failures = _Failures(self.recorder, settings.url, timeout_s)
+    def __init__(self, connection: Connection, requests: Requests, run: RunPlan, shard: Shard | None = None) -> None:
+        settings = run.settings
+        self.run = run
+        self.shard = shard or run.shard
+        self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
+        self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure)
+        self.rejection = failures.rejection
         call: InferCall = connection.infer
         check: StreamCheck | None = None
         if requests.expected is not None:  # responses are decoded only to validate them
@@ -340,10 +394,12 @@ class LocalGenerator:
                 check = Validator(requests.expected, decode_message).for_stream(requests.payloads)
         self.call = call
         self.sequences: Sequences | None = None
+        lanes = 0
         if requests.sequential:
-            self.sequences = sequences = Sequences(requests, settings, connection.wire, shard.index, shard.count)
+            self.sequences = sequences = Sequences(requests, run, connection.wire, self.shard)
             source: SlotSource = sequences.slot
-            stream = sequences.interleaved(shard.concurrency(settings.num_of_sequences) or 1)
+            lanes = self.shard.concurrency(settings.num_of_sequences) or 1
+            stream = sequences.interleaved(lanes)
         else:
             source = functools.partial(_cycle, requests.payloads)
             stream = itertools.cycle(requests.payloads)
@@ -353,47 +409,32 @@ class LocalGenerator:
             else ClosedLoop(call, source, self.recorder, failures)
         )
         self.mux: StreamMux | None = None
-        if settings.streaming and settings.mode != "concurrency":  # requests on schedule share one stream
+        if settings.streaming and not run.closed_loop:  # requests on schedule share one stream
             self.mux = StreamMux(connection.open_stream, time.perf_counter_ns, check)
             call = self.mux.send
-        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight, settings.streaming)
+        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight, settings.streaming, lanes)
+
+    @property
+    def rejected(self) -> RequestFailed | None:
+        return self.failures.rejected
 
     def _share(self, count: int) -> int:
         """This shard's part of a request count (at least 1)."""
         return max(self.shard.concurrency(count), 1)
 
-    async def apply(self, load: Load, start_ns: int) -> None:
-        """Switch to a load level; an open-loop schedule starts at `start_ns` (perf_counter_ns)."""
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
         if load.concurrency is not None:
-            self.closed.resize(self.shard.concurrency(load.concurrency))
+            budget = itertools.repeat(None, self._share(count)) if count else itertools.repeat(None)
+            self.closed.resize(self.shard.concurrency(load.concurrency), budget)
         else:
-            self.open.start(self.shard.schedule(schedule_for(load, self.settings)), start_ns)
+            offsets = self.shard.schedule(schedule_for(load, self.run))
+            self.open.start(itertools.islice(offsets, self._share(count)) if count else offsets, start_ns)
 
-    async def warm_up(self, count: int) -> None:
-        """Let `count` requests complete, then drop them."""
-        await self.recorder.fill(self._share(count), WARMUP_TIMEOUT_S)
-
-    async def discard(self) -> None:
-        """Start a fresh window, dropping what completed so far."""
-        self.recorder.rotate()
+    async def fill(self, count: int, timeout_s: float) -> Window:
+        return await self.recorder.fill(self._share(count), timeout_s)
 
     async def rotate(self) -> Window:
-        """Close the current window now."""
         return self.recorder.rotate()
-
-    async def window(self, deadline_ns: int | None = None) -> Window:
-        """The next window: at `deadline_ns` (perf_counter_ns), after the measurement interval, or after a count."""
-        settings = self.settings
-        if deadline_ns is not None:
-            await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
-            return await self.rotate()
-        timeout_s = settings.measurement_interval / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
-        if settings.request_count:
-            return await self.recorder.fill(self._share(settings.request_count), timeout_s)
-        if settings.measurement_mode == "count_windows":
-            return await self.recorder.fill(self._share(settings.measurement_request_count), timeout_s)
-        await asyncio.sleep(settings.measurement_interval / 1000)
-        return await self.rotate()
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""

@@ -6,8 +6,9 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -92,24 +93,37 @@ class LatencyStats:
         )
 
 
-@dataclass
-class Window:
-    """One measurement window: what completed (and, open loop, what was sent) between two rotations."""
+# How each field of a window reduces: histograms are added exactly; counts are summed over consecutive windows and
+# reduced by "parallel" over the same window of parallel generators; the span runs from the first start to the
+# last end either way.
+HISTOGRAM: Mapping[str, Any] = {"histogram": True}
+SUMMED: Mapping[str, Callable[[Iterable[int]], int]] = {"parallel": sum}
+BUSIEST: Mapping[str, Callable[[Iterable[int]], int]] = {"parallel": max}  # a per-generator figure
 
-    start_ns: int
-    end_ns: int
-    histogram: HdrHistogram  # response time: from the scheduled send time (closed loop: from the send)
-    service: HdrHistogram | None  # open loop: from the actual send
-    lag: HdrHistogram | None  # open loop: actual minus scheduled send time
-    sent: int
-    delayed: int
-    limit_hits: int
-    errors: Counter[str]
-    clamped: int
-    loop_cpu_ns: int
-    process_cpu_ns: int
-    first_response: HdrHistogram | None = None  # streaming: latency to each request's first response
-    responses: int = 0  # streaming: responses received
+
+@dataclass(slots=True)
+class Window:
+    """One measurement window: what completed (and, open loop, what was sent) between two rotations.
+
+    This is the one definition of a window's record: the recorder fills it, `merge` (consecutive windows) and
+    `combine` (the same window of parallel generators) reduce it field by field as each field's metadata says,
+    and `encode`/`decode` carry it between processes and machines. A new figure is one field here.
+    """
+
+    start_ns: int = field(metadata={"reduce": min})
+    end_ns: int = field(metadata={"reduce": max})
+    histogram: HdrHistogram = field(metadata=HISTOGRAM)  # response time: from the scheduled send time
+    service: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # open loop: from the actual send
+    lag: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # open loop: actual minus scheduled send
+    first_response: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # streaming: to the first response
+    sent: int = field(default=0, metadata=SUMMED)  # open loop: requests sent
+    delayed: int = field(default=0, metadata=SUMMED)  # open loop: sent more than LATE_US after their time
+    limit_hits: int = field(default=0, metadata=SUMMED)  # open loop: requests that waited for the in-flight limit
+    clamped: int = field(default=0, metadata=SUMMED)  # latencies outside the histogram's range
+    responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
+    loop_cpu_ns: int = field(default=0, metadata=BUSIEST)  # the event loop's thread CPU time
+    process_cpu_ns: int = field(default=0, metadata=SUMMED)  # the whole process's CPU time
+    errors: Counter[str] = field(default_factory=Counter)  # failed requests by one-line description
 
     @property
     def duration_s(self) -> float:
@@ -124,31 +138,97 @@ class Window:
     def error_count(self) -> int:
         return sum(self.errors.values())
 
+    def throughput(self, batch_size: int) -> float:
+        """Inferences per second."""
+        return throughput(self.request_count, batch_size, self.duration_s)
+
+    def encode(self) -> dict[str, Any]:
+        """The window as JSON-ready values (histograms in HdrHistogram's compressed base64 encoding), so that
+        another process or machine can merge it exactly."""
+        encoded: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.metadata.get("histogram"):
+                value = value.encode().decode("ascii") if value is not None else None
+            elif isinstance(value, Counter):
+                value = dict(value)
+            encoded[item.name] = value
+        return encoded
+
+    @classmethod
+    def decode(cls, encoded: Mapping[str, Any]) -> Window:
+        """A window from `encode`'s values (keys it does not know are ignored; missing ones take defaults)."""
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if item.name not in encoded:
+                continue
+            value = encoded[item.name]
+            if item.metadata.get("histogram") and value is not None:
+                histogram = new_histogram()
+                histogram.decode_and_add(value.encode("ascii") if isinstance(value, str) else value)
+                value = histogram
+            elif item.name == "errors":
+                value = Counter(value)
+            values[item.name] = value
+        return cls(**values)
+
+
+def _reduce(windows: Sequence[Window], parallel: bool) -> Window:
+    if not windows:
+        raise ValueError("no windows to reduce")
+    values: dict[str, Any] = {}
+    for item in fields(Window):
+        parts = [getattr(window, item.name) for window in windows]
+        if item.metadata.get("histogram"):
+            values[item.name] = _added(parts)
+        elif item.name == "errors":
+            values[item.name] = sum(parts, Counter())
+        else:
+            reducer = item.metadata.get("reduce") or (item.metadata["parallel"] if parallel else sum)
+            values[item.name] = reducer(parts)
+    return Window(**values)
+
+
+def merge(windows: Sequence[Window]) -> Window:
+    """Consecutive windows as one measurement: histograms added exactly, counts summed, the span they cover."""
+    return _reduce(windows, parallel=False)
+
+
+def combine(parts: Sequence[Window]) -> Window:
+    """The same window of several parallel generators as one: histograms added exactly, counts summed (the loop's
+    busy time is the busiest generator's), the span from the earliest start to the latest end."""
+    return _reduce(parts, parallel=True)
+
+
+def _added(histograms: Sequence[HdrHistogram | None]) -> HdrHistogram | None:
+    if any(h is None for h in histograms):
+        return None
+    total = new_histogram()
+    for histogram in histograms:
+        total.add(histogram)
+    return total
+
 
 class Recorder:
     """Collects completed requests into the current window; `rotate` closes it and opens the next.
 
     It lives in the event loop's thread: no locks, and `time.thread_time_ns` measures the loop's own busy time.
+    The histograms of the window being filled are kept at hand, so that recording a latency is one call.
     """
 
     __slots__ = (
-        "_clamped",
+        "_answered",
         "_completed",
-        "_delayed",
-        "_errors",
         "_filled",
         "_first",
         "_full",
         "_histogram",
         "_lag",
-        "_limit_hits",
         "_loop_cpu_ns",
         "_process_cpu_ns",
-        "_responses",
-        "_sent",
         "_service",
-        "_start_ns",
         "_target",
+        "_window",
         "open_loop",
         "streaming",
     )
@@ -159,16 +239,23 @@ class Recorder:
         self._full = asyncio.Event()
         self._target = 0
         self._filled: Window | None = None
+        self._answered = False
         self._reset(time.perf_counter_ns())
 
     def _reset(self, now: int) -> None:
-        self._start_ns = now
-        self._histogram = new_histogram()
-        self._service = new_histogram() if self.open_loop else None
-        self._lag = new_histogram() if self.open_loop else None
-        self._first = new_histogram() if self.streaming else None
-        self._errors: Counter[str] = Counter()
-        self._sent = self._delayed = self._limit_hits = self._clamped = self._completed = self._responses = 0
+        self._window = window = Window(
+            start_ns=now,
+            end_ns=now,
+            histogram=new_histogram(),
+            service=new_histogram() if self.open_loop else None,
+            lag=new_histogram() if self.open_loop else None,
+            first_response=new_histogram() if self.streaming else None,
+        )
+        self._histogram = window.histogram
+        self._service = window.service
+        self._lag = window.lag
+        self._first = window.first_response
+        self._completed = 0
         self._loop_cpu_ns = time.thread_time_ns()
         self._process_cpu_ns = time.process_time_ns()
 
@@ -181,14 +268,14 @@ class Recorder:
     def record(self, latency_us: int) -> None:
         """Closed loop: one successful request's latency."""
         if not _record(self._histogram, latency_us):
-            self._clamped += 1
+            self._window.clamped += 1
         self._completion()
 
     def record_stream(self, first_us: int, last_us: int, responses: int) -> None:
         """Streaming: one request's latency to its first and to its last response, and how many responses it got."""
         assert self._first is not None
         _record(self._first, first_us)
-        self._responses += responses
+        self._window.responses += responses
         self.record(last_us)
 
     def record_stream_response(self, first_us: int, response_us: int, service_us: int, responses: int) -> None:
@@ -196,33 +283,34 @@ class Recorder:
         service time, and how many responses it got."""
         assert self._first is not None
         _record(self._first, first_us)
-        self._responses += responses
+        self._window.responses += responses
         self.record_response(response_us, service_us)
 
     def record_sent(self, lag_us: int) -> None:
         """Open loop: a request left `lag_us` after its scheduled time."""
-        self._sent += 1
+        window = self._window
+        window.sent += 1
         assert self._lag is not None
         _record(self._lag, lag_us)
         if lag_us > LATE_US:
-            self._delayed += 1
+            window.delayed += 1
 
     def record_response(self, response_us: int, service_us: int) -> None:
         """Open loop: one successful request's response time (from its schedule) and service time."""
         assert self._service is not None
         if not _record(self._histogram, response_us):
-            self._clamped += 1
+            self._window.clamped += 1
         _record(self._service, service_us)
         self._completion()
 
     def record_error(self, description: str) -> None:
         """Count one failed request under its one-line description."""
-        self._errors[description] += 1
+        self._window.errors[description] += 1
         self._completion()
 
     def record_limit_hit(self) -> None:
         """Open loop: a request had to wait because the in-flight limit was reached."""
-        self._limit_hits += 1
+        self._window.limit_hits += 1
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         """Close the current window once `count` requests completed in it (or, after `timeout_s`, as it is)."""
@@ -238,25 +326,19 @@ class Recorder:
             self._target = 0
         return self._filled or self.rotate()
 
+    @property
+    def answered(self) -> bool:
+        """Whether any request has succeeded since the recorder started (read on the failure path only)."""
+        return self._answered or self._histogram.get_total_count() > 0
+
     def rotate(self) -> Window:
         """Close the current window and start an empty one."""
         now = time.perf_counter_ns()
-        window = Window(
-            start_ns=self._start_ns,
-            end_ns=now,
-            histogram=self._histogram,
-            service=self._service,
-            lag=self._lag,
-            sent=self._sent,
-            delayed=self._delayed,
-            limit_hits=self._limit_hits,
-            errors=self._errors,
-            clamped=self._clamped,
-            loop_cpu_ns=time.thread_time_ns() - self._loop_cpu_ns,
-            process_cpu_ns=time.process_time_ns() - self._process_cpu_ns,
-            first_response=self._first,
-            responses=self._responses,
-        )
+        self._answered = self.answered
+        window = self._window
+        window.end_ns = now
+        window.loop_cpu_ns = time.thread_time_ns() - self._loop_cpu_ns
+        window.process_cpu_ns = time.process_time_ns() - self._process_cpu_ns
         self._reset(now)
         return window
 
@@ -312,142 +394,3 @@ def is_stable(windows: Sequence[WindowSummary], percentage: float) -> bool:
         return False
     last = windows[-STABILITY_WINDOWS:]
     return _within([w.throughput for w in last], percentage) and _within([w.latency_us for w in last], percentage)
-
-
-@dataclass(frozen=True)
-class Merged:
-    """Several windows combined exactly: histograms added, counts and durations summed."""
-
-    histogram: HdrHistogram
-    service: HdrHistogram | None
-    lag: HdrHistogram | None
-    duration_s: float
-    request_count: int
-    sent: int
-    delayed: int
-    limit_hits: int
-    errors: Counter[str]
-    clamped: int
-    loop_cpu_s: float
-    process_cpu_s: float
-    first_response: HdrHistogram | None = None
-    responses: int = 0
-
-    @property
-    def error_count(self) -> int:
-        return sum(self.errors.values())
-
-    def throughput(self, batch_size: int) -> float:
-        return throughput(self.request_count, batch_size, self.duration_s)
-
-
-def _added(histograms: Sequence[HdrHistogram | None]) -> HdrHistogram | None:
-    if any(h is None for h in histograms):
-        return None
-    total = new_histogram()
-    for histogram in histograms:
-        total.add(histogram)
-    return total
-
-
-def merge(windows: Sequence[Window]) -> Merged:
-    """Combine windows into one measurement."""
-    errors: Counter[str] = Counter()
-    for window in windows:
-        errors.update(window.errors)
-    histogram = _added([w.histogram for w in windows])
-    assert histogram is not None
-    return Merged(
-        histogram=histogram,
-        service=_added([w.service for w in windows]),
-        lag=_added([w.lag for w in windows]),
-        duration_s=sum(w.duration_s for w in windows),
-        request_count=sum(w.request_count for w in windows),
-        sent=sum(w.sent for w in windows),
-        delayed=sum(w.delayed for w in windows),
-        limit_hits=sum(w.limit_hits for w in windows),
-        errors=errors,
-        clamped=sum(w.clamped for w in windows),
-        loop_cpu_s=sum(w.loop_cpu_ns for w in windows) / 1e9,
-        process_cpu_s=sum(w.process_cpu_ns for w in windows) / 1e9,
-        first_response=_added([w.first_response for w in windows]),
-        responses=sum(w.responses for w in windows),
-    )
-
-
-@dataclass(frozen=True)
-class EncodedWindow:
-    """A window in a form that crosses process and machine boundaries (HdrHistogram's compressed encoding)."""
-
-    start_ns: int
-    end_ns: int
-    histogram: bytes
-    service: bytes | None
-    lag: bytes | None
-    sent: int
-    delayed: int
-    limit_hits: int
-    errors: dict[str, int]
-    clamped: int
-    loop_cpu_ns: int
-    process_cpu_ns: int
-    first_response: bytes | None = None
-    responses: int = 0
-
-
-def encode_window(window: Window) -> EncodedWindow:
-    """Encode a window's histograms so that another process can merge them exactly."""
-    return EncodedWindow(
-        start_ns=window.start_ns,
-        end_ns=window.end_ns,
-        histogram=window.histogram.encode(),
-        service=window.service.encode() if window.service is not None else None,
-        lag=window.lag.encode() if window.lag is not None else None,
-        sent=window.sent,
-        delayed=window.delayed,
-        limit_hits=window.limit_hits,
-        errors=dict(window.errors),
-        clamped=window.clamped,
-        loop_cpu_ns=window.loop_cpu_ns,
-        process_cpu_ns=window.process_cpu_ns,
-        first_response=window.first_response.encode() if window.first_response is not None else None,
-        responses=window.responses,
-    )
-
-
-def _decoded(encoded: Sequence[bytes | None]) -> HdrHistogram | None:
-    if any(e is None for e in encoded):
-        return None
-    histogram = new_histogram()
-    for data in encoded:
-        assert data is not None
-        histogram.decode_and_add(data)
-    return histogram
-
-
-def combine(parts: Sequence[EncodedWindow]) -> Window:
-    """One window from the same window of several generators: histograms added exactly, counts summed.
-
-    The span runs from the earliest start to the latest end; the loop's busy time is the busiest generator's.
-    """
-    errors: Counter[str] = Counter()
-    for part in parts:
-        errors.update(part.errors)
-    histogram = _decoded([p.histogram for p in parts])
-    assert histogram is not None
-    return Window(
-        start_ns=min(p.start_ns for p in parts),
-        end_ns=max(p.end_ns for p in parts),
-        histogram=histogram,
-        service=_decoded([p.service for p in parts]),
-        lag=_decoded([p.lag for p in parts]),
-        sent=sum(p.sent for p in parts),
-        delayed=sum(p.delayed for p in parts),
-        limit_hits=sum(p.limit_hits for p in parts),
-        errors=errors,
-        clamped=sum(p.clamped for p in parts),
-        loop_cpu_ns=max(p.loop_cpu_ns for p in parts),
-        process_cpu_ns=sum(p.process_cpu_ns for p in parts),
-        first_response=_decoded([p.first_response for p in parts]),
-        responses=sum(p.responses for p in parts),
-    )

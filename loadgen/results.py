@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dacite
 
-from loadgen.analysis import Bottleneck, find_bottleneck
-from loadgen.load import Load
-from loadgen.measurement import LatencyStats, Merged, WindowSummary
-from loadgen.server_stats import Composition, ServerFigures, Snapshot, figures
+from loadgen.analysis import Bottleneck
+from loadgen.errors import LoadgenError
+from loadgen.measurement import LatencyStats, WindowSummary
+from loadgen.plan import LevelRule, Windows
+from loadgen.server.statistics import ServerFigures
+from loadgen.settings import Mode
 
 if TYPE_CHECKING:
     import pandas
@@ -29,16 +32,28 @@ class InputDescription:
 
 
 @dataclass(frozen=True)
+class RunDescription:
+    """What a run measures, as the console announces it before its first window."""
+
+    model: str
+    url: str
+    mode: Mode
+    inputs: tuple[InputDescription, ...]
+    windows: Windows
+    rule: LevelRule
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.mode == "concurrency"
+
+
+@dataclass(frozen=True)
 class SendLag:
     """How late requests left compared to their schedule, in microseconds."""
 
     p50: int
     p99: int
     max: int
-
-
-DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
-SEND_RATE_SHORTFALL = 0.95  # achieved send rate more than 5 % below the requested rate
 
 
 @dataclass(frozen=True)
@@ -61,8 +76,10 @@ class LevelResult:
     service_latency_us: LatencyStats | None = None
     send_lag_us: SendLag | None = None
     delayed_share: float | None = None
-    in_flight_limit_hits: int | None = None
-    saturated: str | None = None  # open loop: "server" or "client" when either could not keep up
+    in_flight_limit_hits: int | None = None  # requests that waited for the server: the limit, or their sequence
+    # open loop, when requests were not served or not sent on time: "server" (it fell behind), "client" (loadgen's
+    # busy loop sent late) or "machine" (requests left late while loadgen's loop was mostly idle: other processes)
+    saturated: str | None = None
     loop_busy_share: float = 0.0
     client_cpu_us_per_request: float = 0.0
     trend: tuple[WindowSummary, ...] = ()
@@ -78,66 +95,11 @@ class LevelResult:
         """The level's load: its concurrency, or its requested rate."""
         return self.concurrency if self.concurrency is not None else self.request_rate or 0.0
 
-    @classmethod
-    def from_merged(
-        cls,
-        load: Load,
-        merged: Merged,
-        stable: bool,
-        trend: Sequence[WindowSummary],
-        batch_size: int,
-        percentile: int | None,
-        model: Composition,
-        server: Snapshot,
-        complete: bool = True,
-    ) -> LevelResult:
-        """The level's figures: client side from the merged windows, server side from their statistics."""
-        latency = LatencyStats.from_histogram(merged.histogram)
-        throughput = merged.throughput(batch_size)
-        server_figures = figures(model, server)
-        completed = merged.request_count + merged.error_count
-        extra: dict[str, object] = {}
-        if merged.lag is not None and merged.service is not None:
-            send_rate = merged.sent / merged.duration_s if merged.duration_s else 0.0
-            delayed_share = merged.delayed / merged.sent if merged.sent else 0.0
-            requested = load.rate or send_rate
-            server_behind = merged.limit_hits > 0 or completed < SEND_RATE_SHORTFALL * merged.sent
-            client_behind = delayed_share > DELAYED_SHARE_LIMIT or send_rate < SEND_RATE_SHORTFALL * requested
-            lag = merged.lag.get_percentile_to_value_dict([50, 99])
-            extra = {
-                "send_rate": send_rate,
-                "service_latency_us": LatencyStats.from_histogram(merged.service),
-                "send_lag_us": SendLag(lag[50], lag[99], merged.lag.get_max_value()),
-                "delayed_share": delayed_share,
-                "in_flight_limit_hits": merged.limit_hits,
-                "saturated": "server" if server_behind else "client" if client_behind else None,
-            }
-        if merged.first_response is not None:
-            extra |= {
-                "first_response_latency_us": LatencyStats.from_histogram(merged.first_response),
-                "response_throughput": merged.responses / merged.duration_s if merged.duration_s else 0.0,
-                "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
-            }
-        return cls(
-            concurrency=load.concurrency,
-            request_rate=load.rate,
-            throughput=throughput,
-            request_count=merged.request_count,
-            error_count=merged.error_count,
-            stable=stable,
-            latency_us=latency,
-            windows=len(trend),
-            duration_s=merged.duration_s,
-            errors=dict(merged.errors.most_common()),
-            percentile=percentile,
-            percentile_us=merged.histogram.get_value_at_percentile(percentile) if percentile else None,
-            loop_busy_share=merged.loop_cpu_s / merged.duration_s if merged.duration_s else 0.0,
-            client_cpu_us_per_request=merged.process_cpu_s * 1e6 / completed if completed else 0.0,
-            trend=tuple(trend),
-            complete=complete,
-            server=server_figures,
-            bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
-            **extra,  # type: ignore[arg-type]
+    @property
+    def load_label(self) -> str:
+        """The level's load in words: "concurrency 4" or "50 requests/s"."""
+        return (
+            f"concurrency {self.concurrency}" if self.concurrency is not None else f"{self.request_rate:g} requests/s"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,12 +136,19 @@ class ProfileResult:
 
     model: str
     url: str
-    mode: str
+    mode: Mode
     levels: tuple[LevelResult, ...]
     inputs: tuple[InputDescription, ...]
     settings: dict[str, Any]
-    status: str = "complete"  # or "interrupted" (stopped by the user), "failed" (stopped by an error)
+    # "complete", "unstable" (a level never settled), "interrupted" (stopped by the user), "failed" (stopped by an
+    # error) or "incomplete" (a merge of shards that lacks windows); `message` says why when it is not complete
+    status: str = "complete"
     message: str = ""
+
+    @property
+    def closed_loop(self) -> bool:
+        """A concurrency sweep (not a request rate)."""
+        return self.mode == "concurrency"
 
     @property
     def stable(self) -> bool:
@@ -248,4 +217,77 @@ class ProfileResult:
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
             "settings": self.settings,
+        }
+
+
+def load_result(path: str | os.PathLike[str]) -> ProfileResult:
+    """Reopen a run saved with `--json` (or `save_json`) as the result it was."""
+    try:
+        return ProfileResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, dacite.DaciteError) as error:
+        raise LoadgenError(f"cannot read a loadgen result from {path}: {error}") from None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One load level as tuning reads it."""
+
+    throughput: float
+    p99_us: int
+    bottleneck: str | None  # the slow step, "client" when the client limits, None without a verdict
+    noise: float  # relative standard error of the level's throughput, from its last windows
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One configuration change and what it did."""
+
+    change: str
+    model: str
+    throughput: float
+    p99_us: int
+    kept: bool
+    bottleneck: str | None
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The trial history: where tuning started, each change tried, where it ended, and the configs to keep."""
+
+    model: str
+    initial: Measurement
+    trials: tuple[Trial, ...]
+    final: Measurement
+    config_changes: dict[str, str]  # model -> its improved config.pbtxt
+    stop_reason: str
+
+    def to_dataframe(self) -> pandas.DataFrame:
+        """One row per trial, the baseline first (needs the `dataframe` extra)."""
+        from loadgen.reports.dataframe import tune_frame
+
+        return tune_frame(self)
+
+    def plot(self) -> Figure:
+        """Throughput per trial (needs the `report` extra)."""
+        from loadgen.reports.plot import trials
+
+        return trials(self)
+
+    def save_html(self, path: str | os.PathLike[str]) -> None:
+        """A self-contained HTML page: trials, throughput per trial, improved configs (needs the `report` extra)."""
+        from loadgen.reports.html import write_tune_html
+
+        write_tune_html(self, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        def brief(m: Measurement) -> dict[str, Any]:
+            return {"throughput": m.throughput, "p99_us": m.p99_us, "bottleneck": m.bottleneck, "noise": m.noise}
+
+        return {
+            "model": self.model,
+            "initial": brief(self.initial),
+            "trials": [asdict(trial) for trial in self.trials],
+            "final": brief(self.final),
+            "config_changes": self.config_changes,
+            "stop_reason": self.stop_reason,
         }

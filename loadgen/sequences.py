@@ -13,23 +13,23 @@ from collections.abc import Iterator
 
 from loadgen.errors import OptionError
 from loadgen.inputs import Requests
-from loadgen.settings import Settings
+from loadgen.plan import RunPlan, Shard
 from loadgen.transport import Payload, Wire
 
 SEED = 0
 
 
-def check_sequence_ids(settings: Settings) -> None:
+def check_sequence_ids(run: RunPlan) -> None:
     """Sequences in flight at once need distinct correlation IDs: a --sequence-id-range must hold enough."""
-    first, last = settings.sequence_ids
-    if settings.mode == "concurrency":
-        needed, what = int(max(settings.levels)), "the highest concurrency"
+    first, last = run.sequence_ids
+    if run.closed_loop:
+        needed, what = max(load.concurrency or 0 for load in run.loads), "the highest concurrency"
     else:
-        needed, what = settings.num_of_sequences, "--num-of-sequences"
+        needed, what = run.settings.num_of_sequences, "--num-of-sequences"
     if last is not None and last - first + 1 < needed:
         raise OptionError(
-            f"--sequence-id-range {settings.sequence_id_range}: {last - first + 1} IDs for {needed} sequences in "
-            f"flight ({what})"
+            f"--sequence-id-range {run.settings.sequence_id_range}: {last - first + 1} IDs for {needed} sequences "
+            f"in flight ({what})"
         )
 
 
@@ -40,16 +40,15 @@ class Sequences:
     --sequence-length steps (varied by --sequence-length-variation percent) from the data in turn.
     """
 
-    def __init__(
-        self, requests: Requests, settings: Settings, wire: Wire, shard_index: int = 0, shard_count: int = 1
-    ) -> None:
+    def __init__(self, requests: Requests, run: RunPlan, wire: Wire, shard: Shard) -> None:
+        shard_index, shard_count = shard.index, shard.count
         self.payloads = requests.payloads
         self.flags = wire.sequence_flags
         self.join = wire.with_flags
         self.streams = requests.streams
-        self.length = settings.sequence_length
-        self.variation = settings.sequence_length_variation / 100
-        first, last = settings.sequence_ids
+        self.length = run.settings.sequence_length
+        self.variation = run.settings.sequence_length_variation / 100
+        first, last = run.sequence_ids
         ids = itertools.count(first + shard_index, shard_count)
         self.ids = ids if last is None else itertools.cycle(range(first + shard_index, last + 1, shard_count))
         self.next_stream = itertools.cycle(range(len(self.streams)))

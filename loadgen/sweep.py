@@ -3,61 +3,53 @@
 from __future__ import annotations
 
 import asyncio
-import statistics
+import contextlib
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
-
-import grpc
 
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
-from loadgen.interval_log import WindowLog
-from loadgen.load import Load, LocalGenerator, Shard
-from loadgen.measurement import (
-    STABILITY_WINDOWS,
-    Window,
-    WindowSummary,
-    encode_window,
-    is_stable,
-    merge,
-    summarize,
-)
-from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.levels import Level, ends_sweep, outcome, over_threshold
+from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
+from loadgen.measurement import Window, WindowSummary
+from loadgen.plan import Load, RunPlan, plan
+from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDescription
 from loadgen.sequences import check_sequence_ids
-from loadgen.server_stats import Composition, Snapshot, add, composition, delta, snapshot
-from loadgen.settings import Settings, make_settings, read_intervals
+from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
+from loadgen.settings import Settings, make_settings
+from loadgen.shards.log import WindowLog
 from loadgen.shared_memory import Regions, place
-from loadgen.transport import (
-    TIMEOUT,
-    Connection,
-    ModelInfo,
-    Payload,
-    RequestFailed,
-    Stream,
-    Unreachable,
-    connect,
-    describe_rpc_error,
-    stream_one,
-)
+from loadgen.transport import ConnectionOptions, ModelInfo, RequestFailed, connect
+from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
-PREFLIGHT_SAMPLES = 16  # distinct requests checked once before measuring
 # When a run ends, requests in flight get this long to return before they are cancelled: tritonserver 2.51 can
 # crash (SIGSEGV) on a gRPC request cancelled while it completes (triton-inference-server/server#7368).
 STOP_GRACE_S = 2.0
+LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
 WATCH_INTERVAL_S = 1.0  # the server's liveness is checked this often during a run
+WATCH_MISSES = 2  # liveness checks missed in a row before the server counts as gone
 T = TypeVar("T")
 
 
 class Progress(Protocol):
     """Receives the sweep's progress; the console report implements it."""
 
-    def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None: ...
+    def note(self, text: str) -> None:
+        """A step of the preparation worth saying while it takes long (loading a large input file); optional."""
+
+    def started(self, run: RunDescription) -> None: ...
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None: ...
 
     def level(self, level: LevelResult) -> None: ...
+
+
+class Stopped(Exception):
+    """The user stopped the run before it measured anything."""
 
 
 async def profile(
@@ -76,107 +68,160 @@ async def profile(
     "START:END:STEP", an int or a list of ints.
 
     Setting `stop` ends the run gracefully: the result keeps every finished level and the partial one, marked
-    interrupted. A run that fails midway (the server goes away, too many errors) raises `RunFailed`, whose
-    `result` holds the same. Cancelling the call stops the load at once and returns nothing.
+    interrupted (before measuring, it has no levels). A run that fails midway (the server goes away, too many
+    errors) raises `RunFailed`, whose `result` holds the same. Cancelling the call stops the load at once and
+    returns nothing.
     """
     named = {key: value for key, value in (("url", url), ("model", model)) if value is not None}
     settings = make_settings(settings, **named, **options)
-    connection = connect(settings)
-    regions: Regions | None = None
+    run = plan(settings)
+    stop = stop or asyncio.Event()
+    session = _Session(run, ConnectionOptions.from_settings(settings), progress, stop)
     try:
+        return await session.profile()
+    finally:
+        await session.close()
+
+
+class _Session:
+    """One profiling run from connecting to the last level; every phase gives way to the stop event."""
+
+    def __init__(
+        self, run: RunPlan, options: ConnectionOptions, progress: Progress | None, stop: asyncio.Event
+    ) -> None:
+        self.run = run
+        self.settings = run.settings
+        self.options = options
+        self.progress = progress
+        self.stop = stop
+        self.connection = connect(options)
+        self.regions: Regions | None = None
+        self.model = self.settings.model_name or ""
+
+    async def close(self) -> None:
+        try:
+            if self.regions is not None:
+                await asyncio.shield(self.regions.release())  # also when the call is cancelled
+        finally:
+            await self.connection.close()
+
+    async def _until_stopped(self, step: Awaitable[T]) -> T:
+        """Await a step of the preparation unless the user stops the run first."""
+        task = asyncio.ensure_future(step)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise Stopped
+
+    async def profile(self) -> ProfileResult:
+        try:
+            info, tree, requests, inputs = await self._until_stopped(self._prepare())
+        except Stopped:
+            return self._result((), (), "interrupted", "interrupted before measuring")
+        self.model = info.name
+        description = RunDescription(
+            info.name, self.settings.url, self.run.mode, inputs, self.run.windows, self.run.rule
+        )
+        if self.progress:
+            self.progress.started(description)
+        log = None
+        if self.settings.hdr_log:
+            log = WindowLog(self.settings.hdr_log, self.run.shard)
+            log.header(description, self.settings.to_dict(), tree)
+        sweep = _Sweep(self, info, requests, tree, log)
+        levels, abort = await sweep.sweep()
+        status, message = (abort.status, abort.message) if abort else outcome(levels)
+        if log:
+            log.end(status)
+        result = self._result(levels, inputs, status, message)
+        if abort and abort.status == "failed":
+            raise RunFailed(abort.message, result)
+        return result
+
+    def _result(
+        self, levels: Sequence[LevelResult], inputs: tuple[InputDescription, ...], status: str, message: str
+    ) -> ProfileResult:
+        return ProfileResult(
+            model=self.model,
+            url=self.settings.url,
+            mode=self.run.mode,
+            levels=tuple(levels),
+            inputs=inputs,
+            settings=self.settings.to_dict(),
+            status=status,
+            message=message,
+        )
+
+    def _note(self, text: str) -> None:
+        note = getattr(self.progress, "note", None)  # optional in a receiver of progress
+        if note is not None:
+            note(text)
+
+    async def _prepare(self) -> tuple[ModelInfo, Composition, Requests, tuple[InputDescription, ...]]:
+        """Connect, find the model, build its requests (in a thread: a large input file must not hold up signals)."""
+        connection, settings = self.connection, self.settings
         await connection.check_reachable()
         name = settings.model_name or await connection.choose_model()
         info = await connection.model_info(name, settings.model_version)
         await connection.check_model_ready(info.name, info.version)
         tree = await composition(info.name, info.version, connection.model_config, settings.bls_composing_models)
-        data = load_data(info, settings)
+        size = _input_bytes(settings.input_sources)
+        started = time.perf_counter()
+        if size > LARGE_INPUT_BYTES:
+            self._note(f"loading {size / 1e6:.0f} MB of input data ...")
+        data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
         placements = None
         if settings.shared_memory == "system":
-            regions, placements = await place(connection, info, data.samples, settings)
-        requests = encode_requests(connection.wire, info, data, settings, placements)
+            self.regions, placements = await place(connection, info, data.samples, settings)
+        requests = await _in_daemon_thread(encode_requests, connection.wire, info, data, settings, placements)
         if requests.sequential:
-            check_sequence_ids(settings)
-        await _preflight(connection, info, requests, settings)
-        inputs = _describe(data.streams[0][0])
-        if progress:
-            progress.started(info, inputs, settings)
-        log = None
-        if settings.hdr_log:
-            log = WindowLog(settings.hdr_log, settings.shard_index, settings.shard_count)
-            described = [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in inputs]
-            log.header(info.name, settings.url, settings.mode, described, settings.to_dict(), tree)
-        sweep = _Sweep(connection, requests, tree, settings, progress, stop or asyncio.Event(), log)
-        levels, abort = await sweep.run()
-        if log:
-            log.end(abort.status if abort else "complete")
-    finally:
+            check_sequence_ids(self.run)
+        if size > LARGE_INPUT_BYTES:
+            self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
+        return info, tree, requests, _describe(data.streams[0][0])
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking function in a daemon thread: if the run is stopped meanwhile, it is left behind and does not
+    hold up the process's exit (as a thread of the default executor would)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        result, error = None, None
         try:
-            if regions is not None:
-                await asyncio.shield(regions.release())  # also when the call is cancelled
-        finally:
-            await connection.close()
-    result = ProfileResult(
-        model=info.name,
-        url=settings.url,
-        mode=settings.mode,
-        levels=tuple(levels),
-        inputs=inputs,
-        settings=settings.to_dict(),
-        status=abort.status if abort else "complete",
-        message=abort.message if abort else "",
-    )
-    if abort and abort.status == "failed":
-        raise RunFailed(abort.message, result)
-    return result
+            result = function(*args)
+        except BaseException as caught:  # handed to the awaiting coroutine
+            error = caught
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(deliver, result, error)
+
+    threading.Thread(target=work, name="loadgen-load", daemon=True).start()
+    return await future
+
+
+def _input_bytes(sources: Sequence[str]) -> int:
+    """The size of the input files (0 for generated data and directories)."""
+    return sum(Path(source).stat().st_size for source in sources if Path(source).is_file())
 
 
 def _describe(sample: Sample) -> tuple[InputDescription, ...]:
     return tuple(InputDescription(t.name, t.datatype, t.shape) for t in sample)
-
-
-_NOT_THE_DATA = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
-
-
-async def _preflight(connection: Connection, model: ModelInfo, requests: Requests, settings: Settings) -> None:
-    """Send each distinct request once (a sequence of one, for a stateful model), so that data the model rejects
-    stops the run before it starts."""
-    payloads = requests.payloads[:PREFLIGHT_SAMPLES]
-    if requests.sequential:
-        flags = connection.wire.sequence_flags(settings.sequence_ids[0], start=True, end=True)
-        payloads = tuple(connection.wire.with_flags(payload, flags) for payload in payloads)
-    stream = connection.open_stream() if settings.streaming else None
-    try:
-        for payload in payloads:
-            await _check_request(connection, model, stream, payload, settings)
-    finally:
-        if stream is not None:
-            stream.cancel()
-
-
-async def _check_request(
-    connection: Connection, model: ModelInfo, stream: Stream | None, payload: Payload, settings: Settings
-) -> None:
-    try:
-        if stream is None:
-            await connection.infer(payload)
-        else:
-            await stream_one(stream, payload, time.perf_counter_ns)
-    except (grpc.aio.AioRpcError, RequestFailed) as error:
-        if isinstance(error, RequestFailed):
-            reason = str(error)
-            if isinstance(error, Unreachable) or reason.startswith("permission denied"):
-                raise ServerError(reason) from None
-        else:
-            reason = describe_rpc_error(error, settings.url, tls=settings.ssl_grpc_use_ssl)
-            if error.code() in _NOT_THE_DATA or reason.startswith("permission denied"):
-                raise ServerError(reason) from None
-        if reason.startswith(TIMEOUT):
-            return  # slow, not rejected: the run counts its timeouts
-        message = f"model {model.name} rejected the request: {reason}"
-        if settings.input_data in GENERATED:
-            message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
-        raise ModelRejectedError(message) from None
 
 
 def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
@@ -195,14 +240,11 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
         )
 
 
-def _loads(settings: Settings) -> list[Load]:
-    if settings.mode == "concurrency":
-        return [Load(concurrency=int(level)) for level in settings.levels]
-    if settings.mode == "request_rate":
-        return [Load(rate=level) for level in settings.levels]
-    assert settings.request_intervals is not None
-    gaps = read_intervals(settings.request_intervals)
-    return [Load(rate=1e6 / statistics.fmean(gaps))]
+def _rejected(model: str, failure: RequestFailed, settings: Settings) -> ModelRejectedError:
+    message = f"model {model} rejected the request: {failure}"
+    if settings.input_data in GENERATED:
+        message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
+    return ModelRejectedError(message)
 
 
 Measure = Callable[[Load], Awaitable[LevelResult]]
@@ -220,18 +262,13 @@ async def linear(loads: Sequence[Load], measure: Measure, last: Judge) -> list[L
     return levels
 
 
-def ends_sweep(over_threshold: Judge) -> Judge:
-    """perf_analyzer's rule: a sweep ends after an unstable level or the first one over the latency threshold."""
-    return lambda level: not level.stable or over_threshold(level)
-
-
-async def binary_search(loads: Sequence[Load], measure: Measure, over_threshold: Judge) -> list[LevelResult]:
+async def binary_search(loads: Sequence[Load], measure: Measure, over: Judge) -> list[LevelResult]:
     """Bisect the range for its highest load under the latency threshold; levels in the order measured."""
     levels = [await measure(loads[0])]
-    if over_threshold(levels[0]) or not levels[0].stable or len(loads) == 1:
+    if over(levels[0]) or not levels[0].stable or len(loads) == 1:
         return levels
     levels.append(await measure(loads[-1]))
-    if not over_threshold(levels[-1]) or not levels[-1].stable:
+    if not over(levels[-1]) or not levels[-1].stable:
         return levels
     low, high = 0, len(loads) - 1  # loads[low] is under the threshold, loads[high] over it
     while high - low > 1:
@@ -240,7 +277,7 @@ async def binary_search(loads: Sequence[Load], measure: Measure, over_threshold:
         levels.append(level)
         if not level.stable:
             break
-        low, high = (low, middle) if over_threshold(level) else (middle, high)
+        low, high = (low, middle) if over(level) else (middle, high)
     return levels
 
 
@@ -257,150 +294,124 @@ class _Sweep:
     """Runs the load generator over the levels, measuring each with windows and server statistics."""
 
     def __init__(
-        self,
-        connection: Connection,
-        requests: Requests,
-        tree: Composition,
-        settings: Settings,
-        progress: Progress | None,
-        stop: asyncio.Event,
-        log: WindowLog | None = None,
+        self, session: _Session, info: ModelInfo, requests: Requests, tree: Composition, log: WindowLog | None
     ) -> None:
-        self.connection = connection
-        self.stop = stop
+        self.session = session
+        self.run = run = session.run
+        self.settings = settings = run.settings
+        self.info = info
         self.log = log
         # a logged run measures a fixed number of windows per level, on a wall-clock grid shared by its shards
         self.grid_ns: int | None = None
         self.finished: list[LevelResult] = []
         self.tree = tree
-        self.settings = settings
-        self.progress = progress
-        self.generator: LocalGenerator | ProcessGenerator = (
-            LocalGenerator(connection, requests, settings, Shard(settings.shard_index, settings.shard_count))
+        self.generator: Generator = (
+            LocalGenerator(session.connection, requests, run)
             if settings.workers == 1
-            else ProcessGenerator(requests, settings, settings.workers)
+            else ProcessGenerator(requests, run, session.options, settings.workers)
         )
         self.warmed_up = settings.warmup_request_count == 0
 
-    async def run(self) -> tuple[list[LevelResult], _Abort | None]:
+    async def sweep(self) -> tuple[list[LevelResult], _Abort | None]:
         """The measured levels, and why the sweep ended early if it did."""
-        self.stopping = asyncio.ensure_future(self.stop.wait())
-        self.watchdog = asyncio.ensure_future(_watch(self.connection))
+        self.stopping = asyncio.ensure_future(self.session.stop.wait())
+        watchdog = Watchdog(self.session.options)
+        self.watching = watchdog.start()
+        self.control = connect(self.session.options)  # statistics never queue behind the load's requests
         abort = None
+        rule = self.run.rule
         try:
             if isinstance(self.generator, ProcessGenerator):
-                await self.generator.start()
+                await self._guarded(self.generator.start())
             if self.log:
                 self.grid_ns = await _wait_for_start(self.settings.start_at)
-            loads = _loads(self.settings)
             if self.settings.binary_search:
-                await binary_search(loads, self.measure, self._over_threshold)
+                await binary_search(self.run.loads, self.measure, lambda level: over_threshold(level, rule))
             else:
                 # the shards of a logged run all measure every level; the merge applies the rule to the whole
-                await linear(loads, self.measure, _never if self.log else ends_sweep(self._over_threshold))
+                ends: Judge = _never if self.log else lambda level: ends_sweep(level, rule)
+                await linear(self.run.loads, self.measure, ends)
         except _Abort as stopped:
             abort = stopped
         finally:
             self.stopping.cancel()
-            self.watchdog.cancel()
-            await asyncio.gather(self.stopping, self.watchdog, return_exceptions=True)
+            watchdog.stop()
+            await asyncio.gather(self.stopping, return_exceptions=True)
             await self.generator.stop(STOP_GRACE_S)
+            await self.control.close()
         return self.finished, abort
 
     async def _guarded(self, step: Awaitable[T]) -> T:
-        """Await a step of the run unless the user stops it or the server goes away first."""
+        """Await a step of the run unless the user stops it, the server goes away or the model rejects the data."""
         task = asyncio.ensure_future(step)
-        await asyncio.wait({task, self.stopping, self.watchdog}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
+        rejection = asyncio.ensure_future(self.generator.rejection.wait())
+        try:
+            await asyncio.wait({task, self.stopping, self.watching, rejection}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rejection.cancel()
+        if task.done() and not self.generator.rejection.is_set():
             return task.result()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        self._check_rejected()
         if self.stopping.done():
             raise _Abort("interrupted", "interrupted: stopped before the sweep finished")
-        raise _Abort("failed", self.watchdog.result())
+        raise _Abort("failed", self.watching.result())
 
-    def _over_threshold(self, level: LevelResult) -> bool:
-        """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
-        if self.settings.latency_threshold is None:
-            return False
-        latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
-        return latency > self.settings.latency_threshold * 1000
+    def _check_rejected(self) -> None:
+        """The model rejected the run's first requests: the data does not suit it; stop with its message."""
+        if self.generator.rejected is not None:
+            raise _rejected(self.info.name, self.generator.rejected, self.settings)
 
     async def measure(self, load: Load) -> LevelResult:
-        """Back-to-back windows until the last three agree, or `max_trials` windows; server statistics per window."""
-        settings = self.settings
+        """Back-to-back windows until the last three agree, or `max_windows` windows; server statistics per window."""
+        windows = self.run.windows
         number = len(self.finished)
-        first_window = number * settings.max_trials
-        start_ns = self.grid_ns + first_window * settings.measurement_interval * 1_000_000 if self.grid_ns else None
-        await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns()))
-        if not self.warmed_up:
-            await self._guarded(self.generator.warm_up(settings.warmup_request_count))
+        start_ns = None
+        if self.grid_ns is not None:
+            start_ns = self.grid_ns + number * windows.max_windows * windows.interval_ms * 1_000_000
+        count = None
+        if windows.single:  # exactly --request-count requests (and the warm-up's) reach the server
+            count = (windows.count or 0) + (0 if self.warmed_up else self.settings.warmup_request_count)
+        await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns(), count))
+        if self.warmed_up:
+            await self.generator.rotate()  # the level starts now: drop what completed before
+        else:  # the warm-up's window closes at exactly its last request: the level starts there
+            await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
             self.warmed_up = True
-        await self.generator.discard()  # the level starts now: drop what completed before
         reading = await self._statistics()
-        windows: list[Window] = []
-        server: list[Snapshot] = []
-        summaries: list[WindowSummary] = []
-        stable = False
-        single = settings.request_count > 0  # one window of exactly N requests, no stability check
+        level = Level(load, self.run.rule, self.tree)
         try:
-            while (not stable or self.log) and len(windows) < (1 if single else settings.max_trials):
+            while (not level.stable or self.log) and len(level.windows) < windows.max_windows:
                 deadline = None
                 if start_ns is not None:
-                    deadline = start_ns + (len(windows) + 1) * settings.measurement_interval * 1_000_000
-                window = await self._guarded(self.generator.window(deadline))
-                windows.append(window)
+                    deadline = start_ns + (len(level.windows) + 1) * windows.interval_ms * 1_000_000
+                window = await self._guarded(next_window(self.generator, windows, deadline))
+                self._check_rejected()
                 previous, reading = reading, await self._statistics()
-                server.append(delta(previous, reading))
+                summary = level.add(window, delta(previous, reading))
                 if self.log:
-                    self.log.window(load, number, len(windows) - 1, encode_window(window), server[-1])
-                summaries.append(summarize(window, settings.batch_size, settings.percentile))
-                stable = single or is_stable(summaries, settings.stability_percentage)
-                if self.progress:
-                    self.progress.window(load, len(windows), summaries[-1], stable)
+                    self.log.window(load, number, len(level.windows) - 1, window, level.server[-1])
+                if self.session.progress:
+                    self.session.progress.window(load, len(level.windows), summary, level.stable)
                 self._check_errors(load, window)
         except _Abort:
-            if not windows or windows[-1].request_count + windows[-1].error_count == 0:
-                windows.append(await self.generator.rotate())  # what completed of the window cut short
-                summaries.append(summarize(windows[-1], settings.batch_size, settings.percentile))
-            if windows[-1].request_count or len(windows) > 1:
-                self._keep(load, windows, server, summaries, stable=False, complete=False)
+            if not level.windows or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
+                level.add(await self.generator.rotate(), {})  # what completed of the window cut short
+            if level.windows[-1].request_count or len(level.windows) > 1:
+                self._keep(level.result(complete=False))
             raise
-        return self._keep(load, windows, server, summaries, stable, complete=True)
+        return self._keep(level.result())
 
-    def _keep(
-        self,
-        load: Load,
-        windows: list[Window],
-        server: list[Snapshot],
-        summaries: list[WindowSummary],
-        stable: bool,
-        complete: bool,
-    ) -> LevelResult:
-        """Merge a level's last windows into its result and record it."""
-        last = slice(-STABILITY_WINDOWS, None)
-        server_total: Snapshot = {}
-        for window_delta in server[last]:
-            server_total = add(server_total, window_delta)
-        level = LevelResult.from_merged(
-            load,
-            merge(windows[last]),
-            stable,
-            summaries,
-            self.settings.batch_size,
-            self.settings.percentile,
-            self.tree,
-            server_total,
-            complete=complete,
-        )
+    def _keep(self, level: LevelResult) -> LevelResult:
         self.finished.append(level)
-        if self.progress:
-            self.progress.level(level)
+        if self.session.progress:
+            self.session.progress.level(level)
         return level
 
     async def _statistics(self) -> Snapshot:
         try:
-            return snapshot(await self._guarded(self.connection.statistics()))
+            return snapshot(await self._guarded(self.control.statistics()))
         except ServerError as error:
             raise _Abort("failed", f"Triton at {self.settings.url} went away: {error}") from None
 
@@ -412,7 +423,7 @@ class _Sweep:
         shown = "; ".join(f"{count} x {text}" for text, count in window.errors.most_common(3))
         raise _Abort(
             "failed",
-            f"{window.error_count} of {completed} requests failed at {_label(load)}, over --max-error-rate "
+            f"{window.error_count} of {completed} requests failed at {load}, over --max-error-rate "
             f"{self.settings.max_error_rate:g}: {shown}",
         )
 
@@ -426,21 +437,3 @@ async def _wait_for_start(start_at: float | None) -> int:
     if start_at is not None:
         await asyncio.sleep(max(start_at - time.time(), 0.0))
     return time.perf_counter_ns()
-
-
-async def _watch(connection: Connection) -> str:
-    """Return (with the reason) once the server has stopped answering its liveness check twice in a row."""
-    misses = 0
-    while True:
-        await asyncio.sleep(WATCH_INTERVAL_S)
-        try:
-            await connection.check_live(WATCH_INTERVAL_S)
-            misses = 0
-        except ServerError as error:
-            misses += 1
-            if misses >= 2:
-                return f"Triton at {connection.url} went away: {error}"
-
-
-def _label(load: Load) -> str:
-    return f"concurrency {load.concurrency}" if load.concurrency is not None else f"{load.rate:g} requests/s"

@@ -5,27 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from loadgen.analysis import WAITING_SHARE, Bottleneck
 from loadgen.errors import OptionError
-from loadgen.results import LevelResult
-from loadgen.server_stats import ServerFigures, composition
+from loadgen.plan import plan
+from loadgen.results import LevelResult, Measurement, Trial, TuneResult
+from loadgen.server.statistics import ServerFigures, composition
 from loadgen.settings import Settings
 from loadgen.sweep import profile
-from loadgen.transport import Connection, connect
-
-if TYPE_CHECKING:
-    import pandas
-    from matplotlib.figure import Figure
+from loadgen.transport import Connection, ConnectionOptions, connect
 
 MIN_GAIN = 0.05  # a change must raise throughput by more than this share (or the run's noise, if larger)
 QUEUE_DELAY_US = 100  # first max_queue_delay_microseconds tried when dynamic batching is enabled
@@ -42,77 +37,12 @@ class TuneSettings:
     write_config: str | None = None
 
     def __post_init__(self) -> None:
-        if len(self.profile.levels) != 1:
+        if len(plan(self.profile).loads) != 1:
             raise OptionError("tune measures one load level: give one --concurrency or one --request-rate")
         if self.max_trials < 1:
             raise OptionError(f"--max-trials {self.max_trials}: must be at least 1")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise OptionError(f"--latency-budget-ms {self.latency_budget_ms}: must be above 0")
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One load level as tuning reads it."""
-
-    throughput: float
-    p99_us: int
-    bottleneck: str | None  # the slow step, "client" when the client limits, None without a verdict
-    noise: float  # relative standard error of the level's throughput, from its last windows
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One configuration change and what it did."""
-
-    change: str
-    model: str
-    throughput: float
-    p99_us: int
-    kept: bool
-    bottleneck: str | None
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    """The trial history: where tuning started, each change tried, where it ended, and the configs to keep."""
-
-    model: str
-    initial: Measurement
-    trials: tuple[Trial, ...]
-    final: Measurement
-    config_changes: dict[str, str]  # model -> its improved config.pbtxt
-    stop_reason: str
-
-    def to_dataframe(self) -> pandas.DataFrame:
-        """One row per trial, the baseline first (needs the `dataframe` extra)."""
-        from loadgen.reports.dataframe import tune_frame
-
-        return tune_frame(self)
-
-    def plot(self) -> Figure:
-        """Throughput per trial (needs the `report` extra)."""
-        from loadgen.reports.plot import trials
-
-        return trials(self)
-
-    def save_html(self, path: str | os.PathLike[str]) -> None:
-        """A self-contained HTML page: trials, throughput per trial, improved configs (needs the `report` extra)."""
-        from loadgen.reports.html import write_tune_html
-
-        write_tune_html(self, path)
-
-    def to_dict(self) -> dict[str, Any]:
-        def brief(m: Measurement) -> dict[str, Any]:
-            return {"throughput": m.throughput, "p99_us": m.p99_us, "bottleneck": m.bottleneck, "noise": m.noise}
-
-        return {
-            "model": self.model,
-            "initial": brief(self.initial),
-            "trials": [dataclasses.asdict(trial) for trial in self.trials],
-            "final": brief(self.final),
-            "config_changes": self.config_changes,
-            "stop_reason": self.stop_reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -179,7 +109,7 @@ def _measurement(level: LevelResult) -> Measurement:
 
 async def tune(settings: TuneSettings, on_trial: Callable[[Trial | Measurement], None] | None = None) -> TuneResult:
     """Tune the model's slow steps on a server in explicit model-control mode; see the module docstring."""
-    connection = connect(settings.profile)
+    connection = connect(ConnectionOptions.from_settings(settings.profile))
     try:
         await connection.check_reachable()
         await connection.check_model_control()

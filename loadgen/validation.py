@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from loadgen.transport import InferCall, Mismatch, Outputs, Payload, Response, Sample, StreamCheck
+import numpy as np
+from tritonclient.utils import deserialize_bytes_tensor, triton_to_np_dtype
+
+from loadgen.transport import InferCall, Mismatch, Output, Outputs, Payload, Response, Sample, StreamCheck, Tensor
 
 Decoder = Callable[[Response], tuple[str, Outputs]]
 """Turns a raw response into its request id and outputs."""
@@ -29,18 +32,20 @@ class Validator:
             raise Mismatch(f"validation: cannot decode the response: {error}") from None
 
     def compare(self, index: int, outputs: Outputs) -> None:
-        """Raise `Mismatch` unless `outputs` hold what the validation data expects of request `index`."""
+        """Raise `Mismatch` naming the first output that differs from what the validation data expects of request
+        `index`, and how: its datatype, its shape, or its first differing element."""
         for tensor in self.expected[index]:
             got = outputs.get(tensor.name)
             if got is None:
                 raise Mismatch(f"validation: the response has no output {tensor.name}")
-            shape, content = got
-            if shape != tensor.shape:
+            if got.datatype != tensor.datatype:
+                raise Mismatch(f"validation: {tensor.name} is {got.datatype}, validation_data {tensor.datatype}")
+            if got.shape != tensor.shape:
                 raise Mismatch(
-                    f"validation: {tensor.name} has shape {list(shape)}, validation_data {list(tensor.shape)}"
+                    f"validation: {tensor.name} has shape {list(got.shape)}, validation_data {list(tensor.shape)}"
                 )
-            if content != tensor.content:
-                raise Mismatch(f"validation: {tensor.name} differs from validation_data")
+            if got.content != tensor.content:
+                raise Mismatch(f"validation: {tensor.name} differs from validation_data: {_difference(got, tensor)}")
 
     def for_stream(self, payloads: Sequence[Payload]) -> StreamCheck:
         """A check of streamed responses, each compared with what its request's sample expects.
@@ -67,3 +72,25 @@ class Validator:
             return response
 
         return checked
+
+
+def _elements(datatype: str, content: bytes) -> list[object]:
+    if datatype == "BYTES":
+        return list(deserialize_bytes_tensor(content)) if content else []
+    return np.frombuffer(content, dtype=triton_to_np_dtype(datatype)).tolist()
+
+
+def _difference(got: Output, expected: Tensor) -> str:
+    """Where two contents of the same datatype and shape differ: the first element, and how many do."""
+    try:
+        mine, theirs = _elements(got.datatype, got.content), _elements(expected.datatype, expected.content)
+    except (ValueError, TypeError):
+        return f"{len(got.content)} bytes against {len(expected.content)}"
+    if len(mine) != len(theirs):
+        return f"{len(mine)} elements, validation_data {len(theirs)}"
+    differing = [i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b]
+    first = differing[0]
+    return (
+        f"element {first} is {mine[first]!r}, validation_data {theirs[first]!r} "
+        f"({len(differing)} of {len(mine)} elements differ)"
+    )

@@ -1,8 +1,8 @@
-"""Worker processes: the load split over N spawned processes, each with its own event loop and gRPC channel.
+"""Worker processes: the load split over N spawned processes, each with its own event loop and connection.
 
 The parent keeps the schedule's clock and the windows: it tells every worker when to switch level and when to
 close a window, and merges their encoded windows exactly. Workers are spawned, never forked (gRPC does not
-survive a fork).
+survive a fork), and ignore Ctrl-C and SIGTERM: the parent stops them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
-import time
+import signal
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
@@ -19,10 +19,10 @@ import uvloop
 
 from loadgen.errors import LoadgenError
 from loadgen.inputs import Requests
-from loadgen.load import Load, LocalGenerator, Shard
-from loadgen.measurement import EncodedWindow, Window, combine, encode_window
-from loadgen.settings import Settings
-from loadgen.transport import connect
+from loadgen.load import LocalGenerator
+from loadgen.measurement import Window, combine
+from loadgen.plan import Load, RunPlan, Shard
+from loadgen.transport import ConnectionOptions, Rejected, RequestFailed, connect
 
 START_TIMEOUT_S = 60.0
 
@@ -65,13 +65,16 @@ class _Link:
 
 
 class ProcessGenerator:
-    """The `LocalGenerator` interface over N worker processes; results identical in shape to one process."""
+    """The `Generator` interface over N worker processes; results identical in shape to one process."""
 
-    def __init__(self, requests: Requests, settings: Settings, count: int) -> None:
+    def __init__(self, requests: Requests, run: RunPlan, options: ConnectionOptions, count: int) -> None:
         self.requests = requests
-        self.settings = settings
+        self.run = run
+        self.options = options
         self.count = count
         self.links: list[_Link] = []
+        self.rejection = asyncio.Event()
+        self.rejected: RequestFailed | None = None
 
     async def start(self) -> None:
         context = multiprocessing.get_context("spawn")
@@ -79,7 +82,7 @@ class ProcessGenerator:
             parent, child = context.Pipe()
             process = context.Process(
                 target=_worker_main,
-                args=(child, self.requests, self.settings, Shard(index, self.count)),
+                args=(child, self.requests, self.run, self.options, Shard(index, self.count)),
                 name=f"loadgen-worker-{index}",
                 daemon=True,
             )
@@ -92,28 +95,24 @@ class ProcessGenerator:
         if command is not None:
             for link in self.links:
                 link.pipe.send(command)
-        return list(await asyncio.gather(*(link.receive(timeout_s) for link in self.links)))
+        replies = list(await asyncio.gather(*(link.receive(timeout_s) for link in self.links)))
+        for reply in replies:
+            if reply is not None and reply[1] is not None and self.rejected is None:
+                self.rejected = Rejected(reply[1])
+                self.rejection.set()
+        return replies
 
-    async def apply(self, load: Load, start_ns: int) -> None:
-        await self._all(("apply", (load, start_ns)))
+    async def _window(self, command: tuple[str, Any]) -> Window:
+        return combine([Window.decode(encoded) for encoded, _ in await self._all(command)])
 
-    async def warm_up(self, count: int) -> None:
-        await self._all(("warm_up", count))
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
+        await self._all(("apply", (load, start_ns, count)))
 
-    async def discard(self) -> None:
-        await self._all(("discard", None))
-
-    async def window(self, deadline_ns: int | None = None) -> Window:
-        if deadline_ns is not None:
-            await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
-            return await self.rotate()
-        if self.settings.request_count or self.settings.measurement_mode == "count_windows":
-            return combine(await self._all(("window", None)))
-        await asyncio.sleep(self.settings.measurement_interval / 1000)
-        return await self.rotate()
+    async def fill(self, count: int, timeout_s: float) -> Window:
+        return await self._window(("fill", (count, timeout_s)))
 
     async def rotate(self) -> Window:
-        return combine(await self._all(("rotate", None)))
+        return await self._window(("rotate", None))
 
     async def stop(self, grace_s: float = 0.0) -> None:
         for link in self.links:
@@ -128,12 +127,16 @@ class ProcessGenerator:
         self.links = []
 
 
-def _worker_main(pipe: Pipe, requests: Requests, settings: Settings, shard: Shard) -> None:
-    uvloop.run(_serve(pipe, requests, settings, shard))
+def _worker_main(pipe: Pipe, requests: Requests, run: RunPlan, options: ConnectionOptions, shard: Shard) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # the parent stops its workers; a signal would only print tracebacks
+    uvloop.run(_serve(pipe, requests, run, options, shard))
 
 
-async def _serve(pipe: Pipe, requests: Requests, settings: Settings, shard: Shard) -> None:
-    """A worker: run a LocalGenerator for its shard and answer the parent's commands until told to stop."""
+async def _serve(pipe: Pipe, requests: Requests, run: RunPlan, options: ConnectionOptions, shard: Shard) -> None:
+    """A worker: run a LocalGenerator for its shard and answer the parent's commands until told to stop.
+
+    Every reply is (the encoded window or None, the message of a rejected request or None)."""
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -144,8 +147,8 @@ async def _serve(pipe: Pipe, requests: Requests, settings: Settings, shard: Shar
             commands.put_nowait(("stop", None))
             loop.remove_reader(pipe.fileno())
 
-    connection = connect(settings)
-    generator = LocalGenerator(connection, requests, settings, shard)
+    connection = connect(options)
+    generator = LocalGenerator(connection, requests, run, shard)
     loop.add_reader(pipe.fileno(), readable)
     pipe.send(("ready", None))
     grace_s = 0.0
@@ -156,19 +159,15 @@ async def _serve(pipe: Pipe, requests: Requests, settings: Settings, shard: Shar
                 grace_s = value or 0.0
                 return
             try:
-                reply: EncodedWindow | None = None
+                window: Window | None = None
                 if kind == "apply":
-                    load, start_ns = value
-                    await generator.apply(load, start_ns)
-                elif kind == "warm_up":
-                    await generator.warm_up(value)
-                elif kind == "discard":
-                    await generator.discard()
+                    await generator.apply(*value)
+                elif kind == "fill":
+                    window = await generator.fill(*value)
                 elif kind == "rotate":
-                    reply = encode_window(await generator.rotate())
-                elif kind == "window":
-                    reply = encode_window(await generator.window())
-                pipe.send(("ok", reply))
+                    window = await generator.rotate()
+                rejected = str(generator.rejected) if generator.rejected is not None else None
+                pipe.send(("ok", (window.encode() if window is not None else None, rejected)))
             except Exception as error:  # reported to the parent, which stops the run with it
                 pipe.send(("error", f"{type(error).__name__}: {error}"))
     finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from loadgen.analysis import find_bottleneck
-from loadgen.server_stats import ServerFigures
+from loadgen.server.statistics import ServerFigures
 
 
 def _step(model: str, queue: float, compute: float, **extra: object) -> ServerFigures:

@@ -49,7 +49,7 @@ def test_every_setting_is_a_flag_with_the_same_default() -> None:
 def test_aliases_on_the_command_line() -> None:
     args = profile_parser().parse_args(["--model", "m", "--request-rate", "5:10:5", "--shape", "INPUT:3,4"])
     settings = settings_from(args)
-    assert (settings.model_name, settings.mode, settings.levels) == ("m", "request_rate", (5.0, 10.0))
+    assert (settings.model_name, settings.mode, settings.request_rate_range) == ("m", "request_rate", (5.0, 10.0))
     assert settings.shape == {"INPUT": (3, 4)}
 
 

@@ -15,12 +15,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 import loadgen
-from loadgen.load import Load
 from loadgen.measurement import WindowSummary
-from loadgen.results import InputDescription, LevelResult
+from loadgen.plan import Load
+from loadgen.results import LevelResult
 from loadgen.server import EmbeddedServer
-from loadgen.settings import Settings
-from loadgen.transport import ModelInfo
 
 MODEL = "identity_uint8"
 FOREVER = {"concurrency": 2, "measurement_interval": 600_000}  # one window would last ten minutes
@@ -55,7 +53,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.loads: list[Load] = []
 
-    def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None:
+    def started(self, run: loadgen.RunDescription) -> None:
         pass
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
@@ -69,7 +67,8 @@ def test_the_public_api_changes_only_on_purpose() -> None:
     assert sorted(loadgen.__all__) == [
         *("Bottleneck", "Comparison", "EmbeddedServer", "InputDescription", "LatencyStats", "LevelChange"),
         *("LevelResult", "LoadgenError", "MissingExtraError", "ModelRejectedError", "OptionError", "ProfileResult"),
-        *("Progress", "ServerError", "Settings", "Trial", "TuneResult", "TuneSettings", "compare", "load_result"),
+        *("Progress", "RunDescription", "ServerError", "Settings", "Trial", "TuneResult", "TuneSettings"),
+        *("compare", "load_result"),
         *("profile", "profile_sync", "run", "tune"),
     ]
     assert all(hasattr(loadgen, name) for name in loadgen.__all__)

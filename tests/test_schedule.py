@@ -8,7 +8,7 @@ import pytest
 
 from loadgen import schedule
 from loadgen.errors import OptionError
-from loadgen.settings import read_intervals
+from loadgen.plan import read_intervals
 
 
 def _take(offsets: object, n: int) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tritonclient.grpc import service_pb2
 
 from loadgen.inputs import Requests
+from loadgen.plan import Shard, plan
 from loadgen.sequences import Sequences
 from loadgen.settings import Settings
 from loadgen.transport import GrpcWire
@@ -22,7 +23,7 @@ def _id(payload: bytes) -> tuple[int, bool, bool]:
 def test_an_id_still_held_by_a_sequence_is_skipped() -> None:
     requests = Requests((b"",), ((0,),), sequential=True)
     settings = Settings(sequence_id_range="1:3", sequence_length=2, sequence_length_variation=0)
-    sequences = Sequences(requests, settings, GrpcWire())
+    sequences = Sequences(requests, plan(settings), GrpcWire(), Shard())
     a, b, c = (sequences.slot(index) for index in range(3))
     assert [_id(next(slot)) for slot in (a, b, c)] == [(1, True, False), (2, True, False), (3, True, False)]
     assert _id(next(b)) == (2, False, True)

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
-from loadgen.server_stats import Composition, Counters, add, composition, delta, figures, served_version, snapshot
+from loadgen.server.statistics import Composition, Counters, add, composition, delta, figures, served_version, snapshot
 
 RECORDED = json.loads((Path(__file__).parent / "data" / "pipeline_nested_5_requests.json").read_text())
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 import pytest
 
 from loadgen.errors import OptionError
+from loadgen.plan import plan
 from loadgen.settings import Settings, make_settings, parse_range, parse_rate_range, parse_shape
+
+
+def _levels(settings: Settings) -> tuple[float, ...]:
+    """The sweep's loads: concurrencies or request rates."""
+    return tuple(load.concurrency or load.rate or 0 for load in plan(settings).loads)
 
 
 @pytest.mark.parametrize(
@@ -29,9 +35,9 @@ def test_parse_shape() -> None:
 
 
 def test_settings_accept_string_int_and_list_levels() -> None:
-    assert Settings(concurrency_range="1:3").levels == (1, 2, 3)
-    assert Settings(concurrency_range=5).levels == (5,)
-    assert Settings(concurrency_range=[1, 4]).levels == (1, 4)
+    assert _levels(Settings(concurrency_range="1:3")) == (1, 2, 3)
+    assert _levels(Settings(concurrency_range=5)) == (5,)
+    assert _levels(Settings(concurrency_range=[1, 4])) == (1, 4)
     with pytest.raises(OptionError):
         Settings(concurrency_range=[0])
 
@@ -55,8 +61,8 @@ def test_request_rate_ranges_are_floats() -> None:
 
 
 def test_one_load_mode_at_a_time() -> None:
-    assert Settings().mode == "concurrency" and Settings().levels == (1,)
-    assert Settings(request_rate_range="5:10:5").levels == (5.0, 10.0)
+    assert Settings().mode == "concurrency" and _levels(Settings()) == (1,)
+    assert _levels(Settings(request_rate_range="5:10:5")) == (5.0, 10.0)
     with pytest.raises(OptionError, match="cannot be combined"):
         Settings(concurrency_range=2, request_rate_range=10)
 
@@ -75,13 +81,13 @@ def test_one_load_mode_at_a_time() -> None:
 )
 def test_bad_load_options(options: dict[str, object], message: str) -> None:
     with pytest.raises(OptionError, match=message):
-        Settings(**options)  # type: ignore[arg-type]
+        plan(Settings(**options))  # type: ignore[arg-type]
 
 
 def test_options_take_the_short_aliases_in_one_place() -> None:
     settings = make_settings(model="m", concurrency="1:3")
-    assert settings.model_name == "m" and settings.levels == (1, 2, 3)
-    assert make_settings(request_rate=[5, 10]).levels == (5.0, 10.0)
+    assert settings.model_name == "m" and _levels(settings) == (1, 2, 3)
+    assert _levels(make_settings(request_rate=[5, 10])) == (5.0, 10.0)
     with pytest.raises(OptionError, match="same option"):
         make_settings(concurrency=2, concurrency_range=3)
     with pytest.raises(OptionError, match="unknown option 'concurency'"):
@@ -91,10 +97,10 @@ def test_options_take_the_short_aliases_in_one_place() -> None:
 def test_options_over_base_settings_replace_its_load_mode() -> None:
     base = Settings(url="h:1", concurrency_range="1:4", measurement_interval=300)
     rates = make_settings(base, request_rate="10:20:10")
-    assert (rates.url, rates.mode, rates.levels, rates.measurement_interval) == (
+    assert (rates.url, rates.mode, _levels(rates), rates.measurement_interval) == (
         "h:1",
         "request_rate",
         (10.0, 20.0),
         300,
     )
-    assert make_settings(base, batch_size=2).levels == (1, 2, 3, 4)
+    assert _levels(make_settings(base, batch_size=2)) == (1, 2, 3, 4)

@@ -18,7 +18,7 @@ from loadgen.inputs import encode_requests, load_data
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.shared_memory import place
-from loadgen.transport import connect
+from loadgen.transport import ConnectionOptions, connect
 from tests.conftest import registered_regions, successes
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
@@ -46,7 +46,7 @@ def test_tensors_travel_through_the_registered_regions(
     )
 
     async def run() -> tuple[list[np.ndarray], list[str]]:
-        connection = connect(settings)
+        connection = connect(ConnectionOptions.from_settings(settings))
         try:
             model = await connection.model_info("batched_double")
             samples = load_data(model, settings)

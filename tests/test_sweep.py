@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from loadgen.load import Load
+from loadgen.levels import ends_sweep, over_threshold
 from loadgen.measurement import LatencyStats
+from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult
-from loadgen.sweep import binary_search, ends_sweep, linear
+from loadgen.sweep import binary_search, linear
 
 
 def _fake(latency_ms_per_load: float, unstable_at: int | None = None) -> tuple[list[int], object]:
@@ -24,8 +25,18 @@ def _fake(latency_ms_per_load: float, unstable_at: int | None = None) -> tuple[l
     return measured, measure
 
 
+def _rule(threshold_ms: float) -> LevelRule:
+    return LevelRule(
+        batch_size=1, percentile=None, stability_percentage=10, latency_threshold_ms=threshold_ms, single=False
+    )
+
+
 def _over(threshold_ms: float) -> object:
-    return lambda level: level.latency_us.avg > threshold_ms * 1000
+    return lambda level: over_threshold(level, _rule(threshold_ms))
+
+
+def _ends(threshold_ms: float) -> object:
+    return lambda level: ends_sweep(level, _rule(threshold_ms))
 
 
 LOADS = [Load(concurrency=c) for c in range(1, 17)]
@@ -37,13 +48,13 @@ def _run(walk: object, measure: object, over: object) -> list[int]:
 
 def test_linear_stops_at_the_first_level_over_the_threshold() -> None:
     measured, measure = _fake(10)
-    assert _run(linear, measure, ends_sweep(_over(35))) == [1, 2, 3, 4]
+    assert _run(linear, measure, _ends(35)) == [1, 2, 3, 4]
     assert measured == [1, 2, 3, 4]
 
 
 def test_linear_stops_after_an_unstable_level() -> None:
     _, measure = _fake(1, unstable_at=3)
-    assert _run(linear, measure, ends_sweep(_over(1000))) == [1, 2, 3]
+    assert _run(linear, measure, _ends(1000)) == [1, 2, 3]
 
 
 def test_binary_search_finds_the_highest_load_under_the_threshold() -> None:

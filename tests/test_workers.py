@@ -7,8 +7,8 @@ import random
 
 import loadgen
 from loadgen import schedule
-from loadgen.load import Shard
-from loadgen.measurement import LatencyStats, Recorder, combine, encode_window, new_histogram
+from loadgen.measurement import LatencyStats, Recorder, Window, combine, new_histogram
+from loadgen.plan import Shard
 from loadgen.server import EmbeddedServer
 
 
@@ -37,7 +37,7 @@ def test_combined_windows_equal_one_histogram_of_all_values() -> None:
             recorder.record_response(response, service)
             reference.record_value(response)
         recorder.record_error("INTERNAL: boom")
-        parts.append(encode_window(recorder.rotate()))
+        parts.append(Window.decode(recorder.rotate().encode()))  # as workers send them
     window = combine(parts)
     assert window.request_count == 8000
     assert window.sent == 8000

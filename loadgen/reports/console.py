@@ -7,20 +7,29 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import Bottleneck
-from loadgen.load import Load
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
-from loadgen.results import InputDescription, LevelResult, ProfileResult
-from loadgen.settings import Settings
-from loadgen.transport import ModelInfo
+from loadgen.plan import Load
+from loadgen.results import LevelResult, ProfileResult, RunDescription
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
 _OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
 
 
 def make_console(stderr: bool = False) -> Console:
-    """A console that does not wrap lines, and is wide enough for the tables when output is not a terminal."""
+    """A console that does not wrap lines, and is wide enough for the tables when output is not a terminal.
+
+    It reads no markup and no emoji codes: what it prints holds user text (model names, URLs, server messages),
+    which must come out as given (`-m :smile:` is not an emoji); styles are given as `style=`.
+    """
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if probe.is_terminal else 160)
+    return Console(
+        stderr=stderr,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=True,
+        width=None if probe.is_terminal else 160,
+    )
 
 
 def _row(cells: tuple[str, ...]) -> str:
@@ -28,10 +37,7 @@ def _row(cells: tuple[str, ...]) -> str:
 
 
 def _load(load: Load | LevelResult) -> str:
-    if load.concurrency is not None:
-        return f"concurrency {load.concurrency}"
-    rate = load.rate if isinstance(load, Load) else load.request_rate
-    return f"{rate:g} req/s"
+    return load.load_label if isinstance(load, LevelResult) else str(load)
 
 
 class ConsoleProgress:
@@ -58,33 +64,36 @@ class ConsoleProgress:
     def __exit__(self, *exc_info: object) -> None:
         self._stop_live()
 
-    def started(self, model: ModelInfo, inputs: tuple[InputDescription, ...], settings: Settings) -> None:
-        self._max_windows = 1 if settings.request_count else settings.max_trials
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text)
+
+    def started(self, run: RunDescription) -> None:
+        windows, rule = run.windows, run.rule
+        self._max_windows = windows.max_windows
         if self.quiet:
             return
-        sent = ", ".join(f"{i.name} {i.datatype} {list(i.shape)}" for i in inputs)
-        self.console.print(f"Profiling [bold]{model.name}[/] at {settings.url}; inputs: {sent}")
-        if settings.request_count:
-            windows = f"One window of {settings.request_count} requests"
-        elif settings.measurement_mode == "count_windows":
-            windows = f"Windows of {settings.measurement_request_count} requests"
+        sent = ", ".join(f"{i.name} {i.datatype} {list(i.shape)}" for i in run.inputs)
+        self.console.print(f"Profiling {run.model} at {run.url}; inputs: {sent}")
+        if windows.single:
+            self.console.print(f"One window of {windows.count} requests, no stability check")
         else:
-            windows = f"Windows of {settings.measurement_interval} ms"
-        on = f"p{settings.percentile} latency" if settings.percentile else "average latency"
-        self.console.print(
-            f"{windows}, stable when throughput and {on} agree within {settings.stability_percentage:g}% "
-            f"over 3 windows, at most {settings.max_trials} windows per level"
-        )
-        if settings.mode != "concurrency":
+            size = f"{windows.count} requests" if windows.count is not None else f"{windows.interval_ms} ms"
+            on = f"p{rule.percentile} latency" if rule.percentile else "average latency"
+            self.console.print(
+                f"Windows of {size}, stable when throughput and {on} agree within {rule.stability_percentage:g}% "
+                f"over {STABILITY_WINDOWS} windows, at most {windows.max_windows} windows per level"
+            )
+        if not run.closed_loop:
             self.console.print(
                 "Open loop: latency counts from each request's scheduled send time (response time); "
                 "svc = from the actual send (service time); lag = how late requests left"
             )
-        self.console.print(_row(_header(settings.mode)), style="bold")
+        self.console.print(_row(_header(run.closed_loop)), style="bold")
         if self.console.is_terminal:
             self._live = rich.progress.Progress(
                 rich.progress.SpinnerColumn(),
-                rich.progress.TextColumn("{task.description}"),
+                rich.progress.TextColumn("{task.description}", markup=False),
                 rich.progress.TimeElapsedColumn(),
                 console=self.console,
                 transient=True,
@@ -94,13 +103,11 @@ class ConsoleProgress:
 
     def replay(self, result: ProfileResult) -> None:
         """Print a finished result (a merged run) as a live run would have: the table, then the verdict."""
-        self.console.print(f"[bold]{result.model}[/] at {result.url}: {result.settings.get('shard', '')}")
-        self.console.print(_row(_CLOSED if result.mode == "concurrency" else _OPEN), style="bold")
+        self.console.print(f"{result.model} at {result.url}: {result.settings.get('shard', '')}")
+        self.console.print(_row(_header(result.closed_loop)), style="bold")
         for level in result.levels:
             self.level(level)
         self.finished(result)
-        if result.message:
-            self.console.print(f"{result.status}: {result.message}", style="yellow", markup=False)
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
         self._requests = summary.request_count + (self._requests if index > 1 else 0)
@@ -166,18 +173,25 @@ class ConsoleProgress:
         self._warn(level)
 
     def _warn(self, level: LevelResult) -> None:
-        if level.saturated == "client":
+        if level.saturated == "machine":
+            self.console.print(
+                f"    WARNING: {level.delayed_share:.1%} of requests left over 1 ms late at {level.request_rate:g} "
+                f"req/s while loadgen's loop was only {level.loop_busy_share:.0%} busy: the machine is loaded (other "
+                "processes take the CPU), not loadgen; latencies include that lag. Run on a quieter machine.",
+                style="bold red",
+            )
+        elif level.saturated == "client":
             self.console.print(
                 f"    WARNING: loadgen could not keep up with {level.request_rate:g} req/s: it sent "
                 f"{level.send_rate:.1f}/s and {level.delayed_share:.1%} of requests left over 1 ms late "
                 f"(loop busy {level.loop_busy_share:.0%}). Its latencies include that lag; "
                 "use more worker processes, fewer levels, or a lower rate.",
                 style="bold red",
-                markup=False,
             )
         elif level.saturated == "server":
             held = (
-                f"; {level.in_flight_limit_hits} requests waited for the in-flight limit"
+                f"; {level.in_flight_limit_hits} requests waited for the server (the in-flight limit, or the previous "
+                "request of their sequence)"
                 if level.in_flight_limit_hits
                 else ""
             )
@@ -187,7 +201,6 @@ class ConsoleProgress:
                 "queueing shows as response time growing window after window (loadgen itself kept up: "
                 f"loop busy {level.loop_busy_share:.0%}).",
                 style="yellow",
-                markup=False,
             )
 
     def _stop_live(self) -> None:
@@ -200,7 +213,7 @@ class ConsoleProgress:
         hardest, and the verdict."""
         self._stop_live()
         if self.quiet:
-            self.console.print(_row(_header(result.mode)), style="bold")
+            self.console.print(_row(_header(result.closed_loop)), style="bold")
             for row in result.levels:
                 self._print_level(row)
         verdict = result.bottleneck
@@ -210,20 +223,25 @@ class ConsoleProgress:
             self.console.print(
                 "Bottleneck per level: " + ", ".join(f"{lv.load:g}: {_name(lv.bottleneck)}" for lv in result.levels)
             )
-            self.console.print(f"[bold]Bottleneck: {_name(verdict)}[/] ({verdict.share:.0%} of the time)")
-            self.console.print(f"  {verdict.reason}", markup=False)
+            self.console.print(f"Bottleneck: {_name(verdict)} ({verdict.share:.0%} of the time)", style="bold")
+            self.console.print(f"  {verdict.reason}")
             for suggestion in verdict.suggestions:
-                self.console.print(f"  - {suggestion}", markup=False)
-        if not result.stable:
+                self.console.print(f"  - {suggestion}")
+        if result.status == "unstable":
             last = result.levels[-1]
-            self.console.print(
-                f"[red]No stable measurement at {_load(last)} after {last.windows} windows; sweep stopped.[/] "
-                "Try a longer --measurement-interval or a larger --stability-percentage."
+            hint = (
+                "The server is saturated at this rate: response time grows window after window and cannot settle; "
+                "lower the request rate."
+                if last.saturated == "server"
+                else "Try a longer --measurement-interval or a larger --stability-percentage."
             )
+            self.console.print(f"{result.message}. {hint}", style="red")
+        elif result.status != "complete" and result.message:
+            self.console.print(f"{result.status}: {result.message}", style="yellow")
 
 
-def _header(mode: str) -> tuple[str, ...]:
-    return _CLOSED if mode == "concurrency" else _OPEN
+def _header(closed_loop: bool) -> tuple[str, ...]:
+    return _CLOSED if closed_loop else _OPEN
 
 
 def _settling(index: int) -> str:

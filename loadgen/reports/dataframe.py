@@ -7,8 +7,7 @@ import dataclasses
 from loadgen.comparison import Comparison
 from loadgen.errors import MissingExtraError
 from loadgen.reports.table import columns
-from loadgen.results import ProfileResult
-from loadgen.tune import TuneResult
+from loadgen.results import ProfileResult, TuneResult
 
 try:
     import pandas

@@ -1,4 +1,4 @@
-"""Result files: JSON (written and read back), and perf_analyzer's CSV latency report; written atomically."""
+"""Result files: JSON (read back by `loadgen.load_result`), and perf_analyzer's CSV latency report."""
 
 from __future__ import annotations
 
@@ -6,54 +6,27 @@ import csv
 import io
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import dacite
-
 from loadgen.errors import LoadgenError
+from loadgen.outputs import check_file, write_file
 from loadgen.results import ProfileResult
-from loadgen.server_stats import ServerFigures
-
-
-def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
-    """Write a file so that it is either the old one or the complete new one, never half-written."""
-    target = Path(path)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    data = content.encode() if isinstance(content, str) else content
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # as an ordinary new file (mkstemp makes it private)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+from loadgen.server.statistics import ServerFigures
 
 
 def write_json(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the result as JSON."""
-    write_atomic(path, json.dumps(result.to_dict(), indent=2) + "\n")
-
-
-def load_result(path: str | os.PathLike[str]) -> ProfileResult:
-    """Reopen a run saved with `--json` (or `write_json`) as the result it was."""
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-        return ProfileResult.from_dict(document)
-    except (OSError, ValueError, dacite.DaciteError) as error:
-        raise LoadgenError(f"cannot read a loadgen result from {path}: {error}") from None
+    write_file(path, json.dumps(result.to_dict(), indent=2) + "\n")
 
 
 _CSV_SERVER = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv")
 _CSV_PERCENTILES = ("p50 latency", "p90 latency", "p95 latency", "p99 latency")
 
 
-def _client_columns(mode: str) -> tuple[str, ...]:
-    first = "Concurrency" if mode == "concurrency" else "Request Rate"
+def _client_columns(closed_loop: bool) -> tuple[str, ...]:
+    first = "Concurrency" if closed_loop else "Request Rate"
     return (first, "Inferences/Second", "Client Send", "Network+Server Send/Recv")
 
 
@@ -81,7 +54,7 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str]) -> list[Path]
     The composing models' files sit beside the main file (perf_analyzer puts them in the working directory).
     """
     target = Path(path)
-    header = _client_columns(result.mode)
+    header = _client_columns(result.closed_loop)
     rows: list[list[float]] = []
     per_model: dict[str, list[list[float]]] = {}
     for level in result.levels:
@@ -99,10 +72,62 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str]) -> list[Path]
                 per_model.setdefault(f"{step.model}_v{step.version}", []).append(
                     [level.load, rate, 0, 0, *_server_cells(step), 0]
                 )
-    write_atomic(target, _csv_text(header + _CSV_SERVER + _CSV_PERCENTILES, rows))
+    write_file(target, _csv_text(header + _CSV_SERVER + _CSV_PERCENTILES, rows))
     written = [target]
     for name, model_rows in per_model.items():
         composing = target.with_name(f"{name}.{target.name}")
-        write_atomic(composing, _csv_text(header + _CSV_SERVER, model_rows))
+        write_file(composing, _csv_text(header + _CSV_SERVER, model_rows))
         written.append(composing)
     return written
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """One output file a run was asked for: its flag, its path, and how it is written from a result."""
+
+    flag: str
+    path: str
+    write: Callable[[ProfileResult, str], object]
+
+
+def _html(result: ProfileResult, path: str) -> None:
+    from loadgen.reports.html import write_html
+
+    write_html(result, path)
+
+
+def _png(result: ProfileResult, path: str) -> None:
+    from loadgen.reports.plot import write_png
+
+    write_png(result, path)
+
+
+def report_files(
+    json_path: str | None = None, csv_path: str | None = None, html_path: str | None = None, png_path: str | None = None
+) -> list[ReportFile]:
+    """The files asked for, each checked writable now (one-line OptionError), before anything is measured."""
+    files = [
+        ReportFile(flag, path, write)
+        for flag, path, write in (
+            ("--json", json_path, write_json),
+            ("-f", csv_path, write_csv),
+            ("--html", html_path, _html),
+            ("--plot", png_path, _png),
+        )
+        if path
+    ]
+    for file in files:
+        check_file(file.path, file.flag)
+    return files
+
+
+def write_reports(result: ProfileResult, files: Sequence[ReportFile]) -> list[str]:
+    """Write every file; one that fails does not stop the others. The failures, one line each."""
+    failures = []
+    for file in files:
+        try:
+            file.write(result, file.path)
+        except (OSError, LoadgenError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            failures.append(f"{file.flag} {file.path}: not written: {reason}")
+    return failures

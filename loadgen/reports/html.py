@@ -7,11 +7,10 @@ import html
 import json
 import os
 
-from loadgen.reports.files import write_atomic
+from loadgen.outputs import write_file
 from loadgen.reports.plot import curve, percentiles, png, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
-from loadgen.results import ProfileResult
-from loadgen.tune import TuneResult
+from loadgen.results import ProfileResult, TuneResult
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -97,7 +96,7 @@ time per request as the server counts it.</p>
 
 def write_html(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the report page of a run (`--html`, `result.save_html`)."""
-    write_atomic(path, render(result))
+    write_file(path, render(result))
 
 
 def render_tune(result: TuneResult) -> str:
@@ -142,4 +141,4 @@ bottleneck now {html.escape(str(result.final.bottleneck))}. Stopped: {html.escap
 
 def write_tune_html(result: TuneResult, path: str | os.PathLike[str]) -> None:
     """Write the report page of a tuning run (`loadgen tune --html`, `TuneResult.save_html`)."""
-    write_atomic(path, render_tune(result))
+    write_file(path, render_tune(result))

@@ -9,10 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from loadgen.errors import MissingExtraError, OptionError
-from loadgen.reports.files import write_atomic
+from loadgen.outputs import write_file
 from loadgen.reports.table import step_names, step_time
-from loadgen.results import LevelResult, ProfileResult
-from loadgen.tune import TuneResult
+from loadgen.results import LevelResult, ProfileResult, TuneResult
 
 try:
     from matplotlib.axes import Axes
@@ -47,7 +46,7 @@ def _axes(title: str, size: tuple[float, float] = (8, 4.5)) -> tuple[Figure, Axe
 
 def _load_axis(axes: Axes, result: ProfileResult) -> None:
     axes.set_xticks(range(len(result.levels)), [_label(level) for level in result.levels])
-    axes.set_xlabel("concurrency (requests in flight)" if result.mode == "concurrency" else "request rate")
+    axes.set_xlabel("concurrency (requests in flight)" if result.closed_loop else "request rate")
 
 
 def curve(*runs: ProfileResult, labels: Sequence[str] = ()) -> Figure:
@@ -62,7 +61,7 @@ def curve(*runs: ProfileResult, labels: Sequence[str] = ()) -> Figure:
         for level, px, py in zip(run.levels, x, y, strict=True):
             text = _label(level) + ("" if level.stable else " (unstable)")
             axes.annotate(text, (px, py), textcoords="offset points", xytext=(6, 4), fontsize=9, color=_color(index))
-    labelled = "concurrency" if runs[0].mode == "concurrency" else "request rate"
+    labelled = "concurrency" if runs[0].closed_loop else "request rate"
     axes.set_xlabel(f"throughput (infer/s); points labelled with their {labelled}")
     axes.set_ylabel("p99 latency (ms)")
     axes.margins(0.1)  # room for the last point's label
@@ -169,4 +168,4 @@ _show_in_notebooks()
 
 def write_png(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """The latency-throughput curve as a PNG file (`--plot`)."""
-    write_atomic(path, png(curve(result)))
+    write_file(path, png(curve(result)))

@@ -65,7 +65,7 @@ def _step(model: str, part: str) -> Callable[[LevelResult], Value]:
 
 def columns(result: ProfileResult) -> list[Column]:
     """The sweep table's columns for this result's load mode, steps and options."""
-    closed = result.mode == "concurrency"
+    closed = result.closed_loop
     table = [
         Column("concurrency", "concurrency", lambda lv: lv.concurrency)
         if closed

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from loadgen.tune import Measurement, Trial, TuneResult
+from loadgen.results import Measurement, Trial, TuneResult
 
 
 class TuneReport:
@@ -25,7 +25,6 @@ class TuneReport:
         self.console.print(
             f"{event.change}: {event.throughput:.1f} infer/s, p99 {event.p99_us} us -> {verdict}"
             f" (bottleneck {event.bottleneck})",
-            markup=False,
         )
 
     def finished(self, result: TuneResult, restored: bool) -> None:
@@ -54,7 +53,6 @@ class TuneReport:
         self.console.print(
             f"Final: {result.final.throughput:.1f} infer/s ({gain:.2f}x), p99 {result.final.p99_us} us, "
             f"bottleneck now {result.final.bottleneck}. Stopped: {result.stop_reason}.",
-            markup=False,
         )
         for model, text in result.config_changes.items():
             self.console.print(f"Improved config.pbtxt for {model}:")

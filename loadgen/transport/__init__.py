@@ -1,28 +1,33 @@
 """The connection to Triton, over gRPC (the default) or HTTP: model discovery, statistics, shared-memory
-registration, and inference calls whose requests were serialised once before the run."""
+registration, and inference calls whose requests were serialised once before the run. Failures come out as
+loadgen's own kinds (`transport.errors`), whatever library raised them."""
 
 from __future__ import annotations
 
-from loadgen.settings import Settings
 from loadgen.transport.common import (
-    TIMEOUT,
     Connection,
     IndexEntry,
     InferCall,
-    Mismatch,
     ModelInfo,
+    Output,
     Outputs,
     Payload,
     Placement,
-    RequestFailed,
     RequestLayout,
     Response,
     Sample,
     StreamCheck,
     Tensor,
     TensorSpec,
-    Unreachable,
     Wire,
+)
+from loadgen.transport.errors import (
+    Mismatch,
+    PermissionDenied,
+    Rejected,
+    RequestFailed,
+    TimedOut,
+    Unreachable,
 )
 from loadgen.transport.grpc_connection import (
     GrpcConnection,
@@ -30,22 +35,25 @@ from loadgen.transport.grpc_connection import (
     Stream,
     StreamMux,
     decode_message,
-    describe_rpc_error,
     stream_one,
 )
+from loadgen.transport.options import ConnectionOptions, Tls
 
 __all__ = [
-    "TIMEOUT",
     "Connection",
+    "ConnectionOptions",
     "GrpcConnection",
     "GrpcWire",
     "IndexEntry",
     "InferCall",
     "Mismatch",
     "ModelInfo",
+    "Output",
     "Outputs",
     "Payload",
+    "PermissionDenied",
     "Placement",
+    "Rejected",
     "RequestFailed",
     "RequestLayout",
     "Response",
@@ -55,19 +63,20 @@ __all__ = [
     "StreamMux",
     "Tensor",
     "TensorSpec",
+    "TimedOut",
+    "Tls",
     "Unreachable",
     "Wire",
     "connect",
     "decode_message",
-    "describe_rpc_error",
     "stream_one",
 ]
 
 
-def connect(settings: Settings) -> Connection:
-    """A connection speaking `settings.protocol`; open it inside the event loop that uses it."""
-    if settings.protocol == "http":
+def connect(options: ConnectionOptions) -> Connection:
+    """A connection speaking `options.protocol`; open it inside the event loop that uses it."""
+    if options.protocol == "http":
         from loadgen.transport.http_connection import HttpConnection  # aiohttp is only imported when used
 
-        return HttpConnection(settings)
-    return GrpcConnection(settings)
+        return HttpConnection(options)
+    return GrpcConnection(options)

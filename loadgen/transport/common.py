@@ -6,12 +6,13 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 from loadgen.errors import OptionError, ServerError
+from loadgen.transport.errors import RequestFailed
 
 CONTROL_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 300.0
@@ -23,22 +24,20 @@ Response: TypeAlias = Any
 """One raw response; only its connection's `decode_response` looks inside."""
 InferCall = Callable[[Payload], Awaitable[Response]]
 """Sends one pre-serialised request and returns its raw response."""
-Outputs = Mapping[str, tuple[tuple[int, ...], bytes]]
-"""A response's outputs by name: shape and raw content."""
+
+
+class Output(NamedTuple):
+    """One output of a response: its datatype, shape and raw content (BYTES: length-prefixed elements)."""
+
+    datatype: str
+    shape: tuple[int, ...]
+    content: bytes
+
+
+Outputs = Mapping[str, Output]
+"""A response's outputs by name."""
 StreamCheck = Callable[[Payload, Any], None]
 """Checks one streamed response (a `ModelInferResponse`) against the request (payload) it answers."""
-
-
-class RequestFailed(Exception):
-    """A request failed; the message is its one-line description, counted as the error's kind."""
-
-
-class Mismatch(RequestFailed):
-    """A response differs from the validation data; the connection or stream it came on is still in step."""
-
-
-class Unreachable(RequestFailed):
-    """A request failed because the server could not be reached (loops pause briefly instead of spinning)."""
 
 
 @dataclass(frozen=True)
@@ -150,19 +149,6 @@ class Wire(ABC):
         """A response's request id and outputs (shape and raw content) by name."""
 
 
-TIMEOUT = "timeout:"  # the start of every request-timeout message: its own kind of error
-
-
-def timed_out(timeout_s: float) -> str:
-    """The message for a request with no answer within --request-timeout (either protocol)."""
-    return f"{TIMEOUT} no answer within {timeout_s * 1000:.0f} ms"
-
-
-def permission_denied(url: str, details: str) -> str:
-    """The message for a call Triton refused for want of the right header (restricted protocol or API)."""
-    return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
-
-
 class Connection(ABC):
     """One connection to a Triton server; open it inside the event loop that uses it.
 
@@ -174,7 +160,15 @@ class Connection(ABC):
     url: str
     wire: Wire
     infer: InferCall
-    """Send one pre-serialised request; raises `RequestFailed` (gRPC: also `grpc.aio.AioRpcError`)."""
+    """Send one pre-serialised request; raises one of `errors`, which `failure` turns into a `RequestFailed`."""
+    errors: tuple[type[Exception], ...] = (RequestFailed,)
+    """What `infer` and streams raise when a request fails: the library's own errors, mapped by `failure` only on
+    the failure path, so that the success path stays a plain call."""
+
+    def failure(self, error: Exception) -> RequestFailed:
+        """A failed request's error as loadgen's own kind (see `transport.errors`)."""
+        assert isinstance(error, RequestFailed)
+        return error
 
     @abstractmethod
     async def close(self) -> None: ...

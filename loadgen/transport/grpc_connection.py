@@ -9,32 +9,37 @@ import itertools
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
-from loadgen.errors import OptionError, ServerError
-from loadgen.settings import Settings
+from loadgen.errors import ServerError
 from loadgen.transport.common import (
     CONTROL_TIMEOUT_S,
     LOAD_TIMEOUT_S,
     Connection,
     IndexEntry,
-    Mismatch,
     ModelInfo,
+    Output,
     Outputs,
-    RequestFailed,
     RequestLayout,
     Sample,
     StreamCheck,
     TensorSpec,
     Wire,
     one_line,
+)
+from loadgen.transport.errors import (
+    Mismatch,
+    PermissionDenied,
+    Rejected,
+    RequestFailed,
+    Unreachable,
     permission_denied,
     timed_out,
 )
+from loadgen.transport.options import ConnectionOptions
 
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
@@ -43,35 +48,34 @@ Stream: TypeAlias = grpc.aio.StreamStreamCall
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
 
-def describe_rpc_error(
-    error: grpc.RpcError, url: str, timeout_s: float | None = CONTROL_TIMEOUT_S, tls: bool | None = None
-) -> str:
-    """A one-line description of a failed gRPC call, saying what to do where loadgen can tell."""
+def rpc_failure(error: grpc.RpcError, url: str, timeout_s: float | None, tls: bool) -> RequestFailed:
+    """A failed gRPC call as loadgen's kind of failure, its message saying what to do where loadgen can tell."""
     code = error.code()
     details = one_line(error.details() or "").removesuffix(": OK")
     lowered = details.lower()
-    if code == grpc.StatusCode.UNAVAILABLE and "protocol is restricted" not in lowered:
+    # Triton answers a missing or wrong --grpc-restricted-protocol header with UNAVAILABLE.
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED) or "protocol is restricted" in (
+        lowered
+    ):
+        return PermissionDenied(permission_denied(url, details))
+    if code == grpc.StatusCode.UNAVAILABLE:
         if "dns resolution failed" in lowered:
-            return f"cannot resolve the host of {url}: {details}"
+            return Unreachable(f"cannot resolve the host of {url}: {details}")
         if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered:
-            return f"TLS with Triton at {url} failed (check the --ssl-grpc-* files): {details}"
-        if "socket closed" in lowered and tls is True:
-            return (
+            return Unreachable(f"TLS with Triton at {url} failed (check the --ssl-grpc-* files): {details}")
+        if "socket closed" in lowered and tls:
+            return Unreachable(
                 f"TLS with Triton at {url} failed: {details} (a server that requires client certificates closes "
                 "connections without one: pass --ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file)"
             )
-        if "socket closed" in lowered and tls is False:
-            return f"cannot reach Triton at {url}: {details} (if the server uses TLS, pass --ssl-grpc-use-ssl)"
-        return f"cannot reach Triton at {url}: {details}"
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return timed_out(timeout_s) if timeout_s else f"DEADLINE_EXCEEDED: {details}"
-    # Triton answers a missing or wrong --grpc-restricted-protocol header with UNAVAILABLE.
-    if (
-        code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
-        or "protocol is restricted" in lowered
-    ):
-        return permission_denied(url, details)
-    return f"{code.name}: {details}"
+        if "socket closed" in lowered:
+            return Unreachable(
+                f"cannot reach Triton at {url}: {details} (if the server uses TLS, pass --ssl-grpc-use-ssl)"
+            )
+        return Unreachable(f"cannot reach Triton at {url}: {details}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and timeout_s:
+        return timed_out(timeout_s)
+    return Rejected(f"{code.name}: {details}")
 
 
 def _answers_http(url: str) -> bool:
@@ -85,24 +89,15 @@ def _answers_http(url: str) -> bool:
         return False
 
 
-def _read(path: str | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise OptionError(f"cannot read {path}: {error.strerror}") from None
-
-
-def _channel(settings: Settings) -> grpc.aio.Channel:
-    if not settings.ssl_grpc_use_ssl:
-        return grpc.aio.insecure_channel(settings.url, options=_CHANNEL_OPTIONS)
+def _channel(options: ConnectionOptions) -> grpc.aio.Channel:
+    if options.tls is None:
+        return grpc.aio.insecure_channel(options.url, options=_CHANNEL_OPTIONS)
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(settings.ssl_grpc_root_certifications_file),
-        private_key=_read(settings.ssl_grpc_private_key_file),
-        certificate_chain=_read(settings.ssl_grpc_certificate_chain_file),
+        root_certificates=options.tls.root_certificates,
+        private_key=options.tls.private_key,
+        certificate_chain=options.tls.certificate_chain,
     )
-    return grpc.aio.secure_channel(settings.url, credentials, options=_CHANNEL_OPTIONS)
+    return grpc.aio.secure_channel(options.url, credentials, options=_CHANNEL_OPTIONS)
 
 
 def _shm_parameters(message: Any, placement: Any) -> None:
@@ -158,14 +153,15 @@ class GrpcConnection(Connection):
 
     protocol = "grpc"
     wire = GrpcWire()
+    errors = (grpc.aio.AioRpcError, RequestFailed)
 
-    def __init__(self, settings: Settings) -> None:
-        self.url = settings.url
-        self.tls = settings.ssl_grpc_use_ssl
-        self._channel = _channel(settings)
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.url = options.url
+        self.tls = options.tls is not None
+        self._channel = _channel(options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        self._metadata = tuple(settings.header.items()) or None
-        self.request_timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
+        self._metadata = options.headers or None
+        self.request_timeout_s = options.request_timeout_s
         # Identity (de)serialisers: requests are serialised once before the run, responses stay bytes.
         infer = self._channel.unary_unary(INFER_METHOD)
         self.infer = (
@@ -176,6 +172,11 @@ class GrpcConnection(Connection):
         self._stream = self._channel.stream_stream(
             STREAM_METHOD, response_deserializer=service_pb2.ModelStreamInferResponse.FromString
         )
+
+    def failure(self, error: Exception) -> RequestFailed:
+        if isinstance(error, grpc.RpcError):
+            return rpc_failure(error, self.url, self.request_timeout_s, self.tls)
+        return super().failure(error)
 
     def open_stream(self) -> Stream:
         """A bidirectional inference stream (`ModelStreamInfer`); requests on it are pre-serialised too."""
@@ -188,7 +189,7 @@ class GrpcConnection(Connection):
         try:
             return await getattr(self._stub, method)(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            raise ServerError(describe_rpc_error(error, self.url, timeout_s, self.tls)) from None
+            raise ServerError(str(rpc_failure(error, self.url, timeout_s, self.tls))) from None
 
     async def check_reachable(self) -> None:
         try:
@@ -201,7 +202,7 @@ class GrpcConnection(Connection):
                     f"{self.url} looks like Triton's HTTP port, not its gRPC port (8001 by default; "
                     "or profile over HTTP with -i http)"
                 ) from None
-            raise ServerError(describe_rpc_error(error, self.url, tls=self.tls)) from None
+            raise ServerError(str(rpc_failure(error, self.url, CONTROL_TIMEOUT_S, self.tls))) from None
         if not response.live:
             raise ServerError(f"Triton at {self.url} answers but reports it is not live")
 
@@ -249,9 +250,9 @@ class GrpcConnection(Connection):
 
 
 def decode_message(message: service_pb2.ModelInferResponse) -> tuple[str, Outputs]:
-    """A response's request id and its outputs (shape and raw content) by name."""
+    """A response's request id and its outputs by name."""
     return message.id, {
-        output.name: (tuple(output.shape), content)
+        output.name: Output(output.datatype, tuple(output.shape), content)
         for output, content in zip(message.outputs, message.raw_output_contents, strict=False)
     }
 
@@ -272,9 +273,9 @@ async def stream_one(
     while True:
         response = await stream.read()
         if response is grpc.aio.EOF:
-            raise RequestFailed("the server closed the stream")
+            raise Unreachable("the server closed the stream")
         if response.error_message:
-            raise RequestFailed(one_line(response.error_message))
+            raise Rejected(one_line(response.error_message))
         first = first or clock()
         result = response.infer_response
         if result.outputs:
@@ -347,13 +348,13 @@ class StreamMux:
             while True:
                 response = await stream.read()
                 if response is grpc.aio.EOF:
-                    raise RequestFailed("the server closed the stream")
+                    raise Unreachable("the server closed the stream")
                 result = response.infer_response
                 request = waiting.get(result.id)
                 if request is None or request.future.done():
                     continue
                 if response.error_message:
-                    request.future.set_exception(RequestFailed(one_line(response.error_message)))
+                    request.future.set_exception(Rejected(one_line(response.error_message)))
                     continue
                 request.first = request.first or clock()
                 if result.outputs:

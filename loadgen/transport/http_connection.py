@@ -22,25 +22,30 @@ from tritonclient.utils import (
 )
 
 from loadgen.errors import ServerError
-from loadgen.settings import Settings
 from loadgen.transport.common import (
     CONTROL_TIMEOUT_S,
     LOAD_TIMEOUT_S,
     Connection,
     IndexEntry,
     ModelInfo,
+    Output,
     Outputs,
-    RequestFailed,
     RequestLayout,
     Sample,
     Tensor,
     TensorSpec,
-    Unreachable,
     Wire,
     one_line,
+)
+from loadgen.transport.errors import (
+    PermissionDenied,
+    Rejected,
+    RequestFailed,
+    Unreachable,
     permission_denied,
     timed_out,
 )
+from loadgen.transport.options import ConnectionOptions
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request headers start with the parameters, so that a sequence's parameters can be put in front of the others.
@@ -123,7 +128,9 @@ class HttpWire(Wire):
         result = InferenceServerClient.parse_response_body(response.body, header_length=response.header_length)
         document = result.get_response()
         return str(document.get("id", "")), {
-            output["name"]: (tuple(output["shape"]), _raw(result, output["name"], output["datatype"]))
+            output["name"]: Output(
+                output["datatype"], tuple(output["shape"]), _raw(result, output["name"], output["datatype"])
+            )
             for output in document.get("outputs", [])
         }
 
@@ -134,13 +141,13 @@ class HttpConnection(Connection):
     protocol = "http"
     wire = HttpWire()
 
-    def __init__(self, settings: Settings) -> None:
-        self.url = settings.url
-        self._headers = dict(settings.header) or None
-        self.request_timeout_s = settings.request_timeout / 1000 if settings.request_timeout else None
-        self._client = InferenceServerClient(settings.url, conn_timeout=LOAD_TIMEOUT_S)
+    def __init__(self, options: ConnectionOptions) -> None:
+        self.url = options.url
+        self._headers = dict(options.headers) or None
+        self.request_timeout_s = options.request_timeout_s
+        self._client = InferenceServerClient(options.url, conn_timeout=LOAD_TIMEOUT_S)
         self._session = aiohttp.ClientSession(
-            base_url=f"http://{settings.url}",
+            base_url=f"http://{options.url}",
             # uncompressed responses, as perf_analyzer gets them: the server spends no time compressing
             headers={"Accept-Encoding": "identity", **(self._headers or {})},
             connector=aiohttp.TCPConnector(limit=0),  # one connection per request in flight, like perf_analyzer
@@ -158,14 +165,14 @@ class HttpConnection(Connection):
             async with self._session.post(request.path, data=request.body, headers=request.headers) as response:
                 body = await response.read()
                 if response.status != 200:
-                    raise RequestFailed(_error(response.status, body, self.url))
+                    raise _failure(response.status, body, self.url)
                 length = response.headers.get(HEADER_LENGTH)
                 return HttpResponse(body, int(length) if length else None)
         except aiohttp.ClientConnectionError as error:
             raise Unreachable(f"cannot reach Triton at {self.url}: {error}") from None
         except asyncio.TimeoutError:
             assert self.request_timeout_s is not None
-            raise RequestFailed(timed_out(self.request_timeout_s)) from None
+            raise timed_out(self.request_timeout_s) from None
 
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
@@ -188,8 +195,23 @@ class HttpConnection(Connection):
             ) from None
 
     async def check_reachable(self) -> None:
-        if not await self._call(lambda: self._client.is_server_live(headers=self._headers)):
-            raise ServerError(f"Triton at {self.url} answers but reports it is not live")
+        if await self._call(lambda: self._client.is_server_live(headers=self._headers)):
+            return
+        if not await self._is_triton():
+            raise ServerError(
+                f"{self.url} answers HTTP but is not a Triton server (no /v2 endpoint): check -u (Triton's HTTP port "
+                "is 8000 by default)"
+            )
+        raise ServerError(f"Triton at {self.url} answers but reports it is not live")
+
+    async def _is_triton(self) -> bool:
+        """Whether the server answers Triton's server-metadata endpoint with its JSON."""
+        try:
+            async with self._session.get("/v2", timeout=aiohttp.ClientTimeout(total=CONTROL_TIMEOUT_S)) as response:
+                document = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            return False
+        return isinstance(document, dict) and "name" in document
 
     async def _live(self, timeout_s: float) -> bool:
         return bool(await self._call(lambda: self._client.is_server_live(headers=self._headers), timeout_s))
@@ -231,13 +253,14 @@ class HttpConnection(Connection):
         await self._call(lambda: self._client.unregister_system_shared_memory(name, headers=self._headers))
 
 
-def _error(status: int, body: bytes, url: str) -> str:
-    """A failed request's one-line description, from the server's error message."""
+def _failure(status: int, body: bytes, url: str) -> RequestFailed:
+    """A failed request, described from the server's error message."""
     try:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body.decode(errors="replace")
-    return _described(status, one_line(str(message)), url)
+    described = _described(status, one_line(str(message)), url)
+    return PermissionDenied(described) if status in (401, 403) else Rejected(described)
 
 
 def _described(status: int, message: str, url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -21,6 +22,8 @@ from types import TracebackType
 
 from loadgen.errors import LoadgenError
 
+PR_SET_PDEATHSIG = 1  # Linux prctl option
+LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
@@ -42,6 +45,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _taken(host: str, port: int) -> bool:
+    """True when something already listens on the port (binding it as the server would fails)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT does not count
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent() -> None:
+    """In the server's process: get SIGTERM when the process that launched it dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _pytriton_root() -> tuple[Path, Path]:
     """The wheel's `pytriton/tritonserver` directory and its bundled shared libraries."""
     spec = importlib.util.find_spec("pytriton")
@@ -53,13 +73,18 @@ def _pytriton_root() -> tuple[Path, Path]:
 
 @dataclass
 class EmbeddedServer:
-    """A `tritonserver` process serving a model repository on local ports; use it as a context manager."""
+    """A `tritonserver` process serving a model repository on local ports; use it as a context manager.
+
+    Its ports (the model-control API among them) listen on `host`, loopback unless widened on purpose
+    (`host="0.0.0.0"` lets anyone who reaches this machine load and unload models).
+    """
 
     model_repository: Path
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
     explicit_model_control: bool = False
+    host: str = LOOPBACK
     load_models: Sequence[str] = ("*",)
     extra_args: Sequence[str] = ()
     log_path: Path | None = None
@@ -67,12 +92,17 @@ class EmbeddedServer:
     _workdir: Path | None = field(default=None, init=False, repr=False)
 
     @property
+    def _reachable_host(self) -> str:
+        """Where clients on this machine find the server."""
+        return "localhost" if self.host in ("0.0.0.0", "::", "", LOOPBACK) else self.host
+
+    @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.grpc_port}"
+        return f"{self._reachable_host}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"{self._reachable_host}:{self.http_port}"
 
     def url(self, protocol: str = "grpc") -> str:
         """The endpoint for loadgen's `-i grpc` or `-i http`."""
@@ -80,7 +110,7 @@ class EmbeddedServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"localhost:{self.metrics_port}"
+        return f"{self._reachable_host}:{self.metrics_port}"
 
     def _backends(self, root: Path, workdir: Path) -> Path:
         """A backend directory holding the Python backend and the stub for this interpreter."""
@@ -113,6 +143,9 @@ class EmbeddedServer:
         if not repository.is_dir():
             raise ServerStartError(f"model repository {self.model_repository} is not a directory")
         chosen = (self.grpc_port, self.http_port, self.metrics_port)
+        for name, port in zip(("gRPC", "HTTP", "metrics"), chosen, strict=True):
+            if port and _taken(self.host, port):
+                raise ServerStartError(f"the {name} port {port} is taken (another server listens on it): pick another")
         self._workdir = Path(tempfile.mkdtemp(prefix="loadgen-server-"))
         if self.log_path is None:
             self.log_path = self._workdir / "tritonserver.log"
@@ -141,6 +174,9 @@ class EmbeddedServer:
             f"--grpc-port={self.grpc_port}",
             f"--http-port={self.http_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--grpc-address={self.host}",
+            f"--http-address={self.host}",
+            f"--metrics-address={self.host}",
         ]
         if self.explicit_model_control:
             command += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]
@@ -155,13 +191,14 @@ class EmbeddedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self._environment(libs),
-                start_new_session=True,
+                start_new_session=True,  # its own process group: `stop` ends the model stubs with it
+                preexec_fn=_die_with_parent,
             )
 
     def _wait_ready(self) -> None:
         assert self._process is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
-        url = f"http://127.0.0.1:{self.http_port}/v2/health/ready"
+        url = f"http://{self._reachable_host}:{self.http_port}/v2/health/ready"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise ServerExitedError(
@@ -171,7 +208,7 @@ class EmbeddedServer:
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(url, timeout=1) as response,
             ):
-                if response.status == 200:
+                if response.status == 200 and self._process.poll() is None:  # ready, and it is ours that answers
                     return
             time.sleep(0.2)
         raise ServerStartError(f"tritonserver not ready after {READY_TIMEOUT_S:.0f} s: {self.log_tail()}")
@@ -183,15 +220,17 @@ class EmbeddedServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after a grace period) and remove its work files."""
+        """Stop the server (SIGTERM, then SIGKILL after a grace period), whatever is left of its process group
+        (model stubs orphaned by a server killed with SIGKILL), and remove its work files."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=STOP_TIMEOUT_S)
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
         if self._workdir is not None:
             for region in Path(SHM_DIR).glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)  # left by a server (or its model stubs) that was killed

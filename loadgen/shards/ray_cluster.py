@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.errors import LoadgenError, MissingExtraError
-from loadgen.interval_log import log_name, read_window
-from loadgen.measurement import EncodedWindow, combine, summarize
-from loadgen.merge import merge_logs
+from loadgen.measurement import Window, combine, summarize
+from loadgen.plan import LevelRule, RunPlan, Shard, plan
 from loadgen.results import ProfileResult
 from loadgen.settings import Settings
+from loadgen.shards.log import log_name, read_window
+from loadgen.shards.merge import merge_logs
 from loadgen.sweep import Progress
 
 if importlib.util.find_spec("ray") is None:
@@ -74,7 +75,7 @@ class ShardWorker:
         from loadgen.sweep import profile
 
         settings = dataclasses.replace(settings, hdr_log=str(self.folder))
-        self.path = self.folder / log_name(settings.shard_index, settings.shard_count)
+        self.path = self.folder / log_name(plan(settings).shard)
         try:
             return uvloop.run(profile(settings=settings)).status
         except LoadgenError as error:
@@ -142,8 +143,9 @@ def _run(settings: Settings, group: Any, count: int, progress: Progress | None) 
     ]
     seen = [0] * count
     logs: list[list[str]] = [[] for _ in range(count)]
-    live = _LiveView(count, settings, progress)
-    budget = _duration_s(settings) + CALL_TIMEOUT_S
+    run = plan(settings)
+    live = _LiveView(count, run.rule, progress)
+    budget = _duration_s(run) + CALL_TIMEOUT_S
     deadline = time.monotonic() + budget
     pending = list(runs)
     while pending:
@@ -155,24 +157,31 @@ def _run(settings: Settings, group: Any, count: int, progress: Progress | None) 
             seen[index] += len(new)
             logs[index] += new
             live.add(new)
-    _get(runs, "the workers' runs")
+    statuses: list[str] = _get(runs, "the workers' runs")
+    failures = [f"worker {index}: {status}" for index, status in enumerate(statuses) if status.startswith("failed")]
+    if len(failures) == count:
+        raise LoadgenError(f"Ray: every worker failed; {failures[0]}")
     with tempfile.TemporaryDirectory(prefix="loadgen-ray-merge-") as folder:
         paths = []
         for index, lines in enumerate(logs):
-            path = Path(folder) / log_name(index, count)
+            path = Path(folder) / log_name(Shard(index, count))
             path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
             paths.append(path)
-        return merge_logs(paths)
+        result = merge_logs(paths)
+    if failures:  # the merge reports the windows they lack; this says why
+        message = "; ".join(filter(None, [result.message, *failures]))
+        result = dataclasses.replace(result, status="incomplete", message=message)
+    return result
 
 
 class _LiveView:
     """Shows each window once every worker has reported it, merged, through the usual progress display."""
 
-    def __init__(self, count: int, settings: Settings, progress: Progress | None) -> None:
+    def __init__(self, count: int, rule: LevelRule, progress: Progress | None) -> None:
         self.count = count
-        self.settings = settings
+        self.rule = rule
         self.progress = progress
-        self.parts: dict[tuple[int, int], list[EncodedWindow]] = defaultdict(list)
+        self.parts: dict[tuple[int, int], list[Window]] = defaultdict(list)
 
     def add(self, lines: list[str]) -> None:
         for line in lines:
@@ -183,10 +192,10 @@ class _LiveView:
             parts = self.parts[(level, index)]
             parts.append(window)
             if len(parts) == self.count:
-                merged = summarize(combine(parts), self.settings.batch_size, self.settings.percentile)
+                merged = summarize(combine(parts), self.rule.batch_size, self.rule.percentile)
                 self.progress.window(load, index + 1, merged, False)
 
 
-def _duration_s(settings: Settings) -> float:
+def _duration_s(run: RunPlan) -> float:
     """The longest a sharded sweep can take: every level's windows, plus warm-up slack."""
-    return START_DELAY_S + len(settings.levels) * settings.max_trials * (settings.measurement_interval / 1000 + 2)
+    return START_DELAY_S + len(run.loads) * run.windows.max_windows * (run.windows.interval_ms / 1000 + 2)

@@ -89,15 +89,17 @@ ConfigGetter = Callable[[str, str], Awaitable[model_config_pb2.ModelConfig]]
 async def composition(name: str, version: str, get_config: ConfigGetter, bls_models: Sequence[str] = ()) -> Composition:
     """Walk a model's `ensemble_scheduling.step` list recursively through the model configs.
 
-    `bls_models` names the models a BLS (Python) model calls; they become its steps, as in perf_analyzer's
-    --bls-composing-models.
+    `bls_models` names the models a BLS (Python) model calls, each `NAME` or `NAME:VERSION`; they become its steps,
+    as in perf_analyzer's --bls-composing-models.
     """
     config = await get_config(name, "" if version == "-1" else version)
     steps = [
         await composition(step.model_name, str(step.model_version), get_config)
         for step in config.ensemble_scheduling.step
     ]
-    steps += [await composition(model, "", get_config) for model in bls_models]
+    for model in bls_models:
+        called, _, called_version = model.partition(":")
+        steps.append(await composition(called, called_version, get_config))
     return Composition(
         model=name,
         version=version,

@@ -1,0 +1,141 @@
+"""The level rule, written once: how a level's windows become its figures, and when a sweep ends.
+
+The sweep applies it to windows as they are measured; `loadgen merge` applies it to the windows of shards' logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from loadgen.analysis import find_bottleneck
+from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.plan import LevelRule, Load
+from loadgen.results import LevelResult, SendLag
+from loadgen.server.statistics import Composition, Snapshot, add, figures
+
+DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
+SEND_RATE_SHORTFALL = 0.95  # achieved send rate more than 5 % below the requested rate
+CLIENT_BUSY_SHARE = 0.5  # a loop busier than this that sends late is the client's own limit; idler: the machine's
+
+
+class Level:
+    """One load level's windows as they are measured, with the server statistics of each."""
+
+    def __init__(self, load: Load, rule: LevelRule, model: Composition) -> None:
+        self.load = load
+        self.rule = rule
+        self.model = model
+        self.windows: list[Window] = []
+        self.server: list[Snapshot] = []
+        self.summaries: list[WindowSummary] = []
+
+    def add(self, window: Window, server: Snapshot) -> WindowSummary:
+        """Add the next window and the server's statistics over it; its figures as the stability rule reads them."""
+        self.windows.append(window)
+        self.server.append(server)
+        self.summaries.append(summarize(window, self.rule.batch_size, self.rule.percentile))
+        return self.summaries[-1]
+
+    @property
+    def stable(self) -> bool:
+        """perf_analyzer's rule: the last three windows agree (one window of --request-count needs no agreement)."""
+        if self.rule.single:
+            return bool(self.windows)
+        return is_stable(self.summaries, self.rule.stability_percentage)
+
+    def result(self, complete: bool = True) -> LevelResult:
+        """The level's figures, merged from its last three windows (fewer when it has fewer)."""
+        last = slice(-STABILITY_WINDOWS, None)
+        server: Snapshot = {}
+        for window_delta in self.server[last]:
+            server = add(server, window_delta)
+        return _figures(self, merge(self.windows[last]), server, self.stable and complete, complete)
+
+
+def _figures(level: Level, merged: Window, server: Snapshot, stable: bool, complete: bool) -> LevelResult:
+    """Client figures from the merged windows, server figures from their statistics, and the verdict."""
+    rule = level.rule
+    latency = LatencyStats.from_histogram(merged.histogram)
+    throughput = merged.throughput(rule.batch_size)
+    duration = merged.duration_s
+    server_figures = figures(level.model, server)
+    completed = merged.request_count + merged.error_count
+    extra: dict[str, object] = {}
+    if merged.lag is not None and merged.service is not None:
+        send_rate = merged.sent / duration if duration else 0.0
+        delayed_share = merged.delayed / merged.sent if merged.sent else 0.0
+        requested = level.load.rate or send_rate
+        server_behind = merged.limit_hits > 0 or completed < SEND_RATE_SHORTFALL * merged.sent
+        behind = delayed_share > DELAYED_SHARE_LIMIT or send_rate < SEND_RATE_SHORTFALL * requested
+        busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
+        lag = LatencyStats.from_histogram(merged.lag)
+        extra = {
+            "send_rate": send_rate,
+            "service_latency_us": LatencyStats.from_histogram(merged.service),
+            "send_lag_us": SendLag(lag.p50, lag.p99, lag.max),
+            "delayed_share": delayed_share,
+            "in_flight_limit_hits": merged.limit_hits,
+            "saturated": _saturated(server_behind, behind, busy),
+        }
+    if merged.first_response is not None:
+        extra |= {
+            "first_response_latency_us": LatencyStats.from_histogram(merged.first_response),
+            "response_throughput": merged.responses / duration if duration else 0.0,
+            "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
+        }
+    percentile = rule.percentile
+    return LevelResult(
+        concurrency=level.load.concurrency,
+        request_rate=level.load.rate,
+        throughput=throughput,
+        request_count=merged.request_count,
+        error_count=merged.error_count,
+        stable=stable,
+        latency_us=latency,
+        windows=len(level.windows),
+        duration_s=duration,
+        errors=dict(merged.errors.most_common()),
+        percentile=percentile,
+        percentile_us=merged.histogram.get_value_at_percentile(percentile) if percentile else None,
+        loop_busy_share=merged.loop_cpu_ns / 1e9 / duration if duration else 0.0,
+        client_cpu_us_per_request=merged.process_cpu_ns / 1000 / completed if completed else 0.0,
+        trend=tuple(level.summaries),
+        complete=complete,
+        server=server_figures,
+        bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _saturated(server_behind: bool, sent_late: bool, loop_busy: float) -> str | None:
+    """Who could not keep up with an open-loop schedule: the server, loadgen's own loop, or the machine under it."""
+    if server_behind:
+        return "server"
+    if not sent_late:
+        return None
+    return "client" if loop_busy >= CLIENT_BUSY_SHARE else "machine"
+
+
+def over_threshold(level: LevelResult, rule: LevelRule) -> bool:
+    """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
+    if rule.latency_threshold_ms is None:
+        return False
+    latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
+    return latency > rule.latency_threshold_ms * 1000
+
+
+def ends_sweep(level: LevelResult, rule: LevelRule) -> bool:
+    """perf_analyzer's rule: a sweep ends after an unstable level or the first one over the latency threshold."""
+    return not level.stable or over_threshold(level, rule)
+
+
+def outcome(levels: Sequence[LevelResult]) -> tuple[str, str]:
+    """The status and message of a sweep that ran to its end: complete, or stopped at a level that never settled."""
+    unstable = [level for level in levels if not level.stable]
+    if not unstable:
+        return "complete", ""
+    level = unstable[-1]
+    return "unstable", (
+        f"no stable measurement at {level.load_label} after {level.windows} windows: the last three windows' "
+        "throughput and latency did not agree within the stability percentage; the sweep stopped there"
+    )

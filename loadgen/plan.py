@@ -1,0 +1,178 @@
+"""The run plan: what a run does, derived once from its flat `Settings` before anything starts.
+
+`Settings` mirrors the command line; everything the engine needs that is computed from it (the load mode, the
+levels, how windows close, the level rule, this shard's part, the correlation IDs, the request-interval gaps) is
+derived here once, and nothing downstream derives it again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadgen.errors import OptionError
+from loadgen.settings import MAX_CONCURRENCY, Mode, Settings, parse_shard
+
+COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
+
+
+@dataclass(frozen=True)
+class Load:
+    """One load level: a concurrency (closed loop) or a request rate (open loop)."""
+
+    concurrency: int | None = None
+    rate: float | None = None
+
+    def __str__(self) -> str:
+        return f"concurrency {self.concurrency}" if self.concurrency is not None else f"{self.rate:g} requests/s"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This generator's part of the load: shard `index` of `count`; all shards together make the whole load."""
+
+    index: int = 0
+    count: int = 1
+
+    def concurrency(self, total: int) -> int:
+        """Its share of the concurrency slots (or of a request count)."""
+        return total // self.count + (1 if self.index < total % self.count else 0)
+
+    def schedule(self, offsets: Iterator[int]) -> Iterator[int]:
+        """Its share of a schedule: every `count`-th request, so that the shards' union is the schedule itself."""
+        return itertools.islice(offsets, self.index, None, self.count) if self.count > 1 else offsets
+
+
+@dataclass(frozen=True)
+class Windows:
+    """How a level's windows close: after `interval_ms`, or once `count` requests completed."""
+
+    interval_ms: int
+    count: int | None  # requests per window (count windows, or --request-count); None: time windows
+    max_windows: int
+    single: bool  # --request-count: one window of exactly `count` requests, no stability check
+
+    @property
+    def timeout_s(self) -> float:
+        """The longest a count window waits for its requests."""
+        return self.interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    """How a level's windows become its figures, and when a sweep ends (perf_analyzer's rules)."""
+
+    batch_size: int
+    percentile: int | None
+    stability_percentage: float
+    latency_threshold_ms: float | None
+    single: bool
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run does, derived once from its settings; `settings` keeps the flat values used as they are."""
+
+    settings: Settings
+    mode: Mode
+    loads: tuple[Load, ...]
+    windows: Windows
+    rule: LevelRule
+    shard: Shard
+    sequence_ids: tuple[int, int | None]  # the first correlation ID and the last (None: no limit)
+    intervals_us: tuple[int, ...] | None  # --request-intervals: the gaps, read once
+
+    @property
+    def closed_loop(self) -> bool:
+        return self.mode == "concurrency"
+
+
+def read_intervals(path: str) -> tuple[int, ...]:
+    """Gaps between requests in microseconds, one per line, from a `--request-intervals` file."""
+    try:
+        lines = Path(path).read_text().split()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not a text file"
+        raise OptionError(f"--request-intervals {path}: cannot read: {reason}") from None
+    gaps = []
+    for number, line in enumerate(lines, 1):
+        try:
+            gap = int(line)
+        except ValueError:
+            raise OptionError(
+                f"--request-intervals {path}: entry {number} {line!r} is not whole microseconds"
+            ) from None
+        if gap < 0:
+            raise OptionError(f"--request-intervals {path}: entry {number} is negative")
+        gaps.append(gap)
+    if not gaps or not any(gaps):
+        raise OptionError(f"--request-intervals {path}: needs at least one gap above 0")
+    return tuple(gaps)
+
+
+def sequence_ids(text: str | None) -> tuple[int, int | None]:
+    """--sequence-id-range START[:END]: the first correlation ID and the last (None: no limit); default 1."""
+    if text is None:
+        return 1, None
+    parts = text.split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if len(parts) > 2 or not numbers or numbers[0] < 1 or (len(numbers) == 2 and numbers[1] < numbers[0]):
+        raise OptionError(f"--sequence-id-range {text!r}: expected START[:END], whole numbers from 1, END >= START")
+    return numbers[0], numbers[1] if len(numbers) == 2 else None
+
+
+def plan(settings: Settings) -> RunPlan:
+    """The run the settings describe; reads the --request-intervals file (once)."""
+    intervals = read_intervals(settings.request_intervals) if settings.request_intervals is not None else None
+    if intervals is not None:
+        loads: tuple[Load, ...] = (Load(rate=1e6 / statistics.fmean(intervals)),)
+    elif settings.request_rate_range is not None:
+        assert isinstance(settings.request_rate_range, tuple)
+        loads = tuple(Load(rate=rate) for rate in settings.request_rate_range)
+    else:
+        assert isinstance(settings.concurrency_range, tuple)
+        loads = tuple(Load(concurrency=c) for c in settings.concurrency_range)
+    single = settings.request_count > 0
+    count = settings.request_count or (
+        settings.measurement_request_count if settings.measurement_mode == "count_windows" else None
+    )
+    index, shards = parse_shard(settings.shard)
+    _check_load(settings, loads, shards)
+    return RunPlan(
+        settings=settings,
+        mode=settings.mode,
+        loads=loads,
+        windows=Windows(settings.measurement_interval, count, 1 if single else settings.max_trials, single),
+        rule=LevelRule(
+            settings.batch_size,
+            settings.percentile,
+            settings.stability_percentage,
+            settings.latency_threshold,
+            single,
+        ),
+        shard=Shard(index, shards),
+        sequence_ids=sequence_ids(settings.sequence_id_range),
+        intervals_us=intervals,
+    )
+
+
+def _check_load(settings: Settings, loads: tuple[Load, ...], shards: int) -> None:
+    """Refuse, with the reason, a load one process cannot hold: it would be built up front and never sent."""
+    highest = max(load.concurrency or 0 for load in loads)
+    per_process = -(-highest // shards)
+    if per_process > MAX_CONCURRENCY:
+        raise OptionError(
+            f"--concurrency-range: {highest} requests in flight is more than one process holds (at most "
+            f"{MAX_CONCURRENCY}); split the load with --shard i/K over processes or machines"
+        )
+    if settings.workers > 1 and loads[0].concurrency is not None and settings.workers > highest:
+        raise OptionError(
+            f"--workers {settings.workers}: more worker processes than requests in flight (at most {highest}); "
+            "each process needs at least one"
+        )

@@ -1,0 +1,38 @@
+"""How requests fail: loadgen's own kinds, to which each transport maps its library's errors (on the failure path
+only), so that nothing above the transport imports grpc or aiohttp or reads a message to tell failures apart."""
+
+from __future__ import annotations
+
+
+class RequestFailed(Exception):
+    """A request failed; the message is its one-line description, counted as the error's kind."""
+
+
+class Rejected(RequestFailed):
+    """The server or the model refused the request or failed on it (the model's own error, bad data)."""
+
+
+class Unreachable(RequestFailed):
+    """The server could not be reached (loops pause briefly instead of spinning on instant failures)."""
+
+
+class TimedOut(RequestFailed):
+    """No answer within --request-timeout: slow, not refused."""
+
+
+class PermissionDenied(RequestFailed):
+    """Triton refused the call for want of the right header (restricted protocol or API)."""
+
+
+class Mismatch(RequestFailed):
+    """A response differs from the validation data; the connection or stream it came on is still in step."""
+
+
+def timed_out(timeout_s: float) -> TimedOut:
+    """The failure of a request with no answer within --request-timeout (either protocol)."""
+    return TimedOut(f"timeout: no answer within {timeout_s * 1000:.0f} ms")
+
+
+def permission_denied(url: str, details: str) -> str:
+    """The message for a call Triton refused for want of the right header (restricted protocol or API)."""
+    return f"permission denied by Triton at {url}: {details} (send the expected header with -H 'Name: value')"
