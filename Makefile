@@ -2,32 +2,55 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
 CODE := loadgen tests benchmarks examples
+# What each target installs, so that the demo does not pull the test tools (about 1 GB) with it.
+DEMO_STAMP := $(VENV)/.demo-installed
+TEST_STAMP := $(VENV)/.test-installed
+NOTEBOOK_STAMP := $(VENV)/.notebook-installed
 
-.PHONY: venv demo test lint bench bench-all clean
+.PHONY: venv demo test test-unit lint bench bench-all notebook clean
 
-venv: $(STAMP)
-
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,test]'
-	touch $(STAMP)
 
-demo: venv
+venv: $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing loadgen and the embedded Triton server (tritonserver 2.51, about 300 MB) into $(VENV) ..."
+	$(BIN)/python -m pip install --progress-bar on -e '.[server]'
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing loadgen with everything the tests use into $(VENV) ..."
+	$(BIN)/python -m pip install --progress-bar off -e '.[server,test]'
+	touch $(DEMO_STAMP) $@
+
+$(NOTEBOOK_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[server,report,dataframe]' notebook
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python examples/demo.py
 
-test: venv lint
+test: $(TEST_STAMP) lint
 	$(BIN)/python -m pytest -ra
 
-lint: venv
+# The unit tests alone: no server, in seconds.
+test-unit: $(TEST_STAMP)
+	$(BIN)/python -m pytest -m "not server"
+
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy loadgen
 
+# The example notebook in Jupyter (prints the URL to open; on a desktop it opens the browser).
+notebook: $(NOTEBOOK_STAMP)
+	$(BIN)/jupyter notebook examples/profile_ensemble.ipynb
+
 # loadgen against the real perf_analyzer 2.51 (installed into a cache outside the venv), side by side.
-bench: venv
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/perf_targets.py
 
 bench-all: bench

@@ -501,7 +501,7 @@ def _numbers(value: list[object], spec: TensorSpec, dtype: np.dtype, where: str)
         else:
             item = None
         if item is not None or not integer:
-            raise OptionError(f"{where}: {spec.name} is {spec.datatype}: values must be {what}, got {item!r}")
+            raise OptionError(f"{where}: {item!r} is not {spec.datatype} (its values are {what})")
         array = np.asarray(_flat(value, where), dtype=np.object_)  # integers too large for numpy's own types
     if integer and array.size:
         info = np.iinfo(dtype)
@@ -512,13 +512,11 @@ def _numbers(value: list[object], spec: TensorSpec, dtype: np.dtype, where: str)
             low, high = max(info.min, own.min), min(info.max, own.max)
             outside = array[(array < low) | (array > high)][:1].tolist()
         if outside:
-            raise OptionError(
-                f"{where}: {spec.name} is {spec.datatype} ({info.min} to {info.max}): {outside[0]} does not fit"
-            )
+            raise OptionError(f"{where}: {outside[0]} is not {spec.datatype}: it holds {info.min} to {info.max}")
     with np.errstate(over="ignore"):  # overflow is checked just below
         converted = array.astype(dtype)
     if dtype.kind == "f" and not np.isfinite(converted[np.isfinite(array.astype(np.float64))]).all():
-        raise OptionError(f"{where}: {spec.name} is {spec.datatype}: a value is too large for it")
+        raise OptionError(f"{where}: a value is not {spec.datatype}: too large for it")
     return converted
 
 

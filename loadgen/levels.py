@@ -135,6 +135,12 @@ def outcome(levels: Sequence[LevelResult]) -> tuple[str, str]:
     if not unstable:
         return "complete", ""
     level = unstable[-1]
+    if level.request_count == 0 and level.error_count == 0:
+        return "unstable", (
+            f"no request completed at {level.load_label} in {level.windows} windows: the requests in flight never "
+            "returned (a model that does not answer, or a decoupled model still streaming responses); the sweep "
+            "stopped there"
+        )
     return "unstable", (
         f"no stable measurement at {level.load_label} after {level.windows} windows: the last three windows' "
         "throughput and latency did not agree within the stability percentage; the sweep stopped there"

@@ -1,65 +1,29 @@
-"""Fixtures: real Triton servers (the embedded tritonserver 2.51) on free ports, always stopped."""
+"""Fixtures: real Triton servers (the embedded tritonserver 2.51) on free ports, always stopped; tests that need
+one are marked `server` here, so that `pytest -m "not server"` runs the unit tests alone in seconds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import tritonclient.grpc as grpcclient
 
 import loadgen
 from loadgen.server import EmbeddedServer
+from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, TEST_MODELS, serve
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "model_repository"
-TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
-SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
-
-_servers: list[EmbeddedServer] = []
-
-
-def _serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(repository, log_path=tmp / "tritonserver.log", **options)  # type: ignore[arg-type]
-    with server:
-        _servers.append(server)
-        try:
-            yield server
-        finally:
-            _servers.remove(server)
+RESULT_FIXTURES = {"ensemble_result", "rate_result"}  # runs against a server, shared by several tests
 
 
 @pytest.fixture(scope="session")
 def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The example repository (the seed's ensemble, its steps, identity_uint8)."""
-    yield from _serve(EXAMPLES, tmp_path_factory.mktemp("examples-server"))
+    yield from serve(EXAMPLES, tmp_path_factory.mktemp("examples-server"))
 
 
 @pytest.fixture(scope="session")
 def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble)."""
-    yield from _serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
-
-
-def successes(server: EmbeddedServer, model: str) -> int:
-    """The requests the server has completed successfully for a model so far (read over gRPC)."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return sum(s.inference_stats.success.count for s in client.get_inference_statistics(model).model_stats)
-    finally:
-        client.close()
-
-
-def registered_regions(server: EmbeddedServer) -> list[str]:
-    """The names of the system shared-memory regions the server has registered."""
-    client = grpcclient.InferenceServerClient(server.grpc_url)
-    try:
-        return sorted(client.get_system_shared_memory_status().regions)
-    finally:
-        client.close()
-
-
-QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 5}
+    yield from serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +40,20 @@ def rate_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
     return loadgen.profile_sync(examples_server.grpc_url, "identity_uint8", request_rate=[50, 100], **QUICK)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a server fixture (named `*_server`) needs a server; tests that start one themselves are
+    marked where they are written."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if RESULT_FIXTURES & names or any(name.endswith("_server") for name in names):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     """Attach the running servers' logs to a failing test's report."""
     report = yield
     if report.failed:
-        for server in _servers:
+        for server in RUNNING:
             report.sections.append((f"tritonserver log ({server.model_repository.name})", server.log_tail(40)))
     return report

@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
-from tests.conftest import SAMPLE_JPEG, TEST_MODELS
+from tests.helpers import SAMPLE_JPEG, TEST_MODELS
 
 QUICK = {"measurement_interval": 500, "stability_percentage": 1000, "max_trials": 5}
 SERVER_KEYS = {

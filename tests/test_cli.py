@@ -10,7 +10,7 @@ from dataclasses import fields
 from loadgen.cli import profile_parser, settings_from
 from loadgen.server import EmbeddedServer
 from loadgen.settings import ALIASES, Settings
-from tests.conftest import SAMPLE_JPEG
+from tests.helpers import SAMPLE_JPEG
 
 ENSEMBLE = ["-m", "ensemble_python_resnet50", "--input-data", str(SAMPLE_JPEG), "--concurrency", "1:2"]
 FAST = ["-p", "300", "-s", "1000", "-r", "5"]

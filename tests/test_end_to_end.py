@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
-from tests.conftest import SAMPLE_JPEG
+from tests.helpers import SAMPLE_JPEG
 
 # Tests check behaviour, never timings: a generous stability bound keeps noisy machines from failing them.
 FAST = ["-p", "300", "-s", "1000", "-r", "5"]
@@ -112,6 +112,7 @@ def test_no_model_named_and_several_candidates_lists_them(test_server: EmbeddedS
         assert name in done.stderr
 
 
+@pytest.mark.server
 def test_the_only_model_is_chosen(tmp_path: Path) -> None:
     with EmbeddedServer(
         SAMPLE_JPEG.parent / "model_repository",

@@ -8,11 +8,12 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 NOTEBOOK = ROOT / "examples" / "profile_ensemble.ipynb"
 
 
+@pytest.mark.server
 @pytest.mark.timeout(240)
 def test_the_example_notebook_runs(tmp_path: Path) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)

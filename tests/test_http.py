@@ -12,7 +12,7 @@ import pytest
 import loadgen
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings, make_settings
-from tests.conftest import SAMPLE_JPEG, successes
+from tests.helpers import SAMPLE_JPEG, successes
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 ENSEMBLE = "ensemble_python_resnet50"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tritonclient.grpc import model_config_pb2, service_pb2
-from tritonclient.utils import deserialize_bytes_tensor
+from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
 from loadgen.errors import OptionError
 from loadgen.inputs import encode_requests, load_data
@@ -246,3 +246,107 @@ def test_output_selection_names_a_real_output() -> None:
     requests = encode_requests(GrpcWire(), model, load_data(model, Settings(input_data="zero")), Settings())
     request = service_pb2.ModelInferRequest.FromString(requests.payloads[0])
     assert not request.outputs and not request.id  # by default: every output, no id
+
+
+def test_b64_of_a_bytes_tensor_is_perf_analyzers_wire_format(tmp_path: Path) -> None:
+    """perf_analyzer's {"b64": ...} holds the tensor as it goes on the wire: each element after its 4-byte length."""
+    model = _model(TensorSpec("S", "BYTES", (-1,)))
+    wire = serialize_byte_tensor(np.array([b"ab", b"\xffc"], dtype=np.object_)).item()
+    path = tmp_path / "b64.json"
+    path.write_text(json.dumps({"data": [{"S": {"b64": base64.b64encode(wire).decode()}}]}))
+    [sample] = _load(str(path), model, {})
+    assert sample[0].shape == (2,) and sample[0].content == wire
+    assert deserialize_bytes_tensor(sample[0].content).tolist() == [b"ab", b"\xffc"]
+    path.write_text(json.dumps({"data": [{"S": {"b64": base64.b64encode(b"\xff\xd8 a jpeg").decode()}}]}))
+    with pytest.raises(OptionError, match="4-byte length"):
+        _load(str(path), model, {})
+
+
+def test_content_given_as_b64_with_a_shape(tmp_path: Path) -> None:
+    path = tmp_path / "content.json"
+    ones = base64.b64encode(np.ones(4, np.float32).tobytes()).decode()
+    path.write_text(json.dumps({"data": [{"A": {"content": {"b64": ones}, "shape": [2, 2]}, "B": [1]}]}))
+    [sample] = _load(str(path), PAIR, {})
+    assert sample[0].shape == (2, 2) and np.frombuffer(sample[0].content, np.float32).tolist() == [1] * 4
+
+
+def test_optional_inputs_may_be_left_out_of_json_data(tmp_path: Path) -> None:
+    config = model_config_pb2.ModelConfig()
+    config.input.add(name="A", optional=False)
+    config.input.add(name="B", optional=True)
+    model = ModelInfo("m", "", "python", 0, PAIR.inputs, (), config)
+    path = tmp_path / "optional.json"
+    path.write_text(json.dumps({"data": [{"A": [1, 2, 3, 4]}, {"A": [1, 2, 3, 4], "B": [5]}]}))
+    samples = _load(str(path), model, {})
+    assert [[t.name for t in s] for s in samples] == [["A"], ["A", "B"]]
+    path.write_text(json.dumps({"data": [{"B": [5]}]}))
+    with pytest.raises(OptionError, match="no data for input"):
+        _load(str(path), model, {})
+
+
+def test_a_file_named_after_a_string_input_holds_one_string_per_line(tmp_path: Path) -> None:
+    """perf_analyzer's directory layout: the file for a BYTES input has its name, no extension, one line each."""
+    model = _model(TensorSpec("S", "BYTES", (-1,)), TensorSpec("N", "INT32", (2,)))
+    (tmp_path / "S").write_text("alpha\nbeta\n")
+    (tmp_path / "N").write_bytes(np.array([1, 2], np.int32).tobytes())
+    [sample] = _load(str(tmp_path), model, {})
+    assert deserialize_bytes_tensor(sample[0].content).tolist() == [b"alpha", b"beta"]
+    single = _model(TensorSpec("S", "BYTES", (-1,)))
+    (tmp_path / "other.bin").write_bytes(b"\x00\x01")
+    [sample] = _load(str(tmp_path), single, {})  # the file named after the input, the others left alone
+    assert deserialize_bytes_tensor(sample[0].content).tolist() == [b"alpha", b"beta"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "message"),
+    [
+        (TensorSpec("X", "UINT8", (-1,)), [1, 300], "300 is not UINT8: it holds 0 to 255"),
+        (TensorSpec("X", "UINT8", (-1,)), [-1], "-1 is not UINT8"),
+        (TensorSpec("X", "INT32", (-1,)), [1.5], "1.5 is not INT32 \\(its values are whole numbers\\)"),
+        (TensorSpec("X", "INT64", (-1,)), [10**30], "is not INT64"),
+        (TensorSpec("X", "INT8", (-1,)), [True], "True is not INT8"),
+        (TensorSpec("X", "BOOL", (-1,)), [1], "1 is not BOOL"),
+        (TensorSpec("X", "FP16", (-1,)), [1e10], "too large"),
+        (TensorSpec("X", "FP32", (-1,)), ["a"], "'a' is not FP32"),
+        (TensorSpec("X", "INT32", (-1,)), {"content": [1], "shape": 16}, "'shape' must be a list of whole numbers"),
+        (TensorSpec("X", "INT32", (-1,)), {"content": [1], "shape": [1.0]}, "'shape' must be a list"),
+        (TensorSpec("X", "INT32", (-1,)), {"content": [1], "shape": [10**30]}, "'shape' must be a list"),
+    ],
+)
+def test_json_values_that_do_not_fit_are_refused_not_wrapped(
+    tmp_path: Path, spec: TensorSpec, value: object, message: str
+) -> None:
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps({"data": [{"X": value}]}))
+    with pytest.raises(OptionError, match=message):
+        _load(str(path), _model(spec), {})
+
+
+def test_deeply_nested_json_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"data": [{"X": ' + "[" * 100_000 + "1" + "]" * 100_000 + "}]}")
+    with pytest.raises(OptionError, match="nested too deeply"):
+        _load(str(path), _model(TensorSpec("X", "INT32", (-1,))), {})
+    path.write_text(json.dumps({"data": [{"X": [[[1, 2]], [[3, 4]]]}]}))  # nested lists of equal lengths: flattened
+    [sample] = _load(str(path), _model(TensorSpec("X", "INT32", (-1,))), {})
+    assert np.frombuffer(sample[0].content, np.int32).tolist() == [1, 2, 3, 4]
+
+
+def test_a_request_over_two_gib_is_refused_before_it_is_built() -> None:
+    with pytest.raises(OptionError, match="over the 2 GiB a request can hold"):
+        _load("random", IMAGE, {"INPUT": (9_000_000_000,)})
+
+
+def test_large_numeric_json_is_read_column_by_column(tmp_path: Path) -> None:
+    """Every step a flat list of the same length: one numpy conversion, the same tensors as step by step."""
+    rows = [{"A": [float(i)] * 4, "B": [i, i + 1]} for i in range(500)]
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps({"data": rows}))
+    samples = _load(str(path), PAIR, {})
+    assert len(samples) == 500 and samples[7][0].shape == (2, 2)
+    assert np.frombuffer(samples[7][0].content, np.float32).tolist() == [7.0] * 4
+    assert np.frombuffer(samples[7][1].content, np.int64).tolist() == [7, 8]
+    rows[3]["B"] = [1, 2**70]
+    path.write_text(json.dumps({"data": rows}))
+    with pytest.raises(OptionError, match="is not INT64"):
+        _load(str(path), PAIR, {})

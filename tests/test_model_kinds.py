@@ -196,9 +196,11 @@ def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedS
         **QUICK,
     }
     closed = loadgen.profile_sync(concurrency_range=4, sequence_length=3, **options)  # type: ignore[arg-type]
-    assert closed.levels[0].error_count == 0 and closed.levels[0].request_count > 0
+    assert closed.levels[0].error_count == 0 and closed.levels[0].request_count > 0, closed.levels[0].errors
+    # at a rate, a sequence's next request waits for its previous one: over HTTP (one connection per request in
+    # flight) it could otherwise overtake it and reach the model before its sequence started
     opened = loadgen.profile_sync(request_rate_range=50, num_of_sequences=3, **options)  # type: ignore[arg-type]
-    assert opened.levels[0].error_count == 0 and opened.levels[0].request_count > 0
+    assert opened.levels[0].error_count == 0 and opened.levels[0].request_count > 0, opened.levels[0].errors
     try:
         loadgen.profile_sync(concurrency_range=4, sequence_id_range="1:2", **options)  # type: ignore[arg-type]
     except loadgen.OptionError as error:
@@ -312,3 +314,42 @@ def test_validation_data_over_streams_in_both_load_modes(test_server: EmbeddedSe
         # every second request answers with a length the validation data does not expect
         assert level.errors == {"validation: LENGTHS differs from validation_data": level.error_count}, load
         assert abs(level.error_count - level.request_count) <= 2, load
+
+
+@BOTH
+def test_a_sequence_model_that_refuses_one_request_sequences(test_server: EmbeddedServer, protocol: str) -> None:
+    """The run sends what a run sends (START, the sequence, END): nothing probes the model with START and END on
+    one request, which a model like Triton's QA sequence_py refuses; the server sees exactly --request-count."""
+    before = _stats(test_server, "sequence_strict")[0]
+    result = loadgen.profile_sync(
+        test_server.url(protocol),
+        "sequence_strict",
+        protocol=protocol,
+        input_data="zero",
+        concurrency_range=1,  # ten whole sequences: none is left open for loadgen to end after the run
+        sequence_length=4,
+        sequence_length_variation=0,
+        request_count=40,
+    )
+    [level] = result.levels
+    assert level.error_count == 0, level.errors
+    assert level.request_count == 40
+    assert _stats(test_server, "sequence_strict")[0] - before == 40
+
+
+def test_bls_composing_models_with_perf_analyzers_version_syntax(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    out = tmp_path / "bls.json"
+    status = _cli(
+        test_server,
+        "grpc",
+        "bls_pair",
+        "--shape",
+        "INPUT0:8",
+        "--json",
+        out,
+        "--bls-composing-models",
+        "fast_step:1,slow_step",
+    )
+    assert status == 0
+    steps = json.loads(out.read_text())["levels"][0]["server"]["composing"]
+    assert [(step["model"], step["version"]) for step in steps] == [("fast_step", "1"), ("slow_step", "1")]

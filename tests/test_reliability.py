@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +20,8 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
-from tests.conftest import TEST_MODELS, registered_regions
 from tests.fake_triton import fake_triton
+from tests.helpers import FAST, TEST_MODELS, one_line_error, registered_regions, run_cli
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 SLEEPER = ["-m", "sleeper", "--input-data", "zero", "--shape", "INPUT0:8"]
@@ -99,9 +102,10 @@ def test_a_signal_stops_the_run_and_writes_what_it_has(
     )  # fmt: skip
     _wait_for(process, "       1 ")
     process.send_signal(signum)
-    _stdout, stderr = process.communicate(timeout=30)
+    stdout, stderr = process.communicate(timeout=30)
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr
+    assert "Try a longer --measurement-interval" not in stdout  # stopped, not unstable
     assert "Task was destroyed" not in stderr
     document = json.loads(out.read_text())
     assert document["status"] == "interrupted"
@@ -184,6 +188,17 @@ def test_a_host_that_does_not_resolve() -> None:
         (["-u", "localhost:notaport"], "expected HOST:PORT"),
         (["-i", "http", "-u", "localhost:99999"], "expected HOST:PORT"),
         (["-i", "http", "-u", "http://localhost:8000"], "without a scheme"),
+        (["--concurrency-range", "1:100000000"], "more than 10000 levels"),
+        (["--request-rate-range", "1:1000:0.0001"], "more than 10000 levels"),
+        (["--concurrency-range", "1", "--workers", "2", *SLEEPER], "more worker processes than requests in flight"),
+        (["--workers", "500"], "at most 4 per core"),
+        (["--shape", "INPUT0:9000000000", *SLEEPER[:4]], "over the 2 GiB a request can hold"),
+        (["-H", "bad name: v"], "a header name is letters"),
+        (["-H", "x-key: a\x01b"], "printable ASCII"),
+        (["-i", "http", "-H", "bad name: v"], "a header name is letters"),
+        (["--proto", "http"], "unrecognized arguments: --proto"),
+        (["-m", ":smile:"], "model ':smile:' is not on"),
+        (["-u", "localhost:abc"], "-u localhost:abc: expected HOST:PORT"),
     ],
 )
 def test_bad_options_are_one_line_with_status_3(test_server: EmbeddedServer, args: list[str], message: str) -> None:
@@ -192,6 +207,7 @@ def test_bad_options_are_one_line_with_status_3(test_server: EmbeddedServer, arg
     assert message in done.stderr
 
 
+@pytest.mark.server
 def test_a_model_that_is_not_ready(tmp_path: Path) -> None:
     with EmbeddedServer(
         TEST_MODELS, explicit_model_control=True, load_models=("sleeper",), log_path=tmp_path / "log"
@@ -241,3 +257,130 @@ def _rss_kb() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_rich_markup_and_emoji_codes_in_user_text_come_out_as_typed(test_server: EmbeddedServer) -> None:
+    done = _one_line_error("-u", test_server.grpc_url, "-m", "[bold]:smile:[/]")
+    assert "'[bold]:smile:[/]'" in done.stderr and "\N{SMILING FACE WITH OPEN MOUTH}" not in done.stderr
+
+
+def _listening_socket() -> tuple[socket.socket, str]:
+    """A TCP port that accepts connections and never answers (a server hung before its first byte)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    return listener, f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_connecting_stops_within_two_seconds(tmp_path: Path, signum: int, status: int) -> None:
+    listener, url = _listening_socket()
+    out = tmp_path / "r.json"
+    with listener:
+        process = _start("-u", url, *SLEEPER, "--json", str(out))
+        listener.settimeout(30)
+        connection, _ = listener.accept()  # loadgen is connecting: the server never answers
+        time.sleep(0.5)
+        process.send_signal(signum)
+        started = time.monotonic()
+        _, stderr = process.communicate(timeout=30)
+        connection.close()
+    assert time.monotonic() - started < 2.5, "stopped within ~2 s of the signal"
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    document = json.loads(out.read_text())
+    assert (document["status"], document["levels"]) == ("interrupted", [])
+
+
+@pytest.mark.server
+def test_a_signal_while_loading_a_large_input_file_stops_within_two_seconds(
+    examples_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "large.json"
+    step = {"INPUT0": {"content": list(range(16)), "shape": [16]}}  # object steps: read one by one, slowly
+    data.write_text(json.dumps({"data": [step] * 300_000}))
+    process = _start("-u", examples_server.grpc_url, "-m", "identity_uint8", "--input-data", str(data))
+    seen = _wait_for(process, "loading")
+    assert "MB of input data" in seen, seen
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started < 2.5, "stopped within ~2 s of the signal"
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+def test_windows_without_a_single_request_are_measurements_too(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """A rate under one request per window: most windows hold no send at all; the result still has every level."""
+    gaps = tmp_path / "gaps.txt"
+    gaps.write_text("700000\n")  # one request every 0.7 s, windows of 0.3 s
+    out, csv = tmp_path / "r.json", tmp_path / "r.csv"
+    for load in (["--request-rate-range", "1"], ["--request-intervals", str(gaps)]):
+        done = run_cli("-u", test_server.grpc_url, *SLEEPER, *load, *FAST, "--json", out, "-f", csv)
+        assert done.returncode in (0, 2), done.stderr  # empty windows never agree: the level may be unstable
+        assert "Traceback" not in done.stderr
+        document = json.loads(out.read_text())
+        assert len(document["levels"]) == 1 and document["levels"][0]["windows"] == 4
+        assert csv.read_text().count("\n") == 2
+
+
+def test_a_sweep_that_stops_unstable_says_so(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    process = run_cli(
+        *("-u", test_server.grpc_url, *SLEEPER, "--concurrency-range", "1:3"),
+        *("-p", "200", "-s", "0.0001", "-r", "3", "--json", out),
+    )
+    assert process.returncode == 2, process.stderr
+    document = json.loads(out.read_text())
+    assert document["status"] == "unstable" and not document["stable"]
+    assert "no stable measurement at concurrency 1 after 3 windows" in document["message"]
+    assert len(document["levels"]) == 1
+    assert "no stable measurement at concurrency 1" in process.stdout
+
+
+def test_a_window_that_never_ends_is_refused() -> None:
+    line = one_line_error(run_cli("-u", "127.0.0.1:9", *SLEEPER, "-p", "99999999999"), status=3)
+    assert "--measurement-interval 99999999999: must be between 1 ms and 3600000 ms" in line
+
+
+def test_an_http_server_that_is_not_triton_is_named() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        line = one_line_error(run_cli("-i", "http", "-u", f"127.0.0.1:{server.server_port}", *SLEEPER), status=99)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "answers HTTP but is not a Triton server" in line
+
+
+def test_a_model_that_streams_without_end_neither_hangs_nor_ignores_ctrl_c(test_server: EmbeddedServer) -> None:
+    """Random data asks the decoupled model for up to 2^31 responses: no request ever completes."""
+    streaming = ["-m", "streamer", "--streaming", "-s", "1000"]
+    done = run_cli("-u", test_server.grpc_url, *streaming, "-p", "300", "-r", "3", timeout_s=60)
+    assert done.returncode == 2, done.stderr
+    assert "no request completed at concurrency 1 in 3 windows" in done.stdout
+    process = _start("-u", test_server.grpc_url, *streaming, "-p", "2000", "-r", "10")
+    assert "window 1:" in _wait_for(process, "window 1:")  # two seconds in: the stream is busy all along
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - started < 3.5, "stopped within ~2 s of the signal, plus the grace for requests in flight"
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_a_huge_concurrency_does_not_starve_the_liveness_check(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    """5,000 requests in flight keep loadgen's loop busy; its liveness check runs in a thread and on a connection of
+    its own, so a server that answers is never reported gone."""
+    out = tmp_path / "r.json"
+    done = run_cli(
+        "-u", examples_server.grpc_url, "-m", "identity_uint8", "--concurrency-range", "5000",
+        "-p", "2000", "-s", "1000", "-r", "3", "--json", out, timeout_s=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "went away" not in done.stdout + done.stderr
+    [level] = json.loads(out.read_text())["levels"]
+    assert level["request_count"] > 0 and level["error_count"] == 0, level["errors"]

@@ -14,13 +14,14 @@ import pytest
 import loadgen
 from loadgen.cli import main
 from loadgen.errors import LoadgenError, MissingExtraError, OptionError
-from loadgen.reports import write_json
+from loadgen.reports import ConsoleProgress, make_console, write_json
 from loadgen.server import EmbeddedServer
-from tests.conftest import SAMPLE_JPEG
+from tests.helpers import SAMPLE_JPEG
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("name", ["ensemble_result", "rate_result"])
 def test_a_saved_run_reopens_as_the_same_result(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     result = request.getfixturevalue(name)
@@ -133,3 +134,21 @@ def test_save_html_matches_the_command(ensemble_result: loadgen.ProfileResult, t
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and len(_embedded_images(page)) == 3
     assert "<title>loadgen: ensemble_python_resnet50</title>" in page
+
+
+def _ended(status: str, message: str, saturated: str | None) -> loadgen.ProfileResult:
+    latency = loadgen.LatencyStats(1, 2.0, 0.0, 2, 2, 2, 2, 3)
+    level = loadgen.LevelResult(None, 100.0, 50.0, 500, 0, False, latency, 10, 10.0, saturated=saturated)
+    return loadgen.ProfileResult("m", "u", "request_rate", (level,), (), {}, status, message)
+
+
+def test_the_console_hint_fits_why_the_sweep_ended(capsys: pytest.CaptureFixture[str]) -> None:
+    progress = ConsoleProgress(make_console())
+    progress.finished(_ended("unstable", "no stable measurement at 100 requests/s after 10 windows", "server"))
+    saturated = capsys.readouterr().out
+    assert "saturated at this rate" in saturated and "Try a longer" not in saturated
+    progress.finished(_ended("unstable", "no stable measurement at 100 requests/s after 10 windows", None))
+    assert "Try a longer --measurement-interval" in capsys.readouterr().out
+    progress.finished(_ended("interrupted", "interrupted: stopped before the sweep finished", None))
+    stopped = capsys.readouterr().out
+    assert "interrupted: stopped" in stopped and "Try a longer" not in stopped

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loadgen.server import EmbeddedServer
-from tests.conftest import TEST_MODELS, _serve
+from tests.helpers import TEST_MODELS, serve
 
 # Tests check behaviour, never timings: a generous stability bound keeps noisy machines from failing them.
 FAST = ["-p", "300", "-s", "1000", "-r", "4"]
@@ -130,13 +130,13 @@ def _tls_args(pki: Pki, mode: str) -> list[str]:
 @pytest.fixture(scope="module")
 def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository with TLS on the gRPC port (HTTP stays plain)."""
-    yield from _serve(TEST_MODELS, tmp_path_factory.mktemp("tls-server"), extra_args=_tls_args(pki, "--grpc-use-ssl"))
+    yield from serve(TEST_MODELS, tmp_path_factory.mktemp("tls-server"), extra_args=_tls_args(pki, "--grpc-use-ssl"))
 
 
 @pytest.fixture(scope="module")
 def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository with mutual TLS: clients must show a certificate signed by the CA."""
-    yield from _serve(
+    yield from serve(
         TEST_MODELS, tmp_path_factory.mktemp("mtls-server"), extra_args=_tls_args(pki, "--grpc-use-ssl-mutual")
     )
 
@@ -146,7 +146,7 @@ def restricted_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmbeddedServer]:
     """The test repository where the gRPC protocols named by the parameter need the header `HEADER: SECRET`."""
-    yield from _serve(
+    yield from serve(
         TEST_MODELS,
         tmp_path_factory.mktemp("restricted-server"),
         extra_args=[f"--grpc-restricted-protocol={request.param}:{KEY}={SECRET}"],
@@ -318,7 +318,7 @@ HTTP_KEY = "loadgen-http-key"
 @pytest.fixture(scope="module")
 def http_restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     """The test repository where HTTP inference needs the header `HTTP_KEY: SECRET`."""
-    yield from _serve(
+    yield from serve(
         TEST_MODELS,
         tmp_path_factory.mktemp("http-restricted-server"),
         extra_args=[f"--http-restricted-api=inference:{HTTP_KEY}={SECRET}"],

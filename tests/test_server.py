@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -14,9 +15,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from loadgen.server import EmbeddedServer, ServerStartError, free_port
-from tests.conftest import TEST_MODELS
+from tests.helpers import TEST_MODELS
 
 
+@pytest.mark.server
 def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
@@ -33,6 +35,8 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
             str(http_port),
             "--metrics-port",
             str(metrics_port),
+            "--host",
+            "0.0.0.0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -48,6 +52,7 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
             if "Triton ready" in line or not line:
                 break
         assert f"gRPC localhost:{grpc_port}" in "".join(lines)
+        assert {_listening(port) for port in (grpc_port, http_port, metrics_port)} == {"0.0.0.0"}  # --host widened it
         client = grpcclient.InferenceServerClient(f"localhost:{grpc_port}")
         assert client.is_model_ready("sleeper")
         client.close()
@@ -62,15 +67,50 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", grpc_port))
 
 
-def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+def _listening(port: int) -> str:
+    """The address a local TCP port listens on, from the kernel's tables ("0.0.0.0" for any address)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hexport = local.partition(":")
+            if state != "0A" or int(hexport, 16) != port:  # 0A: LISTEN
+                continue
+            raw = b"".join(bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8))
+            ip = ipaddress.ip_address(raw)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            return "0.0.0.0" if ip.is_unspecified else str(ip)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_every_port_of_the_embedded_server_listens_on_loopback_only(test_server: EmbeddedServer) -> None:
+    """Its model-control API among them: nobody on the network can load or unload models."""
+    ports = (test_server.grpc_port, test_server.http_port, test_server.metrics_port)
+    assert {_listening(port) for port in ports} == {"127.0.0.1"}
+
+
+def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
         server = EmbeddedServer(TEST_MODELS, grpc_port=port, log_path=tmp_path / "log")
-        with pytest.raises(ServerStartError, match="tritonserver exited"):
+        with pytest.raises(ServerStartError, match=f"the gRPC port {port} is taken"):
             server.start()
     assert not server.running
+
+
+def _group(pid: int) -> list[int]:
+    """The live processes of a process group (zombies, dead already, left out)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pid and fields[0] != "Z":  # state, ppid, pgrp
+            members.append(int(entry.name))
+    return members
 
 
 def test_a_missing_repository_is_a_clear_error() -> None:
@@ -78,15 +118,21 @@ def test_a_missing_repository_is_a_clear_error() -> None:
         EmbeddedServer(Path("no/such/repository")).start()
 
 
+@pytest.mark.server
 def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
     server = EmbeddedServer(TEST_MODELS, log_path=tmp_path / "log").start()
     try:
         regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
         assert regions  # the Python backend's regions carry this server's prefix
         assert server._process is not None
-        os.killpg(server._process.pid, signal.SIGKILL)  # no chance to clean up after itself
+        group = server._process.pid
+        stub = next(pid for pid in _group(group) if pid != group)
+        os.kill(stub, signal.SIGSTOP)  # a stub too busy to notice its server died (stopped: it cannot)
+        os.kill(group, signal.SIGKILL)  # the server only: no chance to clean up, that stub orphaned
         server._process.wait()
+        assert stub in _group(group)
         assert all(region.exists() for region in regions)
     finally:
         server.stop()
     assert not [region for region in regions if region.exists()]
+    assert _group(group) == []  # stop ended the whole process group

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from loadgen.errors import OptionError
@@ -104,3 +108,63 @@ def test_options_over_base_settings_replace_its_load_mode() -> None:
         300,
     )
     assert _levels(make_settings(base, batch_size=2)) == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"concurrency_range": 2.5}, "--concurrency-range 2.5: expected a whole number"),
+        ({"concurrency_range": []}, "--concurrency-range"),
+        ({"measurement_interval": "500"}, "--measurement-interval '500': expected a whole number"),
+        ({"url": 9601}, "--url 9601: expected text"),
+        ({"stability_percentage": "10"}, "expected a number"),
+        ({"streaming": "yes"}, "expected True or False"),
+        ({"shape": {"IN": [16.0]}}, "expected a whole number"),
+        ({"shape": {"IN": "16"}}, "expected a list of whole numbers"),
+        ({"input_data": 3}, "expected text"),
+        ({"header": {"bad name": "v"}}, "a header name is letters"),
+        ({"header": {"x-key": "a\nb"}}, "printable ASCII"),
+        ({"header": ["no colon"]}, "expected 'Name: value'"),
+    ],
+)
+def test_library_arguments_of_the_wrong_type_are_one_line_option_errors(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(OptionError, match=message):
+        Settings(**options)  # type: ignore[arg-type]
+
+
+def test_library_arguments_take_what_the_command_line_takes() -> None:
+    settings = Settings(
+        concurrency_range=np.int64(3),
+        measurement_interval=np.int32(400),
+        shape="IN:16,2",
+        header="X-Key: v",
+        input_data=Path("mug.jpg"),
+        workers="auto",
+        protocol="HTTP",
+        bls_composing_models="a:3, b",
+        input_range="IN:0:9",
+    )
+    assert settings.concurrency_range == (3,) and type(settings.measurement_interval) is int
+    assert settings.shape == {"IN": (16, 2)} and settings.header == {"x-key": "v"}
+    assert settings.input_data == "mug.jpg" and settings.workers == (os.cpu_count() or 1)
+    assert settings.protocol == "http" and settings.url.endswith(":8000")
+    assert settings.bls_composing_models == ("a:3", "b") and settings.input_range == {"IN": (0.0, 9.0)}
+    assert Settings(input_data=[Path("a.json"), "b.json"]).input_data == ("a.json", "b.json")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"measurement_interval": 10**12}, "between 1 ms and 3600000 ms"),
+        ({"concurrency_range": "1:100000000"}, "more than 10000 levels"),
+        ({"request_rate_range": "1:1000:0.0001"}, "more than 10000 levels"),
+        ({"concurrency_range": 10**8}, "more than one process holds"),
+        ({"concurrency_range": 1, "workers": 2}, "more worker processes than requests in flight"),
+        ({"workers": 500}, "at most 4 per core"),
+    ],
+)
+def test_loads_one_process_cannot_hold_are_refused_up_front(options: dict[str, object], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        plan(Settings(**options))  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from hdrh.histogram import HdrHistogram
 from loadgen.cli import main
 from loadgen.measurement import LatencyStats, new_histogram
 from loadgen.server import EmbeddedServer
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 IDENTITY = ["-m", "identity_uint8", "--concurrency-range", "2:4:2", "-p", "400", "-r", "3", "-s", "1000"]
 
@@ -150,3 +150,25 @@ def test_the_kubernetes_indexed_job_runs_as_rendered(examples_server: EmbeddedSe
     assert result["status"] == "complete"
     assert result["settings"]["shard"] == f"merged from {count} of {count} shards"
     assert (logs / "result.csv").exists()
+
+
+def test_a_streamed_run_logs_and_merges_its_first_response_latency(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """Every histogram a window holds is logged: a decoupled model over --streaming with --hdr-log, then merged."""
+    data, logs = tmp_path / "counts.json", tmp_path / "logs"
+    data.write_text(json.dumps({"data": [{"COUNT": [3]}, {"COUNT": [5]}]}))
+    stream = ["-m", "streamer", "--streaming", "--input-data", str(data), "-p", "300", "-r", "3", "-s", "1000"]
+    done = subprocess.run(
+        [sys.executable, "-m", "loadgen", "-u", test_server.grpc_url, *stream, "--hdr-log", str(logs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [log] = sorted(logs.iterdir())
+    assert all(window["first_response"] for window in _windows(log))
+    out = tmp_path / "merged.json"
+    assert main(["merge", str(log), "--json", str(out)]) == 0
+    [level] = json.loads(out.read_text())["levels"]
+    assert level["first_response_latency_us"]["avg"] <= level["latency_us"]["avg"]
+    assert 3 <= level["responses_per_request"] <= 5

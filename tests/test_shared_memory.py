@@ -19,7 +19,7 @@ from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.shared_memory import place
 from loadgen.transport import ConnectionOptions, connect
-from tests.conftest import registered_regions, successes
+from tests.helpers import registered_regions, successes
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 BOTH = pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2
 
 import loadgen
 from loadgen.server import EmbeddedServer
-from tests.conftest import TEST_MODELS
+from tests.helpers import TEST_MODELS
 
 PIPELINE = {"model_name": "pipeline_slow_tail", "input_data": "zero", "shape": {"INPUT0": [8]}}
 

@@ -229,12 +229,15 @@ class ConsoleProgress:
                 self.console.print(f"  - {suggestion}")
         if result.status == "unstable":
             last = result.levels[-1]
-            hint = (
-                "The server is saturated at this rate: response time grows window after window and cannot settle; "
-                "lower the request rate."
-                if last.saturated == "server"
-                else "Try a longer --measurement-interval or a larger --stability-percentage."
-            )
+            if last.request_count + last.error_count == 0:
+                hint = "Send the model one request by hand to see whether it answers."
+            elif last.saturated == "server":
+                hint = (
+                    "The server is saturated at this rate: response time grows window after window and cannot "
+                    "settle; lower the request rate."
+                )
+            else:
+                hint = "Try a longer --measurement-interval or a larger --stability-percentage."
             self.console.print(f"{result.message}. {hint}", style="red")
         elif result.status != "complete" and result.message:
             self.console.print(f"{result.status}: {result.message}", style="yellow")

@@ -56,6 +56,27 @@ def _taken(host: str, port: int) -> bool:
     return False
 
 
+def _group_alive(group: int) -> bool:
+    """Whether a process of the group is still running (zombies, already dead, do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # state, then ppid, then pgrp
+            return True
+    return False
+
+
+def _wait_for_group(group: int, timeout_s: float = 5.0) -> None:
+    """Wait until the processes of a group killed with SIGKILL are gone."""
+    deadline = time.monotonic() + timeout_s
+    while _group_alive(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _die_with_parent() -> None:
     """In the server's process: get SIGTERM when the process that launched it dies, even by SIGKILL."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -231,6 +252,7 @@ class EmbeddedServer:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+            _wait_for_group(process.pid)
         if self._workdir is not None:
             for region in Path(SHM_DIR).glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)  # left by a server (or its model stubs) that was killed

@@ -1,0 +1,74 @@
+"""What many tests share: where things are, quick run settings, the real servers' launcher, and reading the
+server's own statistics (what it saw, never what loadgen says it sent)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import tritonclient.grpc as grpcclient
+
+from loadgen.server import EmbeddedServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "model_repository"
+TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
+SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
+
+# Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
+QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
+FAST = ["-p", "300", "-s", "1000", "-r", "4"]
+
+RUNNING: list[EmbeddedServer] = []
+"""The servers the tests run now, whose logs a failing test's report shows."""
+
+
+def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedServer]:
+    """A real tritonserver on free ports for as long as the generator is open; always stopped."""
+    server = EmbeddedServer(repository, log_path=tmp / "tritonserver.log", **options)  # type: ignore[arg-type]
+    with server:
+        RUNNING.append(server)
+        try:
+            yield server
+        finally:
+            RUNNING.remove(server)
+
+
+def successes(server: EmbeddedServer, model: str) -> int:
+    """The requests the server has completed successfully for a model so far (read over gRPC)."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return sum(s.inference_stats.success.count for s in client.get_inference_statistics(model).model_stats)
+    finally:
+        client.close()
+
+
+def registered_regions(server: EmbeddedServer) -> list[str]:
+    """The names of the system shared-memory regions the server has registered."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        return sorted(client.get_system_shared_memory_status().regions)
+    finally:
+        client.close()
+
+
+def run_cli(*args: object, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python -m loadgen ARGS` in a process of its own, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "loadgen", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], status: int) -> str:
+    """The error a run ended with, checked to be one line, no traceback, with `status`."""
+    assert done.returncode == status, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "loadgen: error:"))]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
