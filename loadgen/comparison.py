@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loadgen.errors import OptionError
-from loadgen.results import LevelResult, ProfileResult
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult, ProfileResult
 
 if TYPE_CHECKING:
     import pandas

@@ -115,14 +115,15 @@ def test_csv_has_perf_analyzers_columns_and_one_file_per_step(examples_server: E
     assert rows[0] == [
         "Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
         "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
-        "p50 latency", "p90 latency", "p95 latency", "p99 latency",
+        "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Status",
     ]  # fmt: skip
     assert [row[0] for row in rows[1:]] == ["1", "2"]
     assert all(float(row[1]) > 0 and int(row[6]) > 0 for row in rows[1:])
+    assert [row[-1] for row in rows[1:]] == ["stable", "stable"]  # every row says whether it can be trusted
     for step in ("preprocessing", "classifier"):
         with (tmp_path / f"{step}_v1.latency.csv").open() as handle:
             step_rows = list(csv.reader(handle))
-        assert step_rows[0] == rows[0][:9]
+        assert step_rows[0] == [*rows[0][:9], "Status"]
         assert len(step_rows) == 3
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.cli import main
 from loadgen.errors import OptionError
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.server import EmbeddedServer
@@ -31,12 +32,15 @@ NOWHERE = "127.0.0.1:9"  # nothing listens there: a run that got past the checks
     ],
     ids=["missing-directory", "a-directory", "read-only-place"],
 )
-def test_an_unwritable_output_is_refused_before_anything_runs(tmp_path: Path, make: object, message: str) -> None:
+def test_an_unwritable_output_is_refused_before_anything_runs(
+    tmp_path: Path, make: object, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = make(tmp_path)  # type: ignore[operator]
     with pytest.raises(OptionError, match=message):
         check_file(path, "--json")
     for flag in ("--json", "-f", "--html", "--plot"):
-        line = one_line_error(run_cli("-u", NOWHERE, *IDENTITY, flag, path), status=3)
+        assert main(["-u", NOWHERE, *IDENTITY, flag, str(path)]) == 3
+        line = capsys.readouterr().err.strip()
         assert f"{flag} {path}" in line and message in line  # refused before connecting: no "cannot reach"
 
 

@@ -87,6 +87,7 @@ def test_the_server_dying_mid_sweep_keeps_every_finished_level(
     finished = [level for level in document["levels"] if level["complete"]]
     assert len(finished) >= 2
     assert csv.read_text().count("\n") == 1 + len(document["levels"])
+    assert csv.read_text().splitlines()[-1].endswith(",partial")  # the level cut short says so
     assert _left_in_dev_shm(process.pid) == []
 
 
@@ -337,6 +338,7 @@ def test_a_sweep_that_stops_unstable_says_so(test_server: EmbeddedServer, tmp_pa
     assert "no stable measurement at concurrency 1 after 3 windows" in document["message"]
     assert len(document["levels"]) == 1
     assert "no stable measurement at concurrency 1" in process.stdout
+    assert process.returncode == 2
 
 
 def test_a_window_that_never_ends_is_refused() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import rich.progress
 from rich.console import Console
 from rich.table import Table
@@ -9,7 +11,9 @@ from rich.table import Table
 from loadgen.analysis import Bottleneck
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.plan import Load
-from loadgen.results import LevelResult, ProfileResult, RunDescription
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult, ProfileResult, RunDescription
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
 _OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
@@ -37,7 +41,7 @@ def _row(cells: tuple[str, ...]) -> str:
 
 
 def _load(load: Load | LevelResult) -> str:
-    return load.load_label if isinstance(load, LevelResult) else str(load)
+    return str(load) if isinstance(load, Load) else load.load_label
 
 
 class ConsoleProgress:

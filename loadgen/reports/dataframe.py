@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from loadgen.comparison import Comparison
 from loadgen.errors import MissingExtraError
 from loadgen.reports.table import columns
-from loadgen.results import ProfileResult, TuneResult
+
+if TYPE_CHECKING:
+    from loadgen.comparison import Comparison
+    from loadgen.results import ProfileResult, TuneResult
 
 try:
     import pandas

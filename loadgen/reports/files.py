@@ -9,11 +9,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadgen.errors import LoadgenError
 from loadgen.outputs import check_file, write_file
-from loadgen.results import ProfileResult
-from loadgen.server.statistics import ServerFigures
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult, ProfileResult
+    from loadgen.server.statistics import ServerFigures
 
 
 def write_json(result: ProfileResult, path: str | os.PathLike[str]) -> None:
@@ -38,7 +41,14 @@ def _server_cells(server: ServerFigures | None) -> list[float]:
     ]
 
 
-def _csv_text(header: tuple[str, ...], rows: Sequence[Sequence[float]]) -> str:
+def level_status(level: LevelResult) -> str:
+    """How far a level's figures can be trusted: stable, unstable (never settled) or partial (the run stopped)."""
+    if not level.complete:
+        return "partial"
+    return "stable" if level.stable else "unstable"
+
+
+def _csv_text(header: tuple[str, ...], rows: Sequence[Sequence[float | str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -51,18 +61,20 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str]) -> list[Path]
 
     loadgen serialises requests before the run and does not decode responses, so Client Send and Client Recv
     are 0; Network+Server Send/Recv is the client's average latency minus the server's queue and compute time.
-    The composing models' files sit beside the main file (perf_analyzer puts them in the working directory).
+    The composing models' files sit beside the main file (perf_analyzer puts them in the working directory). A last
+    column, Status, says whether a row is stable, unstable or partial (perf_analyzer writes stable rows only).
     """
     target = Path(path)
     header = _client_columns(result.closed_loop)
-    rows: list[list[float]] = []
-    per_model: dict[str, list[list[float]]] = {}
+    rows: list[list[float | str]] = []
+    per_model: dict[str, list[list[float | str]]] = {}
     for level in result.levels:
         server = _server_cells(level.server)
         network = max(round(level.latency_us.avg) - sum(server), 0)
         lat = level.latency_us
+        status = level_status(level)
         rows.append(
-            [level.load, round(level.throughput, 2), 0, network, *server, 0, lat.p50, lat.p90, lat.p95, lat.p99]
+            [level.load, round(level.throughput, 2), 0, network, *server, 0, lat.p50, lat.p90, lat.p95, lat.p99, status]
         )
         if level.server is None:
             continue
@@ -70,13 +82,13 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str]) -> list[Path]
             if depth:
                 rate = round(step.inference_count / level.duration_s, 2) if level.duration_s else 0.0
                 per_model.setdefault(f"{step.model}_v{step.version}", []).append(
-                    [level.load, rate, 0, 0, *_server_cells(step), 0]
+                    [level.load, rate, 0, 0, *_server_cells(step), 0, status]
                 )
-    write_file(target, _csv_text(header + _CSV_SERVER + _CSV_PERCENTILES, rows))
+    write_file(target, _csv_text(header + _CSV_SERVER + _CSV_PERCENTILES + ("Status",), rows))
     written = [target]
     for name, model_rows in per_model.items():
         composing = target.with_name(f"{name}.{target.name}")
-        write_file(composing, _csv_text(header + _CSV_SERVER, model_rows))
+        write_file(composing, _csv_text(header + _CSV_SERVER + ("Status",), model_rows))
         written.append(composing)
     return written
 

@@ -6,11 +6,14 @@ import base64
 import html
 import json
 import os
+from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
 from loadgen.reports.plot import curve, percentiles, png, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
-from loadgen.results import ProfileResult, TuneResult
+
+if TYPE_CHECKING:
+    from loadgen.results import ProfileResult, TuneResult
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;

@@ -7,11 +7,14 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from loadgen.errors import MissingExtraError, OptionError
 from loadgen.outputs import write_file
 from loadgen.reports.table import step_names, step_time
-from loadgen.results import LevelResult, ProfileResult, TuneResult
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult, ProfileResult, TuneResult
 
 try:
     from matplotlib.axes import Axes

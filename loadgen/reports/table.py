@@ -7,9 +7,12 @@ import html
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from loadgen.comparison import Comparison
-from loadgen.results import LevelResult, ProfileResult
+if TYPE_CHECKING:
+    from loadgen.comparison import Comparison
+    from loadgen.results import LevelResult, ProfileResult
+
 
 Value = float | int | str | bool | None
 # Inline styles, so that a notebook shows the tables as the report page does.
