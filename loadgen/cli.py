@@ -37,7 +37,7 @@ from loadgen.settings import (
     worker_count,
 )
 from loadgen.shards.merge import merge_logs
-from loadgen.tune import TuneSettings, tune
+from loadgen.tune import MAX_CONCURRENCY, TuneSettings, tune
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,6 +262,21 @@ def profile_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "-q", "--quiet", action="store_true", help="no progress while the sweep runs; the summary at the end"
     )
+    metrics = parser.add_argument_group("server metrics (Triton's Prometheus endpoint)")
+    metrics.add_argument(
+        "--collect-metrics",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scrape the server's metrics during every window: host CPU and memory, GPUs, pending requests "
+        "(default: on when the endpoint answers; --no-collect-metrics turns it off)",
+    )
+    metrics.add_argument("--metrics-url", metavar="URL", help="default: the server's host, port 8002, /metrics")
+    metrics.add_argument(
+        "--metrics-interval", type=_int, default=1000, metavar="MS", help="between scrapes (default 1000)"
+    )
+    metrics.add_argument(
+        "--verbose-csv", action="store_true", help="-f adds perf_analyzer's verbose columns and the GPU metrics"
+    )
     shards = parser.add_argument_group("shards (one load over several processes or machines)")
     shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
     shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
@@ -311,7 +326,21 @@ def tune_parser() -> argparse.ArgumentParser:
     load = parser.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=_int, help="closed-loop load to tune at (default 8)")
     load.add_argument("--request-rate", type=_float, help="open-loop load to tune at, requests per second")
-    parser.add_argument("--latency-budget-ms", type=_float, help="goal: p99 latency at or under this")
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=_float,
+        help="goal: the highest throughput whose p99 stays at or under this (the load is searched too)",
+    )
+    parser.add_argument(
+        "--max-concurrency",
+        type=_int,
+        default=MAX_CONCURRENCY,
+        help=f"the offered load is raised up to this when it bounds throughput (default {MAX_CONCURRENCY})",
+    )
+    parser.add_argument("--metrics-url", metavar="URL", help="the server's metrics (default: its host, port 8002)")
+    parser.add_argument(
+        "--metrics-interval", type=_int, default=1000, metavar="MS", help="between scrapes (default 1000)"
+    )
     parser.add_argument("--max-trials", type=_int, default=8, help="configuration changes tried at most (default 8)")
     parser.add_argument("--write-config", metavar="DIR", help="write each improved config.pbtxt under DIR/<model>/")
     parser.add_argument("--keep", action="store_true", help="leave the improved configs loaded on the server")
@@ -433,7 +462,16 @@ def _profile(argv: Sequence[str], console: Console, errors: Console) -> int:
             _write(failure.result, files, errors)
             raise
         progress.finished(result)
-    return _exit_status(result, _write(result, files, errors), signum)
+    status = _exit_status(result, _write(result, files, errors), signum)
+    if signum is not None:  # stopped: what was measured is written; exit now, not after the interpreter's cleanup
+        _exit_at_once(status)  # (a large input file, abandoned mid-load, would hold it up for seconds)
+    return status
+
+
+def _exit_at_once(status: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
@@ -449,8 +487,12 @@ def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
         request_rate_range=args.request_rate,
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,
+        metrics_url=args.metrics_url,
+        metrics_interval=args.metrics_interval,
     )
-    settings = TuneSettings(profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config)
+    settings = TuneSettings(
+        profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config, args.max_concurrency
+    )
     if args.html:
         from loadgen.reports import html  # noqa: F401  (the `report` extra: checked before tuning, not after it)
     for flag, path in (("--json", args.json), ("--html", args.html)):

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loadgen.analysis import find_bottleneck
+from loadgen.analysis import Observation, Reference, diagnose, verdict
 from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult, SendLag
+from loadgen.server import metrics as server_metrics
+from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import Composition, Snapshot, add, figures
 
 DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
@@ -19,20 +21,37 @@ CLIENT_BUSY_SHARE = 0.5  # a loop busier than this that sends late is the client
 
 
 class Level:
-    """One load level's windows as they are measured, with the server statistics of each."""
+    """One load level's windows as they are measured, with the server's statistics (and metrics) over each.
 
-    def __init__(self, load: Load, rule: LevelRule, model: Composition) -> None:
+    `baseline` is the sweep's least-loaded level's server figures (compute there is the uncontended reference);
+    `cores` the server host's cores when it is this machine.
+    """
+
+    def __init__(
+        self,
+        load: Load,
+        rule: LevelRule,
+        model: Composition,
+        baseline: Reference | None = None,
+        cores: int | None = None,
+    ) -> None:
         self.load = load
         self.rule = rule
         self.model = model
+        self.baseline = baseline
+        self.cores = cores
         self.windows: list[Window] = []
         self.server: list[Snapshot] = []
+        self.metrics: list[ServerMetrics] = []
         self.summaries: list[WindowSummary] = []
 
-    def add(self, window: Window, server: Snapshot) -> WindowSummary:
-        """Add the next window and the server's statistics over it; its figures as the stability rule reads them."""
+    def add(self, window: Window, server: Snapshot, metrics: ServerMetrics | None = None) -> WindowSummary:
+        """Add the next window and the server's statistics (and metrics) over it; its figures as the stability
+        rule reads them."""
         self.windows.append(window)
         self.server.append(server)
+        if metrics is not None:
+            self.metrics.append(metrics)
         self.summaries.append(summarize(window, self.rule.batch_size, self.rule.percentile))
         return self.summaries[-1]
 
@@ -49,11 +68,15 @@ class Level:
         server: Snapshot = {}
         for window_delta in self.server[last]:
             server = add(server, window_delta)
-        return _figures(self, merge(self.windows[last]), server, self.stable and complete, complete)
+        scraped = [window for window in self.metrics[last] if window.samples]
+        metrics = server_metrics.combine(scraped) if scraped else None
+        return _figures(self, merge(self.windows[last]), server, metrics, self.stable and complete, complete)
 
 
-def _figures(level: Level, merged: Window, server: Snapshot, stable: bool, complete: bool) -> LevelResult:
-    """Client figures from the merged windows, server figures from their statistics, and the verdict."""
+def _figures(
+    level: Level, merged: Window, server: Snapshot, metrics: ServerMetrics | None, stable: bool, complete: bool
+) -> LevelResult:
+    """Client figures from the merged windows, server figures from their statistics, and the diagnosis."""
     rule = level.rule
     latency = LatencyStats.from_histogram(merged.histogram)
     throughput = merged.throughput(rule.batch_size)
@@ -84,6 +107,20 @@ def _figures(level: Level, merged: Window, server: Snapshot, stable: bool, compl
             "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
         }
     percentile = rule.percentile
+    loop_busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
+    observation = Observation(
+        load=level.load,
+        throughput=throughput,
+        duration_s=duration,
+        client_latency_us=latency.avg,
+        loop_busy_share=loop_busy,
+        client_cpu_s=merged.process_cpu_ns / 1e9,
+        saturated=extra.get("saturated"),  # type: ignore[arg-type]
+        server=server_figures,
+        metrics=metrics,
+        cores=level.cores,
+    )
+    diagnosis = diagnose(observation, level.baseline)
     return LevelResult(
         concurrency=level.load.concurrency,
         request_rate=level.load.rate,
@@ -97,12 +134,14 @@ def _figures(level: Level, merged: Window, server: Snapshot, stable: bool, compl
         errors=dict(merged.errors.most_common()),
         percentile=percentile,
         percentile_us=merged.histogram.get_value_at_percentile(percentile) if percentile else None,
-        loop_busy_share=merged.loop_cpu_ns / 1e9 / duration if duration else 0.0,
+        loop_busy_share=loop_busy,
         client_cpu_us_per_request=merged.process_cpu_ns / 1000 / completed if completed else 0.0,
         trend=tuple(level.summaries),
         complete=complete,
         server=server_figures,
-        bottleneck=find_bottleneck(server_figures, throughput, latency.avg),
+        metrics=metrics,
+        diagnosis=diagnosis,
+        bottleneck=verdict(diagnosis, observation) if diagnosis is not None else None,
         **extra,  # type: ignore[arg-type]
     )
 
@@ -138,8 +177,8 @@ def outcome(levels: Sequence[LevelResult]) -> tuple[str, str]:
     if level.request_count == 0 and level.error_count == 0:
         return "unstable", (
             f"no request completed at {level.load_label} in {level.windows} windows: the requests in flight never "
-            "returned (a model that does not answer, or a decoupled model still streaming responses); the sweep "
-            "stopped there"
+            "returned (a model that does not answer, or a decoupled model still streaming responses: random data "
+            "can ask one for billions); the sweep stopped there"
         )
     return "unstable", (
         f"no stable measurement at {level.load_label} after {level.windows} windows: the last three windows' "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
@@ -14,7 +15,7 @@ from loadgen import schedule
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
-from loadgen.sequences import Sequences
+from loadgen.sequences import Sequences, SequenceSlot
 from loadgen.transport import (
     Connection,
     InferCall,
@@ -135,9 +136,14 @@ class _Slots:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    def _requests(self, slot: int) -> Iterator[Payload]:
+    def _requests(self, source: Iterator[Payload]) -> Iterator[Payload]:
         """The slot's requests while the budget lasts (the budget is the same for every slot)."""
-        return (payload for payload, _ in zip(self._source(slot), self._budget, strict=False))
+        return (payload for payload, _ in zip(source, self._budget, strict=False))
+
+    @staticmethod
+    def _ending(source: Iterator[Payload]) -> Payload | None:
+        """The request that ends the sequence a stopping slot leaves open (sequence models), else None."""
+        return source.ending() if isinstance(source, SequenceSlot) else None
 
     async def _work(self, slot: int) -> None:
         raise NotImplementedError
@@ -155,8 +161,11 @@ class ClosedLoop(_Slots):
         record = self._recorder.record
         errors = self._failures.errors
         clock = time.perf_counter_ns
-        for payload in self._requests(slot):
-            if self._stopping or slot >= self._size:  # checked per request: attributes only
+        source = self._source(slot)
+        requests = self._requests(source)
+        while not self._stopping and slot < self._size:  # checked per request: attributes only
+            payload = next(requests, None)
+            if payload is None:  # the budget is spent
                 break
             start = clock()
             try:
@@ -165,6 +174,10 @@ class ClosedLoop(_Slots):
                 await self._failures.record(error)
                 continue
             record((clock() - start) // 1000)
+        ending = self._ending(source)
+        if ending is not None:  # right after its last request: the server frees the sequence's slot at once
+            with contextlib.suppress(*errors):
+                await call(ending)
 
 
 class StreamingLoop(_Slots):
@@ -189,9 +202,12 @@ class StreamingLoop(_Slots):
         clock = time.perf_counter_ns
         check = self._check
         stream = self._open_stream()
+        source = self._source(slot)
+        requests = self._requests(source)
         try:
-            for payload in self._requests(slot):
-                if self._stopping or slot >= self._size:  # checked per request: attributes only
+            while not self._stopping and slot < self._size:  # checked per request: attributes only
+                payload = next(requests, None)
+                if payload is None:  # the budget is spent
                     break
                 start = clock()
                 try:
@@ -205,6 +221,10 @@ class StreamingLoop(_Slots):
                     await self._failures.record(error)
                     continue
                 record((first - start) // 1000, (clock() - start) // 1000, responses)
+            ending = self._ending(source)
+            if ending is not None:  # right after its last request: the server frees the sequence's slot at once
+                with contextlib.suppress(*errors):
+                    await stream_one(stream, ending, clock)
         finally:
             stream.cancel()
 

@@ -7,11 +7,14 @@ derived here once, and nothing downstream derives it again.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
+import os
 import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from loadgen.errors import OptionError
 from loadgen.settings import MAX_CONCURRENCY, Mode, Settings, parse_shard
@@ -28,6 +31,11 @@ class Load:
 
     def __str__(self) -> str:
         return f"concurrency {self.concurrency}" if self.concurrency is not None else f"{self.rate:g} requests/s"
+
+    @property
+    def load_value(self) -> float:
+        """The concurrency, or the request rate."""
+        return float(self.concurrency) if self.concurrency is not None else self.rate or 0.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class RunPlan:
     shard: Shard
     sequence_ids: tuple[int, int | None]  # the first correlation ID and the last (None: no limit)
     intervals_us: tuple[int, ...] | None  # --request-intervals: the gaps, read once
+    server_cores: int | None  # the server host's cores, when it is this machine (a loopback URL)
 
     @property
     def closed_loop(self) -> bool:
@@ -159,7 +168,19 @@ def plan(settings: Settings) -> RunPlan:
         shard=Shard(index, shards),
         sequence_ids=sequence_ids(settings.sequence_id_range),
         intervals_us=intervals,
+        server_cores=os.cpu_count() if _loopback(settings.url) else None,
     )
+
+
+def _loopback(url: str) -> bool:
+    """Whether `HOST:PORT` names this machine by a loopback name or address."""
+    host = urlsplit(f"//{url}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_load(settings: Settings, loads: tuple[Load, ...], shards: int) -> None:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import dacite
 
-from loadgen.analysis import Bottleneck
+from loadgen.analysis import Bottleneck, Diagnosis
 from loadgen.errors import LoadgenError
 from loadgen.measurement import LatencyStats, WindowSummary
 from loadgen.plan import LevelRule, Windows
+from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import ServerFigures
 from loadgen.settings import Mode
 
@@ -85,7 +86,9 @@ class LevelResult:
     trend: tuple[WindowSummary, ...] = ()
     complete: bool = True  # False: the run stopped during this level
     server: ServerFigures | None = None
-    bottleneck: Bottleneck | None = None
+    bottleneck: Bottleneck | None = None  # the limiting step and why (the diagnosis, in the verdict's first shape)
+    metrics: ServerMetrics | None = None  # the server's host during the level's last windows (--collect-metrics)
+    diagnosis: Diagnosis | None = None
     first_response_latency_us: LatencyStats | None = None  # streaming: to each request's first response
     response_throughput: float | None = None  # streaming: responses per second
     responses_per_request: float | None = None  # streaming
@@ -158,13 +161,25 @@ class ProfileResult:
     @property
     def bottleneck(self) -> Bottleneck | None:
         """The sweep's verdict: the one at the level of highest throughput, where the model is pushed hardest."""
-        judged = [level for level in self.levels if level.bottleneck is not None]
-        return max(reversed(judged), key=lambda level: level.throughput).bottleneck if judged else None
+        level = self.peak
+        return level.bottleneck if level is not None else None
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        """The sweep's diagnosis: the one at the level of highest throughput, where the model is pushed hardest."""
+        level = self.peak
+        return level.diagnosis if level is not None else None
+
+    @property
+    def peak(self) -> LevelResult | None:
+        """The level of highest throughput among those the server reported on (the first of equals)."""
+        judged = [level for level in self.levels if level.diagnosis is not None or level.bottleneck is not None]
+        return max(reversed(judged), key=lambda level: level.throughput) if judged else None
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> ProfileResult:
         """The result a JSON document (`to_dict`) describes, its nested figures rebuilt as the typed dataclasses."""
-        derived = ("stable", "bottleneck")  # properties, recomputed from the levels
+        derived = ("stable", "bottleneck", "diagnosis")  # properties, recomputed from the levels
         fields = {key: value for key, value in document.items() if key not in derived}
         return dacite.from_dict(cls, fields, dacite.Config(cast=[tuple]))
 
@@ -215,6 +230,7 @@ class ProfileResult:
             "message": self.message,
             "levels": [level.to_dict() for level in self.levels],
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
+            "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
             "settings": self.settings,
         }
@@ -234,8 +250,11 @@ class Measurement:
 
     throughput: float
     p99_us: int
-    bottleneck: str | None  # the slow step, "client" when the client limits, None without a verdict
+    bottleneck: str | None  # what bounds it (the diagnosis's name: a step, the load, the host, the client)
     noise: float  # relative standard error of the level's throughput, from its last windows
+    load: float = 0.0  # the concurrency, or the request rate, it was measured at
+    bound: str | None = None  # the diagnosis's kind of bound
+    predicted_max: float | None = None  # the diagnosis's throughput limit
 
 
 @dataclass(frozen=True)
@@ -243,11 +262,13 @@ class Trial:
     """One configuration change and what it did."""
 
     change: str
-    model: str
+    model: str | None  # None: a change of the offered load
     throughput: float
     p99_us: int
     kept: bool
     bottleneck: str | None
+    predicted_throughput: float | None = None  # what the diagnosis predicted the change would give
+    load: float = 0.0  # the concurrency, or the request rate, it was measured at
 
 
 @dataclass(frozen=True)
@@ -280,14 +301,11 @@ class TuneResult:
         write_tune_html(self, path)
 
     def to_dict(self) -> dict[str, Any]:
-        def brief(m: Measurement) -> dict[str, Any]:
-            return {"throughput": m.throughput, "p99_us": m.p99_us, "bottleneck": m.bottleneck, "noise": m.noise}
-
         return {
             "model": self.model,
-            "initial": brief(self.initial),
+            "initial": asdict(self.initial),
             "trials": [asdict(trial) for trial in self.trials],
-            "final": brief(self.final),
+            "final": asdict(self.final),
             "config_changes": self.config_changes,
             "stop_reason": self.stop_reason,
         }

@@ -78,8 +78,12 @@ class Sequences:
         self.position = (self.position + length) % count
         return steps
 
-    def slot(self, _index: int = 0) -> Iterator[Payload]:
+    def slot(self, _index: int = 0) -> SequenceSlot:
         """One sequence after another, each request only after the previous one's response (a concurrency slot)."""
+        return SequenceSlot(self)
+
+    def walk(self, slot: SequenceSlot) -> Iterator[Payload]:
+        """The requests of one sequence after another; `slot.current` is the sequence left open, if any."""
         payloads = self.payloads
         flags = self.flags
         join = self.join
@@ -91,20 +95,21 @@ class Sequences:
             first = flags(sequence_id, start=True, end=last == 0)
             final = flags(sequence_id, end=True)
             self.open[sequence_id] = steps[-1]
+            slot.current = sequence_id
             for position, index in enumerate(steps):
                 if position == last:
                     del self.open[sequence_id]
+                    slot.current = None
                 yield join(payloads[index], first if position == 0 else final if position == last else middle)
             self.in_use.discard(sequence_id)  # the slot asks for more only once the last request has returned
 
+    def end(self, sequence_id: int) -> Payload:
+        """The request that ends an open sequence; it no longer counts as open."""
+        return self.join(self.payloads[self.open.pop(sequence_id)], self.flags(sequence_id, end=True))
+
     def closing(self) -> list[Payload]:
-        """Requests that end every sequence left open (a load level cut short, or the end of the run)."""
-        ending = [
-            self.join(self.payloads[index], self.flags(sequence_id, end=True))
-            for sequence_id, index in self.open.items()
-        ]
-        self.open.clear()
-        return ending
+        """Requests that end every sequence still open (a slot cut short, the open loop's, the end of the run)."""
+        return [self.end(sequence_id) for sequence_id in list(self.open)]
 
     def interleaved(self, count: int) -> Iterator[Payload]:
         """Requests of `count` sequences in flight at once, taken in turn (open loop: --num-of-sequences)."""
@@ -112,3 +117,25 @@ class Sequences:
         while True:
             for slot in slots:
                 yield next(slot)
+
+
+class SequenceSlot:
+    """One concurrency slot's sequences: an iterator of their requests that can end the one it leaves open."""
+
+    def __init__(self, sequences: Sequences) -> None:
+        self.sequences = sequences
+        self.current: int | None = None  # the sequence started and not yet ended
+        self._requests = sequences.walk(self)
+
+    def __iter__(self) -> SequenceSlot:
+        return self
+
+    def __next__(self) -> Payload:
+        return next(self._requests)
+
+    def ending(self) -> Payload | None:
+        """The request that ends the sequence this slot left open (the slot stops), or None."""
+        if self.current is None or self.current not in self.sequences.open:
+            return None
+        sequence_id, self.current = self.current, None
+        return self.sequences.end(sequence_id)

@@ -332,6 +332,10 @@ class Settings:
     shard: str | None = None  # "i/K": this run's part of a load split over K processes or machines
     start_at: float | None = None  # UNIX time at which every shard starts, so that their windows align
     hdr_log: str | None = None  # directory for this run's window log, merged later by `loadgen merge`
+    collect_metrics: bool = True  # scrape the server's Prometheus metrics during every window (if it answers)
+    metrics_url: str | None = None  # default: the server's host, port 8002, /metrics
+    metrics_interval: int = 1000  # ms between scrapes
+    verbose_csv: bool = False  # -f adds perf_analyzer's verbose columns (and the server metrics' columns)
 
     def __post_init__(self) -> None:
         if isinstance(self.workers, str) and self.workers.strip().lower() == "auto":
@@ -414,6 +418,10 @@ class Settings:
             (self.stability_percentage > 0, f"--stability-percentage {self.stability_percentage}: must be above 0"),
             (self.max_trials >= 3, f"--max-trials {self.max_trials}: must be at least 3 (stability needs 3 windows)"),
             (self.max_in_flight >= 1, f"--max-in-flight {self.max_in_flight}: must be at least 1"),
+            (
+                1 <= self.metrics_interval <= MAX_INTERVAL_MS,
+                f"--metrics-interval {self.metrics_interval}: must be between 1 ms and {MAX_INTERVAL_MS} ms",
+            ),
             (self.workers >= 1, f"--workers {self.workers}: must be at least 1"),
             (
                 self.workers <= WORKERS_PER_CORE * (os.cpu_count() or 1),

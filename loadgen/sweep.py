@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from loadgen.analysis import Reference
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.levels import Level, ends_sweep, outcome, over_threshold
@@ -18,6 +19,7 @@ from loadgen.measurement import Window, WindowSummary
 from loadgen.plan import Load, RunPlan, plan
 from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDescription
 from loadgen.sequences import check_sequence_ids
+from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
 from loadgen.settings import Settings, make_settings
 from loadgen.shards.log import WindowLog
@@ -73,10 +75,19 @@ async def profile(
     returns nothing.
     """
     named = {key: value for key, value in (("url", url), ("model", model)) if value is not None}
-    settings = make_settings(settings, **named, **options)
-    run = plan(settings)
-    stop = stop or asyncio.Event()
-    session = _Session(run, ConnectionOptions.from_settings(settings), progress, stop)
+    return await profile_against(make_settings(settings, **named, **options), None, progress, stop)
+
+
+async def profile_against(
+    settings: Settings,
+    baseline: Reference | None,
+    progress: Progress | None = None,
+    stop: asyncio.Event | None = None,
+) -> ProfileResult:
+    """`profile`, with the server figures of an earlier, less loaded measurement as the reference for how much the
+    steps' compute grew (tune compares every trial with its first measurement)."""
+    session = _Session(plan(settings), ConnectionOptions.from_settings(settings), progress, stop or asyncio.Event())
+    session.baseline = baseline
     try:
         return await session.profile()
     finally:
@@ -97,6 +108,7 @@ class _Session:
         self.connection = connect(options)
         self.regions: Regions | None = None
         self.model = self.settings.model_name or ""
+        self.baseline: Reference | None = None  # the reference for compute growth, before a level of its own
 
     async def close(self) -> None:
         try:
@@ -318,9 +330,12 @@ class _Sweep:
         watchdog = Watchdog(self.session.options)
         self.watching = watchdog.start()
         self.control = connect(self.session.options)  # statistics never queue behind the load's requests
+        self.metrics: MetricsCollector | None = None
         abort = None
         rule = self.run.rule
         try:
+            if self.settings.collect_metrics:
+                self.metrics = await self._guarded(self._collect_metrics())
             if isinstance(self.generator, ProcessGenerator):
                 await self._guarded(self.generator.start())
             if self.log:
@@ -339,7 +354,20 @@ class _Sweep:
             await asyncio.gather(self.stopping, return_exceptions=True)
             await self.generator.stop(STOP_GRACE_S)
             await self.control.close()
+            if self.metrics is not None:
+                await self.metrics.stop()
         return self.finished, abort
+
+    async def _collect_metrics(self) -> MetricsCollector:
+        """Scrape the server's metrics in the background; an endpoint that does not answer is said once."""
+        settings = self.settings
+        models = {step.model for step in self.tree.models()}
+        return await MetricsCollector(
+            metrics_url(settings.url, settings.metrics_url),
+            settings.metrics_interval,
+            models=models,
+            notify=self.session._note,
+        ).start()
 
     async def _guarded(self, step: Awaitable[T]) -> T:
         """Await a step of the run unless the user stops it, the server goes away or the model rejects the data."""
@@ -380,7 +408,11 @@ class _Sweep:
             await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
             self.warmed_up = True
         reading = await self._statistics()
-        level = Level(load, self.run.rule, self.tree)
+        if self.metrics is not None:
+            self.metrics.window()  # nor what was scraped before
+        least = self.finished[0] if self.finished else None  # the least-loaded level is the reference
+        baseline = Reference.of(least.server, least.latency_us.avg) if least else self.session.baseline
+        level = Level(load, self.run.rule, self.tree, baseline, self.run.server_cores)
         try:
             while (not level.stable or self.log) and len(level.windows) < windows.max_windows:
                 deadline = None
@@ -389,9 +421,10 @@ class _Sweep:
                 window = await self._guarded(next_window(self.generator, windows, deadline))
                 self._check_rejected()
                 previous, reading = reading, await self._statistics()
-                summary = level.add(window, delta(previous, reading))
+                metrics = self.metrics.window() if self.metrics is not None else None
+                summary = level.add(window, delta(previous, reading), metrics)
                 if self.log:
-                    self.log.window(load, number, len(level.windows) - 1, window, level.server[-1])
+                    self.log.window(load, number, len(level.windows) - 1, window, level.server[-1], metrics)
                 if self.session.progress:
                     self.session.progress.window(load, len(level.windows), summary, level.stable)
                 self._check_errors(load, window)

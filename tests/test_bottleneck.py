@@ -86,7 +86,7 @@ def test_the_console_shows_the_step_table_and_the_verdict(
     out = capsys.readouterr().out
     assert "Server breakdown at concurrency 2" in out
     assert "preprocessing v1" in out and "classifier v1" in out
-    assert "Bottleneck: preprocessing" in out
+    assert "bounds throughput" in out and "the lowest capacity (preprocessing)" in out
     assert "max_batch_size: 0" in out
 
 

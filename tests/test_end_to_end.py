@@ -66,7 +66,7 @@ def test_the_seeds_ensemble_with_the_image_bytes(examples_server: EmbeddedServer
         assert set(level) >= {"concurrency", "throughput", "request_count", "error_count", "stable", "latency_us"}
         assert set(level["latency_us"]) == {"min", "avg", "stddev", "p50", "p90", "p95", "p99", "max"}
         assert level["throughput"] > 0
-        assert level["error_count"] == 0
+        assert level["error_count"] == 0, level["errors"]
         lat = level["latency_us"]
         assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
     served = _inference_count(examples_server.grpc_url, ENSEMBLE) - before
@@ -151,7 +151,7 @@ def test_a_directory_of_images(examples_server: EmbeddedServer, tmp_path: Path) 
         stability_percentage=1000,
         concurrency_range=2,
     )
-    assert result.levels[0].error_count == 0
+    assert result.levels[0].error_count == 0, result.levels[0].errors
     assert result.levels[0].request_count > 2
 
 
@@ -160,7 +160,7 @@ def test_json_input_data_with_b64_and_content(examples_server: EmbeddedServer, t
     images.write_text(json.dumps({"data": [{"INPUT": {"b64": base64.b64encode(SAMPLE_JPEG.read_bytes()).decode()}}]}))
     result = loadgen.profile_sync(url=examples_server.grpc_url, model_name=ENSEMBLE, input_data=str(images), **_quick())
     assert result.inputs[0].shape == (SAMPLE_JPEG.stat().st_size,)
-    assert result.levels[0].error_count == 0
+    assert result.levels[0].error_count == 0, result.levels[0].errors
 
     rows = tmp_path / "rows.json"
     rows.write_text(
@@ -170,7 +170,7 @@ def test_json_input_data_with_b64_and_content(examples_server: EmbeddedServer, t
         url=examples_server.grpc_url, model_name="identity_uint8", input_data=str(rows), **_quick()
     )
     assert result.inputs[0].shape == (1, 16)
-    assert result.levels[0].error_count == 0
+    assert result.levels[0].error_count == 0, result.levels[0].errors
 
 
 @pytest.mark.parametrize("source", ["random", "zero"])
@@ -181,7 +181,7 @@ def test_generated_data_with_a_batch(examples_server: EmbeddedServer, source: st
     )
     level = result.levels[0]
     assert result.inputs[0].shape == (4, 16)
-    assert level.error_count == 0
+    assert level.error_count == 0, level.errors
     # throughput counts inferences (requests x batch) as perf_analyzer does; the server counts them too
     assert _inference_count(examples_server.grpc_url, "identity_uint8") - before >= 4 * level.request_count
 

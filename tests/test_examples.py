@@ -25,8 +25,9 @@ def test_the_example_notebook_runs(tmp_path: Path) -> None:
     assert not [output for output in outputs if output.output_type == "error"]
     shown = [output.data for output in outputs if output.output_type == "execute_result"]
     tables = [data["text/html"] for data in shown if "text/html" in data]
-    assert any("Bottleneck: " in table for table in tables)  # the result
+    assert any("Bound: " in table for table in tables)  # the result
     assert any("peak throughput" in table for table in tables)  # the comparison
     assert sum("image/png" in data for data in shown) == 3  # the curve, the steps, the comparison
     printed = "".join(output.text for output in outputs if output.output_type == "stream")
     assert "preprocessing ready: True" in printed and "reopened: True" in printed
+    assert "bound: " in printed and "limit about" in printed  # the diagnosis

@@ -37,7 +37,7 @@ def test_the_seeds_ensemble_over_both_protocols(examples_server: EmbeddedServer,
         assert done.returncode == 0, done.stderr
         results[protocol] = document = json.loads(out.read_text())
         level = document["levels"][0]
-        assert level["error_count"] == 0 and level["request_count"] > 0
+        assert level["error_count"] == 0 and level["request_count"] > 0, level["errors"]
         # the server saw every request loadgen counted, through every step of the ensemble
         assert successes(examples_server, "preprocessing") - before >= level["request_count"]
         assert [step["model"] for step in level["server"]["composing"]] == ["preprocessing", "classifier"]
@@ -54,9 +54,9 @@ def test_an_open_loop_and_worker_processes_over_http(test_server: EmbeddedServer
     options = {"url": test_server.http_url, "protocol": "http", "input_data": "zero", "shape": {"INPUT0": [8]}}
     opened = loadgen.profile_sync(model="sleeper", request_rate=20, **options, **QUICK)  # type: ignore[arg-type]
     level = opened.levels[0]
-    assert level.error_count == 0 and level.request_count > 0 and level.send_rate is not None
+    assert level.error_count == 0 and level.request_count > 0 and level.send_rate is not None, level.errors
     spread = loadgen.profile_sync(model="fast_step", concurrency=4, workers=2, **options, **QUICK)  # type: ignore[arg-type]
-    assert spread.levels[0].error_count == 0 and spread.levels[0].request_count > 0
+    assert spread.levels[0].error_count == 0 and spread.levels[0].request_count > 0, spread.levels[0].errors
 
 
 def test_timeouts_over_http_are_their_own_kind_of_error(test_server: EmbeddedServer) -> None:

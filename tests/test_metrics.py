@@ -11,7 +11,8 @@ import dacite
 import pytest
 
 import loadgen
-from loadgen.metrics import (
+from loadgen.server import EmbeddedServer, free_port
+from loadgen.server.metrics import (
     CSV_COLUMNS,
     GpuSample,
     MetricsCollector,
@@ -27,7 +28,6 @@ from loadgen.metrics import (
     parse_metrics,
     summary_line,
 )
-from loadgen.server import EmbeddedServer, free_port
 
 DATA = Path(__file__).parent / "data"
 CPU_PAGE = (DATA / "metrics_cpu.txt").read_text()  # the embedded tritonserver 2.51 under load, recorded

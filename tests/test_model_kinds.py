@@ -50,7 +50,7 @@ def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_
     result = json.loads(out.read_text())
     level = result["levels"][0]
     assert result["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [4, 4]}]
-    assert level["error_count"] == 0
+    assert level["error_count"] == 0, level["errors"]
     # throughput counts inferences: requests x batch
     window_s = level["duration_s"]
     assert abs(level["throughput"] - level["request_count"] * 4 / window_s) < 1e-6 * level["throughput"] + 1e-9
@@ -94,7 +94,7 @@ def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server:
         ("PIXELS", "UINT8", (2, 4)),
     ]
     level = result.levels[0]
-    assert level.error_count == 0 and level.request_count > 0
+    assert level.error_count == 0 and level.request_count > 0, level.errors
     assert _stats(test_server, "mixed_inputs")[1] - before[1] >= 2 * level.request_count
 
 
@@ -114,12 +114,12 @@ def test_a_string_model_with_string_data_and_one_selected_output(
         **QUICK,
     )
     assert result.inputs[0].datatype == "BYTES" and result.inputs[0].shape == (3,)
-    assert result.levels[0].error_count == 0
+    assert result.levels[0].error_count == 0, result.levels[0].errors
     assert _stats(test_server, "strings")[0] - before[0] >= result.levels[0].request_count
     # the same strings from a text file and from JSON (plain and b64)
     (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
     result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(tmp_path), **QUICK)
-    assert result.inputs[0].shape == (3,) and result.levels[0].error_count == 0
+    assert result.inputs[0].shape == (3,) and result.levels[0].error_count == 0, result.levels[0].errors
 
 
 @BOTH
@@ -135,7 +135,7 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
         )
     )
     result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(good), **QUICK)
-    assert result.levels[0].error_count == 0 and result.levels[0].request_count > 0
+    assert result.levels[0].error_count == 0 and result.levels[0].request_count > 0, result.levels[0].errors
 
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -267,7 +267,7 @@ def test_a_decoupled_model_over_a_stream(test_server: EmbeddedServer, tmp_path: 
     assert status == 0
     levels = json.loads(out.read_text())["levels"]
     for level in levels:
-        assert level["error_count"] == 0 and level["request_count"] > 0
+        assert level["error_count"] == 0 and level["request_count"] > 0, level["errors"]
         # requests alternate between 3 and 5 responses
         assert 3 <= level["responses_per_request"] <= 5
         assert level["response_throughput"] > level["throughput"]

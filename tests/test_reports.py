@@ -67,8 +67,9 @@ def test_a_notebook_shows_a_table_and_the_verdict(ensemble_result: loadgen.Profi
     shown = ensemble_result._repr_html_()
     assert shown.count("<tr") == 2 + len(ensemble_result.levels)  # two header rows, one row per level
     assert '<th colspan="2" class="group">preprocessing</th>' in shown
-    verdict = ensemble_result.bottleneck
-    assert verdict is not None and f"Bottleneck: {verdict.name}" in shown
+    diagnosis = ensemble_result.diagnosis
+    assert diagnosis is not None and f"Bound: {diagnosis.name}" in shown
+    assert f"the lowest capacity ({diagnosis.limiting_step})" in shown
     assert repr(ensemble_result).startswith("ProfileResult(model='ensemble_python_resnet50', mode='concurrency'")
     assert len(repr(ensemble_result)) < 200
 
@@ -122,9 +123,9 @@ def test_the_command_writes_a_self_contained_html_report_and_a_plot(
     images = _embedded_images(page)
     assert len(images) == 3 and all(image.startswith(PNG) for image in images)
     result = loadgen.load_result(saved)
-    assert result.bottleneck is not None
-    assert f"<strong>Bottleneck: {html.escape(result.bottleneck.name)}</strong>" in page
-    assert html.escape(result.bottleneck.reason) in page
+    assert result.diagnosis is not None
+    assert f"<strong>Bound: {html.escape(result.diagnosis.name)}</strong>" in page
+    assert html.escape(result.diagnosis.reason) in page
     assert "<th>measurement_interval</th><td>300</td>" in page
     assert curve.read_bytes().startswith(PNG)
 

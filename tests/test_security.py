@@ -186,7 +186,7 @@ def _profile(
     result = json.loads(out.read_text())
     [level] = result["levels"]
     assert level["request_count"] > 0
-    assert level["error_count"] == 0
+    assert level["error_count"] == 0, level["errors"]
     assert _inference_count(server) - before >= level["request_count"]
     return result, process
 

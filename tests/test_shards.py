@@ -57,8 +57,7 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
     out = tmp_path / "merged.json"
     status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
     merged = json.loads(out.read_text())
-    assert status in (0, 2)
-    assert merged["status"] == "complete"
+    assert (status, merged["status"]) in ((0, "complete"), (2, "unstable"))  # a busy machine may not settle
     assert [level["concurrency"] for level in merged["levels"]][:1] == [2]
     # rebuild level 0 independently: the last 3 windows of both shards, decoded straight from the logs
     reference = new_histogram()

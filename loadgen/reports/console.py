@@ -8,9 +8,10 @@ import rich.progress
 from rich.console import Console
 from rich.table import Table
 
-from loadgen.analysis import Bottleneck
+from loadgen.analysis import Diagnosis
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.plan import Load
+from loadgen.server.metrics import summary_line
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult, ProfileResult, RunDescription
@@ -172,6 +173,8 @@ class ConsoleProgress:
                 f"    stream: first response avg {first.avg:.0f} us, p99 {first.p99} us (the columns: last response); "
                 f"{level.responses_per_request:.2f} responses per request, {level.response_throughput:.1f} responses/s"
             )
+        if level.metrics is not None and level.metrics.samples:
+            self.console.print(f"    {summary_line(level.metrics)}")
         for description, count in list(level.errors.items())[:3]:
             self.console.print(f"    {count} x {description}", style="yellow")
         self._warn(level)
@@ -220,17 +223,15 @@ class ConsoleProgress:
             self.console.print(_row(_header(result.closed_loop)), style="bold")
             for row in result.levels:
                 self._print_level(row)
-        verdict = result.bottleneck
-        level = next((lv for lv in result.levels if lv.bottleneck is verdict), None)
-        if verdict is not None and level is not None and level.server is not None:
+        level = result.peak
+        if level is not None and level.server is not None and level.diagnosis is not None:
             self.console.print(step_table(level))
+            if level.metrics is not None:
+                self.console.print(summary_line(level.metrics))
             self.console.print(
-                "Bottleneck per level: " + ", ".join(f"{lv.load:g}: {_name(lv.bottleneck)}" for lv in result.levels)
+                "Bound per level: " + ", ".join(f"{lv.load:g}: {_bound(lv.diagnosis)}" for lv in result.levels)
             )
-            self.console.print(f"Bottleneck: {_name(verdict)} ({verdict.share:.0%} of the time)", style="bold")
-            self.console.print(f"  {verdict.reason}")
-            for suggestion in verdict.suggestions:
-                self.console.print(f"  - {suggestion}")
+            self._diagnosis(level.diagnosis)
         if result.status == "unstable":
             last = result.levels[-1]
             if last.request_count + last.error_count == 0:
@@ -246,6 +247,31 @@ class ConsoleProgress:
         elif result.status != "complete" and result.message:
             self.console.print(f"{result.status}: {result.message}", style="yellow")
 
+    def _diagnosis(self, diagnosis: Diagnosis) -> None:
+        print = self.console.print
+        print(f"Diagnosis: {_bound(diagnosis)} bounds throughput", style="bold")
+        print(f"  {diagnosis.reason}")
+        limit = diagnosis.predicted_max_throughput
+        if diagnosis.limiting_step is not None and limit is not None:
+            hedge = "" if diagnosis.certain else " (not the host's: no metrics, or a host busy with other work)"
+            print(
+                f"  Throughput limit: about {limit:.0f} infer/s, the lowest capacity ({diagnosis.limiting_step}) "
+                f"capped by the host{hedge}; the most latency: {diagnosis.latency_step}"
+            )
+        for change in diagnosis.what_if:
+            at_load = "?" if change.predicted_throughput is None else f"{change.predicted_throughput:.0f}"
+            most = "" if change.predicted_max is None else f", {change.predicted_max:.0f} with enough load"
+            print(f"  if {change.change}: about {at_load} infer/s at this load{most}")
+        for suggestion in diagnosis.suggestions:
+            print(f"  - {suggestion}")
+
+
+def _bound(diagnosis: Diagnosis | None) -> str:
+    """What bounds a level, in a few words."""
+    if diagnosis is None:
+        return "-"
+    return f"step {diagnosis.name}" if diagnosis.bound == "step" else diagnosis.name
+
 
 def _header(closed_loop: bool) -> tuple[str, ...]:
     return _CLOSED if closed_loop else _OPEN
@@ -256,10 +282,6 @@ def _settling(index: int) -> str:
     if index < STABILITY_WINDOWS:
         return f"settling {index}/{STABILITY_WINDOWS}"
     return "not stable yet"
-
-
-def _name(verdict: Bottleneck | None) -> str:
-    return verdict.name if verdict else "-"
 
 
 def step_table(level: LevelResult) -> Table:
@@ -274,7 +296,9 @@ def step_table(level: LevelResult) -> Table:
         table.add_column(column, justify="left" if column == "step" else "right")
     table.add_column("share", justify="right")
     table.add_column("capacity/s", justify="right")
+    table.add_column("busy", justify="right")
     total = level.server.request_us
+    utilization = level.diagnosis.utilization if level.diagnosis else {}
     for depth, step in level.server.walk():
         table.add_row(
             "  " * depth + f"{step.model} v{step.version}",
@@ -287,5 +311,6 @@ def step_table(level: LevelResult) -> Table:
             f"{step.overhead_us:.0f}",
             f"{(step.queue_us + step.compute_us) / total:.0%}" if depth and total else "",
             f"{step.capacity:.0f}" if step.capacity else "",
+            f"{utilization[step.model]:.0%}" if step.model in utilization else "",
         )
     return table

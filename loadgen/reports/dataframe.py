@@ -34,17 +34,21 @@ def comparison_frame(comparison: Comparison) -> pandas.DataFrame:
 
 def tune_frame(result: TuneResult) -> pandas.DataFrame:
     """One row per tuning trial, the baseline first as trial 0."""
+    initial = result.initial
     rows = [
         {
             "change": "(baseline)",
             "model": None,
-            "throughput": result.initial.throughput,
-            "p99_us": result.initial.p99_us,
+            "throughput": initial.throughput,
+            "p99_us": initial.p99_us,
             "kept": None,
-            "bottleneck": result.initial.bottleneck,
+            "bottleneck": initial.bottleneck,
+            "predicted_throughput": None,
+            "load": initial.load,
         }
     ]
     rows += [dataclasses.asdict(trial) for trial in result.trials]
-    frame = pandas.DataFrame(rows, columns=["change", "model", "throughput", "p99_us", "kept", "bottleneck"])
+    columns = ["change", "model", "load", "predicted_throughput", "throughput", "p99_us", "kept", "bottleneck"]
+    frame = pandas.DataFrame(rows, columns=columns)
     frame.index.name = "trial"
     return frame

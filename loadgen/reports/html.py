@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
-from loadgen.reports.plot import curve, percentiles, png, steps, trials
+from loadgen.reports.plot import curve, percentiles, png, server_metrics, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
 
 if TYPE_CHECKING:
@@ -62,6 +62,13 @@ def _inputs(result: ProfileResult) -> str:
     return f'<table class="settings"><tr><th>input</th><th>datatype</th><th>shape</th></tr>{rows}</table>'
 
 
+def _server_metrics(result: ProfileResult) -> str:
+    figure = server_metrics(result)
+    if figure is None:
+        return ""
+    return "<h2>The server's host</h2>" + _image(png(figure), "host CPU utilisation and pending requests over time")
+
+
 def render(result: ProfileResult) -> str:
     """The report page of a run."""
     model = html.escape(result.model)
@@ -88,6 +95,7 @@ time per request as the server counts it.</p>
 {_image(png(percentiles(result)), "latency percentiles per level")}
 <h2>Where the time goes</h2>
 {_image(png(steps(result)), "each step's queue and compute time per request, stacked, per level")}
+{_server_metrics(result)}
 <h2>Settings</h2>
 {_settings(result)}
 {_inputs(result)}
@@ -105,16 +113,21 @@ def write_html(result: ProfileResult, path: str | os.PathLike[str]) -> None:
 def render_tune(result: TuneResult) -> str:
     """The report page of a tuning run: the trials, throughput per trial, and the improved configs."""
     model = html.escape(result.model)
-    head = "".join(f"<th>{name}</th>" for name in ("trial", "change", "infer/s", "p99 us", "kept", "bottleneck after"))
-    rows = [(0, "(baseline)", result.initial.throughput, result.initial.p99_us, "", result.initial.bottleneck)]
+    names = ("trial", "change", "predicted", "infer/s", "p99 us", "kept", "bound after")
+    head = "".join(f"<th>{name}</th>" for name in names)
+    initial = result.initial
+    rows: list[tuple[int, str, float | None, float, int, str, str | None]] = [
+        (0, f"(baseline at {initial.load:g})", None, initial.throughput, initial.p99_us, "", initial.bottleneck)
+    ]
     rows += [
-        (n, t.change, t.throughput, t.p99_us, "yes" if t.kept else "no", t.bottleneck)
+        (n, t.change, t.predicted_throughput, t.throughput, t.p99_us, "yes" if t.kept else "no", t.bottleneck)
         for n, t in enumerate(result.trials, 1)
     ]
     body = "".join(
-        f"<tr><td>{n}</td><td style='text-align:left'>{html.escape(change)}</td><td>{rate:.1f}</td><td>{p99}</td>"
+        f"<tr><td>{n}</td><td style='text-align:left'>{html.escape(change)}</td>"
+        f"<td>{'' if predicted is None else f'{predicted:.1f}'}</td><td>{rate:.1f}</td><td>{p99}</td>"
         f"<td>{kept}</td><td>{html.escape(str(after))}</td></tr>"
-        for n, change, rate, p99, kept, after in rows
+        for n, change, predicted, rate, p99, kept, after in rows
     )
     configs = "".join(
         f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>" for name, text in result.config_changes.items()
@@ -130,7 +143,7 @@ def render_tune(result: TuneResult) -> str:
 <body>
 <h1>Tuning {model}</h1>
 <div class="verdict"><p>{result.final.throughput:.1f} infer/s ({gain:.2f}x the baseline), p99 {result.final.p99_us} us;
-bottleneck now {html.escape(str(result.final.bottleneck))}. Stopped: {html.escape(result.stop_reason)}.</p></div>
+bound now: {html.escape(str(result.final.bottleneck))}. Stopped: {html.escape(result.stop_reason)}.</p></div>
 <h2>Trials</h2>
 <table><tr>{head}</tr>{body}</table>
 {_image(png(trials(result)), "throughput per tuning trial")}

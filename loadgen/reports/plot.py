@@ -96,9 +96,10 @@ def steps(result: ProfileResult) -> Figure:
     figure, axes = _axes(f"{result.model}: server time per request, by step")
     positions = list(range(len(result.levels)))
     bottom = [0.0] * len(positions)
-    verdict = result.bottleneck
+    diagnosis = result.diagnosis
     for index, name in enumerate(step_names(result)):
-        marked = f"{name} (bottleneck)" if verdict is not None and verdict.model == name else name
+        limiting = diagnosis is not None and diagnosis.limiting_step == name
+        marked = f"{name} (limits throughput)" if limiting else name
         for part in ("queue", "compute"):
             heights = [_ms(step_time(level, name, part) or 0.0) for level in result.levels]
             queue = part == "queue"
@@ -121,6 +122,47 @@ def steps(result: ProfileResult) -> Figure:
     _load_axis(axes, result)
     axes.set_ylabel("time per request (ms)")
     axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+def server_metrics(result: ProfileResult) -> Figure | None:
+    """Over the run's time, the host's CPU (and each GPU's) utilisation, and each model's pending requests, from
+    the server's metrics of every level's last windows; None without metrics."""
+    levels = [level for level in result.levels if level.metrics is not None and level.metrics.samples]
+    if not levels:
+        return None
+    start = min(level.metrics.samples[0].time_s for level in levels if level.metrics is not None)
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    busy, pending = figure.subplots(2, 1, sharex=True)
+    busy.set_title(f"{result.model}: the server's host during each level's last windows", loc="left", fontsize=12)
+    used: dict[str, list[tuple[float, float]]] = {}
+    queued: dict[str, list[tuple[float, float]]] = {}
+    for level in levels:
+        assert level.metrics is not None
+        for sample in level.metrics.samples:
+            at = sample.time_s - start
+            if sample.cpu_utilization is not None:
+                used.setdefault("host CPU", []).append((at, sample.cpu_utilization * 100))
+            for gpu in sample.gpus:
+                if gpu.utilization is not None:
+                    used.setdefault(gpu.uuid, []).append((at, gpu.utilization * 100))
+            for entry in sample.pending:
+                queued.setdefault(entry.model, []).append((at, entry.count))
+        begins = level.metrics.samples[0].time_s - start
+        busy.axvline(begins, color="#c9ced8", linewidth=0.8)
+        busy.annotate(_label(level), (begins, 103), fontsize=8, color="#5b6475")
+    for index, (name, points) in enumerate(used.items()):
+        busy.plot(*zip(*points, strict=True), marker=".", color=_color(index), label=name)
+    for index, (name, points) in enumerate(queued.items()):
+        pending.plot(*zip(*points, strict=True), marker=".", drawstyle="steps-post", color=_color(index), label=name)
+    busy.set_ylim(0, 112)
+    busy.set_ylabel("utilisation (%)")
+    pending.set_ylabel("pending requests")
+    pending.set_xlabel("seconds since the first scrape")
+    for axes in (busy, pending):
+        axes.grid(alpha=0.3)
+        axes.spines[["top", "right"]].set_visible(False)
+        axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
     return figure
 
 

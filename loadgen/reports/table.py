@@ -99,7 +99,16 @@ def columns(result: ProfileResult) -> list[Column]:
             Column(f"{name}.queue_us", "queue us", _step(name, "queue"), ".0f", group=name),
             Column(f"{name}.compute_us", "compute us", _step(name, "compute"), ".0f", group=name),
         ]
-    table.append(Column("bottleneck", "bottleneck", lambda lv: lv.bottleneck.name if lv.bottleneck else None))
+    table.append(Column("bottleneck", "limiting step", lambda lv: lv.bottleneck.name if lv.bottleneck else None))
+    table.append(Column("bound", "bound", lambda lv: lv.diagnosis.name if lv.diagnosis else None))
+    table.append(
+        Column(
+            "predicted_max",
+            "limit infer/s",
+            lambda lv: lv.diagnosis.predicted_max_throughput if lv.diagnosis else None,
+            ".0f",
+        )
+    )
     return table
 
 
@@ -127,15 +136,28 @@ def html_table(result: ProfileResult) -> str:
 
 
 def verdict_html(result: ProfileResult) -> str:
-    """The bottleneck verdict: which step, why, and what to change."""
-    verdict = result.bottleneck
-    if verdict is None:
-        return '<p class="verdict">No verdict: the server reported no requests for the model.</p>'
-    suggestions = "".join(f"<li>{html.escape(suggestion)}</li>" for suggestion in verdict.suggestions)
-    return (
-        f'<div class="verdict"><p><strong>Bottleneck: {html.escape(verdict.name)}</strong> '
-        f"({verdict.share:.0%} of the time)</p><p>{html.escape(verdict.reason)}</p><ul>{suggestions}</ul></div>"
+    """The diagnosis where the model was pushed hardest: what bounds throughput, why, the limit, what to change
+    and what each change would give."""
+    diagnosis = result.diagnosis
+    if diagnosis is None:
+        return '<p class="verdict">No diagnosis: the server reported no requests for the model.</p>'
+    paragraphs = [
+        f"<p><strong>Bound: {html.escape(diagnosis.name)}</strong> ({diagnosis.bound})</p>",
+        f"<p>{html.escape(diagnosis.reason)}</p>",
+    ]
+    if diagnosis.predicted_max_throughput is not None:
+        hedge = "" if diagnosis.certain else " (not the host's: no metrics, or a host busy with other work)"
+        paragraphs.append(
+            f"<p>Throughput limit: about {diagnosis.predicted_max_throughput:.0f} infer/s, the lowest capacity "
+            f"({html.escape(str(diagnosis.limiting_step))}) capped by the host{html.escape(hedge)}; the most "
+            f"latency: {html.escape(str(diagnosis.latency_step))}</p>"
+        )
+    changes = "".join(
+        f"<li>if {html.escape(change.change)}: about {_number(change.predicted_throughput, '.0f')} infer/s</li>"
+        for change in diagnosis.what_if
     )
+    suggestions = "".join(f"<li>{html.escape(suggestion)}</li>" for suggestion in diagnosis.suggestions)
+    return f'<div class="verdict">{"".join(paragraphs)}<ul>{changes}{suggestions}</ul></div>'
 
 
 def summary_html(result: ProfileResult) -> str:

@@ -24,6 +24,7 @@ from loadgen.errors import LoadgenError
 
 PR_SET_PDEATHSIG = 1  # Linux prctl option
 LOOPBACK = "127.0.0.1"
+METRICS_INTERVAL_MS = 250
 READY_TIMEOUT_S = 120.0
 START_ATTEMPTS = 3
 STOP_TIMEOUT_S = 30.0
@@ -198,6 +199,8 @@ class EmbeddedServer:
             f"--grpc-address={self.host}",
             f"--http-address={self.host}",
             f"--metrics-address={self.host}",
+            # the host's CPU figures refresh this often (Triton's default, 2000 ms, is longer than short windows)
+            f"--metrics-interval-ms={METRICS_INTERVAL_MS}",
         ]
         if self.explicit_model_control:
             command += ["--model-control-mode=explicit", *(f"--load-model={name}" for name in self.load_models)]

@@ -75,6 +75,12 @@ class Composition:
     steps: tuple[Composition, ...] = ()
     calls: bool = False  # a BLS model: `steps` are the models its code calls, not ensemble steps
 
+    def models(self) -> Iterator[Composition]:
+        """This model and every model under it."""
+        yield self
+        for step in self.steps:
+            yield from step.models()
+
     def leaves(self) -> Iterator[Composition]:
         """The models that do the work: every step that is not itself an ensemble."""
         if not self.steps:
@@ -133,6 +139,7 @@ class ServerFigures:
     max_batch_size: int
     dynamic_batching: bool
     composing: tuple[ServerFigures, ...] = ()
+    calls: bool = False  # a BLS model: `composing` are the models its code calls, and its own instances a step
 
     @property
     def compute_us(self) -> float:
@@ -150,6 +157,14 @@ class ServerFigures:
             yield self
         for step in self.composing:
             yield from step.leaves()
+
+    def steps(self) -> Iterator[ServerFigures]:
+        """Every model whose instances requests wait for: the leaves, and BLS models (their own instances hold a
+        request while its calls run)."""
+        if self.calls or not self.composing:
+            yield self
+        for step in self.composing:
+            yield from step.steps()
 
 
 def served_version(model: str, version: str, stats: Mapping[tuple[str, str], Counters]) -> str:
@@ -186,7 +201,7 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
     avg_batch = c.inference_count / c.execution_count if c.execution_count else 0.0
     compute_s = (c_in + c_infer + c_out) / 1e6
     capacity = None
-    if not model.steps and compute_s > 0:
+    if (not model.steps or model.calls) and compute_s > 0:
         # each request of a batch is charged the whole execution, so this is the compute time per execution
         capacity = model.instances * max(avg_batch, 1.0) / compute_s
     return ServerFigures(
@@ -208,4 +223,5 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
         max_batch_size=model.max_batch_size,
         dynamic_batching=model.dynamic_batching,
         composing=steps,
+        calls=model.calls,
     )

@@ -5,7 +5,8 @@ The format, one JSON object per line, flushed as written so that a shard that di
 - `{"kind": "window", "load": {"concurrency", "rate"}, "level": n, "index": m, "server", ...}` plus every field of
   a measurement window as `Window.encode` writes it (`start_ns`, `end_ns`, the histograms `histogram`, `service`,
   `lag`, `first_response` in HdrHistogram's base64 encoding or null, the counts, `errors`), where `server` holds
-  the deltas of Triton's statistics over the window (`[{"model", "version", counters...}]`);
+  the deltas of Triton's statistics over the window (`[{"model", "version", counters...}]`) and `metrics` the
+  server's metrics over it (null without them);
 - `{"kind": "end", "status": "complete" | "unstable" | "interrupted" | "failed"}`.
 Window times are `time.time_ns()` instants, so that logs of different machines line up.
 """
@@ -18,9 +19,12 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+import dacite
+
 from loadgen.measurement import Window
 from loadgen.plan import Load, Shard
 from loadgen.results import RunDescription
+from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import Composition, Counters, Snapshot
 
 VERSION = 1
@@ -60,7 +64,9 @@ class WindowLog:
             }
         )
 
-    def window(self, load: Load, level: int, index: int, window: Window, server: Snapshot) -> None:
+    def window(
+        self, load: Load, level: int, index: int, window: Window, server: Snapshot, metrics: ServerMetrics | None
+    ) -> None:
         record = window.encode()
         record["start_ns"] += self._wall_offset_ns
         record["end_ns"] += self._wall_offset_ns
@@ -70,6 +76,7 @@ class WindowLog:
             level=level,
             index=index,
             server=[{"model": m, "version": v, **dataclasses.asdict(c)} for (m, v), c in sorted(server.items())],
+            metrics=dataclasses.asdict(metrics) if metrics is not None else None,
         )
         self._write(record)
 
@@ -78,13 +85,15 @@ class WindowLog:
         self._file.close()
 
 
-def read_window(record: dict[str, Any]) -> tuple[Load, int, int, Window, Snapshot]:
+def read_window(record: dict[str, Any]) -> tuple[Load, int, int, Window, Snapshot, ServerMetrics | None]:
     """One window line back as typed values."""
     server = {
         (entry["model"], entry["version"]): Counters(**{f.name: entry[f.name] for f in dataclasses.fields(Counters)})
         for entry in record["server"]
     }
-    return Load(**record["load"]), record["level"], record["index"], Window.decode(record), server
+    metrics = record.get("metrics")
+    decoded = dacite.from_dict(ServerMetrics, metrics, dacite.Config(cast=[tuple])) if metrics else None
+    return Load(**record["load"]), record["level"], record["index"], Window.decode(record), server, decoded
 
 
 def read_composition(data: dict[str, Any]) -> Composition:

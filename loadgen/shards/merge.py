@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.analysis import Reference
 from loadgen.errors import LoadgenError, OptionError
 from loadgen.levels import Level, ends_sweep, outcome
 from loadgen.measurement import Window, combine
 from loadgen.plan import Load, plan
 from loadgen.results import InputDescription, LevelResult, ProfileResult
+from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import Snapshot
 from loadgen.settings import Settings
 from loadgen.shards.log import read_composition, read_window
@@ -22,7 +24,7 @@ from loadgen.shards.log import read_composition, read_window
 class _Shard:
     path: Path
     header: dict[str, Any]
-    windows: dict[tuple[int, int], tuple[Load, Window, Snapshot]]
+    windows: dict[tuple[int, int], tuple[Load, Window, Snapshot, ServerMetrics | None]]
     status: str | None  # None: the log has no end line (the shard died)
 
 
@@ -38,8 +40,8 @@ def _read(path: Path) -> _Shard:
     try:
         for record in records[1:]:
             if record["kind"] == "window":
-                load, level, index, window, server = read_window(record)
-                shard.windows[(level, index)] = (load, window, server)
+                load, level, index, window, server, metrics = read_window(record)
+                shard.windows[(level, index)] = (load, window, server, metrics)
             elif record["kind"] == "end":
                 shard.status = record["status"]
     except (KeyError, TypeError, ValueError) as error:
@@ -67,7 +69,8 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
         settings = Settings.from_dict(first["settings"])
     except LoadgenError as error:
         raise OptionError(f"merge: {shards[0].path} records settings loadgen cannot read: {error}") from None
-    rule = plan(settings).rule
+    run = plan(settings)
+    rule = run.rule
     tree = read_composition(first["composition"])
     keys = sorted({key for shard in shards for key in shard.windows})
     by_level: dict[int, Level] = {}
@@ -79,8 +82,13 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
             continue
         present = [part for part in parts if part is not None]
         load = present[0][0]
-        level = by_level.setdefault(key[0], Level(load, rule, tree))
-        level.add(combine([part[1] for part in present]), present[0][2] if indexes[0] == 0 else {})
+        if key[0] not in by_level:  # the least-loaded level is the reference for the later ones' compute
+            least = next(iter(by_level.values()), None)
+            figures = least.result() if least is not None else None
+            baseline = Reference.of(figures.server, figures.latency_us.avg) if figures is not None else None
+            by_level[key[0]] = Level(load, rule, tree, baseline, run.server_cores)
+        server, metrics = (present[0][2], present[0][3]) if indexes[0] == 0 else ({}, None)
+        by_level[key[0]].add(combine([part[1] for part in present]), server, metrics)
     if missing:
         problems.append("windows missing from some shard (left out): " + ", ".join(missing))
     levels: list[LevelResult] = []

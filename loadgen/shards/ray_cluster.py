@@ -188,7 +188,7 @@ class _LiveView:
             record = json.loads(line)
             if record["kind"] != "window" or self.progress is None:
                 continue
-            load, level, index, window, _ = read_window(record)
+            load, level, index, window, _, _ = read_window(record)
             parts = self.parts[(level, index)]
             parts.append(window)
             if len(parts) == self.count:

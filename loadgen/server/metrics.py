@@ -3,7 +3,7 @@
 Triton exports the host's CPU utilisation and memory (`nv_cpu_*`), each GPU's utilisation, power, energy and memory
 (`nv_gpu_*`, `nv_energy_consumption`, labelled `gpu_uuid`) and each model's pending requests
 (`nv_inference_pending_request_count`). Only those families are parsed: the per-model counters on the same page come
-through the statistics API (`server_stats`). Triton refreshes its per-interval metrics (CPU, GPU) every
+through the statistics API (`server.statistics`). Triton refreshes its per-interval metrics (CPU, GPU) every
 `--metrics-interval-ms` of the server (2000 by default), so scrapes more frequent than that repeat values; pending
 counts are current at every scrape.
 """

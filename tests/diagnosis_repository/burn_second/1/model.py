@@ -1,0 +1,1 @@
+../../../models/timed_step.py
