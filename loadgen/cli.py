@@ -4,51 +4,127 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import importlib.metadata
 import json
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
 
 from loadgen import profile, run
-from loadgen.errors import EXIT_BAD_OPTION, EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE, LoadgenError, RunFailed
+from loadgen.errors import (
+    EXIT_BAD_OPTION,
+    EXIT_OTHER,
+    EXIT_SUCCESS,
+    EXIT_UNSTABLE,
+    LoadgenError,
+    OptionError,
+    RunFailed,
+)
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.files import ReportFile, report_files, write_reports
+from loadgen.reports.perf_analyzer import PerfAnalyzerReport
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
 from loadgen.settings import (
     ALIASES,
+    COMPRESSION_ALGORITHMS,
     DEFAULT_URLS,
+    KEY_TYPES,
+    MEASUREMENT_MODES,
     OUTPUT_SHARED_MEMORY_SIZE,
     PROTOCOLS,
     SHARED_MEMORY,
     STRING_LENGTH,
+    TENSOR_FORMATS,
+    TRACE_LEVELS,
     Settings,
     parse_header,
     parse_input_range,
+    parse_request_parameter,
     parse_shape,
     worker_count,
 )
 from loadgen.shards.merge import merge_logs
+from loadgen.sweep import Progress
 from loadgen.tune import MAX_CONCURRENCY, TuneSettings, tune
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit with perf_analyzer's status 3; flags are spelled out
-    (no abbreviations: `--proto` is not taken for `--protocol`)."""
+    """An argument parser whose errors are one line and exit with a status of its own (3: a bad option; perf_analyzer's
+    99 under `loadgen perf-analyzer`). loadgen's flags are spelled out (`--proto` is not taken for `--protocol`);
+    perf_analyzer's getopt takes any unique prefix, and so does its mode here."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(allow_abbrev=False, **options)
+    def __init__(self, error_status: int = EXIT_BAD_OPTION, abbreviations: bool = False, **options: Any) -> None:
+        super().__init__(allow_abbrev=abbreviations, **options)
+        self.error_status = error_status
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_OPTION, f"{self.prog}: error: {message}\n")
+        self.exit(self.error_status, f"{self.prog}: error: {message}\n")
+
+
+class _Refused(argparse.Action):
+    """A perf_analyzer option loadgen does not take: parsing it stops with the reason."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option: str | None = None,
+    ) -> None:
+        parser.error(f"{option}: {REFUSED[str(option)]}")
+
+
+# perf_analyzer's options that loadgen refuses, each with why (the parity test checks every option of perf_analyzer
+# is either taken or listed here)
+REFUSED = {
+    "--enable-mpi": "loadgen does not use MPI: profile several models at once with --model-mix, or split one load "
+    "over processes and machines with --shard / --ray-address",
+    "--model-signature-name": "a TensorFlow Serving option; loadgen drives Triton only (--service-kind triton)",
+    "--triton-server-directory": "an option of the triton_c_api service kind (Triton in-process), which loadgen does "
+    "not build: it talks to a running server over HTTP or gRPC",
+    "--model-repository": "an option of the triton_c_api service kind (Triton in-process), which loadgen does not "
+    "build: it talks to a running server over HTTP or gRPC (`loadgen serve --model-repository` starts one)",
+    "--endpoint": "an option of the openai service kind, which loadgen does not build (it drives Triton only)",
+}
+EXPORT_LIMIT = 1_000_000  # requests recorded for --profile-export-file unless --record-requests says otherwise
+SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
+PERF_ANALYZER_VERSION = "2.51.0"  # the perf_analyzer release whose options, files and messages loadgen follows
+
+
+def version() -> str:
+    """loadgen's version, as installed."""
+    try:
+        return importlib.metadata.version("loadgen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **options: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **options)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option: str | None = None,
+    ) -> None:
+        if parser.prog == "perf_analyzer":  # as perf_analyzer prints it, to stderr, for tools that parse it
+            print(f"Perf Analyzer Version {PERF_ANALYZER_VERSION} (loadgen {version()})", file=sys.stderr)
+        else:
+            print(f"loadgen {version()} (perf_analyzer {PERF_ANALYZER_VERSION} options)")
+        parser.exit(EXIT_SUCCESS)
 
 
 def _int(text: str) -> int:
@@ -77,57 +153,117 @@ def _aliases(field: str) -> list[str]:
     return [f"--{alias.replace('_', '-')}" for alias, name in ALIASES.items() if name == field]
 
 
-def _connection_flags(parser: argparse.ArgumentParser) -> None:
+def _connection_flags(parser: argparse.ArgumentParser, protocol: str = "grpc") -> None:
     parser.add_argument(
         "-u",
         "--url",
         default="",
         metavar="HOST:PORT",
-        help=f"Triton endpoint (default {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP)",
+        help=f"Triton endpoint (default {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP; "
+        "https://HOST:PORT for HTTPS)",
     )
     parser.add_argument(
         "-i",
         "--protocol",
         type=str.lower,
         choices=PROTOCOLS,
-        default="grpc",
-        help="talk to Triton over grpc (default) or http",
+        default=protocol,
+        help=f"talk to Triton over grpc or http (default {protocol})",
     )
 
 
-def profile_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="loadgen",
-        description="Profile a model on a Triton server: latency and throughput per load level "
-        "(`loadgen serve --help` for the embedded server, `loadgen tune --help` to move the bottleneck).",
-    )
+def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
+    """The profiling command line; with `perf_analyzer`, perf_analyzer's own: its defaults (HTTP, no metrics, -m
+    required), unique-prefix abbreviations and exit status 99 for a bad option."""
+    if perf_analyzer:
+        parser = _Parser(
+            EXIT_OTHER,
+            abbreviations=True,
+            prog="perf_analyzer",
+            description="perf_analyzer's command line, its defaults, console report, files and exit codes, over "
+            "loadgen.",
+        )
+    else:
+        parser = _Parser(
+            prog="loadgen",
+            description="Profile a model on a Triton server: latency and throughput per load level "
+            "(`loadgen serve --help` for the embedded server, `loadgen tune --help` to move the bottleneck, "
+            "`loadgen perf-analyzer --help` for perf_analyzer's own defaults and output).",
+        )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     parser.add_argument(
         "-m",
         "--model-name",
         *_aliases("model_name"),
-        help="model to profile (default: the server's only ensemble or model)",
+        required=perf_analyzer,
+        help="model to profile" + ("" if perf_analyzer else " (default: the server's only ensemble or model)"),
     )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
-    _connection_flags(parser)
+    _connection_flags(parser, "http" if perf_analyzer else "grpc")
+    parser.add_argument(
+        "--service-kind",
+        choices=SERVICE_KINDS,
+        default="triton",
+        help="triton (the only kind loadgen drives; the others are refused)",
+    )
     load = parser.add_argument_group("load (one mode)")
     load.add_argument(
         "--concurrency-range",
         *_aliases("concurrency_range"),
         metavar="START[:END[:STEP]]",
-        help="closed loop: requests kept in flight, one level per step (the default mode, at 1)",
+        help="closed loop: requests kept in flight, one level per step (the default mode, at 1); END 0: on until -l",
     )
     load.add_argument(
         "--request-rate-range",
         *_aliases("request_rate_range"),
         metavar="START[:END[:STEP]]",
-        help="open loop: requests per second, sent on schedule whether or not earlier ones returned",
+        help="open loop: requests per second, sent on schedule whether or not earlier ones returned; END 0: on "
+        "until -l",
     )
     load.add_argument(
         "--request-distribution", choices=("constant", "poisson"), default="constant", help="gaps of the rate schedule"
     )
     load.add_argument("--request-intervals", metavar="FILE", help="open loop: one gap in microseconds per line, looped")
     load.add_argument(
+        "--periodic-concurrency-range",
+        metavar="START:END[:STEP]",
+        help="streams: START requests in flight, STEP more each time every one has --request-period responses, up "
+        "to END (needs --streaming and --profile-export-file)",
+    )
+    load.add_argument(
+        "--request-period", type=_int, default=10, help="responses per request between steps (default 10)"
+    )
+    load.add_argument(
+        "--fixed-schedule",
+        action="store_true",
+        help='send each entry of the --input-data JSON once, at its "timestamp" (ms after the start)',
+    )
+    load.add_argument("-t", dest="deprecated_concurrency", type=_int, help=argparse.SUPPRESS)
+    load.add_argument("-c", dest="deprecated_max_concurrency", type=_int, help=argparse.SUPPRESS)
+    load.add_argument("-d", dest="deprecated_dynamic", action="store_true", help=argparse.SUPPRESS)
+    load.add_argument(
         "--max-in-flight", type=_int, default=1024, help="open loop safety limit on requests in flight (default 1024)"
+    )
+    calls = load.add_mutually_exclusive_group()
+    calls.add_argument(
+        "-a",
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="asynchronous calls (loadgen's only kind: every slot is a coroutine; accepted for perf_analyzer)",
+    )
+    calls.add_argument(
+        "--sync",
+        action="store_true",
+        help="open loop: at most --max-threads requests in flight, as perf_analyzer's synchronous threads (late "
+        "requests wait and count as delayed); a closed loop is unchanged (each slot already waits for its answer)",
+    )
+    load.add_argument(
+        "--max-threads",
+        type=_int,
+        metavar="N",
+        help="perf_analyzer's thread count: here the open loop's in-flight cap with --sync (default 4); otherwise "
+        "no effect (loadgen's slots are coroutines, not threads)",
     )
     load.add_argument(
         "--workers",
@@ -145,6 +281,8 @@ def profile_parser() -> argparse.ArgumentParser:
         help="'random' (default), 'zero', a file sent as raw bytes, a directory of files, or perf_analyzer's JSON "
         "format (repeatable for several JSON files)",
     )
+    parser.add_argument("--data-directory", metavar="DIR", help="a directory of input files (= --input-data DIR)")
+    parser.add_argument("-z", dest="zero_data", action="store_true", help="zeros as input data (= --input-data zero)")
     parser.add_argument(
         "--input-range",
         action="append",
@@ -166,6 +304,13 @@ def profile_parser() -> argparse.ArgumentParser:
         metavar="NAME:D1[,D2...]",
         help="shape of an input (repeatable)",
     )
+    parser.add_argument(
+        "--request-parameter",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE:TYPE",
+        help="a parameter sent with every request, TYPE bool, int or string (repeatable)",
+    )
     sequences = parser.add_argument_group("sequence (stateful) models")
     sequences.add_argument(
         "--sequence-length",
@@ -186,10 +331,17 @@ def profile_parser() -> argparse.ArgumentParser:
     sequences.add_argument(
         "--num-of-sequences", type=_int, default=4, help="open loop: sequences in flight at once (default 4)"
     )
+    sequences.add_argument(
+        "--serial-sequences",
+        action="store_true",
+        help="at most one request of a sequence in flight: always so in loadgen (a sequence's requests must reach "
+        "the model in order)",
+    )
     parser.add_argument(
         "--bls-composing-models",
-        default="",
-        metavar="A,B",
+        action="append",
+        default=[],
+        metavar="A[:VERSION],B",
         help="models a BLS model calls: their statistics join the breakdown and the bottleneck analysis",
     )
     parser.add_argument(
@@ -212,6 +364,27 @@ def profile_parser() -> argparse.ArgumentParser:
         help="region size per output whose size the metadata does not fix (default 102400)",
     )
     parser.add_argument(
+        "--input-tensor-format",
+        type=str.lower,
+        choices=TENSOR_FORMATS,
+        default="binary",
+        help="HTTP: inputs as binary data (default) or JSON",
+    )
+    parser.add_argument(
+        "--output-tensor-format",
+        type=str.lower,
+        choices=TENSOR_FORMATS,
+        default="binary",
+        help="HTTP: outputs asked for as binary data (default) or JSON",
+    )
+    parser.add_argument(
+        "--grpc-compression-algorithm",
+        choices=COMPRESSION_ALGORITHMS,
+        default="none",
+        help="gRPC: compress requests (none, gzip, deflate)",
+    )
+    measurement = parser.add_argument_group("measurement")
+    measurement.add_argument(
         "-p",
         "--measurement-interval",
         type=_int,
@@ -219,46 +392,73 @@ def profile_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="window length (default 5000)",
     )
-    parser.add_argument(
+    measurement.add_argument(
         "-s",
         "--stability-percentage",
         type=_float,
         default=10.0,
         help="allowed spread of 3 windows (default 10)",
     )
-    parser.add_argument("-r", "--max-trials", type=_int, default=10, help="windows per level at most (default 10)")
-    parser.add_argument(
-        "--measurement-mode", choices=("time_windows", "count_windows"), default="time_windows", help="how windows end"
+    measurement.add_argument("-r", "--max-trials", type=_int, default=10, help="windows per level at most (default 10)")
+    measurement.add_argument(
+        "--measurement-mode",
+        choices=MEASUREMENT_MODES,
+        default="time_windows",
+        help="time_windows (default), or count_windows: at least --measurement-request-count requests and at least "
+        "a second per window",
     )
-    parser.add_argument(
+    measurement.add_argument(
         "--measurement-request-count", type=_int, default=50, help="requests per window in count_windows (default 50)"
     )
-    parser.add_argument(
+    measurement.add_argument(
         "--request-count", type=_int, default=0, help="measure one window of exactly N requests, no stability check"
     )
-    parser.add_argument(
+    measurement.add_argument(
         "--warmup-request-count", type=_int, default=0, help="requests sent and discarded before measuring"
     )
-    parser.add_argument(
+    measurement.add_argument(
         "--percentile", type=_int, metavar="P", help="stabilise on (and report) the P-th percentile latency"
     )
-    parser.add_argument(
-        "-l", "--latency-threshold", type=_float, metavar="MS", help="stop the sweep at the first level over it"
+    measurement.add_argument(
+        "-l",
+        "--latency-threshold",
+        type=_float,
+        metavar="MS",
+        help="stop the sweep at the first level over it (0: no limit)",
     )
-    parser.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    parser.add_argument(
+    files = parser.add_argument_group("output files")
+    files.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    files.add_argument(
         "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
     )
-    parser.add_argument(
+    files.add_argument(
+        "--verbose-csv", action="store_true", help="-f adds perf_analyzer's verbose columns and the GPU metrics"
+    )
+    files.add_argument(
+        "--profile-export-file",
+        metavar="FILE",
+        help="perf_analyzer's JSON export of every request: timestamps, inputs and outputs",
+    )
+    files.add_argument(
+        "--record-requests",
+        type=_int,
+        default=0,
+        metavar="N",
+        help=f"requests recorded for --profile-export-file at most (default {EXPORT_LIMIT} with it); each costs its "
+        "timestamps and outputs in memory",
+    )
+    files.add_argument(
         "--html",
         metavar="FILE",
         help="a self-contained HTML report: table, plots, verdict, settings (needs matplotlib)",
     )
-    parser.add_argument(
+    files.add_argument(
         "--plot", metavar="FILE.png", help="the p99 latency vs throughput curve as a PNG (needs matplotlib)"
     )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("-v", "--verbose", action="store_true", help="print every measurement window")
+    output.add_argument(
+        "-v", "--verbose", action="count", default=0, help="print every measurement window (-v -v: the same)"
+    )
     output.add_argument(
         "-q", "--quiet", action="store_true", help="no progress while the sweep runs; the summary at the end"
     )
@@ -266,17 +466,30 @@ def profile_parser() -> argparse.ArgumentParser:
     metrics.add_argument(
         "--collect-metrics",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=not perf_analyzer,
         help="scrape the server's metrics during every window: host CPU and memory, GPUs, pending requests "
-        "(default: on when the endpoint answers; --no-collect-metrics turns it off)",
+        + (
+            "(default off, as in perf_analyzer)"
+            if perf_analyzer
+            else "(default: on when the endpoint answers; --no-collect-metrics turns it off)"
+        ),
     )
     metrics.add_argument("--metrics-url", metavar="URL", help="default: the server's host, port 8002, /metrics")
     metrics.add_argument(
         "--metrics-interval", type=_int, default=1000, metavar="MS", help="between scrapes (default 1000)"
     )
-    metrics.add_argument(
-        "--verbose-csv", action="store_true", help="-f adds perf_analyzer's verbose columns and the GPU metrics"
+    trace = parser.add_argument_group("server tracing (set for the run, restored after it)")
+    trace.add_argument(
+        "--trace-level",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=TRACE_LEVELS,
+        help="OFF, TIMESTAMPS or TENSORS (repeatable)",
     )
+    trace.add_argument("--trace-rate", type=_int, metavar="N", help="trace one request in N")
+    trace.add_argument("--trace-count", type=_int, metavar="N", help="requests traced at most (-1: no limit)")
+    trace.add_argument("--log-frequency", type=_int, metavar="N", help="write the trace file every N traces")
     shards = parser.add_argument_group("shards (one load over several processes or machines)")
     shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
     shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
@@ -302,6 +515,23 @@ def profile_parser() -> argparse.ArgumentParser:
     security.add_argument("--ssl-grpc-private-key-file", metavar="FILE", help="client private key (PEM)")
     security.add_argument("--ssl-grpc-certificate-chain-file", metavar="FILE", help="client certificate chain (PEM)")
     security.add_argument(
+        "--ssl-https-verify-peer", type=_int, default=1, choices=(0, 1), help="HTTPS: check the server's certificate"
+    )
+    security.add_argument(
+        "--ssl-https-verify-host",
+        type=_int,
+        default=2,
+        choices=(0, 1, 2),
+        help="HTTPS: check that the certificate names the host (0: no; 1, 2: yes)",
+    )
+    security.add_argument("--ssl-https-ca-certificates-file", metavar="FILE", help="HTTPS: CA certificates")
+    security.add_argument("--ssl-https-client-certificate-file", metavar="FILE", help="HTTPS: client certificate")
+    security.add_argument(
+        "--ssl-https-client-certificate-type", choices=KEY_TYPES, default="PEM", help="PEM (default) or DER"
+    )
+    security.add_argument("--ssl-https-private-key-file", metavar="FILE", help="HTTPS: client private key")
+    security.add_argument("--ssl-https-private-key-type", choices=KEY_TYPES, default="PEM", help="PEM (default) or DER")
+    security.add_argument(
         "-H",
         "--header",
         action="append",
@@ -309,6 +539,9 @@ def profile_parser() -> argparse.ArgumentParser:
         metavar="'NAME: VALUE'",
         help="gRPC metadata or HTTP header sent with every call (repeatable); values never appear in outputs",
     )
+    refused = parser.add_argument_group("perf_analyzer options loadgen refuses (each says why)")
+    for option in REFUSED:
+        refused.add_argument(option, action=_Refused, nargs="?", help=argparse.SUPPRESS)
     return parser
 
 
@@ -383,22 +616,63 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    """The library settings a parsed command line stands for: every `Settings` field is a flag."""
+    """The library settings a parsed command line stands for: every `Settings` field is a flag; perf_analyzer's
+    deprecated and shorthand flags (-t, -c, -d, -z, --data-directory) are turned into the ones they stand for."""
+    if args.service_kind != "triton":
+        raise OptionError(
+            f"--service-kind {args.service_kind}: loadgen drives Triton over HTTP or gRPC (triton); "
+            "tfserving, torchserve, triton_c_api and openai are not built"
+        )
     options = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
     if args.ray_address:  # the cluster's workers are the shards; the driver's settings describe the whole load
         options["hdr_log"] = None
-    options["input_data"] = args.input_data or "random"
+    options["concurrency_range"] = _concurrency(args)
+    sources = list(args.input_data or [])
+    if args.data_directory:
+        sources.append(args.data_directory)
+    if args.zero_data:
+        if sources:
+            raise OptionError("-z (zero input data) cannot be combined with --input-data or --data-directory")
+        sources = ["zero"]
+    options["input_data"] = sources or "random"
     options["shape"] = dict(parse_shape(text) for text in args.shape)
     options["input_range"] = dict(parse_input_range(text) for text in args.input_range)
     options["header"] = dict(parse_header(text) for text in args.header)
+    options["request_parameter"] = dict(parse_request_parameter(text) for text in args.request_parameter)
+    options["bls_composing_models"] = ",".join(args.bls_composing_models)
+    if args.profile_export_file and not args.record_requests:
+        options["record_requests"] = EXPORT_LIMIT
     return Settings(**options)
 
 
-def _report_files(args: argparse.Namespace) -> list[ReportFile]:
+def _concurrency(args: argparse.Namespace) -> str | None:
+    """--concurrency-range, or what perf_analyzer's deprecated -t N (requests in flight), -d (search from -t up to
+    -c) and -c N stand for."""
+    deprecated = args.deprecated_concurrency is not None or args.deprecated_max_concurrency is not None
+    if not deprecated and not args.deprecated_dynamic:
+        return args.concurrency_range
+    for flag, given in (
+        ("--concurrency-range", args.concurrency_range),
+        ("--request-rate-range", args.request_rate_range),
+        ("--request-intervals", args.request_intervals),
+    ):
+        if given is not None:
+            raise OptionError(f"-t, -c and -d (deprecated) cannot be combined with {flag}")
+    start = 1 if args.deprecated_concurrency is None else args.deprecated_concurrency
+    if not args.deprecated_dynamic:
+        return str(start)
+    return f"{start}:{args.deprecated_max_concurrency or 0}"
+
+
+def _report_files(args: argparse.Namespace, perf_analyzer: bool = False) -> list[ReportFile]:
     """The output files the command line asks for, checked writable before anything runs."""
     if args.html or args.plot:
         from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
-    return report_files(args.json, args.latency_report_file, args.html, args.plot)
+    if perf_analyzer and args.profile_export_file and os.path.lexists(args.profile_export_file):
+        raise OptionError(f"--profile-export-file {args.profile_export_file}: already exists (it is not overwritten)")
+    return report_files(
+        args.json, args.latency_report_file, args.html, args.plot, args.profile_export_file, perf_analyzer
+    )
 
 
 def _write(result: ProfileResult, files: list[ReportFile], errors: Console) -> bool:
@@ -409,7 +683,9 @@ def _write(result: ProfileResult, files: list[ReportFile], errors: Console) -> b
     return not failures
 
 
-async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress) -> tuple[ProfileResult, int | None]:
+async def _profile_until_signalled(
+    settings: Settings, progress: Progress, say: Callable[[str], None]
+) -> tuple[ProfileResult, int | None]:
     """Run the profile; the first SIGINT/SIGTERM stops it gracefully, a second one exits at once."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -419,7 +695,7 @@ async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress
         if received:
             os._exit(128 + signum)
         received.append(signum)
-        progress.console.print("stopping: writing what was measured (again to exit at once)", style="yellow")
+        say("stopping: writing what was measured (again to exit at once)")
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -433,7 +709,7 @@ async def _profile_until_signalled(settings: Settings, progress: ConsoleProgress
 
 
 def _exit_status(result: ProfileResult, written: bool, signum: int | None = None) -> int:
-    """perf_analyzer's exit status for a finished run: 2 when a level never settled, 99 when an output failed."""
+    """loadgen's exit status for a finished run: 2 when a level never settled, 99 when an output failed."""
     if signum is not None:
         return 128 + signum
     if not written or result.status in ("failed", "incomplete"):
@@ -441,28 +717,35 @@ def _exit_status(result: ProfileResult, written: bool, signum: int | None = None
     return EXIT_SUCCESS if result.stable else EXIT_UNSTABLE
 
 
-def _profile(argv: Sequence[str], console: Console, errors: Console) -> int:
-    args = profile_parser().parse_args(argv)
+def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyzer: bool = False) -> int:
+    args = profile_parser(perf_analyzer).parse_args(argv)
     settings = settings_from(args)
-    files = _report_files(args)
+    files = _report_files(args, perf_analyzer)
     if settings.hdr_log:
         check_directory(settings.hdr_log, "--hdr-log")
     if args.ray_address:
         from loadgen.shards.ray_cluster import profile_on_ray
 
-        progress = ConsoleProgress(console, verbose=True, quiet=args.quiet)
-        result = profile_on_ray(settings, args.ray_address, args.workers_per_node, progress)
-        progress.replay(result)
+        replay = ConsoleProgress(console, verbose=True, quiet=args.quiet)
+        result = profile_on_ray(settings, args.ray_address, args.workers_per_node, replay)
+        replay.replay(result)
         return _exit_status(result, _write(result, files, errors))
-    with ConsoleProgress(console, verbose=args.verbose, quiet=args.quiet) as progress:
+    report = PerfAnalyzerReport(settings, args.asynchronous, bool(args.verbose)) if perf_analyzer else None
+    progress = report or ConsoleProgress(console, verbose=bool(args.verbose), quiet=args.quiet)
+    with progress if isinstance(progress, ConsoleProgress) else contextlib.nullcontext():
         try:
-            result, signum = run(_profile_until_signalled(settings, progress))
+            result, signum = run(_profile_until_signalled(settings, progress, lambda text: errors.print(text)))
         except RunFailed as failure:
             assert isinstance(failure.result, ProfileResult)
             _write(failure.result, files, errors)
             raise
-        progress.finished(result)
-    status = _exit_status(result, _write(result, files, errors), signum)
+        if report is None:
+            progress.finished(result)
+        else:
+            status = report.finished(result)
+    written = _write(result, files, errors)
+    if report is None or signum is not None or not written:
+        status = _exit_status(result, written, signum)
     if signum is not None:  # stopped: what was measured is written; exit now, not after the interpreter's cleanup
         _exit_at_once(status)  # (a large input file, abandoned mid-load, would hold it up for seconds)
     return status
@@ -549,6 +832,22 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
     return EXIT_SUCCESS
 
 
+def perf_analyzer(argv: Sequence[str] | None = None) -> int:
+    """perf_analyzer's command line over loadgen (`loadgen perf-analyzer`, the `perf-analyzer` command): its
+    defaults, console report, CSV and exit codes (99 for every error but perf_analyzer's 2 and 3)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = make_console()
+    errors = make_console(stderr=True)
+    try:
+        return _profile(argv, console, errors, perf_analyzer=True)
+    except LoadgenError as error:
+        errors.print(f"error: {error}", soft_wrap=True)
+        return EXIT_OTHER
+    except KeyboardInterrupt:
+        errors.print("interrupted")
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m loadgen`; returns perf_analyzer's exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -561,6 +860,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(argv[1:], console, errors)
         if argv[:1] == ["merge"]:
             return _merge(argv[1:], console, errors)
+        if argv[:1] == ["perf-analyzer"]:
+            return perf_analyzer(argv[1:])
         return _profile(argv, console, errors)
     except LoadgenError as error:
         errors.print(f"error: {error}", soft_wrap=True)
@@ -570,4 +871,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["main", "merge_parser", "profile_parser", "serve_parser", "settings_from", "tune_parser"]
+__all__ = [
+    "main",
+    "merge_parser",
+    "perf_analyzer",
+    "profile_parser",
+    "serve_parser",
+    "settings_from",
+    "tune_parser",
+]

@@ -155,17 +155,9 @@ def _saturated(server_behind: bool, sent_late: bool, loop_busy: float) -> str | 
     return "client" if loop_busy >= CLIENT_BUSY_SHARE else "machine"
 
 
-def over_threshold(level: LevelResult, rule: LevelRule) -> bool:
-    """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
-    if rule.latency_threshold_ms is None:
-        return False
-    latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
-    return latency > rule.latency_threshold_ms * 1000
-
-
 def ends_sweep(level: LevelResult, rule: LevelRule) -> bool:
     """perf_analyzer's rule: a sweep ends after an unstable level or the first one over the latency threshold."""
-    return not level.stable or over_threshold(level, rule)
+    return not level.stable or rule.over_threshold(level)
 
 
 def outcome(levels: Sequence[LevelResult]) -> tuple[str, str]:

@@ -38,6 +38,7 @@ SEQUENCE_END_TIMEOUT_S = 5.0
 TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epoll, libuv)
 HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
 HANDOFF_MAX_NS = 500_000
+COUNT_WINDOW_MIN_S = 1.0
 
 
 def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:
@@ -387,8 +388,10 @@ class Generator(Protocol):
 
 async def next_window(generator: Generator, windows: Windows, deadline_ns: int | None = None) -> Window:
     """The next window by the run's rule, for any generator: at `deadline_ns` (a logged run's wall-clock grid),
-    once its count of requests completed (count windows), or after the measurement interval."""
+    once its count of requests completed and a second passed (count windows), or after the measurement interval."""
     if deadline_ns is None and windows.count is not None:
+        if not windows.single:  # perf_analyzer's count windows: at least the count, and at least a second
+            await asyncio.sleep(COUNT_WINDOW_MIN_S)
         return await generator.fill(windows.count, windows.timeout_s)
     if deadline_ns is None:
         deadline_ns = time.perf_counter_ns() + windows.interval_ms * 1_000_000

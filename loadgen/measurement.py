@@ -355,6 +355,7 @@ class WindowSummary:
     throughput: float
     latency_us: float  # what stability compares: the average, or the --percentile
     avg_latency_us: float
+    stddev_us: float
     p99_us: int
     service_p99_us: int | None
     send_rate: float | None
@@ -366,12 +367,13 @@ class WindowSummary:
 def summarize(window: Window, batch_size: int = 1, percentile: int | None = None) -> WindowSummary:
     """One window's figures; percentiles are read once here, never per request."""
     histogram = window.histogram
-    avg, _ = mean_and_stddev(histogram)
+    avg, stddev = mean_and_stddev(histogram)
     duration = window.duration_s
     return WindowSummary(
         throughput=throughput(window.request_count, batch_size, duration),
         latency_us=histogram.get_value_at_percentile(percentile) if percentile else avg,
         avg_latency_us=avg,
+        stddev_us=stddev,
         p99_us=histogram.get_value_at_percentile(99),
         service_p99_us=window.service.get_value_at_percentile(99) if window.service else None,
         send_rate=window.sent / duration if window.lag is not None and duration > 0 else None,

@@ -14,10 +14,14 @@ import statistics
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from loadgen.errors import OptionError
-from loadgen.settings import MAX_CONCURRENCY, Mode, Settings, parse_shard
+from loadgen.settings import MAX_CONCURRENCY, Mode, Settings, parse_range, parse_rate_range, parse_shard
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult
 
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 
@@ -78,6 +82,13 @@ class LevelRule:
     stability_percentage: float
     latency_threshold_ms: float | None
     single: bool
+
+    def over_threshold(self, level: LevelResult) -> bool:
+        """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
+        if self.latency_threshold_ms is None:
+            return False
+        latency = level.percentile_us if level.percentile_us is not None else level.latency_us.avg
+        return latency > self.latency_threshold_ms * 1000
 
 
 @dataclass(frozen=True)
@@ -142,11 +153,13 @@ def plan(settings: Settings) -> RunPlan:
     if intervals is not None:
         loads: tuple[Load, ...] = (Load(rate=1e6 / statistics.fmean(intervals)),)
     elif settings.request_rate_range is not None:
-        assert isinstance(settings.request_rate_range, tuple)
-        loads = tuple(Load(rate=rate) for rate in settings.request_rate_range)
+        rates = settings.request_rate_range
+        assert isinstance(rates, (str, tuple))  # text when its END is open, else the rates
+        loads = tuple(Load(rate=rate) for rate in (parse_rate_range(rates) if isinstance(rates, str) else rates))
     else:
-        assert isinstance(settings.concurrency_range, tuple)
-        loads = tuple(Load(concurrency=c) for c in settings.concurrency_range)
+        levels = settings.concurrency_range
+        assert isinstance(levels, (str, tuple))
+        loads = tuple(Load(concurrency=c) for c in (parse_range(levels) if isinstance(levels, str) else levels))
     single = settings.request_count > 0
     count = settings.request_count or (
         settings.measurement_request_count if settings.measurement_mode == "count_windows" else None
@@ -158,17 +171,22 @@ def plan(settings: Settings) -> RunPlan:
         mode=settings.mode,
         loads=loads,
         windows=Windows(settings.measurement_interval, count, 1 if single else settings.max_trials, single),
-        rule=LevelRule(
-            settings.batch_size,
-            settings.percentile,
-            settings.stability_percentage,
-            settings.latency_threshold,
-            single,
-        ),
+        rule=level_rule(settings),
         shard=Shard(index, shards),
         sequence_ids=sequence_ids(settings.sequence_id_range),
         intervals_us=intervals,
-        server_cores=os.cpu_count() if _loopback(settings.url) else None,
+        server_cores=os.cpu_count() if _loopback(settings.address) else None,
+    )
+
+
+def level_rule(settings: Settings) -> LevelRule:
+    """How the settings turn a level's windows into its figures."""
+    return LevelRule(
+        settings.batch_size,
+        settings.percentile,
+        settings.stability_percentage,
+        settings.latency_threshold,
+        settings.request_count > 0,
     )
 
 

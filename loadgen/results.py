@@ -13,10 +13,10 @@ import dacite
 from loadgen.analysis import Bottleneck, Diagnosis
 from loadgen.errors import LoadgenError
 from loadgen.measurement import LatencyStats, WindowSummary
-from loadgen.plan import LevelRule, Windows
+from loadgen.plan import LevelRule, Load, Windows, level_rule
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import ServerFigures
-from loadgen.settings import Mode
+from loadgen.settings import Mode, Settings
 
 if TYPE_CHECKING:
     import pandas
@@ -42,6 +42,9 @@ class RunDescription:
     inputs: tuple[InputDescription, ...]
     windows: Windows
     rule: LevelRule
+    loads: tuple[Load, ...] = ()
+    decoupled: bool = False  # the model may answer a request with several responses (over a stream)
+    sequence: bool = False  # a stateful model: requests carry correlation IDs
 
     @property
     def closed_loop(self) -> bool:
@@ -92,6 +95,8 @@ class LevelResult:
     first_response_latency_us: LatencyStats | None = None  # streaming: to each request's first response
     response_throughput: float | None = None  # streaming: responses per second
     responses_per_request: float | None = None  # streaming
+    client_send_us: float = 0.0  # per request: loadgen's time to hand the request to the connection
+    client_recv_us: float = 0.0  # per request: from the response's arrival to its completion in loadgen
 
     @property
     def load(self) -> float:
@@ -157,6 +162,12 @@ class ProfileResult:
     def stable(self) -> bool:
         """True when every level reached a stable measurement."""
         return all(level.stable for level in self.levels)
+
+    @property
+    def reported(self) -> list[LevelResult]:
+        """The levels perf_analyzer reports (prints, and writes to its CSV): complete, stable and under -l."""
+        rule = level_rule(Settings.from_dict(self.settings))
+        return [level for level in self.levels if level.complete and level.stable and not rule.over_threshold(level)]
 
     @property
     def bottleneck(self) -> Bottleneck | None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from loadgen.errors import OptionError
 
-Mode = Literal["concurrency", "request_rate", "request_intervals"]
+Mode = Literal["concurrency", "request_rate", "request_intervals", "periodic_concurrency", "fixed_schedule"]
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}  # Triton's default ports
 PROTOCOLS = ("grpc", "http")
 SHARED_MEMORY = ("none", "system", "cuda")
@@ -97,7 +97,8 @@ def _normalised(name: str, annotation: str, value: Any) -> Any:
 
 
 def _range(text: str, option: str, number: type[float], what: str) -> tuple[float, float, float]:
-    """START, END and STEP of perf_analyzer's `START[:END[:STEP]]` (END defaults to START, STEP to 1)."""
+    """START, END and STEP of perf_analyzer's `START[:END[:STEP]]` (END defaults to START, STEP to 1; an END of 0
+    is open: the sweep steps on until a level goes over --latency-threshold)."""
     parts = text.split(":")
     if not 1 <= len(parts) <= 3:
         raise OptionError(f"{option} {text!r}: expected START[:END[:STEP]]")
@@ -110,24 +111,57 @@ def _range(text: str, option: str, number: type[float], what: str) -> tuple[floa
     step = numbers[2] if len(numbers) > 2 else 1
     if not all(math.isfinite(n) for n in numbers) or start <= 0 or step <= 0:
         raise OptionError(f"{option} {text!r}: START and STEP must be {'at least 1' if number is int else 'above 0'}")
-    if end < start:
-        raise OptionError(f"{option} {text!r}: END must not be below START")
-    if math.floor((end - start) / step + 1e-9) + 1 > MAX_LEVELS:
+    if end != OPEN_END and end < start:
+        raise OptionError(f"{option} {text!r}: END must not be below START (or 0: until --latency-threshold)")
+    if end != OPEN_END and math.floor((end - start) / step + 1e-9) + 1 > MAX_LEVELS:
         raise OptionError(f"{option} {text!r}: more than {MAX_LEVELS} levels; use a larger STEP")
     return start, end, step
 
 
 def parse_range(text: str, option: str = "--concurrency-range") -> tuple[int, ...]:
-    """Parse perf_analyzer's `START[:END[:STEP]]` into the concurrency levels it names."""
+    """Parse perf_analyzer's `START[:END[:STEP]]` into the concurrency levels it names (an open END: as many
+    levels as one process holds, up to MAX_LEVELS)."""
     start, end, step = _range(text, option, int, "whole numbers")
+    if end == OPEN_END:
+        end = min(start + (MAX_LEVELS - 1) * step, MAX_CONCURRENCY)
     return tuple(range(int(start), int(end) + 1, int(step)))
 
 
 def parse_rate_range(text: str) -> tuple[float, ...]:
-    """Parse `--request-rate-range START[:END[:STEP]]` (requests per second, floats)."""
+    """Parse `--request-rate-range START[:END[:STEP]]` (requests per second, floats; an open END: MAX_LEVELS)."""
     start, end, step = _range(text, "--request-rate-range", float, "numbers")
-    count = math.floor((end - start) / step + 1e-9) + 1
+    count = MAX_LEVELS if end == OPEN_END else math.floor((end - start) / step + 1e-9) + 1
     return tuple(round(start + i * step, 9) for i in range(count))
+
+
+def is_open_range(text: object) -> bool:
+    """Whether a range given as text has an END of 0 (open: it ends at --latency-threshold)."""
+    parts = text.split(":") if isinstance(text, str) else []
+    try:
+        return len(parts) >= 2 and float(parts[1]) == OPEN_END
+    except ValueError:
+        return False
+
+
+def parse_periodic_range(text: str) -> tuple[int, int, int]:
+    """Parse `--periodic-concurrency-range START:END[:STEP]`: streams from START to END, STEP more at a time."""
+    parts = text.split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        numbers = []
+    if not 2 <= len(numbers) <= 3:
+        raise OptionError(f"--periodic-concurrency-range {text!r}: expected START:END[:STEP], whole numbers")
+    start, end = numbers[0], numbers[1]
+    step = numbers[2] if len(numbers) == 3 else 1
+    if start < 1 or step < 1 or end < start or (end - start) % step:
+        raise OptionError(
+            f"--periodic-concurrency-range {text!r}: needs START >= 1, STEP >= 1, END >= START, and STEP dividing "
+            "END - START"
+        )
+    if end > MAX_CONCURRENCY:
+        raise OptionError(f"--periodic-concurrency-range {text!r}: at most {MAX_CONCURRENCY} requests in flight")
+    return start, end, step
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -193,6 +227,49 @@ def parse_input_range(text: str) -> tuple[str, tuple[float, float]]:
     except ValueError:
         raise OptionError(f"--input-range {text!r}: MIN and MAX must be numbers") from None
     return name, (low, high)
+
+
+def parse_request_parameter(text: str) -> tuple[str, str | int | bool]:
+    """Parse perf_analyzer's `--request-parameter NAME:VALUE:TYPE` (TYPE bool, int or string)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[0]:
+        raise OptionError(f"--request-parameter {text!r}: expected NAME:VALUE:TYPE, TYPE bool, int or string")
+    return parts[0], _parameter(parts[0], parts[1], parts[2].lower())
+
+
+def _parameter(name: str, value: object, kind: str) -> str | int | bool:
+    """A request parameter's value as its type says."""
+    shown = f"--request-parameter {name}:{value}:{kind}"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() not in ("true", "false"):
+            raise OptionError(f"{shown}: a bool is true or false")
+        return str(value).lower() == "true"
+    if kind == "int":
+        try:
+            return _whole("request_parameter", value) if not isinstance(value, str) else int(value)
+        except ValueError:
+            raise OptionError(f"{shown}: not a whole number") from None
+    if kind == "string":
+        return _text("request_parameter", value)
+    raise OptionError(f"{shown}: TYPE is bool, int or string")
+
+
+def _parameters(value: object) -> dict[str, str | int | bool]:
+    if isinstance(value, Mapping):
+        parameters = {}
+        for name, item in value.items():
+            kind = "bool" if isinstance(item, bool) else "int" if isinstance(item, int) else "string"
+            parameters[_text("request_parameter", name)] = _parameter(name, item, kind)
+        return parameters
+    return dict(_pairs("request_parameter", value, parse_request_parameter))
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """The scheme (http, https, or "" when none is given) and the HOST:PORT of -u."""
+    scheme, sep, address = url.partition("://")
+    return (scheme.lower(), address) if sep else ("", url)
 
 
 def _is_host_port(url: str) -> bool:
@@ -276,11 +353,23 @@ def _levels(value: object) -> tuple[int, ...]:
     return levels
 
 
-LOAD_FIELDS = ("concurrency_range", "request_rate_range", "request_intervals")
+LOAD_FIELDS = {  # the fields that choose a load mode, each with its off value and its flag
+    "concurrency_range": (None, "--concurrency-range"),
+    "request_rate_range": (None, "--request-rate-range"),
+    "request_intervals": (None, "--request-intervals"),
+    "periodic_concurrency_range": (None, "--periodic-concurrency-range"),
+    "fixed_schedule": (False, "--fixed-schedule"),
+}
 # Short names the library and the command line accept for these fields (`--concurrency` is `--concurrency-range`).
 ALIASES = {"model": "model_name", "concurrency": "concurrency_range", "request_rate": "request_rate_range"}
 DISTRIBUTIONS = ("constant", "poisson")
 MEASUREMENT_MODES = ("time_windows", "count_windows")
+TENSOR_FORMATS = ("binary", "json")
+COMPRESSION_ALGORITHMS = ("none", "gzip", "deflate")
+KEY_TYPES = ("PEM", "DER")
+TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
+PARAMETER_TYPES = ("bool", "int", "string")
+OPEN_END = 0  # a range END of 0: step on until a level goes over --latency-threshold
 
 
 @dataclass(frozen=True)
@@ -289,13 +378,15 @@ class Settings:
 
     model_name: str | None = None
     model_version: str = ""
-    url: str = ""  # empty: Triton's default port for the protocol
+    url: str = ""  # empty: Triton's default port for the protocol; HTTP takes https://HOST:PORT too
     protocol: str = "grpc"
     concurrency_range: str | int | Sequence[int] | None = None
     request_rate_range: str | float | Sequence[float] | None = None
     request_distribution: str = "constant"
     request_intervals: str | None = None
     max_in_flight: int = 1024
+    sync: bool = False  # open loop: at most max_threads requests in flight, as perf_analyzer's synchronous threads
+    max_threads: int | None = None  # perf_analyzer's threads; here the open loop's in-flight cap with sync
     workers: int = 1
     request_timeout: float | None = None
     max_error_rate: float = 0.1
@@ -303,7 +394,18 @@ class Settings:
     ssl_grpc_root_certifications_file: str | None = None
     ssl_grpc_private_key_file: str | None = None
     ssl_grpc_certificate_chain_file: str | None = None
+    ssl_https_verify_peer: int = 1
+    ssl_https_verify_host: int = 2
+    ssl_https_ca_certificates_file: str | None = None
+    ssl_https_client_certificate_file: str | None = None
+    ssl_https_client_certificate_type: str = "PEM"
+    ssl_https_private_key_file: str | None = None
+    ssl_https_private_key_type: str = "PEM"
     header: Mapping[str, str] = field(default_factory=dict)
+    request_parameter: Mapping[str, str | int | bool] = field(default_factory=dict)
+    grpc_compression_algorithm: str = "none"
+    input_tensor_format: str = "binary"  # HTTP: binary tensors, or JSON
+    output_tensor_format: str = "binary"
     input_data: str | Sequence[str] = "random"
     shape: Mapping[str, Sequence[int]] = field(default_factory=dict)
     input_range: Mapping[str, Sequence[float]] = field(default_factory=dict)
@@ -329,6 +431,14 @@ class Settings:
     percentile: int | None = None
     latency_threshold: float | None = None
     binary_search: bool = False
+    periodic_concurrency_range: str | None = None  # START:END:STEP streams, raised every request_period responses
+    request_period: int = 10
+    fixed_schedule: bool = False  # send each JSON entry once, at its "timestamp" (ms from the start)
+    trace_level: Sequence[str] = ()  # the server's trace settings for the run (restored after it)
+    trace_rate: int | None = None
+    trace_count: int | None = None
+    log_frequency: int | None = None
+    record_requests: int = 0  # keep each request's timestamps (and outputs) for a profile export, up to this many
     shard: str | None = None  # "i/K": this run's part of a load split over K processes or machines
     start_at: float | None = None  # UNIX time at which every shard starts, so that their windows align
     hdr_log: str | None = None  # directory for this run's window log, merged later by `loadgen merge`
@@ -343,22 +453,28 @@ class Settings:
         for item in fields(self):
             assert isinstance(item.type, str)  # annotations are strings (from __future__ import annotations)
             object.__setattr__(self, item.name, _normalised(item.name, item.type, getattr(self, item.name)))
-        given = [
-            name
-            for name, value in (
-                ("--concurrency-range", self.concurrency_range),
-                ("--request-rate-range", self.request_rate_range),
-                ("--request-intervals", self.request_intervals),
-            )
-            if value is not None
-        ]
+        given = [option for name, (off, option) in LOAD_FIELDS.items() if getattr(self, name) != off]
         if len(given) > 1:
             raise OptionError(f"{' and '.join(given)} cannot be combined: choose one load mode")
-        if self.request_rate_range is not None:
+        open_end = is_open_range(self.concurrency_range) or is_open_range(self.request_rate_range)
+        if open_end and self.latency_threshold in (None, 0):
+            raise OptionError(
+                "a range END of 0 steps on until a level goes over --latency-threshold: give -l (in ms) too"
+            )
+        # an open range stays text (its levels are many, and only the sweep finds its end); the others become levels
+        if open_end:  # checked here; text either way
+            if isinstance(self.concurrency_range, str):
+                parse_range(self.concurrency_range)
+            else:
+                parse_rate_range(str(self.request_rate_range))
+        elif self.request_rate_range is not None:
             object.__setattr__(self, "request_rate_range", _rates(self.request_rate_range))
-        elif self.request_intervals is None:
-            levels = 1 if self.concurrency_range is None else self.concurrency_range
-            object.__setattr__(self, "concurrency_range", _levels(levels))
+        elif not given:
+            object.__setattr__(self, "concurrency_range", _levels(1))
+        elif self.concurrency_range is not None:
+            object.__setattr__(self, "concurrency_range", _levels(self.concurrency_range))
+        if self.periodic_concurrency_range is not None:
+            parse_periodic_range(self.periodic_concurrency_range)
         object.__setattr__(self, "shape", _shapes(self.shape))
         object.__setattr__(self, "input_range", _bounds(self.input_range))
         object.__setattr__(self, "output", _strings("output", self.output))
@@ -367,6 +483,13 @@ class Settings:
         sources = _strings("input_data", self.input_data)
         object.__setattr__(self, "input_data", sources[0] if len(sources) == 1 else sources)
         object.__setattr__(self, "header", _headers(self.header))
+        object.__setattr__(self, "request_parameter", _parameters(self.request_parameter))
+        levels = tuple(level.upper() for level in _strings("trace_level", self.trace_level))
+        object.__setattr__(self, "trace_level", levels)
+        for name in ("grpc_compression_algorithm", "input_tensor_format", "output_tensor_format"):
+            object.__setattr__(self, name, getattr(self, name).strip().lower())
+        if self.latency_threshold == 0:  # perf_analyzer's "no limit"
+            object.__setattr__(self, "latency_threshold", None)
         object.__setattr__(self, "protocol", self.protocol.strip().lower())
         if self.protocol not in PROTOCOLS:
             raise OptionError(f"-i {self.protocol!r}: choose grpc or http")
@@ -390,13 +513,98 @@ class Settings:
             ),
             (
                 not self.ssl_grpc_use_ssl or self.protocol == "grpc",
-                "--ssl-grpc-use-ssl applies to -i grpc (loadgen has no HTTPS client)",
+                "--ssl-grpc-use-ssl applies to -i grpc (for HTTPS: -i http -u https://HOST:PORT)",
             ),
             (
-                "://" not in self.url,
-                f"-u {self.url}: give host:port without a scheme (the protocol is chosen with -i grpc|http)",
+                split_url(self.url)[0] in (("", "http", "https") if self.protocol == "http" else ("",)),
+                f"-u {self.url}: give HOST:PORT"
+                + (", or http:// or https:// before it" if self.protocol == "http" else " without a scheme (gRPC)"),
             ),
-            (_is_host_port(self.url), f"-u {self.url}: expected HOST:PORT, with the port a number from 1 to 65535"),
+            (
+                _is_host_port(split_url(self.url)[1]),
+                f"-u {self.url}: expected HOST:PORT, with the port a number from 1 to 65535",
+            ),
+            (
+                not self.sync or not self.streaming,
+                "--sync cannot be used with --streaming: a stream is asynchronous (perf_analyzer: can not use "
+                "streaming with synchronous API)",
+            ),
+            (
+                self.max_threads is None or self.max_threads >= 1,
+                f"--max-threads {self.max_threads}: must be at least 1",
+            ),
+            (
+                self.grpc_compression_algorithm in COMPRESSION_ALGORITHMS,
+                f"--grpc-compression-algorithm {self.grpc_compression_algorithm!r}: choose none, gzip or deflate",
+            ),
+            (
+                self.grpc_compression_algorithm == "none" or self.protocol == "grpc",
+                "--grpc-compression-algorithm applies to -i grpc",
+            ),
+            *(
+                (
+                    getattr(self, name) in TENSOR_FORMATS,
+                    f"{flag(name)} {getattr(self, name)!r}: choose binary or json",
+                )
+                for name in ("input_tensor_format", "output_tensor_format")
+            ),
+            (
+                self.protocol == "http" or (self.input_tensor_format, self.output_tensor_format) == ("binary",) * 2,
+                "--input-tensor-format and --output-tensor-format apply to -i http (gRPC tensors are always binary)",
+            ),
+            (
+                self.shared_memory == "none" or self.input_tensor_format == "binary",
+                "--input-tensor-format json cannot be used with --shared-memory (the inputs are not in the request)",
+            ),
+            (self.ssl_https_verify_peer in (0, 1), f"--ssl-https-verify-peer {self.ssl_https_verify_peer}: 0 or 1"),
+            (
+                self.ssl_https_verify_host in (0, 1, 2),
+                f"--ssl-https-verify-host {self.ssl_https_verify_host}: 0, 1 or 2",
+            ),
+            *(
+                (getattr(self, name) in KEY_TYPES, f"{flag(name)} {getattr(self, name)!r}: choose PEM or DER")
+                for name in ("ssl_https_client_certificate_type", "ssl_https_private_key_type")
+            ),
+            (
+                not self.https_files or split_url(self.url)[0] == "https",
+                f"{flag(self.https_files[0]) if self.https_files else ''} needs an HTTPS URL: -i http -u https://HOST:PORT",
+            ),
+            (
+                (self.ssl_https_client_certificate_file is None) == (self.ssl_https_private_key_file is None),
+                "--ssl-https-client-certificate-file and --ssl-https-private-key-file go together (the client identity)",
+            ),
+            (
+                all(level in TRACE_LEVELS for level in self.trace_level),
+                f"--trace-level {','.join(self.trace_level)}: choose OFF, TIMESTAMPS or TENSORS",
+            ),
+            (self.trace_rate is None or self.trace_rate >= 1, f"--trace-rate {self.trace_rate}: must be at least 1"),
+            (
+                self.trace_count is None or self.trace_count >= -1,
+                f"--trace-count {self.trace_count}: must be -1 (no limit) or more",
+            ),
+            (
+                self.log_frequency is None or self.log_frequency >= 0,
+                f"--log-frequency {self.log_frequency}: must not be negative",
+            ),
+            (self.request_period >= 1, f"--request-period {self.request_period}: must be at least 1"),
+            (
+                self.mode != "periodic_concurrency" or self.streaming,
+                "--periodic-concurrency-range needs --streaming (it counts each stream's responses)",
+            ),
+            (
+                self.mode != "periodic_concurrency" or self.record_requests > 0,
+                "--periodic-concurrency-range reports through --profile-export-file (it measures no windows)",
+            ),
+            (
+                not self.fixed_schedule or self.request_count == 0,
+                "--fixed-schedule sends each entry of the --input-data JSON once: not with --request-count",
+            ),
+            (self.record_requests >= 0, f"--profile-export-limit {self.record_requests}: must not be negative"),
+            (
+                not self.binary_search
+                or not (is_open_range(self.concurrency_range) or is_open_range(self.request_rate_range)),
+                "--binary-search needs a range with an END (not 0)",
+            ),
             (
                 self.shared_memory != "cuda",
                 "--shared-memory cuda: loadgen has no CUDA path (it runs on CPU hosts); use system or none",
@@ -456,7 +664,7 @@ class Settings:
             ),
             (
                 self.latency_threshold is None or self.latency_threshold > 0,
-                f"--latency-threshold {self.latency_threshold}: must be above 0 ms",
+                f"--latency-threshold {self.latency_threshold}: must not be negative (0: no limit)",
             ),
             (
                 not self.binary_search or self.latency_threshold is not None,
@@ -491,12 +699,35 @@ class Settings:
 
     @property
     def mode(self) -> Mode:
-        """concurrency, request_rate or request_intervals: which load field is set."""
+        """Which load field is set: concurrency (the default), request_rate, request_intervals,
+        periodic_concurrency or fixed_schedule."""
         if self.request_rate_range is not None:
             return "request_rate"
         if self.request_intervals is not None:
             return "request_intervals"
+        if self.periodic_concurrency_range is not None:
+            return "periodic_concurrency"
+        if self.fixed_schedule:
+            return "fixed_schedule"
         return "concurrency"
+
+    @property
+    def https_files(self) -> list[str]:
+        """The --ssl-https-* file fields that are set."""
+        return [
+            name
+            for name in (
+                "ssl_https_ca_certificates_file",
+                "ssl_https_client_certificate_file",
+                "ssl_https_private_key_file",
+            )
+            if getattr(self, name) is not None
+        ]
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT of the server (-u without its scheme)."""
+        return split_url(self.url)[1]
 
     @property
     def input_sources(self) -> tuple[str, ...]:
@@ -541,5 +772,5 @@ def make_settings(base: Settings | None = None, **options: Any) -> Settings:
     if "protocol" in given and "url" not in given and base.url == DEFAULT_URLS[base.protocol]:
         given["url"] = ""  # the new protocol's default port
     if any(name in given for name in LOAD_FIELDS):
-        given = {name: None for name in LOAD_FIELDS} | given
+        given = {name: off for name, (off, _) in LOAD_FIELDS.items()} | given
     return replace(base, **given)

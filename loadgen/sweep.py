@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 from loadgen.analysis import Reference
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
-from loadgen.levels import Level, ends_sweep, outcome, over_threshold
+from loadgen.levels import Level, ends_sweep, outcome
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
 from loadgen.plan import Load, RunPlan, plan
@@ -138,7 +138,15 @@ class _Session:
             return self._result((), (), "interrupted", "interrupted before measuring")
         self.model = info.name
         description = RunDescription(
-            info.name, self.settings.url, self.run.mode, inputs, self.run.windows, self.run.rule
+            info.name,
+            self.settings.url,
+            self.run.mode,
+            inputs,
+            self.run.windows,
+            self.run.rule,
+            self.run.loads,
+            info.is_decoupled,
+            info.is_sequence,
         )
         if self.progress:
             self.progress.started(description)
@@ -341,7 +349,7 @@ class _Sweep:
             if self.log:
                 self.grid_ns = await _wait_for_start(self.settings.start_at)
             if self.settings.binary_search:
-                await binary_search(self.run.loads, self.measure, lambda level: over_threshold(level, rule))
+                await binary_search(self.run.loads, self.measure, rule.over_threshold)
             else:
                 # the shards of a logged run all measure every level; the merge applies the rule to the whole
                 ends: Judge = _never if self.log else lambda level: ends_sweep(level, rule)
@@ -363,7 +371,7 @@ class _Sweep:
         settings = self.settings
         models = {step.model for step in self.tree.models()}
         return await MetricsCollector(
-            metrics_url(settings.url, settings.metrics_url),
+            metrics_url(settings.address, settings.metrics_url),
             settings.metrics_interval,
             models=models,
             notify=self.session._note,

@@ -37,6 +37,8 @@ def test_every_setting_is_a_flag_with_the_same_default() -> None:
             "output",
             "input_data",
             "bls_composing_models",
+            "request_parameter",
+            "trace_level",
             "concurrency_range",
             "url",  # empty on both sides: the protocol's default port
         ):

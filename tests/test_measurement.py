@@ -19,7 +19,7 @@ from loadgen.measurement import (
 
 
 def _summary(throughput: float, latency: float) -> WindowSummary:
-    return WindowSummary(throughput, latency, latency, int(latency), None, None, 100, 0, 0.0)
+    return WindowSummary(throughput, latency, latency, 0.0, int(latency), None, None, 100, 0, 0.0)
 
 
 def test_stable_needs_three_windows_within_the_percentage() -> None:

@@ -78,7 +78,7 @@ def test_one_load_mode_at_a_time() -> None:
         ({"request_distribution": "uniform"}, "constant or poisson"),
         ({"measurement_mode": "windows"}, "time_windows or count_windows"),
         ({"percentile": 100}, "between 1 and 99"),
-        ({"latency_threshold": 0}, "above 0"),
+        ({"latency_threshold": -1}, "must not be negative"),
         ({"max_in_flight": 0}, "at least 1"),
         ({"request_intervals": "/nonexistent/gaps.txt"}, "cannot read"),
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from loadgen.levels import ends_sweep, over_threshold
+from loadgen.levels import ends_sweep
 from loadgen.measurement import LatencyStats
 from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult
@@ -32,7 +32,7 @@ def _rule(threshold_ms: float) -> LevelRule:
 
 
 def _over(threshold_ms: float) -> object:
-    return lambda level: over_threshold(level, _rule(threshold_ms))
+    return _rule(threshold_ms).over_threshold
 
 
 def _ends(threshold_ms: float) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -13,10 +14,10 @@ from typing import TYPE_CHECKING
 
 from loadgen.errors import LoadgenError
 from loadgen.outputs import check_file, write_file
+from loadgen.server.statistics import ServerFigures, StepTimes
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult, ProfileResult
-    from loadgen.server.statistics import ServerFigures
 
 
 def write_json(result: ProfileResult, path: str | os.PathLike[str]) -> None:
@@ -24,21 +25,14 @@ def write_json(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     write_file(path, json.dumps(result.to_dict(), indent=2) + "\n")
 
 
-_CSV_SERVER = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv")
-_CSV_PERCENTILES = ("p50 latency", "p90 latency", "p95 latency", "p99 latency")
-
-
-def _client_columns(closed_loop: bool) -> tuple[str, ...]:
-    first = "Concurrency" if closed_loop else "Request Rate"
-    return (first, "Inferences/Second", "Client Send", "Network+Server Send/Recv")
-
-
-def _server_cells(server: ServerFigures | None) -> list[float]:
-    if server is None:
-        return [0, 0, 0, 0]
-    return [
-        round(v) for v in (server.queue_us, server.compute_input_us, server.compute_infer_us, server.compute_output_us)
-    ]
+_SERVER_COLUMNS = (
+    "Network+Server Send/Recv",
+    "Server Queue",
+    "Server Compute Input",
+    "Server Compute Infer",
+    "Server Compute Output",
+)
+_CACHE_COLUMNS = ("Server Cache Hit", "Server Cache Miss")
 
 
 def level_status(level: LevelResult) -> str:
@@ -48,7 +42,7 @@ def level_status(level: LevelResult) -> str:
     return "stable" if level.stable else "unstable"
 
 
-def _csv_text(header: tuple[str, ...], rows: Sequence[Sequence[float | str]]) -> str:
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -56,41 +50,90 @@ def _csv_text(header: tuple[str, ...], rows: Sequence[Sequence[float | str]]) ->
     return buffer.getvalue()
 
 
-def write_csv(result: ProfileResult, path: str | os.PathLike[str]) -> list[Path]:
-    """perf_analyzer's latency report: one row per level, plus `<model>_v<version>.<name>` per composing model.
+def _own(server: ServerFigures) -> StepTimes:
+    """A model's own queue and compute times (an ensemble's own, not its steps' sums), as perf_analyzer writes them."""
+    return server.own or StepTimes(
+        server.queue_us, server.compute_input_us, server.compute_infer_us, server.compute_output_us
+    )
 
-    loadgen serialises requests before the run and does not decode responses, so Client Send and Client Recv
-    are 0; Network+Server Send/Recv is the client's average latency minus the server's queue and compute time.
-    The composing models' files sit beside the main file (perf_analyzer puts them in the working directory). A last
-    column, Status, says whether a row is stable, unstable or partial (perf_analyzer writes stable rows only).
+
+def _server_cells(server: ServerFigures | None, cache: bool, wait_us: int) -> list[int]:
+    """Network+Server Send/Recv (what the wait leaves beyond the server's queue and compute), then the server's own
+    queue and compute times (and cache times), in whole microseconds."""
+    if server is None:
+        return [0] * (7 if cache else 5)
+    own = _own(server)
+    times = [int(t) for t in (own.queue_us, own.compute_input_us, own.compute_infer_us, own.compute_output_us)]
+    if cache:
+        times += [int(server.cache_hit_us), int(server.cache_miss_us)]
+    return [max(wait_us - sum(times), 0), *times]
+
+
+def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer: bool = False) -> list[Path]:
+    """perf_analyzer's latency report, column for column: one row per level in order of throughput, plus
+    `<model>_v<version>.<name>` beside it for each model an ensemble (or BLS model) calls directly.
+
+    Times are whole microseconds. Client Send and Client Recv are loadgen's own: the time to hand a request to the
+    connection, and from a response's arrival to its completion. With `perf_analyzer`, only perf_analyzer's
+    reported levels are written (stable, under -l), and no file when there is none; otherwise every level, and a
+    last column, Status, says whether a row is stable, unstable or partial.
     """
+    from loadgen.reports.perf_analyzer import number, percentiles
+    from loadgen.server.metrics import CSV_COLUMNS, csv_cells
+
+    settings = result.settings
+    levels = sorted(result.reported if perf_analyzer else result.levels, key=lambda level: level.throughput)
     target = Path(path)
-    header = _client_columns(result.closed_loop)
-    rows: list[list[float | str]] = []
-    per_model: dict[str, list[list[float | str]]] = {}
-    for level in result.levels:
-        server = _server_cells(level.server)
-        network = max(round(level.latency_us.avg) - sum(server), 0)
-        lat = level.latency_us
-        status = level_status(level)
-        rows.append(
-            [level.load, round(level.throughput, 2), 0, network, *server, 0, lat.p50, lat.p90, lat.p95, lat.p99, status]
-        )
-        if level.server is None:
-            continue
-        for depth, step in level.server.walk():
-            if depth:
-                rate = round(step.inference_count / level.duration_s, 2) if level.duration_s else 0.0
-                per_model.setdefault(f"{step.model}_v{step.version}", []).append(
-                    [level.load, rate, 0, 0, *_server_cells(step), 0, status]
-                )
-    write_file(target, _csv_text(header + _CSV_SERVER + _CSV_PERCENTILES + ("Status",), rows))
+    if not levels:
+        return []
+    streaming = any(level.response_throughput is not None for level in levels)
+    with_server = any(level.server is not None for level in levels)
+    cache = any(level.server is not None and _cached(level.server) for level in levels)
+    verbose = bool(settings.get("verbose_csv"))
+    metrics = verbose and bool(settings.get("collect_metrics"))
+    average = verbose and levels[0].percentile is None
+    client = ["Concurrency" if result.closed_loop else "Request Rate", "Inferences/Second"]
+    client += ["Response Throughput"] if streaming else []
+    server_columns = [*_SERVER_COLUMNS, *(_CACHE_COLUMNS if cache else ())] if with_server else []
+    header = [*client, "Client Send", *server_columns, "Client Recv"]
+    header += [f"p{p} latency" for p, _ in percentiles(levels[0])]
+    header += ["Avg latency"] * average + ["request/response", "response wait"] * verbose
+    header += list(CSV_COLUMNS) * metrics + ["Status"] * (not perf_analyzer)
+    rows: list[list[object]] = []
+    per_model: dict[str, list[list[object]]] = {}
+    for level in levels:
+        send, recv, avg = int(level.client_send_us), int(level.client_recv_us), int(level.latency_us.avg)
+        load = level.concurrency if level.concurrency is not None else number(level.request_rate or 0.0)
+        row: list[object] = [load, number(level.throughput)]
+        row += [number(level.response_throughput or 0.0)] if streaming else []
+        row += [send, *(_server_cells(level.server, cache, avg - send - recv) if with_server else []), recv]
+        row += [value for _, value in percentiles(level)]
+        row += [avg] * average + [send + recv, avg - send - recv] * verbose
+        if metrics:
+            row += list(csv_cells(level.metrics)) if level.metrics is not None else [""] * len(CSV_COLUMNS)
+        rows.append(row + [level_status(level)] * (not perf_analyzer))
+        top = level.server
+        for step in top.composing if top is not None else ():
+            share = step.request_count / top.request_count if top is not None and top.request_count else 0.0
+            step_wait = int(step.request_us)
+            cells = _server_cells(step, cache, step_wait)
+            step_row: list[object] = [load, number(level.throughput * share), 0, *cells, 0]
+            per_model.setdefault(f"{step.model}_v{step.version}", []).append(
+                step_row + [level_status(level)] * (not perf_analyzer)
+            )
+    write_file(target, _csv_text(header, rows))
     written = [target]
+    composing_header = [*client[:2], "Client Send", *server_columns, "Client Recv"] + ["Status"] * (not perf_analyzer)
     for name, model_rows in per_model.items():
         composing = target.with_name(f"{name}.{target.name}")
-        write_file(composing, _csv_text(header + _CSV_SERVER + ("Status",), model_rows))
+        write_file(composing, _csv_text(composing_header, model_rows))
         written.append(composing)
     return written
+
+
+def _cached(server: ServerFigures) -> bool:
+    """Whether the response cache is on for the model or any model it calls."""
+    return server.response_cache or any(_cached(step) for step in server.composing)
 
 
 @dataclass(frozen=True)
@@ -108,6 +151,10 @@ def _html(result: ProfileResult, path: str) -> None:
     write_html(result, path)
 
 
+def _export(result: ProfileResult, path: str) -> None:
+    raise LoadgenError("the profile export is being built")
+
+
 def _png(result: ProfileResult, path: str) -> None:
     from loadgen.reports.plot import write_png
 
@@ -115,16 +162,23 @@ def _png(result: ProfileResult, path: str) -> None:
 
 
 def report_files(
-    json_path: str | None = None, csv_path: str | None = None, html_path: str | None = None, png_path: str | None = None
+    json_path: str | None = None,
+    csv_path: str | None = None,
+    html_path: str | None = None,
+    png_path: str | None = None,
+    export_path: str | None = None,
+    perf_analyzer: bool = False,
 ) -> list[ReportFile]:
-    """The files asked for, each checked writable now (one-line OptionError), before anything is measured."""
+    """The files asked for, each checked writable now (one-line OptionError), before anything is measured; with
+    `perf_analyzer`, the CSV holds perf_analyzer's reported levels only."""
     files = [
         ReportFile(flag, path, write)
         for flag, path, write in (
             ("--json", json_path, write_json),
-            ("-f", csv_path, write_csv),
+            ("-f", csv_path, functools.partial(write_csv, perf_analyzer=perf_analyzer)),
             ("--html", html_path, _html),
             ("--plot", png_path, _png),
+            ("--profile-export-file", export_path, _export),
         )
         if path
     ]

@@ -21,6 +21,10 @@ class Counters:
     compute_input_ns: int = 0
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
+    cache_hit_count: int = 0
+    cache_hit_ns: int = 0
+    cache_miss_count: int = 0
+    cache_miss_ns: int = 0
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
@@ -49,6 +53,10 @@ def snapshot(response: service_pb2.ModelStatisticsResponse) -> Snapshot:
             compute_input_ns=infer.compute_input.ns,
             compute_infer_ns=infer.compute_infer.ns,
             compute_output_ns=infer.compute_output.ns,
+            cache_hit_count=infer.cache_hit.count,
+            cache_hit_ns=infer.cache_hit.ns,
+            cache_miss_count=infer.cache_miss.count,
+            cache_miss_ns=infer.cache_miss.ns,
         )
     return result
 
@@ -74,6 +82,7 @@ class Composition:
     dynamic_batching: bool
     steps: tuple[Composition, ...] = ()
     calls: bool = False  # a BLS model: `steps` are the models its code calls, not ensemble steps
+    response_cache: bool = False  # Triton's response cache is on for it
 
     def models(self) -> Iterator[Composition]:
         """This model and every model under it."""
@@ -114,7 +123,18 @@ async def composition(name: str, version: str, get_config: ConfigGetter, bls_mod
         dynamic_batching=config.HasField("dynamic_batching"),
         steps=tuple(steps),
         calls=bool(bls_models),
+        response_cache=config.response_cache.enable,
     )
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """A model's own average queue and compute times per request, in microseconds."""
+
+    queue_us: float
+    compute_input_us: float
+    compute_infer_us: float
+    compute_output_us: float
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,10 @@ class ServerFigures:
     dynamic_batching: bool
     composing: tuple[ServerFigures, ...] = ()
     calls: bool = False  # a BLS model: `composing` are the models its code calls, and its own instances a step
+    own: StepTimes | None = None  # an ensemble's own statistics (its queue and compute above are its steps' sums)
+    response_cache: bool = False
+    cache_hit_us: float = 0.0  # per cache hit: the lookup
+    cache_miss_us: float = 0.0  # per cache miss: the lookup and the insertion
 
     @property
     def compute_us(self) -> float:
@@ -186,6 +210,9 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
     c = stats.get((model.model, version), ZERO)
     steps = tuple(figures(step, stats) for step in model.steps)
     per_request = 1 / 1000 / c.success_count if c.success_count else 0.0
+    own = StepTimes(
+        *(ns * per_request for ns in (c.queue_ns, c.compute_input_ns, c.compute_infer_ns, c.compute_output_ns))
+    )
     if steps and not model.calls:
         queue = sum(step.queue_us for step in steps)
         c_in, c_infer, c_out = (
@@ -194,9 +221,7 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
             sum(step.compute_output_us for step in steps),
         )
     else:
-        queue, c_in, c_infer, c_out = (
-            ns * per_request for ns in (c.queue_ns, c.compute_input_ns, c.compute_infer_ns, c.compute_output_ns)
-        )
+        queue, c_in, c_infer, c_out = own.queue_us, own.compute_input_us, own.compute_infer_us, own.compute_output_us
     request = c.success_ns * per_request
     avg_batch = c.inference_count / c.execution_count if c.execution_count else 0.0
     compute_s = (c_in + c_infer + c_out) / 1e6
@@ -224,4 +249,8 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
         dynamic_batching=model.dynamic_batching,
         composing=steps,
         calls=model.calls,
+        own=own if steps and not model.calls else None,
+        response_cache=model.response_cache,
+        cache_hit_us=c.cache_hit_ns / 1000 / c.cache_hit_count if c.cache_hit_count else 0.0,
+        cache_miss_us=c.cache_miss_ns / 1000 / c.cache_miss_count if c.cache_miss_count else 0.0,
     )

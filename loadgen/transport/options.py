@@ -35,7 +35,7 @@ class ConnectionOptions:
     def from_settings(cls, settings: Settings) -> ConnectionOptions:
         """The options the settings give; the TLS files are read and checked here, before anything connects."""
         return cls(
-            url=settings.url,
+            url=settings.address,
             protocol="http" if settings.protocol == "http" else "grpc",
             tls=_tls(settings) if settings.ssl_grpc_use_ssl else None,
             headers=tuple(settings.header.items()),

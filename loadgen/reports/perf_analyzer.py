@@ -1,0 +1,299 @@
+"""perf_analyzer's console report, line for line: the settings block, one Client/Server block per stable level, the
+summary, and the messages tools look for (Model Analyzer retries on two of them). `loadgen perf-analyzer` prints it."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+from loadgen.errors import EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE
+from loadgen.measurement import WindowSummary
+from loadgen.plan import LevelRule, Load
+
+if TYPE_CHECKING:
+    from loadgen.results import LevelResult, ProfileResult, RunDescription
+    from loadgen.server.statistics import ServerFigures
+    from loadgen.settings import Settings
+
+EXIT_NO_REQUESTS = 3  # perf_analyzer's OPTION_ERROR, which it returns for a window without a valid request
+NO_REQUESTS = "No valid requests recorded within time interval. Please use a larger time window."
+UNSTABLE = "Failed to obtain stable measurement."
+PERCENTILES = (50, 90, 95, 99)
+
+
+def number(value: float) -> str:
+    """A double as C++'s `ostream <<` prints it by default: six significant digits, no trailing zeros."""
+    return f"{value:g}"
+
+
+class PerfAnalyzerReport:
+    """Receives the sweep's progress and prints it as perf_analyzer 2.51 does (stdout; warnings on stderr)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        asynchronous: bool = False,
+        verbose: bool = False,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        self.settings = settings
+        self.asked_async = asynchronous  # -a
+        self.verbose = verbose
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.rule: LevelRule | None = None
+        self._announced: Load | None = None
+        self.reported: list[LevelResult] = []  # stable levels under the threshold: the summary's and the CSV's rows
+        self.decoupled = False
+
+    def _print(self, text: str = "", err: bool = False) -> None:
+        print(text, file=self.err if err else self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        self._print(text, err=True)
+
+    def started(self, run: RunDescription) -> None:
+        """The "*** Measurement Settings ***" block."""
+        settings, windows = self.settings, run.windows
+        self.rule = run.rule
+        self.decoupled = run.decoupled
+        lines = ["*** Measurement Settings ***", f"  Batch size: {settings.batch_size}", "  Service Kind: TRITON"]
+        if settings.warmup_request_count:
+            plural = "s" if settings.warmup_request_count > 1 else ""
+            lines.append(f"  Sending {settings.warmup_request_count} warmup request{plural}")
+        if windows.single:
+            plural = "s" if (windows.count or 0) > 1 else ""
+            lines.append(f"  Sending {windows.count} benchmark request{plural}")
+        else:
+            mode = "count_windows" if windows.count is not None else "time_windows"
+            lines.append(f'  Using "{mode}" mode for stabilization')
+            metric = "throughput" if self.asynchronous(run) else "latency and throughput"
+            average = f"p{run.rule.percentile}" if run.rule.percentile else "average "
+            lines.append(f"  Stabilizing using {average}{metric}")
+            if windows.count is not None:
+                lines.append(f"  Minimum number of samples in each window: {windows.count}")
+            else:
+                lines.append(f"  Measurement window: {windows.interval_ms} msec")
+        lines += self._limits(run)
+        if run.mode == "request_rate":
+            distribution = "poisson" if settings.request_distribution == "poisson" else "uniform"
+            lines.append(f"  Using {distribution} distribution on request generation")
+        if settings.binary_search:
+            lines.append("  Using Binary Search algorithm")
+        lines.append(f"  Using {'asynchronous' if self.asynchronous(run) else 'synchronous'} calls for inference")
+        if run.decoupled:
+            lines.append("  Detected decoupled model, using the first response for measuring latency")
+        self._print("\n".join(lines) + "\n")
+
+    def asynchronous(self, run: RunDescription) -> bool:
+        """perf_analyzer's API choice: asynchronous when asked (-a), for streams and for sequence models."""
+        return self.settings.streaming or run.sequence or self.asked_async
+
+    def _limits(self, run: RunDescription) -> list[str]:
+        loads = [load.load_value for load in run.loads]
+        if len(loads) < 2:
+            return []
+        limit = f"  Latency limit: {number(run.rule.latency_threshold_ms or 0)} msec"
+        if run.closed_loop:
+            return [limit, f"  Concurrency limit: {int(max(loads))} concurrent requests"]
+        return [limit, f"  Request Rate limit: {number(max(loads))} requests per seconds"]
+
+    def _announce(self, load: Load) -> None:
+        if self._announced == load:
+            return
+        self._announced = load
+        if load.concurrency is not None:
+            self._print(f"Request concurrency: {load.concurrency}")
+        else:
+            self._print(f"Request Rate: {number(load.rate or 0)} inference requests per seconds")
+
+    def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
+        """`Request concurrency: N` as a level starts; with -v, one "Pass" line per window."""
+        self._announce(load)
+        if not self.verbose:
+            return
+        if summary.request_count == 0:
+            self._print(f"  Pass [{index}] cb::Error: {NO_REQUESTS}")
+        elif self.rule is not None and self.rule.percentile:
+            self._print(
+                f"  Pass [{index}] throughput: {number(summary.throughput)} infer/sec. p{self.rule.percentile} "
+                f"latency: {int(summary.latency_us)} usec"
+            )
+        else:
+            self._print(
+                f"  Pass [{index}] throughput: {number(summary.throughput)} infer/sec. Avg latency: "
+                f"{int(summary.avg_latency_us)} usec (std {int(summary.stddev_us)} usec). "
+            )
+
+    def level(self, level: LevelResult) -> None:
+        """The level's Client and Server blocks when it is stable and under -l; else the message perf_analyzer
+        prints on stderr."""
+        self._announce(Load(level.concurrency, level.request_rate))
+        assert self.rule is not None
+        if not level.complete:
+            return
+        if self.rule.over_threshold(level):
+            self._print(
+                f"Measured latency went over the set limit of {number(self.rule.latency_threshold_ms or 0)} msec. ",
+                err=True,
+            )
+            return
+        if not level.stable:
+            if level.concurrency is not None:
+                fix = (
+                    "--measurement-request-count"
+                    if self.settings.measurement_mode == "count_windows"
+                    else ("--measurement-interval")
+                )
+                self._print(
+                    f"Failed to obtain stable measurement within {level.windows} measurement windows for concurrency "
+                    f"{level.concurrency}. Please try to increase the {fix}.",
+                    err=True,
+                )
+            else:
+                self._print(UNSTABLE, err=True)
+            return
+        self.reported.append(level)
+        lines = self._client(level) + self._server(level)
+        self._print("\n".join(lines) + ("\n" if lines[-1] else ""))
+        if level.metrics is not None and self.settings.collect_metrics:
+            self._print("\n".join(self._metrics(level)))
+
+    def _client(self, level: LevelResult) -> list[str]:
+        lat = level.latency_us
+        lines = ["  Client: ", f"    Request count: {level.request_count}"]
+        if level.send_rate is not None and (level.delayed_share or 0) > 0.01:
+            lines.append(f"    Avg send request rate: {level.send_rate:.2f} infer/sec")
+            lines.append(
+                "    [WARNING] Perf Analyzer was not able to keep up with the desired request rate. "
+                f"{(level.delayed_share or 0) * 100:.2f}% of the requests were delayed. "
+            )
+        lines.append(f"    Throughput: {number(level.throughput)} infer/sec")
+        if self.decoupled and level.response_throughput is not None:
+            lines.append(f"    Response Throughput: {number(level.response_throughput)} infer/sec")
+        if self.verbose:
+            lines.append(f"    Avg client overhead: {level.loop_busy_share * 100:.2f}%")
+        if level.percentile is None:
+            lines.append(f"    Avg latency: {int(lat.avg)} usec (standard deviation {int(lat.stddev)} usec)")
+        for percentile, value in percentiles(level):
+            lines.append(f"    p{percentile} latency: {value} usec")
+        if self.decoupled:
+            lines.append("    ")
+        else:
+            send = int(level.client_send_us + level.client_recv_us)
+            wait = max(int(lat.avg) - send, 0)
+            if self.settings.protocol == "grpc":
+                lines.append(
+                    f"    Avg gRPC time: {int(lat.avg)} usec ((un)marshal request/response {send} usec + response "
+                    f"wait {wait} usec)"
+                )
+            else:
+                lines.append(
+                    f"    Avg HTTP time: {int(lat.avg)} usec (send/recv {send} usec + response wait {wait} usec)"
+                )
+        return lines
+
+    def _server(self, level: LevelResult) -> list[str]:
+        if level.server is None:
+            return []
+        lines = ["  Server: ", *_server_lines(level.server, 0)]
+        if level.server.composing:
+            lines += _composing(level.server, 1)
+        return lines
+
+    def _metrics(self, level: LevelResult) -> list[str]:
+        assert level.metrics is not None
+        gpus = level.metrics.gpus
+        lines = ["  Server Prometheus Metrics: "]
+        for title, values in (
+            ("Avg GPU Utilization", [(g.uuid, g.utilization_avg, 100, "%") for g in gpus]),
+            ("Avg GPU Power Usage", [(g.uuid, g.power_avg_w, 1, " watts") for g in gpus]),
+            ("Max GPU Memory Usage", [(g.uuid, g.memory_used_max_bytes, 1, " bytes") for g in gpus]),
+            ("Total GPU Memory", [(g.uuid, g.memory_total_bytes, 1, " bytes") for g in gpus]),
+        ):
+            lines.append(f"    {title}:")
+            lines += [
+                f"      {uuid} : {number(value * scale)}{unit}"
+                for uuid, value, scale, unit in values
+                if value is not None
+            ]
+        return lines
+
+    def finished(self, result: ProfileResult) -> int:
+        """The summary of the reported levels, and perf_analyzer's exit status for the run."""
+        if self.reported:
+            rule = self.rule
+            latency = f"p{rule.percentile}" if rule and rule.percentile else "Average"
+            self._print(f"Inferences/Second vs. Client {latency} Batch Latency")
+            for level in self.reported:
+                value = level.percentile_us if level.percentile_us is not None else int(level.latency_us.avg)
+                load = (
+                    f"Concurrency: {level.concurrency}"
+                    if level.concurrency is not None
+                    else (f"Request Rate: {number(level.request_rate or 0)}")
+                )
+                self._print(f"{load}, throughput: {number(level.throughput)} infer/sec, latency {value} usec")
+        return self.exit_status(result)
+
+    def exit_status(self, result: ProfileResult) -> int:
+        """0; 3 and "Please use a larger time window" when a level's last windows saw no request; 2 when the first
+        level never settled; 99 when the run failed."""
+        if result.status == "failed":
+            return EXIT_OTHER
+        last = result.levels[-1] if result.levels else None
+        if last is not None and any(window.request_count == 0 for window in last.trend[-3:]):
+            self._print(NO_REQUESTS + "\n", err=True)
+            return EXIT_NO_REQUESTS
+        if last is not None and len(result.levels) == 1 and not last.stable and last.complete:
+            self._print(UNSTABLE + "\n", err=True)
+            return EXIT_UNSTABLE
+        return EXIT_SUCCESS
+
+
+def percentiles(level: LevelResult) -> list[tuple[int, int]]:
+    """perf_analyzer's percentile lines and columns: 50, 90, 95, 99 and --percentile, in order."""
+    lat = level.latency_us
+    values = dict(zip(PERCENTILES, (lat.p50, lat.p90, lat.p95, lat.p99), strict=True))
+    if level.percentile is not None and level.percentile_us is not None:
+        values[level.percentile] = level.percentile_us
+    return sorted(values.items())
+
+
+def _server_lines(server: ServerFigures, depth: int) -> list[str]:
+    indent = "    " + "  " * depth
+    if server.request_count == 0:
+        return [f"{indent}Request count: 0"]
+    lines = [
+        f"{indent}Inference count: {server.inference_count}",
+        f"{indent}Execution count: {server.execution_count}",
+        f"{indent}Successful request count: {server.request_count}",
+    ]
+    overhead = server.overhead_us
+    if server.composing:  # an ensemble or a BLS model: its steps' queues and compute, the rest is its overhead
+        queue = sum(step.queue_us for step in server.composing)
+        compute = sum(step.compute_us for step in server.composing)
+        overhead = max(server.request_us - queue - compute, 0.0)
+        detail = f"queue {int(queue)} usec + compute {int(compute)} usec"
+    else:
+        detail = (
+            f"queue {int(server.queue_us)} usec + compute input {int(server.compute_input_us)} usec + compute infer "
+            f"{int(server.compute_infer_us)} usec + compute output {int(server.compute_output_us)} usec"
+        )
+    lines.append(
+        f"{indent}Avg request latency: {int(server.request_us)} usec (overhead {int(overhead)} usec + {detail})"
+    )
+    return lines
+
+
+def _composing(server: ServerFigures, depth: int) -> list[str]:
+    """The "Composing models:" blocks, nested as deep as the ensemble."""
+    indent = "  " * depth
+    lines = ["", f"{indent}Composing models: "]
+    for step in sorted(server.composing, key=lambda step: (step.model, step.version)):
+        lines.append(f"{indent}{step.model}, version: {step.version}")
+        lines += _server_lines(step, depth)
+        lines.append("")
+        if step.composing:
+            lines += _composing(step, depth + 1)[1:]
+    return lines
