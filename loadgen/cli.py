@@ -607,6 +607,12 @@ def serve_parser() -> argparse.ArgumentParser:
         "model-control API to anyone who reaches this machine)",
     )
     parser.add_argument(
+        "--trace-file",
+        type=Path,
+        metavar="PATH",
+        help="where the server writes request traces (lets runs set --trace-level and the like)",
+    )
+    parser.add_argument(
         "--model-control-mode",
         choices=("none", "explicit"),
         default="none",
@@ -817,6 +823,7 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
         metrics_port=args.metrics_port,
         explicit_model_control=args.model_control_mode == "explicit",
         host=args.host,
+        extra_args=("--trace-config", f"triton,file={args.trace_file.resolve()}") if args.trace_file else (),
     )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

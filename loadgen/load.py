@@ -435,7 +435,7 @@ class LocalGenerator:
         if settings.streaming and not run.closed_loop:  # requests on schedule share one stream
             self.mux = StreamMux(connection.open_stream, time.perf_counter_ns, check)
             call = self.mux.send
-        self.open = OpenLoop(call, stream, self.recorder, failures, settings.max_in_flight, settings.streaming, lanes)
+        self.open = OpenLoop(call, stream, self.recorder, failures, run.max_in_flight, settings.streaming, lanes)
 
     @property
     def rejected(self) -> RequestFailed | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from loadgen.results import LevelResult
 
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
+SYNC_THREADS = 4  # perf_analyzer's default --max-threads: with --sync, the open loop's requests in flight
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class RunPlan:
     sequence_ids: tuple[int, int | None]  # the first correlation ID and the last (None: no limit)
     intervals_us: tuple[int, ...] | None  # --request-intervals: the gaps, read once
     server_cores: int | None  # the server host's cores, when it is this machine (a loopback URL)
+    max_in_flight: int  # the open loop's cap: --max-in-flight, or with --sync perf_analyzer's threads
 
     @property
     def closed_loop(self) -> bool:
@@ -176,6 +178,7 @@ def plan(settings: Settings) -> RunPlan:
         sequence_ids=sequence_ids(settings.sequence_id_range),
         intervals_us=intervals,
         server_cores=os.cpu_count() if _loopback(settings.address) else None,
+        max_in_flight=(settings.max_threads or SYNC_THREADS) if settings.sync else settings.max_in_flight,
     )
 
 

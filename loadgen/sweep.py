@@ -21,6 +21,7 @@ from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDes
 from loadgen.sequences import check_sequence_ids
 from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
+from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
 from loadgen.shards.log import WindowLog
 from loadgen.shared_memory import Regions, place
@@ -148,14 +149,18 @@ class _Session:
             info.is_decoupled,
             info.is_sequence,
         )
-        if self.progress:
-            self.progress.started(description)
         log = None
         if self.settings.hdr_log:
             log = WindowLog(self.settings.hdr_log, self.run.shard)
             log.header(description, self.settings.to_dict(), tree)
         sweep = _Sweep(self, info, requests, tree, log)
-        levels, abort = await sweep.sweep()
+        async with traced(self.connection, self.settings) as trace:
+            if trace:
+                shown = ", ".join(f"{key} {','.join(values)}" for key, values in trace.items())
+                self._note(f"server tracing set for the run ({shown}); restored after it")
+            if self.progress:
+                self.progress.started(description)
+            levels, abort = await sweep.sweep()
         status, message = (abort.status, abort.message) if abort else outcome(levels)
         if log:
             log.end(status)

@@ -22,8 +22,10 @@ def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 
 @pytest.fixture(scope="session")
 def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble)."""
-    yield from serve(TEST_MODELS, tmp_path_factory.mktemp("test-server"))
+    """The test repository (sleeping steps, pipelines with a slow last step, a nested ensemble); it writes request
+    traces to a file when a run turns tracing on."""
+    tmp = tmp_path_factory.mktemp("test-server")
+    yield from serve(TEST_MODELS, tmp, extra_args=("--trace-config", f"triton,file={tmp / 'trace.json'}"))
 
 
 @pytest.fixture(scope="session")

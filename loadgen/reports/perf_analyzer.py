@@ -157,7 +157,7 @@ class PerfAnalyzerReport:
         self.reported.append(level)
         lines = self._client(level) + self._server(level)
         self._print("\n".join(lines) + ("\n" if lines[-1] else ""))
-        if level.metrics is not None and self.settings.collect_metrics:
+        if self.settings.collect_metrics:
             self._print("\n".join(self._metrics(level)))
 
     def _client(self, level: LevelResult) -> list[str]:
@@ -203,8 +203,7 @@ class PerfAnalyzerReport:
         return lines
 
     def _metrics(self, level: LevelResult) -> list[str]:
-        assert level.metrics is not None
-        gpus = level.metrics.gpus
+        gpus = level.metrics.gpus if level.metrics is not None else ()
         lines = ["  Server Prometheus Metrics: "]
         for title, values in (
             ("Avg GPU Utilization", [(g.uuid, g.utilization_avg, 100, "%") for g in gpus]),

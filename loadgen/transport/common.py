@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias
 
@@ -205,6 +205,14 @@ class Connection(ABC):
     @abstractmethod
     async def statistics(self) -> service_pb2.ModelStatisticsResponse:
         """Cumulative inference statistics of every model on the server."""
+
+    @abstractmethod
+    async def trace_settings(self) -> dict[str, list[str]]:
+        """The server's global trace settings, each as a list of values."""
+
+    @abstractmethod
+    async def update_trace_settings(self, settings: Mapping[str, Sequence[str]]) -> None:
+        """Change some of the server's global trace settings; raises ServerError with the server's message."""
 
     @abstractmethod
     async def register_system_shared_memory(self, name: str, key: str, size: int) -> None: ...

@@ -8,7 +8,7 @@ import http.client
 import itertools
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -240,6 +240,16 @@ class GrpcConnection(Connection):
         response = await self._call("ModelStatistics", service_pb2.ModelStatisticsRequest())
         assert isinstance(response, service_pb2.ModelStatisticsResponse)
         return response
+
+    async def trace_settings(self) -> dict[str, list[str]]:
+        response = await self._call("TraceSetting", service_pb2.TraceSettingRequest())
+        return {key: list(value.value) for key, value in response.settings.items()}
+
+    async def update_trace_settings(self, settings: Mapping[str, Sequence[str]]) -> None:
+        request = service_pb2.TraceSettingRequest()
+        for key, values in settings.items():
+            request.settings[key].value.extend(values)
+        await self._call("TraceSetting", request)
 
     async def register_system_shared_memory(self, name: str, key: str, size: int) -> None:
         request = service_pb2.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=0, byte_size=size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
@@ -245,6 +245,14 @@ class HttpConnection(Connection):
     async def statistics(self) -> service_pb2.ModelStatisticsResponse:
         document = await self._call(lambda: self._client.get_inference_statistics(headers=self._headers))
         return json_format.ParseDict(document, service_pb2.ModelStatisticsResponse(), ignore_unknown_fields=True)
+
+    async def trace_settings(self) -> dict[str, list[str]]:
+        document = await self._call(lambda: self._client.get_trace_settings(headers=self._headers))
+        return {key: value if isinstance(value, list) else [value] for key, value in document.items()}
+
+    async def update_trace_settings(self, settings: Mapping[str, Sequence[str]]) -> None:
+        values = {key: list(value) if key == "trace_level" else value[0] for key, value in settings.items()}
+        await self._call(lambda: self._client.update_trace_settings(settings=values, headers=self._headers))
 
     async def register_system_shared_memory(self, name: str, key: str, size: int) -> None:
         await self._call(lambda: self._client.register_system_shared_memory(name, key, size, headers=self._headers))
