@@ -28,6 +28,7 @@ from loadgen.settings import (
     PROTOCOLS,
     SHARED_MEMORY,
     STRING_LENGTH,
+    TRANSPORTS,
     Settings,
     parse_header,
     parse_input_range,
@@ -97,6 +98,12 @@ def profile_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
     _connection_flags(parser)
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="raw",
+        help="inference calls over loadgen's own HTTP/1.1 and HTTP/2 (raw, default) or over grpcio / aiohttp (library)",
+    )
     load = parser.add_argument_group("load (one mode)")
     load.add_argument(
         "--concurrency-range",

@@ -13,6 +13,7 @@ from loadgen.errors import OptionError
 
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}  # Triton's default ports
 PROTOCOLS = ("grpc", "http")
+TRANSPORTS = ("raw", "library")  # inference calls: hand-built wire bytes on uvloop, or grpc.aio / aiohttp
 SHARED_MEMORY = ("none", "system", "cuda")
 OUTPUT_SHARED_MEMORY_SIZE = 102400  # perf_analyzer's default region per output of unknown size
 REDACTED = "<redacted>"
@@ -183,6 +184,7 @@ class Settings:
     model_version: str = ""
     url: str = ""  # empty: Triton's default port for the protocol
     protocol: str = "grpc"
+    transport: str = "raw"
     concurrency_range: str | int | Sequence[int] | None = None
     request_rate_range: str | float | Sequence[float] | None = None
     request_distribution: str = "constant"
@@ -258,6 +260,7 @@ class Settings:
 
     def _check(self) -> None:
         checks = [
+            (self.transport in TRANSPORTS, f"--transport {self.transport!r}: choose raw or library"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1"),
             (bool(self.input_sources), "--input-data: give at least one source"),
             (self.sequence_length >= 1, f"--sequence-length {self.sequence_length}: must be at least 1"),

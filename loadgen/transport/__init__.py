@@ -68,6 +68,9 @@ def connect(settings: Settings) -> Connection:
     """A connection speaking `settings.protocol`; open it inside the event loop that uses it."""
     if settings.protocol == "http":
         from loadgen.transport.http_connection import HttpConnection  # aiohttp is only imported when used
+        from loadgen.transport.raw_http import RawHttpConnection
 
-        return HttpConnection(settings)
-    return GrpcConnection(settings)
+        return RawHttpConnection(settings) if settings.transport == "raw" else HttpConnection(settings)
+    from loadgen.transport.raw_grpc import RawGrpcConnection
+
+    return RawGrpcConnection(settings) if settings.transport == "raw" else GrpcConnection(settings)
