@@ -253,7 +253,7 @@ class RawGrpcConnection(GrpcConnection):
     async def _open(self, on_retired: Callable[[http2.Connection], None]) -> http2.Connection:
         """A new HTTP/2 connection, once the server's SETTINGS came."""
         loop = asyncio.get_running_loop()
-        peer = f"Triton at {self.url}"
+        peer = "the server"
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
