@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import ssl
 import urllib.parse
 from collections.abc import Callable
@@ -174,6 +175,15 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+def _grpc_timeout(seconds: float) -> str:
+    """A timeout in gRPC's header format: at most 8 digits and a unit, rounded up."""
+    for unit, per_second in (("u", 1e6), ("m", 1e3), ("S", 1.0), ("M", 1 / 60), ("H", 1 / 3600)):
+        value = math.ceil(seconds * per_second)
+        if value < 10**8:
+            return f"{value}{unit}"
+    return "99999999H"
+
+
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
     """TLS as the grpcio channel gets it: the given CA (else the system's), a client identity for mutual TLS,
     and ALPN h2."""
@@ -202,6 +212,8 @@ class RawGrpcConnection(GrpcConnection):
             ("te", "trailers"),
             *settings.header.items(),
         ]
+        if self.request_timeout_s is not None:  # the server learns the deadline too, as from grpcio
+            common.append(("grpc-timeout", _grpc_timeout(self.request_timeout_s)))
         self.infer_block = http2.request_block([(":path", INFER_METHOD), *common])
         self.stream_block = http2.request_block([(":path", STREAM_METHOD), *common])
         self.pool = http2.Pool(self._open, self.failure)
