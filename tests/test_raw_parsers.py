@@ -152,8 +152,15 @@ def _h2() -> tuple[http2.Connection, FakeTransport]:
     transport = FakeTransport()
     connection.connection_made(transport)  # type: ignore[arg-type]
     connection.data_received(http2.settings_frame([]))
+    connection.drain()
     transport.written.clear()
     return connection, transport
+
+
+def _written(connection: http2.Connection, transport: FakeTransport) -> bytes:
+    """What the client wrote so far (its writes are queued until the event loop's turn ends)."""
+    connection.drain()
+    return bytes(transport.written)
 
 
 def _unary(connection: http2.Connection, body: bytes = b"request") -> UnaryCall:
@@ -180,16 +187,18 @@ def test_the_client_preface_and_a_request_on_the_wire() -> None:
         connection = http2.Connection(_failure, "the fake")
         transport = FakeTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
-        assert transport.written.startswith(http2.PREFACE)
-        [settings, window] = _frames(bytes(transport.written[len(http2.PREFACE) :]))
+        written = _written(connection, transport)
+        assert written.startswith(http2.PREFACE)
+        [settings, window] = _frames(written[len(http2.PREFACE) :])
         assert settings[0] == http2.SETTINGS and window[0] == http2.WINDOW_UPDATE
         connection.data_received(http2.settings_frame([(http2.SETTINGS_MAX_CONCURRENT_STREAMS, 2)]))
         assert connection.ready.done() and connection.max_streams == 2
+        _written(connection, transport)
         transport.written.clear()
         _unary(connection, b"one")
         _unary(connection, b"two")
         assert not connection.has_room
-        frames = _frames(bytes(transport.written))
+        frames = _frames(_written(connection, transport))
         assert [(kind, stream_id) for kind, _, stream_id, _ in frames] == [(1, 1), (0, 1), (1, 3), (0, 3)]
         decoder = hpack.Decoder()
         assert decoder.decode(frames[0][3]) == [(":path", "/x")] == decoder.decode(frames[2][3])
@@ -233,7 +242,7 @@ def test_continuation_frames_and_trailers_only_errors() -> None:
         call = _unary(connection)  # HTTP status other than 200: gRPC's mapping
         connection.data_received(Server().headers(3, [(":status", "503")], end_stream=True))
         assert str(call.future.exception()) == "14: the server answered with HTTP status 503"
-        assert http2.RST_STREAM in [kind for kind, *_ in _frames(bytes(transport.written))]
+        assert http2.RST_STREAM in [kind for kind, *_ in _frames(_written(connection, transport))]
 
     run(body)
 
@@ -250,7 +259,7 @@ def test_an_oversized_header_block_ends_the_connection() -> None:
                 break
         assert connection.closed and transport.closing
         assert "ENHANCE_YOUR_CALM" in str(call.future.exception())
-        assert _frames(bytes(transport.written))[-1][0] == http2.GOAWAY
+        assert _frames(_written(connection, transport))[-1][0] == http2.GOAWAY
 
     run(body)
 
@@ -284,7 +293,7 @@ def test_pings_are_answered_and_lost_connections_fail_every_call() -> None:
     async def body() -> None:
         connection, transport = _h2()
         connection.data_received(http2.frame(http2.PING, 0, 0, b"12345678"))
-        assert _frames(bytes(transport.written)) == [(http2.PING, http2.ACK, 0, b"12345678")]
+        assert _frames(_written(connection, transport)) == [(http2.PING, http2.ACK, 0, b"12345678")]
         calls = [_unary(connection) for _ in range(3)]
         connection.connection_lost(None)
         assert {str(call.future.exception()) for call in calls} == {"14: the fake closed the connection"}
@@ -296,10 +305,11 @@ def test_flow_control_holds_a_large_body_until_the_server_opens_its_windows() ->
     async def body() -> None:
         connection, transport = _h2()
         connection.data_received(http2.settings_frame([(http2.SETTINGS_INITIAL_WINDOW_SIZE, 1000)]))
+        _written(connection, transport)
         transport.written.clear()
         image = bytes(range(256)) * 400  # 100 KB, as the seed's JPEG
         call = _unary(connection, image)
-        sent = [frame for frame in _frames(bytes(transport.written)) if frame[0] == http2.DATA]
+        sent = [frame for frame in _frames(_written(connection, transport)) if frame[0] == http2.DATA]
         assert sum(len(payload) for *_, payload in sent) == 1000  # the stream's window
         for _ in range(200):
             transport.written.clear()
@@ -307,7 +317,7 @@ def test_flow_control_holds_a_large_body_until_the_server_opens_its_windows() ->
                 http2.frame(http2.WINDOW_UPDATE, 0, 1, (700).to_bytes(4, "big"))
                 + http2.frame(http2.WINDOW_UPDATE, 0, 0, (700).to_bytes(4, "big"))
             )
-            data = [frame for frame in _frames(bytes(transport.written)) if frame[0] == http2.DATA]
+            data = [frame for frame in _frames(_written(connection, transport)) if frame[0] == http2.DATA]
             assert all(len(payload) <= 700 for *_, payload in data)
             sent += data
             if data and data[-1][1] & http2.END_STREAM:

@@ -238,7 +238,9 @@ class Connection(asyncio.Protocol):
         self.peer = peer  # the server's address, for messages
         self.on_retired = on_retired
         self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self._out: list[bytes] = []  # bytes written this turn of the event loop
         self.streams: dict[int, Call] = {}
         self.next_id = 1
         self.accepting = True  # takes new streams
@@ -256,6 +258,22 @@ class Connection(asyncio.Protocol):
 
     # the connection
 
+    def _write(self, data: bytes) -> None:
+        """Queue bytes for the wire: what one turn of the event loop writes goes out in one system call."""
+        out = self._out
+        if not out and not self.closed:
+            self._loop.call_soon(self.drain)
+        out.append(data)
+
+    def drain(self) -> None:
+        """Write what is queued."""
+        out = self._out
+        if out:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         settings = [
@@ -263,7 +281,7 @@ class Connection(asyncio.Protocol):
             (SETTINGS_ENABLE_PUSH, 0),
             (SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW),
         ]
-        self.transport.write(
+        self._write(
             PREFACE
             + settings_frame(settings)
             + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
@@ -297,6 +315,7 @@ class Connection(asyncio.Protocol):
             call.outgoing = None
             call.failed(error)
         if self.transport is not None:
+            self.drain()
             if abort:
                 self.transport.abort()
             else:
@@ -304,14 +323,12 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Say goodbye and close; calls still in flight fail."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(GOAWAY, 0, 0, bytes(8)))
+        self._write(frame(GOAWAY, 0, 0, bytes(8)))
         self._end(self.failure(CANCELLED, "the connection was closed"), abort=False)
 
     def _connection_error(self, code: int, message: str) -> None:
         """A protocol error the connection cannot recover from: tell the server, fail every call on it."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(GOAWAY, 0, 0, bytes(4) + code.to_bytes(4, "big")))
+        self._write(frame(GOAWAY, 0, 0, bytes(4) + code.to_bytes(4, "big")))
         self._end(self.failure(UNAVAILABLE, f"HTTP/2 {_error_name(code)} with {self.peer}: {message}"))
 
     # streams out
@@ -337,8 +354,6 @@ class Connection(asyncio.Protocol):
         sid = self._open(call)
         body = request.body
         size = len(body)
-        transport = self.transport
-        assert transport is not None
         if (
             size <= self.max_frame
             and size <= self.send_window
@@ -346,24 +361,21 @@ class Connection(asyncio.Protocol):
             and len(request.block) <= self.max_frame
             and not self.blocked
         ):
-            transport.write(b"".join((request.head, sid, request.middle, sid, body)))
+            self._write(b"".join((request.head, sid, request.middle, sid, body)))
             self.send_window -= size
             call.send_window -= size
         else:
-            transport.write(header_frames(call.stream_id, request.block, self.max_frame))
+            self._write(header_frames(call.stream_id, request.block, self.max_frame))
             self._hold(call, body, end_stream=True)
 
     def start_stream(self, call: Call, block: bytes) -> None:
         """Open a stream whose messages follow with `send` (a streaming call)."""
         self._open(call)
-        assert self.transport is not None
-        self.transport.write(header_frames(call.stream_id, block, self.max_frame))
+        self._write(header_frames(call.stream_id, block, self.max_frame))
 
     def send(self, call: Call, body: bytes) -> None:
         """One more message (in gRPC framing) on an open stream, as flow control allows."""
         size = len(body)
-        transport = self.transport
-        assert transport is not None
         if (
             call.outgoing is None
             and size <= self.max_frame
@@ -371,7 +383,7 @@ class Connection(asyncio.Protocol):
             and size <= call.send_window
             and not self.blocked
         ):
-            transport.write(b"".join((size.to_bytes(3, "big"), b"\0\0", call.stream_id.to_bytes(4, "big"), body)))
+            self._write(b"".join((size.to_bytes(3, "big"), b"\0\0", call.stream_id.to_bytes(4, "big"), body)))
             self.send_window -= size
             call.send_window -= size
         else:
@@ -388,8 +400,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Send what the windows allow of the data held back, each blocked call in turn."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if self.closed:
             return
         for _ in range(len(self.blocked)):
             call = self.blocked.popleft()
@@ -403,7 +414,7 @@ class Connection(asyncio.Protocol):
                     break  # a window is shut: wait for WINDOW_UPDATE
                 last = size == len(chunk)
                 flags = END_STREAM if last and end else 0
-                transport.write(frame(DATA, flags, call.stream_id, bytes(chunk[:size])))
+                self._write(frame(DATA, flags, call.stream_id, bytes(chunk[:size])))
                 self.send_window -= size
                 call.send_window -= size
                 if not last:
@@ -425,9 +436,8 @@ class Connection(asyncio.Protocol):
         if call.outgoing is not None:
             call.outgoing = None
             self.blocked.remove(call)
-        transport = self.transport
-        if error_code is not None and transport is not None and not transport.is_closing():
-            transport.write(frame(RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
+        if error_code is not None:
+            self._write(frame(RST_STREAM, 0, stream_id, error_code.to_bytes(4, "big")))
         if not self.streams and not self.accepting:
             self.close()
 
@@ -485,8 +495,7 @@ class Connection(asyncio.Protocol):
             call.fail(INTERNAL, "the server ended the stream without trailers")
 
     def _refill(self, stream_id: int, size: int) -> None:
-        assert self.transport is not None
-        self.transport.write(frame(WINDOW_UPDATE, 0, stream_id, size.to_bytes(4, "big")))
+        self._write(frame(WINDOW_UPDATE, 0, stream_id, size.to_bytes(4, "big")))
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & PADDED:
@@ -530,17 +539,15 @@ class Connection(asyncio.Protocol):
         return None
 
     def _on_control(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
-        transport = self.transport
-        assert transport is not None
         if kind == SETTINGS:
             if not flags & ACK:
                 self._on_settings(payload)
-                transport.write(frame(SETTINGS, ACK, 0))
+                self._write(frame(SETTINGS, ACK, 0))
                 if not self.ready.done():
                     self.ready.set_result(None)
         elif kind == PING:
             if not flags & ACK:
-                transport.write(frame(PING, ACK, 0, payload))
+                self._write(frame(PING, ACK, 0, payload))
         elif kind == WINDOW_UPDATE:
             self._on_window_update(stream_id, int.from_bytes(payload[:4], "big") & MAX_WINDOW)
         elif kind == RST_STREAM:
