@@ -3,6 +3,7 @@ transports: nothing hangs, and every failure is one line (the same line on both 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from typing import Any
@@ -14,7 +15,16 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 import loadgen
 from loadgen.settings import Settings
-from loadgen.transport import ModelInfo, RequestFailed, RequestLayout, Tensor, TensorSpec, connect, describe_rpc_error
+from loadgen.transport import (
+    ModelInfo,
+    RequestFailed,
+    RequestLayout,
+    Tensor,
+    TensorSpec,
+    Unreachable,
+    connect,
+    describe_rpc_error,
+)
 from tests.fake_h2 import fake_h2
 from tests.fake_http1 import HEADER, fake_http1
 
@@ -246,3 +256,21 @@ def test_an_unreachable_server() -> None:
     assert grpc_outcome[0].startswith(f"cannot reach Triton at {url}: ")
     assert http_outcome[0].startswith(f"Unreachable: cannot reach Triton at {url}: ")
     _one_line(grpc_outcome + http_outcome)
+
+
+def test_a_stream_that_cannot_connect_fails_its_reader_too() -> None:
+    async def run(url: str) -> None:
+        connection = connect(_grpc(url, "raw"))
+        try:
+            stream = connection.open_stream()
+            reader = asyncio.ensure_future(stream.read())  # StreamMux reads before its first write
+            with pytest.raises(Unreachable):
+                await stream.write(b"")
+            with pytest.raises(Unreachable):
+                await asyncio.wait_for(reader, 5)
+        finally:
+            await connection.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uvloop.run(run(f"127.0.0.1:{sock.getsockname()[1]}"))

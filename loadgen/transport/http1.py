@@ -86,10 +86,10 @@ class Http1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
         self.used = True
-        if not keep:
-            self.abort(None)
-        elif waiter is not None:
+        if keep and waiter is not None:
             self.on_free(self)
+        else:  # the server closes it, or sent a response nobody asked for: out of step
+            self.abort(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"the connection closed: {exc}" if exc else "the server closed the connection"

@@ -135,7 +135,11 @@ class RawStream:
         call = self._call
         if not self._started:
             self._started = True
-            opened = await self._owner.pool.connection()
+            try:
+                opened = await self._owner.pool.connection()
+            except RequestFailed as failure:
+                call.failed(failure)  # a reader waiting on this stream hears it too
+                raise
             if call.error is None:  # not cancelled meanwhile
                 opened.start_stream(call, self._owner.stream_block)
         connection = call.connection
