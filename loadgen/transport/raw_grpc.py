@@ -103,7 +103,6 @@ class StreamCall(http2.Call):
         self._wake()
 
     def finish(self, code: int, message: str) -> None:
-        self.close_stream(http2.NO_ERROR)  # the client's half was still open
         self.failed(self.failure(code, message) if code else _EndOfStream())
 
     def failed(self, error: Exception) -> None:
