@@ -8,6 +8,7 @@ a header block over a megabyte, or no answer at all. Everything else is tested a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,13 +18,23 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 import hpack
 from tritonclient.grpc import service_pb2
 
 from tests.fake_triton import FakeTriton
 
-FAULTS = ("none", "close_mid_response", "goaway", "rst_stream", "tiny_window", "oversized_headers", "never_answer")
+FAULTS = (
+    "none",
+    "close_mid_response",
+    "goaway",
+    "rst_stream",
+    "tiny_window",
+    "oversized_headers",
+    "never_answer",
+    "two_streams",  # MAX_CONCURRENT_STREAMS 2: a client needs more connections
+)
 TINY_WINDOW = 16
 
 
@@ -72,6 +83,10 @@ class _Server(asyncio.Protocol):
         with self.state.lock:
             self.state.connections += 1
             self.state.transports.add(transport)
+        if self.state.fault == "two_streams":
+            self.connection.local_settings = h2.settings.Settings(
+                client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2}
+            )
         self.connection.initiate_connection()
         if self.state.fault == "tiny_window":
             self.connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: TINY_WINDOW})
@@ -91,7 +106,8 @@ class _Server(asyncio.Protocol):
                 self.bodies[event.stream_id] += event.data
                 self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
-                self._answer(event.stream_id)
+                with contextlib.suppress(h2.exceptions.StreamClosedError):  # the client reset it meanwhile
+                    self._answer(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 with self.state.lock:
                     self.state.resets += 1

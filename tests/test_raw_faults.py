@@ -192,6 +192,23 @@ def test_a_tiny_flow_control_window(transport: str) -> None:
     assert largest > len(image)
 
 
+def test_max_concurrent_streams_is_respected_by_opening_more_connections() -> None:
+    async def run(url: str) -> list[bytes]:
+        connection = connect(_grpc(url, "raw"))
+        request = service_pb2.ModelInferRequest(model_name="fake")
+        try:
+            return await asyncio.gather(*(connection.infer(request.SerializeToString()) for _ in range(8)))
+        finally:
+            await connection.close()
+
+    with fake_h2("two_streams") as fake:
+        responses = uvloop.run(run(fake.url))
+        connections = fake.connections
+    # all answered: h2 refuses a third stream on a connection; so at least two carried them (and the control channel)
+    assert len(responses) == 8
+    assert connections >= 2 + 1
+
+
 @TRANSPORTS
 def test_an_oversized_header_block(transport: str) -> None:
     with fake_h2("oversized_headers", every=2) as fake:

@@ -52,7 +52,7 @@ MIN_FRAME_SIZE = 16_384  # every peer accepts frames this large; the client's SE
 MAX_HEADER_BLOCK = 1 << 20  # a longer header block (HEADERS and CONTINUATION frames) ends the connection
 WINDOW_REFILL = 1 << 30  # received bytes after which a window is topped up again
 HEADER_CACHE_SIZE = 256
-MAX_OPENINGS = 3  # connections opened in a row for one stream before it fails
+MAX_OPENINGS = 3  # connections opened in a row that take no stream before a request fails
 
 # gRPC status codes (grpc.StatusCode's numbers) this module gives failed calls
 CANCELLED, UNKNOWN, DEADLINE_EXCEEDED, PERMISSION_DENIED, RESOURCE_EXHAUSTED = 1, 2, 4, 7, 8
@@ -620,10 +620,11 @@ class Pool:
         self.connections: list[Connection] = []  # every connection not closed yet
         self.current: Connection | None = None  # the one new streams go to while it has room
         self._opening: asyncio.Future[None] | None = None
+        self._useless = 0  # connections opened in a row that took no stream
 
     async def connection(self) -> Connection:
         """A connection with room for one more stream."""
-        for _ in range(MAX_OPENINGS):
+        while True:
             current = self.current
             if current is not None and current.has_room:
                 return current
@@ -635,7 +636,6 @@ class Pool:
                 self._opening = asyncio.ensure_future(self._open())
                 self._opening.add_done_callback(_retrieved)
             await asyncio.shield(self._opening)
-        raise self._failure(UNAVAILABLE, f"{MAX_OPENINGS} new connections in a row took no new stream")
 
     async def _open(self) -> None:
         try:
@@ -644,8 +644,14 @@ class Pool:
             self._opening = None
         if not connection.closed:
             self.connections.append(connection)
-            if connection.accepting:
-                self.current = connection
+        if not connection.has_room:  # going away already, or no stream allowed
+            self._useless += 1
+            if self._useless >= MAX_OPENINGS:
+                self._useless = 0
+                raise self._failure(UNAVAILABLE, f"{MAX_OPENINGS} new connections in a row took no new stream")
+            return
+        self._useless = 0
+        self.current = connection
 
     def _retired(self, connection: Connection) -> None:
         """A connection takes no new streams any more (or has closed)."""
