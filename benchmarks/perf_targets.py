@@ -252,7 +252,7 @@ def main() -> None:
         for name in players:
             if name != PERF_ANALYZER:
                 lg_rate = statistics.median(rates[name])
-                row("2. highest rate with <1% late", name, pa_rate, lg_rate, lg_rate >= 1.5 * pa_rate)
+                row("2. highest rate with <1% late", name, pa_rate, lg_rate, pa_rate > 0 and lg_rate >= 1.5 * pa_rate)
 
         image = ["--input-data", str(SAMPLE_JPEG)]
         with tempfile.TemporaryDirectory() as folder:
