@@ -1,21 +1,25 @@
-"""Issue 5's targets: loadgen against the real perf_analyzer 2.51 on one embedded server, A B A B.
+"""Issue 17's targets: loadgen (both transports) against the real perf_analyzer 2.51 on one embedded server, A B A B.
 
-1. Closed loop, identity model, concurrency 16: throughput ratio and client CPU per request.
-2. Open loop: the highest request rate each sustains with under 1 % of requests delayed by more than 1 ms.
-3. Latency fidelity: the example ensemble at concurrency 1, p50 and p99 within 5 %.
+1. Closed loop, identity model, concurrency 16, over gRPC and over HTTP: throughput ratio loadgen/perf_analyzer
+   (target >= 1.2) and client CPU per request (target <= 0.6x perf_analyzer's); beside them, the client's share of
+   the box's CPU at saturation and the requests one client core sends per second (1e6 / CPU us per request).
+2. Open loop: the highest request rate each sustains with under 1 % of requests more than 1 ms late (target 1.5x).
+3. The example ensemble at concurrency 1: client CPU per request <= perf_analyzer's, p50 and p99 within 5 %.
 4. Memory: loadgen's peak RSS at concurrency 1,024 with the sample JPEG, under 200 MB.
 
-    python benchmarks/perf_targets.py [--pairs 3] [--interval-ms 3000]
+    python benchmarks/perf_targets.py [--pairs 3] [--interval-ms 3000] [--transports raw,library]
 
 Client CPU is the whole client process's user+system time over the requests the server counted during that run
-(so both include their start-up); absolute numbers on a shared 2-core machine are noise, ratios from the same run
-are the result. The last line is `throughput ratio loadgen/perf_analyzer: X.XX`.
+(so both include their start-up); the box's CPU is /proc/stat's busy time over the same run. Absolute numbers on a
+shared 2-core machine are noise; ratios from the same run are the result. The last lines are
+`throughput ratio loadgen/perf_analyzer over PROTOCOL: X.XX` for the default transport.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import re
@@ -23,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +37,7 @@ from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_
 
 IDENTITY = "identity_uint8"
 ENSEMBLE = "ensemble_python_resnet50"
-RATES = (250, 500, 1000, 2000, 4000)
+RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 DELAYED_LIMIT = 0.01
 _DELAYED = re.compile(r"([\d.]+)% of the requests were delayed")
 
@@ -48,6 +52,12 @@ class Run:
     cpu_us_per_request: float
     delayed_share: float
     peak_rss_mb: float
+    box_share: float = float("nan")  # the client's CPU over the whole box's busy CPU during the run
+
+    @property
+    def requests_per_core(self) -> float:
+        """Requests one core of client CPU sends per second."""
+        return 1e6 / self.cpu_us_per_request
 
 
 def _served(url: str, model: str, protocol: str = "grpc") -> int:
@@ -66,16 +76,27 @@ def _served(url: str, model: str, protocol: str = "grpc") -> int:
         client.close()
 
 
-def _child(command: list[str]) -> tuple[str, float, float]:
-    """Run a client; its output, CPU seconds (user + system) and peak RSS in MB, measured by the kernel."""
+def _box_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every core, /proc/stat), so far."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _child(command: list[str]) -> tuple[str, float, float, float]:
+    """Run a client; its output, CPU seconds (user + system), peak RSS in MB (measured by the kernel), and its
+    share of the box's busy CPU meanwhile."""
+    box = _box_busy_s()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
+    busy = _box_busy_s() - box
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 2):
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{output}")
-    return output, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    cpu = usage.ru_utime + usage.ru_stime
+    return output, cpu, usage.ru_maxrss / 1024, cpu / busy if busy else float("nan")
 
 
 def _shared_flags(url: str, model: str, protocol: str, load: list[str], interval_ms: int) -> list[str]:
@@ -89,13 +110,13 @@ def perf_analyzer(
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "pa.csv"
         before = _served(url, model, protocol)
-        output, cpu, rss = _child(
+        output, cpu, rss, share = _child(
             [perf_analyzer_path(), *_shared_flags(url, model, protocol, load, interval_ms), "-f", str(report), *extra]
         )
         served = _served(url, model, protocol) - before
         if not report.exists():  # perf_analyzer writes no report when it found no stable measurement
             print(f"  perf_analyzer {' '.join(load)}: no stable measurement", flush=True)
-            return Run(float("nan"), float("nan"), float("nan"), float("nan"), 1.0, rss)
+            return Run(float("nan"), float("nan"), float("nan"), float("nan"), 1.0, rss, share)
         row = next(csv.DictReader(report.open()))
     delayed = _DELAYED.search(output)
     return Run(
@@ -105,19 +126,30 @@ def perf_analyzer(
         cpu_us_per_request=cpu * 1e6 / served if served else float("nan"),
         delayed_share=float(delayed[1]) / 100 if delayed else 0.0,
         peak_rss_mb=rss,
+        box_share=share,
     )
 
 
-def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc") -> Run:
+def loadgen(
+    url: str,
+    model: str,
+    load: list[str],
+    interval_ms: int,
+    extra: list[str],
+    protocol: str = "grpc",
+    transport: str = "raw",
+) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "lg.json"
         before = _served(url, model, protocol)
-        _, cpu, rss = _child(
+        _, cpu, rss, share = _child(
             [
                 sys.executable,
                 "-m",
                 "loadgen",
                 *_shared_flags(url, model, protocol, load, interval_ms),
+                "--transport",
+                transport,
                 "--json",
                 str(report),
                 *extra,
@@ -132,18 +164,26 @@ def loadgen(url: str, model: str, load: list[str], interval_ms: int, extra: list
         cpu_us_per_request=cpu * 1e6 / served if served else float("nan"),
         delayed_share=level.get("delayed_share", 0.0),
         peak_rss_mb=rss,
+        box_share=share,
     )
 
 
 Client = Callable[..., Run]
-CLIENTS: dict[str, Client] = {"perf_analyzer": perf_analyzer, "loadgen": loadgen}
+PERF_ANALYZER = "perf_analyzer"
 
 
-def alternate(pairs: int, measure: Callable[[Client], Run]) -> dict[str, list[Run]]:
-    """A B A B ...: both clients measured in turns, so drift on the machine hits both alike."""
-    runs: dict[str, list[Run]] = {name: [] for name in CLIENTS}
+def clients(transports: Sequence[str]) -> dict[str, Client]:
+    """perf_analyzer, then loadgen over each transport (`loadgen raw`, `loadgen library`)."""
+    return {PERF_ANALYZER: perf_analyzer} | {
+        f"loadgen {transport}": functools.partial(loadgen, transport=transport) for transport in transports
+    }
+
+
+def alternate(pairs: int, measure: Callable[[Client], Run], players: dict[str, Client]) -> dict[str, list[Run]]:
+    """A B A B ...: the clients measured in turns, so drift on the machine hits all alike."""
+    runs: dict[str, list[Run]] = {name: [] for name in players}
     for _ in range(pairs):
-        for name, client in CLIENTS.items():
+        for name, client in players.items():
             runs[name].append(measure(client))
             print(f"  {name}: {runs[name][-1]}", flush=True)
     return runs
@@ -168,28 +208,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--transports", default="raw,library", help="loadgen's transports to run, comma-separated")
     args = parser.parse_args()
-    rows: list[tuple[str, float, float, str]] = []
+    transports = [name.strip() for name in args.transports.split(",") if name.strip()]
+    players = clients(transports)
+    rows: list[tuple[str, str, float, float, str]] = []
 
-    def row(what: str, pa: float, lg: float, met: bool) -> None:
-        rows.append((what, pa, lg, "met" if met else "MISSED"))
+    def row(what: str, name: str, pa: float, lg: float, met: bool | None) -> None:
+        rows.append((what, name, pa, lg, "" if met is None else "met" if met else "MISSED"))
 
+    def compare(what: str, runs: dict[str, list[Run]], field: str, met: Callable[[float, float], bool] | None) -> None:
+        pa = median_of(runs[PERF_ANALYZER], field)
+        for name in players:
+            if name != PERF_ANALYZER:
+                lg = median_of(runs[name], field)
+                row(what, name, pa, lg, None if met is None else met(pa, lg))
+
+    ratios: dict[str, float] = {}
     with example_server() as server:
-        url = server.grpc_url
-        closed = alternate(args.pairs, lambda c: c(url, IDENTITY, ["--concurrency-range", "16"], args.interval_ms, []))
-        pa_tp, lg_tp = median_of(closed["perf_analyzer"], "throughput"), median_of(closed["loadgen"], "throughput")
-        pa_cpu = median_of(closed["perf_analyzer"], "cpu_us_per_request")
-        lg_cpu = median_of(closed["loadgen"], "cpu_us_per_request")
-        row("1. closed loop c=16 infer/s", pa_tp, lg_tp, lg_tp >= pa_tp)
-        row("1. client CPU us/request", pa_cpu, lg_cpu, lg_cpu <= pa_cpu)
+        for protocol in ("grpc", "http"):
+            url = server.url(protocol)
+            closed = alternate(
+                args.pairs,
+                lambda c, url=url, protocol=protocol: c(
+                    url, IDENTITY, ["--concurrency-range", "16"], args.interval_ms, [], protocol=protocol
+                ),
+                players,
+            )
+            compare(f"1. {protocol} c=16 infer/s", closed, "throughput", lambda pa, lg: lg >= 1.2 * pa)
+            compare(f"1. {protocol} client CPU us/request", closed, "cpu_us_per_request", lambda pa, lg: lg <= 0.6 * pa)
+            compare(f"1. {protocol} client share of box CPU", closed, "box_share", None)
+            compare(f"1. {protocol} requests/s per client core", closed, "requests_per_core", None)
+            default = f"loadgen {transports[0]}"
+            ratios[protocol] = median_of(closed[default], "throughput") / median_of(closed[PERF_ANALYZER], "throughput")
 
-        rates: dict[str, list[float]] = {name: [] for name in CLIENTS}
+        url = server.grpc_url
+        rates: dict[str, list[float]] = {name: [] for name in players}
         for _ in range(args.pairs):  # A B A B, as for the other targets
-            for name, client in CLIENTS.items():
+            for name, client in players.items():
                 rates[name].append(highest_rate(client, url, 2000, []))
                 print(f"  {name}: highest rate with <1% late {rates[name][-1]:g}/s", flush=True)
-        pa_rate, lg_rate = statistics.median(rates["perf_analyzer"]), statistics.median(rates["loadgen"])
-        row("2. highest rate with <1% late", pa_rate, lg_rate, lg_rate >= pa_rate)
+        pa_rate = statistics.median(rates[PERF_ANALYZER])
+        for name in players:
+            if name != PERF_ANALYZER:
+                lg_rate = statistics.median(rates[name])
+                row("2. highest rate with <1% late", name, pa_rate, lg_rate, pa_rate > 0 and lg_rate >= 1.5 * pa_rate)
 
         image = ["--input-data", str(SAMPLE_JPEG)]
         with tempfile.TemporaryDirectory() as folder:
@@ -204,23 +267,41 @@ def main() -> None:
             fidelity = alternate(
                 args.pairs,
                 lambda c: c(
-                    url, ENSEMBLE, ["--concurrency-range", "1"], args.interval_ms, image if c is loadgen else pa_image
+                    url,
+                    ENSEMBLE,
+                    ["--concurrency-range", "1"],
+                    args.interval_ms,
+                    pa_image if c is perf_analyzer else image,
                 ),
+                players,
             )
+        compare("3. ensemble c=1 client CPU us/request", fidelity, "cpu_us_per_request", lambda pa, lg: lg <= pa)
         for field in ("p50_us", "p99_us"):
-            pa, lg = median_of(fidelity["perf_analyzer"], field), median_of(fidelity["loadgen"], field)
-            row(f"3. ensemble c=1 {field}", pa, lg, abs(lg / pa - 1) <= 0.05)
+            compare(f"3. ensemble c=1 {field}", fidelity, field, lambda pa, lg: abs(lg / pa - 1) <= 0.05)
 
-        memory = loadgen(
-            url, ENSEMBLE, ["--concurrency-range", "1024"], 2000, ["-r", "3", "--request-count", "3000", *image]
-        )
-        row("4. loadgen peak RSS MB at c=1024", float("nan"), memory.peak_rss_mb, memory.peak_rss_mb < 200)
+        for transport in transports:
+            memory = loadgen(
+                url,
+                ENSEMBLE,
+                ["--concurrency-range", "1024"],
+                2000,
+                ["-r", "3", "--request-count", "3000", *image],
+                transport=transport,
+            )
+            row(
+                "4. peak RSS MB at c=1024",
+                f"loadgen {transport}",
+                float("nan"),
+                memory.peak_rss_mb,
+                memory.peak_rss_mb < 200,
+            )
 
-    print(f"{'target':40} {'perf_analyzer':>14} {'loadgen':>10} {'ratio':>7}  result")
-    for what, pa, lg, result in rows:
+    print(f"{'target':42} {'client':16} {'perf_analyzer':>14} {'loadgen':>10} {'ratio':>7}  result")
+    for what, name, pa, lg, result in rows:
         ratio = lg / pa if pa == pa and pa else float("nan")
-        print(f"{what:40} {pa:14.1f} {lg:10.1f} {ratio:7.2f}  {result}")
-    print(f"throughput ratio loadgen/perf_analyzer: {lg_tp / pa_tp:.2f}")
+        print(f"{what:42} {name:16} {pa:14.1f} {lg:10.2f} {ratio:7.2f}  {result}")
+    for protocol, ratio in ratios.items():
+        print(f"throughput ratio loadgen/perf_analyzer over {protocol}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from loadgen.settings import (
     STRING_LENGTH,
     TENSOR_FORMATS,
     TRACE_LEVELS,
+    TRANSPORTS,
     Settings,
     parse_header,
     parse_input_range,
@@ -200,6 +201,12 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
     _connection_flags(parser, "http" if perf_analyzer else "grpc")
+    parser.add_argument(
+        "--transport",
+        choices=TRANSPORTS,
+        default="raw",
+        help="inference calls over loadgen's own HTTP/1.1 and HTTP/2 (raw, default) or over grpcio / aiohttp (library)",
+    )
     parser.add_argument(
         "--service-kind",
         choices=SERVICE_KINDS,

@@ -15,6 +15,7 @@ from loadgen.errors import OptionError
 Mode = Literal["concurrency", "request_rate", "request_intervals", "periodic_concurrency", "fixed_schedule"]
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}  # Triton's default ports
 PROTOCOLS = ("grpc", "http")
+TRANSPORTS = ("raw", "library")  # inference calls: hand-built wire bytes on uvloop, or grpc.aio / aiohttp
 SHARED_MEMORY = ("none", "system", "cuda")
 OUTPUT_SHARED_MEMORY_SIZE = 102400  # perf_analyzer's default region per output of unknown size
 REDACTED = "<redacted>"
@@ -380,6 +381,7 @@ class Settings:
     model_version: str = ""
     url: str = ""  # empty: Triton's default port for the protocol; HTTP takes https://HOST:PORT too
     protocol: str = "grpc"
+    transport: str = "raw"
     concurrency_range: str | int | Sequence[int] | None = None
     request_rate_range: str | float | Sequence[float] | None = None
     request_distribution: str = "constant"
@@ -499,6 +501,7 @@ class Settings:
     def _check(self) -> None:
         shards = parse_shard(self.shard)[1]
         checks = [
+            (self.transport in TRANSPORTS, f"--transport {self.transport!r}: choose raw or library"),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1"),
             (bool(self.input_sources), "--input-data: give at least one source"),
             (self.sequence_length >= 1, f"--sequence-length {self.sequence_length}: must be at least 1"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -60,7 +59,9 @@ class FakeTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
         with self.lock:
             number = next(self.counter)
         if self.hang_every and number % self.hang_every == 0:
-            time.sleep(self.hang_s)
+            ended = threading.Event()  # a call the client cancels frees its thread, as Triton's would
+            if context.add_callback(ended.set):
+                ended.wait(self.hang_s)
         if self.fail_every and number % self.fail_every == 0:
             context.abort(grpc.StatusCode.INTERNAL, "injected failure")
         return service_pb2.ModelInferResponse(model_name=MODEL)

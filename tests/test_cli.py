@@ -68,7 +68,7 @@ def test_progress_is_plain_lines_when_the_output_is_not_a_terminal(examples_serv
     assert windows[0][2] == "settling 1/3"
     rows = re.findall(r"^ +([12]) +[\d.]+ .* yes$", done.stdout, re.MULTILINE)
     assert rows == ["1", "2"]
-    assert "Bottleneck: " in done.stdout
+    assert "Diagnosis: " in done.stdout
 
 
 def test_quiet_prints_the_summary_only(examples_server: EmbeddedServer) -> None:
@@ -76,4 +76,4 @@ def test_quiet_prints_the_summary_only(examples_server: EmbeddedServer) -> None:
     assert done.returncode == 0, done.stderr
     assert " window " not in done.stdout and "Profiling" not in done.stdout
     assert re.findall(r"^ +([12]) +[\d.]+ .* yes$", done.stdout, re.MULTILINE) == ["1", "2"]
-    assert "Bottleneck: " in done.stdout
+    assert "Diagnosis: " in done.stdout

@@ -28,12 +28,16 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_seeds_ensemble_over_both_protocols(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["raw", "library"])
+def test_the_seeds_ensemble_over_both_protocols(
+    examples_server: EmbeddedServer, tmp_path: Path, transport: str
+) -> None:
     results = {}
     for protocol, url in (("grpc", examples_server.grpc_url), ("http", examples_server.http_url)):
         before = successes(examples_server, "preprocessing")
         out = tmp_path / f"{protocol}.json"
-        done = _run("-i", protocol, "-u", url, "-m", ENSEMBLE, "--input-data", str(SAMPLE_JPEG), "--json", str(out))
+        image = ["--input-data", str(SAMPLE_JPEG)]
+        done = _run("-i", protocol, "-u", url, "--transport", transport, "-m", ENSEMBLE, *image, "--json", str(out))
         assert done.returncode == 0, done.stderr
         results[protocol] = document = json.loads(out.read_text())
         level = document["levels"][0]
@@ -41,7 +45,7 @@ def test_the_seeds_ensemble_over_both_protocols(examples_server: EmbeddedServer,
         # the server saw every request loadgen counted, through every step of the ensemble
         assert successes(examples_server, "preprocessing") - before >= level["request_count"]
         assert [step["model"] for step in level["server"]["composing"]] == ["preprocessing", "classifier"]
-        assert "Bottleneck: preprocessing" in done.stdout
+        assert "the lowest capacity (preprocessing)" in done.stdout
     grpc_result, http_result = results["grpc"], results["http"]
     assert grpc_result["bottleneck"]["model"] == http_result["bottleneck"]["model"] == "preprocessing"
     size = SAMPLE_JPEG.stat().st_size

@@ -14,17 +14,22 @@ from loadgen.server import EmbeddedServer
 
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 FAST = ["-p", "300", "-s", "1000", "-r", "4"]
-# Every kind that HTTP allows runs over both protocols; the server's statistics (read over gRPC) say what it saw.
-BOTH = pytest.mark.parametrize("protocol", ["grpc", "http"])
+# Every kind that HTTP allows runs over both protocols and both transports; the server's statistics (read over gRPC)
+# say what it saw.
+BOTH = pytest.mark.parametrize(
+    ("protocol", "transport"), [(p, t) for p in ("grpc", "http") for t in ("raw", "library")]
+)
 # "abc" has 3 characters where the bad validation data says 4: the mismatch says where and what
 MISMATCH = (
     "validation: LENGTHS differs from validation_data: element 0 is 3, validation_data 4 (1 of 1 elements differ)"
 )
 
 
-def _cli(server: EmbeddedServer, protocol: str, model: str, *args: str | Path) -> int:
+def _cli(server: EmbeddedServer, protocol: str, model: str, *args: str | Path, transport: str = "raw") -> int:
     """The command line against the test server over `protocol`, with quick windows; its exit status."""
-    return main(["-i", protocol, "-u", server.url(protocol), "-m", model, *FAST, *map(str, args)])
+    return main(
+        ["-i", protocol, "--transport", transport, "-u", server.url(protocol), "-m", model, *FAST, *map(str, args)]
+    )
 
 
 def _stats(server: EmbeddedServer, model: str) -> tuple[int, int, int]:
@@ -42,10 +47,23 @@ def _stats(server: EmbeddedServer, model: str) -> tuple[int, int, int]:
 
 
 @BOTH
-def test_a_batched_model_with_dynamic_batching(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+def test_a_batched_model_with_dynamic_batching(
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str, transport: str
+) -> None:
     before = _stats(test_server, "batched_double")
     out = tmp_path / "batched.json"
-    status = _cli(test_server, protocol, "batched_double", "-b", "4", "--concurrency-range", "4", "--json", out)
+    status = _cli(
+        test_server,
+        protocol,
+        "batched_double",
+        "-b",
+        "4",
+        "--concurrency-range",
+        "4",
+        "--json",
+        out,
+        transport=transport,
+    )
     assert status == 0
     result = json.loads(out.read_text())
     level = result["levels"][0]
@@ -67,11 +85,14 @@ def test_a_batch_over_max_batch_size_is_a_clear_error(test_server: EmbeddedServe
 
 
 @BOTH
-def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server: EmbeddedServer, protocol: str) -> None:
+def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(
+    test_server: EmbeddedServer, protocol: str, transport: str
+) -> None:
     url = test_server.url(protocol)
     options = {
         "url": url,
         "protocol": protocol,
+        "transport": transport,
         "model_name": "mixed_inputs",
         "shape": {"TOKENS": [6]},
         "batch_size": 2,
@@ -100,13 +121,14 @@ def test_mixed_dtypes_with_an_input_range_for_the_embedding_indices(test_server:
 
 @BOTH
 def test_a_string_model_with_string_data_and_one_selected_output(
-    test_server: EmbeddedServer, tmp_path: Path, protocol: str
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str, transport: str
 ) -> None:
     url = test_server.url(protocol)
     before = _stats(test_server, "strings")
     result = loadgen.profile_sync(
         url=url,
         protocol=protocol,
+        transport=transport,
         model_name="strings",
         shape={"TEXT": [3]},
         string_data="hello",
@@ -118,12 +140,16 @@ def test_a_string_model_with_string_data_and_one_selected_output(
     assert _stats(test_server, "strings")[0] - before[0] >= result.levels[0].request_count
     # the same strings from a text file and from JSON (plain and b64)
     (tmp_path / "words.txt").write_text("one\ntwo\nthree\n")
-    result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(tmp_path), **QUICK)
+    result = loadgen.profile_sync(
+        url=url, protocol=protocol, transport=transport, model_name="strings", input_data=str(tmp_path), **QUICK
+    )
     assert result.inputs[0].shape == (3,) and result.levels[0].error_count == 0, result.levels[0].errors
 
 
 @BOTH
-def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+def test_validation_data_counts_mismatches(
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str, transport: str
+) -> None:
     url = test_server.url(protocol)
     good = tmp_path / "good.json"
     good.write_text(
@@ -134,7 +160,9 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
             }
         )
     )
-    result = loadgen.profile_sync(url=url, protocol=protocol, model_name="strings", input_data=str(good), **QUICK)
+    result = loadgen.profile_sync(
+        url=url, protocol=protocol, transport=transport, model_name="strings", input_data=str(good), **QUICK
+    )
     assert result.levels[0].error_count == 0 and result.levels[0].request_count > 0, result.levels[0].errors
 
     bad = tmp_path / "bad.json"
@@ -144,7 +172,18 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
         )
     )
     out = tmp_path / "result.json"
-    status = _cli(test_server, protocol, "strings", "--input-data", bad, "--max-error-rate", "1", "--json", out)
+    status = _cli(
+        test_server,
+        protocol,
+        "strings",
+        "--input-data",
+        bad,
+        "--max-error-rate",
+        "1",
+        "--json",
+        out,
+        transport=transport,
+    )
     assert status == 0
     level = json.loads(out.read_text())["levels"][0]
     # every second request answers with a length the validation data does not expect
@@ -154,7 +193,7 @@ def test_validation_data_counts_mismatches(test_server: EmbeddedServer, tmp_path
 
 @BOTH
 def test_a_sequence_model_keeps_state_per_correlation_id(
-    test_server: EmbeddedServer, tmp_path: Path, protocol: str
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str, transport: str
 ) -> None:
     data = tmp_path / "sequences.json"
     # two streams: each sequence walks one, and the model's running sums must match at every step
@@ -180,6 +219,7 @@ def test_a_sequence_model_keeps_state_per_correlation_id(
         "100:102",
         "--json",
         out,
+        transport=transport,
     )
     assert status == 0
     levels = json.loads(out.read_text())["levels"]
@@ -191,10 +231,13 @@ def test_a_sequence_model_keeps_state_per_correlation_id(
 
 
 @BOTH
-def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedServer, protocol: str) -> None:
+def test_sequences_with_generated_data_in_both_load_modes(
+    test_server: EmbeddedServer, protocol: str, transport: str
+) -> None:
     options = {
         "url": test_server.url(protocol),
         "protocol": protocol,
+        "transport": transport,
         "model_name": "accumulator",
         "input_range": {"VALUE": (0, 9)},
         **QUICK,
@@ -214,7 +257,9 @@ def test_sequences_with_generated_data_in_both_load_modes(test_server: EmbeddedS
 
 
 @BOTH
-def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_path: Path, protocol: str) -> None:
+def test_a_bls_model_with_its_composing_models(
+    test_server: EmbeddedServer, tmp_path: Path, protocol: str, transport: str
+) -> None:
     out = tmp_path / "bls.json"
     status = _cli(
         test_server,
@@ -228,6 +273,7 @@ def test_a_bls_model_with_its_composing_models(test_server: EmbeddedServer, tmp_
         out,
         "--bls-composing-models",
         "fast_step,slow_step",
+        transport=transport,
     )
     assert status == 0
     result = json.loads(out.read_text())

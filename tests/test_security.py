@@ -194,12 +194,16 @@ def _profile(
 # TLS
 
 
-@pytest.mark.parametrize(("host", "workers"), [("localhost", "1"), ("127.0.0.1", "2")])
-def test_tls_with_the_servers_ca(tls_server: EmbeddedServer, pki: Pki, tmp_path: Path, host: str, workers: str) -> None:
+@pytest.mark.parametrize(
+    ("host", "workers", "transport"),
+    [("localhost", "1", "raw"), ("127.0.0.1", "2", "raw"), ("localhost", "1", "library")],
+)
+def test_tls_with_the_servers_ca(
+    tls_server: EmbeddedServer, pki: Pki, tmp_path: Path, host: str, workers: str, transport: str
+) -> None:
     url = f"{host}:{tls_server.grpc_port}"
-    result, _ = _profile(
-        tls_server, tmp_path / "result.json", "--ssl-grpc-use-ssl", ROOT_FLAG, pki.ca, "--workers", workers, url=url
-    )
+    flags = ["--ssl-grpc-use-ssl", ROOT_FLAG, pki.ca, "--workers", workers, "--transport", transport]
+    result, _ = _profile(tls_server, tmp_path / "result.json", *flags, url=url)
     settings = result["settings"]
     assert settings["ssl_grpc_use_ssl"] is True
     assert settings["ssl_grpc_root_certifications_file"] == str(pki.ca)
@@ -243,12 +247,21 @@ def test_a_file_that_is_no_pem_is_a_bad_option(mtls_server: EmbeddedServer, pki:
 # Mutual TLS
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("workers", "transport"), [("1", "raw"), ("2", "raw"), ("1", "library")])
 def test_mutual_tls_with_a_client_certificate(
-    mtls_server: EmbeddedServer, pki: Pki, tmp_path: Path, workers: str
+    mtls_server: EmbeddedServer, pki: Pki, tmp_path: Path, workers: str, transport: str
 ) -> None:
     client: list[str | Path] = [ROOT_FLAG, pki.ca, KEY_FLAG, pki.client_key, CHAIN_FLAG, pki.client_cert]
-    _profile(mtls_server, tmp_path / "result.json", "--ssl-grpc-use-ssl", *client, "--workers", workers)
+    _profile(
+        mtls_server,
+        tmp_path / "result.json",
+        "--ssl-grpc-use-ssl",
+        *client,
+        "--workers",
+        workers,
+        "--transport",
+        transport,
+    )
 
 
 def test_mutual_tls_without_a_client_certificate(mtls_server: EmbeddedServer, pki: Pki) -> None:
@@ -284,9 +297,9 @@ def test_without_the_expected_header_permission_is_denied(
         assert value not in process.stdout + process.stderr
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("workers", "transport"), [("1", "raw"), ("2", "raw"), ("1", "library")])
 def test_the_expected_header_is_sent_and_never_shown(
-    restricted_server: EmbeddedServer, tmp_path: Path, workers: str
+    restricted_server: EmbeddedServer, tmp_path: Path, workers: str, transport: str
 ) -> None:
     outputs = tmp_path / "outputs"
     outputs.mkdir()
@@ -301,6 +314,8 @@ def test_the_expected_header_is_sent_and_never_shown(
         "-v",
         "--workers",
         workers,
+        "--transport",
+        transport,
     )
     assert result["settings"]["header"] == {HEADER: "<redacted>"}
     assert process.stdout

@@ -77,6 +77,9 @@ def connect(options: ConnectionOptions) -> Connection:
     """A connection speaking `options.protocol`; open it inside the event loop that uses it."""
     if options.protocol == "http":
         from loadgen.transport.http_connection import HttpConnection  # aiohttp is only imported when used
+        from loadgen.transport.raw_http import RawHttpConnection
 
-        return HttpConnection(options)
-    return GrpcConnection(options)
+        return RawHttpConnection(options) if options.transport == "raw" else HttpConnection(options)
+    from loadgen.transport.raw_grpc import RawGrpcConnection
+
+    return RawGrpcConnection(options) if options.transport == "raw" else GrpcConnection(options)

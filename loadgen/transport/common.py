@@ -225,11 +225,16 @@ class Connection(ABC):
 
     async def check_live(self, timeout_s: float) -> None:
         """Fail unless the server answers its liveness check within `timeout_s`."""
+        # not asyncio.wait_for: before Python 3.12 it swallows the caller's cancellation when the check ends at that
+        # moment, and the watchdog calling it every second never stopped (a run hung with its load still going)
+        check = asyncio.ensure_future(self._live(timeout_s))
         try:
-            live = await asyncio.wait_for(self._live(timeout_s), timeout_s)
-        except asyncio.TimeoutError:
-            raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms") from None
-        if not live:
+            done, _ = await asyncio.wait({check}, timeout=timeout_s)
+        finally:
+            check.cancel()
+        if not done:
+            raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms")
+        if not check.result():
             raise ServerError(f"Triton at {self.url} reports it is not live")
 
     async def ready_models(self) -> list[str]:

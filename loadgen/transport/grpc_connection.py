@@ -153,7 +153,7 @@ class GrpcConnection(Connection):
 
     protocol = "grpc"
     wire = GrpcWire()
-    errors = (grpc.aio.AioRpcError, RequestFailed)
+    errors: tuple[type[Exception], ...] = (grpc.aio.AioRpcError, RequestFailed)
 
     def __init__(self, options: ConnectionOptions) -> None:
         self.url = options.url

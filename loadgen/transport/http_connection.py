@@ -168,7 +168,7 @@ class HttpConnection(Connection):
                     raise _failure(response.status, body, self.url)
                 length = response.headers.get(HEADER_LENGTH)
                 return HttpResponse(body, int(length) if length else None)
-        except aiohttp.ClientConnectionError as error:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:  # payload: closed mid-response
             raise Unreachable(f"cannot reach Triton at {self.url}: {error}") from None
         except asyncio.TimeoutError:
             assert self.request_timeout_s is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,6 +12,7 @@ from loadgen.errors import OptionError
 from loadgen.settings import Settings
 
 Protocol = Literal["grpc", "http"]
+Transport = Literal["raw", "library"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class ConnectionOptions:
 
     url: str
     protocol: Protocol = "grpc"
+    transport: Transport = "raw"  # inference calls on loadgen's own HTTP/1.1 and HTTP/2, or on grpcio / aiohttp
     tls: Tls | None = None
     headers: tuple[tuple[str, str], ...] = ()
     request_timeout_s: float | None = None
@@ -37,10 +41,22 @@ class ConnectionOptions:
         return cls(
             url=settings.address,
             protocol="http" if settings.protocol == "http" else "grpc",
+            transport="library" if settings.transport == "library" else "raw",
             tls=_tls(settings) if settings.ssl_grpc_use_ssl else None,
             headers=tuple(settings.header.items()),
             request_timeout_s=settings.request_timeout / 1000 if settings.request_timeout else None,
         )
+
+
+def load_identity(context: ssl.SSLContext, certificate_chain: bytes, private_key: bytes) -> None:
+    """Load a client identity given as PEM bytes (Python's ssl reads it from files only: a private temporary
+    directory holds them for the moment it takes)."""
+    with tempfile.TemporaryDirectory(prefix="loadgen-tls-") as directory:
+        chain, key = Path(directory, "chain.pem"), Path(directory, "key.pem")
+        chain.write_bytes(certificate_chain)
+        key.touch(mode=0o600)
+        key.write_bytes(private_key)
+        context.load_cert_chain(chain, key)
 
 
 def _pem(path: str | None, flag: str, what: str, marker: bytes) -> bytes | None:

@@ -1,0 +1,304 @@
+"""gRPC inference calls over loadgen's own HTTP/2 (`--transport raw`): control calls stay on grpcio.
+
+A request's frames are built once per payload (the serialised `ModelInferRequest`); per request only the stream
+id is written into them. Failures raise `RequestFailed` (`Unreachable` for UNAVAILABLE) with the text the library
+path gives for the same status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2
+
+from loadgen.transport import http2
+from loadgen.transport.common import CONTROL_TIMEOUT_S
+from loadgen.transport.errors import RequestFailed
+from loadgen.transport.grpc_connection import INFER_METHOD, STREAM_METHOD, GrpcConnection, rpc_failure
+from loadgen.transport.options import ConnectionOptions, Tls, load_identity
+
+ATTEMPTS = 3  # sends of one request the server refused unprocessed (GOAWAY, REFUSED_STREAM) before it fails
+PREPARED_MAX = 1024  # payloads whose frames are kept (a sequence's requests are new payloads: built per request)
+PREPARED_MAX_BYTES = 64 << 20
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class _Refused(Exception):
+    """The server did not process the request: it can be sent again."""
+
+
+class UnaryCall(http2.Call):
+    """A `ModelInfer` call: its response message, its deadline."""
+
+    __slots__ = ("body", "future", "timer")
+
+    def __init__(self, failure: http2.Failure, future: asyncio.Future[bytes]) -> None:
+        super().__init__(failure)
+        self.future = future
+        self.body = b""
+        self.timer: asyncio.TimerHandle | None = None
+
+    def on_data(self, data: bytes) -> None:
+        self.body = self.body + data if self.body else data
+
+    def finish(self, code: int, message: str) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        future = self.future
+        if future.done():
+            return
+        body = self.body
+        if code:
+            future.set_exception(self.failure(code, message))
+        elif len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
+            future.set_exception(self.failure(http2.INTERNAL, "the server sent no whole response message"))
+        elif body[0]:
+            future.set_exception(self.failure(http2.INTERNAL, "the server sent a compressed message"))
+        else:
+            future.set_result(body[5:])
+
+    def failed(self, error: Exception) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if not self.future.done():
+            self.future.set_exception(error)
+
+    def refused(self) -> bool:
+        self.failed(_Refused())
+        return True
+
+    def expire(self) -> None:
+        """The request timeout passed: the stream is cancelled (RST_STREAM CANCEL)."""
+        self.timer = None
+        self.fail(http2.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
+
+class StreamCall(http2.Call):
+    """A `ModelStreamInfer` call: responses queue up until read."""
+
+    __slots__ = ("error", "reader", "responses", "waiter")
+
+    def __init__(self, failure: http2.Failure) -> None:
+        super().__init__(failure)
+        self.reader = http2.MessageReader()
+        self.responses: collections.deque[Any] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.error: Exception | None = None  # set once the stream is over; EOF when it ended well
+
+    def on_data(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data, self.on_message)
+        except (ValueError, DecodeError) as error:
+            self.fail(http2.INTERNAL, f"cannot read the server's message: {error}")
+
+    def on_message(self, message: bytes) -> None:
+        self.responses.append(service_pb2.ModelStreamInferResponse.FromString(message))
+        self._wake()
+
+    def finish(self, code: int, message: str) -> None:
+        self.failed(self.failure(code, message) if code else _EndOfStream())
+
+    def failed(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _EndOfStream(Exception):
+    """The server ended the stream with status OK: reads return grpc.aio.EOF."""
+
+
+class RawStream:
+    """A `ModelStreamInfer` stream on the raw path, with what `stream_one` and `StreamMux` use of a grpc.aio
+    stream: `write`, `read` (a `ModelStreamInferResponse`, or `grpc.aio.EOF` once the server ended the stream),
+    `cancel`."""
+
+    def __init__(self, owner: RawGrpcConnection) -> None:
+        self._owner = owner
+        self._call = StreamCall(owner.status_failure)
+        self._started = False
+
+    async def write(self, payload: bytes) -> None:
+        call = self._call
+        if not self._started:
+            self._started = True
+            try:
+                opened = await self._owner.pool.connection()
+            except RequestFailed as failure:
+                call.failed(failure)  # a reader waiting on this stream hears it too
+                raise
+            if call.error is None:  # not cancelled meanwhile
+                opened.start_stream(call, self._owner.stream_block)
+        connection = call.connection
+        if connection is None:
+            error = call.error
+            raise (
+                self._owner.status_failure(http2.INTERNAL, "the server ended the stream")
+                if (error is None or isinstance(error, _EndOfStream))
+                else error
+            )
+        connection.send(call, http2.grpc_message(payload))
+
+    async def read(self) -> Any:
+        call = self._call
+        while not call.responses:
+            if call.error is not None:
+                if isinstance(call.error, _EndOfStream):
+                    return grpc.aio.EOF
+                raise call.error
+            call.waiter = asyncio.get_running_loop().create_future()
+            await call.waiter
+        return call.responses.popleft()
+
+    def cancel(self) -> bool:
+        """Reset the stream (RST_STREAM CANCEL); reads and writes fail from now on."""
+        call = self._call
+        if call.error is not None:
+            return False
+        call.close_stream(http2.CANCEL)
+        call.failed(self._owner.status_failure(http2.CANCELLED, "the stream was cancelled"))
+        return True
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(f"//{url}")
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def _grpc_timeout(seconds: float) -> str:
+    """A timeout in gRPC's header format: at most 8 digits and a unit, rounded up."""
+    for unit, per_second in (("u", 1e6), ("m", 1e3), ("S", 1.0), ("M", 1 / 60), ("H", 1 / 3600)):
+        value = math.ceil(seconds * per_second)
+        if value < 10**8:
+            return f"{value}{unit}"
+    return "99999999H"
+
+
+def _ssl_context(tls: Tls) -> ssl.SSLContext:
+    """TLS as the grpcio channel gets it: the given CA (else the system's), a client identity for mutual TLS,
+    and ALPN h2."""
+    roots = tls.root_certificates.decode() if tls.root_certificates is not None else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=roots)
+    if tls.certificate_chain is not None and tls.private_key is not None:
+        load_identity(context, tls.certificate_chain, tls.private_key)
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+class RawGrpcConnection(GrpcConnection):
+    """gRPC inference calls on loadgen's own HTTP/2 connections; everything else on the grpcio channel."""
+
+    errors: tuple[type[Exception], ...] = (RequestFailed,)  # inference calls and streams fail with loadgen's kinds already
+
+    def __init__(self, options: ConnectionOptions) -> None:
+        super().__init__(options)
+        self._host, self._port = _host_port(options.url)
+        self._ssl = _ssl_context(options.tls) if options.tls is not None else None
+        common = [
+            (":method", "POST"),
+            (":scheme", "https" if self._ssl else "http"),
+            (":authority", options.url),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            *options.headers,
+        ]
+        if self.request_timeout_s is not None:  # the server learns the deadline too, as from grpcio
+            common.append(("grpc-timeout", _grpc_timeout(self.request_timeout_s)))
+        self.infer_block = http2.request_block([(":path", INFER_METHOD), *common])
+        self.stream_block = http2.request_block([(":path", STREAM_METHOD), *common])
+        self.pool = http2.Pool(self._open, self.status_failure)
+        self._prepared: dict[bytes, http2.Request] = {}
+        self._prepared_bytes = 0
+        self.infer = self._infer
+
+    def status_failure(self, code: int, details: str) -> RequestFailed:
+        """A failed call as the library path reports the same gRPC status."""
+        status = _STATUS.get(code, grpc.StatusCode.UNKNOWN)
+        return rpc_failure(grpc.aio.AioRpcError(status, details=details), self.url, self.request_timeout_s, self.tls)
+
+    def _prepare(self, payload: bytes) -> http2.Request:
+        request = http2.prepare(self.infer_block, http2.grpc_message(payload))
+        if len(self._prepared) < PREPARED_MAX and self._prepared_bytes < PREPARED_MAX_BYTES:
+            self._prepared[payload] = request
+            self._prepared_bytes += len(payload)
+        return request
+
+    async def _infer(self, payload: bytes) -> bytes:
+        request = self._prepared.get(payload) or self._prepare(payload)
+        pool = self.pool
+        timeout_s = self.request_timeout_s
+        loop = asyncio.get_running_loop()
+        for _ in range(ATTEMPTS):
+            connection = pool.current
+            if connection is None or not connection.has_room:
+                connection = await pool.connection()
+            call = UnaryCall(self.status_failure, loop.create_future())
+            connection.start(call, request)
+            if timeout_s is not None:
+                call.timer = loop.call_later(timeout_s, call.expire)
+            try:
+                return await call.future
+            except _Refused:
+                continue
+            except asyncio.CancelledError:
+                call.close_stream(http2.CANCEL)
+                if call.timer is not None:
+                    call.timer.cancel()
+                raise
+        raise self.status_failure(http2.UNAVAILABLE, f"the server refused the request {ATTEMPTS} times unprocessed")
+
+    def open_stream(self) -> RawStream:
+        """A bidirectional `ModelStreamInfer` stream on the raw path."""
+        return RawStream(self)
+
+    async def _open(self, on_retired: Callable[[http2.Connection], None]) -> http2.Connection:
+        """A new HTTP/2 connection, once the server's SETTINGS came."""
+        loop = asyncio.get_running_loop()
+        peer = "the server"
+        try:
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: http2.Connection(self.status_failure, peer, on_retired),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                ),
+                CONTROL_TIMEOUT_S,
+            )
+        except ssl.SSLError as error:
+            raise self.status_failure(http2.UNAVAILABLE, f"ssl handshake failed: {error}") from None
+        except (OSError, asyncio.TimeoutError) as error:
+            raise self.status_failure(http2.UNAVAILABLE, str(error) or "no connection within 10 s") from None
+        if self._ssl is not None:
+            assert connection.transport is not None
+            chosen = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
+            if chosen != "h2":
+                connection.close()
+                raise self.status_failure(http2.UNAVAILABLE, f"ssl handshake: the server chose ALPN {chosen!r}, not h2")
+        try:
+            await asyncio.wait_for(asyncio.shield(connection.ready), CONTROL_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            connection.close()
+            raise self.status_failure(
+                http2.UNAVAILABLE, f"no HTTP/2 SETTINGS from the server within {CONTROL_TIMEOUT_S:g} s"
+            ) from None
+        return connection
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await super().close()

@@ -1,0 +1,182 @@
+"""A FAKE Triton gRPC server on the `h2` library, for the HTTP/2 faults a real server cannot produce on demand.
+
+It answers the control calls as tests/fake_triton.py's fake does (one model, `fake`), and every `every`-th
+inference with its `fault`: the connection closed mid-response, GOAWAY, RST_STREAM, a tiny flow-control window,
+a header block over a megabyte, or no answer at all. Everything else is tested against the real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import hpack
+from tritonclient.grpc import service_pb2
+
+from tests.fake_triton import FakeTriton
+
+FAULTS = (
+    "none",
+    "close_mid_response",
+    "goaway",
+    "rst_stream",
+    "tiny_window",
+    "oversized_headers",
+    "never_answer",
+    "two_streams",  # MAX_CONCURRENT_STREAMS 2: a client needs more connections
+)
+TINY_WINDOW = 16
+
+
+def _framed(message: bytes) -> bytes:
+    return b"\0" + len(message).to_bytes(4, "big") + message
+
+
+def _oversized_headers(stream_id: int) -> bytes:
+    """A 2 MB response header block: a HEADERS frame, then CONTINUATION frames of 16 KB."""
+    # never-indexed literals: the block leaves the client's table as h2's encoder expects it
+    block = hpack.Encoder().encode([(":status", "200", True), ("x-big", "x" * (2 << 20), True)], huffman=False)
+    parts = [block[at : at + 16_384] for at in range(0, len(block), 16_384)]
+    frames = []
+    for index, part in enumerate(parts):
+        kind = 1 if index == 0 else 9  # HEADERS, then CONTINUATION
+        flags = 4 if index == len(parts) - 1 else 0  # END_HEADERS on the last
+        frames.append(len(part).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") + part)
+    return b"".join(frames)
+
+
+@dataclass
+class FakeH2State:
+    """What the fake saw, for the tests to check."""
+
+    fault: str
+    every: int
+    url: str = ""
+    connections: int = 0
+    inferences: int = 0
+    resets: int = 0  # streams the client reset (RST_STREAM)
+    largest_request: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    transports: set[asyncio.BaseTransport] = field(default_factory=set)
+
+
+class _Server(asyncio.Protocol):
+    def __init__(self, state: FakeH2State) -> None:
+        self.state = state
+        self.connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.bodies: dict[int, bytearray] = {}
+        self.paths: dict[int, str] = {}
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        with self.state.lock:
+            self.state.connections += 1
+            self.state.transports.add(transport)
+        if self.state.fault == "two_streams":
+            self.connection.local_settings = h2.settings.Settings(
+                client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 2}
+            )
+        self.connection.initiate_connection()
+        if self.state.fault == "tiny_window":
+            self.connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: TINY_WINDOW})
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        if not self.transport.is_closing():
+            self.transport.write(self.connection.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.connection.receive_data(data):
+            if isinstance(event, h2.events.RequestReceived):
+                self.paths[event.stream_id] = dict(event.headers)[b":path"].decode()
+                self.bodies[event.stream_id] = bytearray()
+            elif isinstance(event, h2.events.DataReceived):
+                self.bodies[event.stream_id] += event.data
+                self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                with contextlib.suppress(h2.exceptions.StreamClosedError):  # the client reset it meanwhile
+                    self._answer(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                with self.state.lock:
+                    self.state.resets += 1
+            if self.transport is None or self.transport.is_closing():
+                return
+        self._flush()
+
+    def _answer(self, stream_id: int) -> None:
+        method = self.paths[stream_id].rsplit("/", 1)[-1]
+        body = bytes(self.bodies.pop(stream_id))
+        if method != "ModelInfer":
+            response = getattr(FakeTriton(), method)(None, None)
+            return self._respond(stream_id, response.SerializeToString())
+        state = self.state
+        with state.lock:
+            state.inferences += 1
+            number = state.inferences
+            state.largest_request = max(state.largest_request, len(body))
+        request = service_pb2.ModelInferRequest.FromString(body[5:])
+        message = service_pb2.ModelInferResponse(model_name="fake", id=request.id).SerializeToString()
+        fault = state.fault if number % state.every == 0 else "none"
+        if fault == "never_answer":
+            return None
+        if fault == "rst_stream":
+            return self.connection.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        if fault == "oversized_headers":  # written by hand: h2 would Huffman-code 2 MB in Python
+            assert self.transport is not None
+            self.transport.write(_oversized_headers(stream_id))
+            return None
+        if fault == "close_mid_response":
+            self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+            self.connection.send_data(stream_id, _framed(message)[:3])
+            self._flush()
+            assert self.transport is not None
+            self.transport.close()
+            return None
+        self._respond(stream_id, message)
+        if fault == "goaway":  # this stream is the last the server takes on this connection
+            self.connection.close_connection(last_stream_id=stream_id)
+        return None
+
+    def _respond(self, stream_id: int, message: bytes) -> None:
+        self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+        self.connection.send_data(stream_id, _framed(message))
+        self.connection.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+
+
+@contextmanager
+def fake_h2(fault: str = "none", every: int = 1) -> Iterator[FakeH2State]:
+    """Serve the fake on a free local port from its own thread's event loop; yields its state (with its URL)."""
+    assert fault in FAULTS
+    state = FakeH2State(fault, every)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-h2", daemon=True)
+    thread.start()
+    server = asyncio.run_coroutine_threadsafe(loop.create_server(lambda: _Server(state), "127.0.0.1", 0), loop).result(
+        10
+    )
+    state.url = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield state
+    finally:
+
+        async def stop() -> None:
+            server.close()
+            for transport in state.transports:
+                transport.abort()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

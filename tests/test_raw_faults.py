@@ -1,0 +1,296 @@
+"""Faults the real server cannot produce, from the named fakes (tests/fake_h2.py, tests/fake_http1.py), over both
+transports: nothing hangs, and every failure is one line (the same line on both paths where both can tell)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import pytest
+import uvloop
+from tritonclient.grpc import model_config_pb2, service_pb2
+
+import loadgen
+from loadgen.settings import Settings
+from loadgen.transport import (
+    Connection,
+    ConnectionOptions,
+    ModelInfo,
+    RequestFailed,
+    RequestLayout,
+    Tensor,
+    TensorSpec,
+    Unreachable,
+    connect,
+)
+from tests.fake_h2 import fake_h2
+from tests.fake_http1 import HEADER, fake_http1
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])
+MODEL = ModelInfo(
+    "fake",
+    "",
+    "python",
+    0,
+    (TensorSpec("IN", "UINT8", (3,)),),
+    (TensorSpec("OUT", "UINT8", (3,)),),
+    model_config_pb2.ModelConfig(name="fake"),
+)
+
+
+def _failure(connection: Connection, error: Exception) -> RequestFailed:
+    """A failed call as the load loops see it: loadgen's kind of failure."""
+    return error if isinstance(error, RequestFailed) else connection.failure(error)
+
+
+def _outcomes(settings: Settings, count: int, content: bytes = b"abc") -> list[str]:
+    """Send the same request `count` times in turn; each outcome is "ok" or the failure's kind and one line."""
+
+    async def run() -> list[str]:
+        connection = connect(ConnectionOptions.from_settings(settings))
+        sample = (Tensor("IN", "UINT8", (len(content),), content),)
+        payload = connection.wire.encode(MODEL, sample, RequestLayout(request_id="7"))
+        outcomes = []
+        try:
+            for _ in range(count):
+                try:
+                    response = await connection.infer(payload)
+                except connection.errors as error:
+                    failed = _failure(connection, error)
+                    outcomes.append(f"{type(failed).__name__}: {failed}")
+                else:
+                    outcomes.append("ok" if connection.wire.decode_response(response)[0] == "7" else "wrong id")
+        finally:
+            await connection.close()
+        return outcomes
+
+    return uvloop.run(run())
+
+
+def _one_line(outcomes: list[str]) -> None:
+    for outcome in outcomes:
+        assert outcome and "\n" not in outcome, outcome
+
+
+# HTTP/1.1
+
+
+def _http(url: str, transport: str, **options: Any) -> Settings:
+    return Settings(url=url, protocol="http", transport=transport, **options)
+
+
+@TRANSPORTS
+def test_triton_errors_over_http(transport: str) -> None:
+    with fake_http1("error", every=2) as fake:
+        outcomes = _outcomes(_http(fake.url, transport), 4)
+    assert outcomes == ["wrong id", "Rejected: HTTP 400: injected failure"] * 2  # the fake answers no id
+
+
+@TRANSPORTS
+def test_a_chunked_response(transport: str) -> None:
+    async def run() -> bytes:
+        connection = connect(ConnectionOptions.from_settings(_http(fake.url, transport)))
+        try:
+            payload = connection.wire.encode(MODEL, (Tensor("IN", "UINT8", (3,), b"abc"),), RequestLayout())
+            response = await connection.infer(payload)
+        finally:
+            await connection.close()
+        assert response.header_length is None
+        return bytes(response.body)
+
+    with fake_http1("chunked") as fake:
+        assert uvloop.run(run()) == HEADER
+
+
+@TRANSPORTS
+def test_a_server_that_closes_each_keep_alive_connection(transport: str) -> None:
+    with fake_http1("close_after_response") as fake:
+        outcomes = _outcomes(_http(fake.url, transport), 5)
+        connections = fake.connections
+    _one_line(outcomes)
+    if transport == "raw":  # a request on a connection the server closed, nothing received yet, goes again
+        assert outcomes == ["wrong id"] * 5 and connections == 5
+    else:  # aiohttp fails it
+        assert outcomes[::2] == ["wrong id"] * 3 and outcomes[1].startswith("Unreachable: cannot reach Triton")
+
+
+@TRANSPORTS
+def test_a_connection_closed_mid_response(transport: str) -> None:
+    with fake_http1("close_mid_response", every=2) as fake:
+        outcomes = _outcomes(_http(fake.url, transport), 4)
+    _one_line(outcomes)
+    assert outcomes[0] == outcomes[2] == "wrong id"
+    assert outcomes[1] == outcomes[3]
+    assert outcomes[1].startswith(f"Unreachable: cannot reach Triton at {fake.url}: ")
+
+
+@TRANSPORTS
+def test_an_http_server_that_never_answers(transport: str) -> None:
+    with fake_http1("never_answer", every=2) as fake:
+        outcomes = _outcomes(_http(fake.url, transport, request_timeout=200), 4)
+    assert outcomes == ["wrong id", "TimedOut: timeout: no answer within 200 ms"] * 2
+
+
+# HTTP/2 (gRPC)
+
+
+def _grpc(url: str, transport: str, **options: Any) -> Settings:
+    return Settings(url=url, protocol="grpc", transport=transport, **options)
+
+
+def _grpc_outcomes(settings: Settings, count: int, content: bytes = b"abc") -> list[str]:
+    """As `_outcomes`, with the library path's grpc.aio errors described as the load loops describe them."""
+
+    async def run() -> list[str]:
+        connection = connect(ConnectionOptions.from_settings(settings))
+        request = service_pb2.ModelInferRequest(model_name="fake", id="7")
+        request.inputs.add(name="IN", datatype="UINT8", shape=[len(content)])
+        request.raw_input_contents.append(content)
+        payload = request.SerializeToString()
+        outcomes = []
+        try:
+            for _ in range(count):
+                try:
+                    response = await connection.infer(payload)
+                except connection.errors as error:
+                    outcomes.append(str(_failure(connection, error)))
+                else:
+                    outcomes.append("ok" if connection.wire.decode_response(response)[0] == "7" else "wrong id")
+        finally:
+            await connection.close()
+        return outcomes
+
+    return uvloop.run(run())
+
+
+@TRANSPORTS
+def test_rst_stream(transport: str) -> None:
+    with fake_h2("rst_stream", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport), 4)
+    _one_line(outcomes)
+    assert outcomes[0] == outcomes[2] == "ok"
+    assert outcomes[1] == outcomes[3] and outcomes[1].startswith("INTERNAL: ")
+    if transport == "raw":
+        assert outcomes[1] == "INTERNAL: the server reset the stream (INTERNAL_ERROR)"
+
+
+@TRANSPORTS
+def test_goaway_finishes_the_accepted_stream_and_reconnects(transport: str) -> None:
+    with fake_h2("goaway", every=3) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport), 7)
+        connections = fake.connections
+    assert outcomes == ["ok"] * 7
+    assert connections >= 3  # requests 3 and 6 were each the last on their connection
+
+
+@TRANSPORTS
+def test_a_tiny_flow_control_window(transport: str) -> None:
+    image = bytes(range(256)) * 400  # 100 KB through 16-byte stream windows
+    with fake_h2("tiny_window") as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport), 2, image)
+        largest = fake.largest_request
+    assert outcomes == ["ok"] * 2
+    assert largest > len(image)
+
+
+def test_max_concurrent_streams_is_respected_by_opening_more_connections() -> None:
+    async def run(url: str) -> list[bytes]:
+        connection = connect(ConnectionOptions.from_settings(_grpc(url, "raw")))
+        request = service_pb2.ModelInferRequest(model_name="fake")
+        try:
+            return await asyncio.gather(*(connection.infer(request.SerializeToString()) for _ in range(8)))
+        finally:
+            await connection.close()
+
+    with fake_h2("two_streams") as fake:
+        responses = uvloop.run(run(fake.url))
+        connections = fake.connections
+    # all answered: h2 refuses a third stream on a connection; so at least two carried them (and the control channel)
+    assert len(responses) == 8
+    assert connections >= 2 + 1
+
+
+@TRANSPORTS
+def test_an_oversized_header_block(transport: str) -> None:
+    with fake_h2("oversized_headers", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport), 3)
+    _one_line(outcomes)
+    assert outcomes[0] == outcomes[2] == "ok"  # the connection that failed is replaced
+    if transport == "raw":
+        assert outcomes[1] == (
+            f"cannot reach Triton at {fake.url}: HTTP/2 ENHANCE_YOUR_CALM with the server: a header block over "
+            "1048576 bytes, more than loadgen accepts"
+        )
+
+
+@TRANSPORTS
+def test_a_grpc_connection_closed_mid_response(transport: str) -> None:
+    with fake_h2("close_mid_response", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport), 3)
+    _one_line(outcomes)
+    assert outcomes[0] == "ok"
+    assert outcomes[1].startswith(f"cannot reach Triton at {fake.url}: ")
+    if transport == "raw":  # grpcio may still send the next request on the closing connection
+        assert outcomes[2] == "ok"
+
+
+@TRANSPORTS
+def test_a_grpc_server_that_never_answers(transport: str) -> None:
+    with fake_h2("never_answer", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport, request_timeout=200), 4)
+        for _ in range(100):  # the fake's thread reads the last reset soon after
+            if fake.resets == 2:
+                break
+            time.sleep(0.02)
+        resets = fake.resets
+    assert outcomes == ["ok", "timeout: no answer within 200 ms"] * 2
+    assert resets == 2  # each timed-out request was cancelled on the wire
+
+
+@pytest.mark.parametrize(
+    ("fault", "options", "expected"),
+    [
+        ("rst_stream", {}, "INTERNAL: the server reset the stream (INTERNAL_ERROR)"),
+        ("never_answer", {"request_timeout": 100}, "timeout: no answer within 100 ms"),
+    ],
+    ids=["rst_stream", "never_answer"],
+)
+def test_a_run_counts_each_failure_with_its_reason(fault: str, options: dict[str, Any], expected: str) -> None:
+    with fake_h2(fault, every=4) as fake:
+        result = loadgen.profile_sync(
+            fake.url, "fake", input_data="zero", concurrency=2, request_count=40, max_error_rate=1, **options
+        )
+    level = result.levels[0]
+    assert set(level.errors) == {expected}
+    assert 5 <= level.error_count <= 15 and level.request_count + level.error_count == 40
+
+
+def test_an_unreachable_server() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"127.0.0.1:{sock.getsockname()[1]}"  # bound, not listening: connections are refused
+        grpc_outcome = _grpc_outcomes(_grpc(url, "raw"), 1)
+        http_outcome = _outcomes(_http(url, "raw"), 1)
+    assert grpc_outcome[0].startswith(f"cannot reach Triton at {url}: ")
+    assert http_outcome[0].startswith(f"Unreachable: cannot reach Triton at {url}: ")
+    _one_line(grpc_outcome + http_outcome)
+
+
+def test_a_stream_that_cannot_connect_fails_its_reader_too() -> None:
+    async def run(url: str) -> None:
+        connection = connect(ConnectionOptions.from_settings(_grpc(url, "raw")))
+        try:
+            stream = connection.open_stream()
+            reader = asyncio.ensure_future(stream.read())  # StreamMux reads before its first write
+            with pytest.raises(Unreachable):
+                await stream.write(b"")
+            with pytest.raises(Unreachable):
+                await asyncio.wait_for(reader, 5)
+        finally:
+            await connection.close()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        uvloop.run(run(f"127.0.0.1:{sock.getsockname()[1]}"))

@@ -1,0 +1,356 @@
+"""The raw transport's parsers fed directly: HTTP/1.1 responses and HTTP/2 frames split at every byte boundary,
+chunked and Content-Length bodies, CONTINUATION, gRPC messages several per frame and split across frames, flow
+control, and the frames that end a call (RST_STREAM, GOAWAY, Trailers-Only)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import hpack
+import pytest
+import uvloop
+from tritonclient.grpc import service_pb2
+
+from loadgen.transport import http2
+from loadgen.transport.http1 import ConnectionClosed, Http1Connection, MalformedResponse, Reply
+from loadgen.transport.raw_grpc import StreamCall, UnaryCall
+
+
+class FakeTransport:
+    """Collects what a protocol writes; knows whether it was closed."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def run(test: Callable[[], Any]) -> Any:
+    """Run an async test body on uvloop, as loadgen runs."""
+    return uvloop.run(test())
+
+
+def splits(data: bytes) -> Iterator[list[bytes]]:
+    """`data` whole, then cut in two at every byte boundary."""
+    yield [data]
+    for at in range(1, len(data)):
+        yield [data[:at], data[at:]]
+
+
+# HTTP/1.1
+
+CONTENT_LENGTH = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: 4\r\n"
+    b"Content-Length: 7\r\n\r\n{..}abc"
+)
+CHUNKED = b'HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{"err\r\n8\r\nor":"x"}\r\n0\r\n\r\n'
+
+
+def _http1() -> tuple[Http1Connection, FakeTransport, list[Http1Connection], list[Http1Connection]]:
+    free: list[Http1Connection] = []
+    closed: list[Http1Connection] = []
+    connection = Http1Connection(free.append, closed.append)
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    return connection, transport, free, closed
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [(CONTENT_LENGTH, Reply(200, b"{..}abc", 4)), (CHUNKED, Reply(400, b'{"error":"x"}', None))],
+    ids=["content-length", "chunked"],
+)
+def test_an_http1_response_split_at_every_byte(response: bytes, expected: Reply) -> None:
+    async def body() -> None:
+        connection, transport, free, _ = _http1()
+        for parts in splits(response):
+            waiter = connection.send(b"POST / HTTP/1.1\r\n\r\n")
+            for part in parts:
+                connection.data_received(part)
+            assert waiter.done() and waiter.result() == expected
+            assert free.pop() is connection  # kept alive for the next request
+        assert transport.written.count(b"POST") == len(response)
+
+    run(body)
+
+
+def test_an_http1_connection_the_server_closes() -> None:
+    async def body() -> None:
+        connection, transport, free, closed = _http1()
+        waiter = connection.send(b"req")
+        connection.data_received(CONTENT_LENGTH.replace(b"Content-Type", b"Connection: close\r\nContent-Type"))
+        assert waiter.result().status == 200
+        assert transport.closing and closed == [connection] and not free  # never reused
+
+        connection, _, _, _ = _http1()
+        waiter = connection.send(b"req")
+        connection.data_received(CONTENT_LENGTH[:-3])
+        connection.connection_lost(None)  # mid-response: fails, not to be sent again
+        error = waiter.exception()
+        assert isinstance(error, ConnectionClosed) and not error.retry
+        assert str(error) == "the server closed the connection"
+
+        connection, _, _, _ = _http1()
+        connection.send(b"req")
+        connection.data_received(CONTENT_LENGTH)
+        waiter = connection.send(b"req")
+        connection.connection_lost(None)  # a reused connection closed before any byte: safe to send again
+        error = waiter.exception()
+        assert isinstance(error, ConnectionClosed) and error.retry
+
+        connection, transport, _, _ = _http1()
+        waiter = connection.send(b"req")
+        connection.data_received(b"SSH-2.0-OpenSSH\r\n")
+        assert isinstance(waiter.exception(), MalformedResponse) and transport.closing
+
+    run(body)
+
+
+# HTTP/2
+
+OK_HEADERS = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+class Server:
+    """Builds what a server sends: its own HPACK encoder (a real dynamic table unless told otherwise)."""
+
+    def __init__(self) -> None:
+        self.encoder = hpack.Encoder()
+        self.encoder.header_table_size = 0  # as the client's SETTINGS ask
+
+    def headers(self, stream_id: int, headers: list[tuple[str, str]], end_stream: bool = False) -> bytes:
+        flags = http2.END_HEADERS | (http2.END_STREAM if end_stream else 0)
+        return http2.frame(http2.HEADERS, flags, stream_id, self.encoder.encode(headers))
+
+    def response(self, stream_id: int, message: bytes, status: str = "0") -> bytes:
+        return (
+            self.headers(stream_id, OK_HEADERS)
+            + http2.frame(http2.DATA, 0, stream_id, http2.grpc_message(message))
+            + self.headers(stream_id, [("grpc-status", status)], end_stream=True)
+        )
+
+
+def _failure(code: int, message: str) -> Exception:
+    return RuntimeError(f"{code}: {message}")
+
+
+def _h2() -> tuple[http2.Connection, FakeTransport]:
+    connection = http2.Connection(_failure, "the fake")
+    transport = FakeTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.data_received(http2.settings_frame([]))
+    connection.drain()
+    transport.written.clear()
+    return connection, transport
+
+
+def _written(connection: http2.Connection, transport: FakeTransport) -> bytes:
+    """What the client wrote so far (its writes are queued until the event loop's turn ends)."""
+    connection.drain()
+    return bytes(transport.written)
+
+
+def _unary(connection: http2.Connection, body: bytes = b"request") -> UnaryCall:
+    call = UnaryCall(_failure, asyncio.get_running_loop().create_future())
+    connection.start(call, http2.prepare(http2.request_block([(":path", "/x")]), http2.grpc_message(body)))
+    return call
+
+
+def _frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """The frames in what the client wrote: (type, flags, stream id, payload)."""
+    frames = []
+    at = 0
+    while at < len(data):
+        length = int.from_bytes(data[at : at + 3], "big")
+        kind, flags = data[at + 3], data[at + 4]
+        stream_id = int.from_bytes(data[at + 5 : at + 9], "big")
+        frames.append((kind, flags, stream_id, bytes(data[at + 9 : at + 9 + length])))
+        at += 9 + length
+    return frames
+
+
+def test_the_client_preface_and_a_request_on_the_wire() -> None:
+    async def body() -> None:
+        connection = http2.Connection(_failure, "the fake")
+        transport = FakeTransport()
+        connection.connection_made(transport)  # type: ignore[arg-type]
+        written = _written(connection, transport)
+        assert written.startswith(http2.PREFACE)
+        [settings, window] = _frames(written[len(http2.PREFACE) :])
+        assert settings[0] == http2.SETTINGS and window[0] == http2.WINDOW_UPDATE
+        connection.data_received(http2.settings_frame([(http2.SETTINGS_MAX_CONCURRENT_STREAMS, 2)]))
+        assert connection.ready.done() and connection.max_streams == 2
+        _written(connection, transport)
+        transport.written.clear()
+        _unary(connection, b"one")
+        _unary(connection, b"two")
+        assert not connection.has_room
+        frames = _frames(_written(connection, transport))
+        assert [(kind, stream_id) for kind, _, stream_id, _ in frames] == [(1, 1), (0, 1), (1, 3), (0, 3)]
+        decoder = hpack.Decoder()
+        assert decoder.decode(frames[0][3]) == [(":path", "/x")] == decoder.decode(frames[2][3])
+        assert frames[1][3] == http2.grpc_message(b"one") and frames[1][1] == http2.END_STREAM
+
+    run(body)
+
+
+def test_a_unary_response_split_at_every_byte_and_its_blocks_decoded_once() -> None:
+    async def body() -> None:
+        connection, _ = _h2()
+        server = Server()
+        size = len(Server().response(1, b"the response"))
+        for stream_id, cut in zip(range(1, 4 * size, 2), range(size), strict=False):
+            call = _unary(connection)
+            response = server.response(stream_id, b"the response")
+            for part in (response[:cut], response[cut:]):
+                if part:
+                    connection.data_received(part)
+            assert call.future.result() == b"the response"
+            assert not connection.streams
+        # the first response's block sets the table size; after it, headers and trailers are decoded once each
+        assert len(connection._blocks) == 2
+
+    run(body)
+
+
+def test_continuation_frames_and_trailers_only_errors() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        call = _unary(connection)
+        block = hpack.Encoder().encode([*OK_HEADERS, ("grpc-status", "13"), ("grpc-message", "boom%20here")])
+        third = len(block) // 3
+        connection.data_received(
+            http2.frame(http2.HEADERS, http2.END_STREAM, 1, block[:third])
+            + http2.frame(http2.CONTINUATION, 0, 1, block[third : 2 * third])
+            + http2.frame(http2.CONTINUATION, http2.END_HEADERS, 1, block[2 * third :])
+        )
+        assert str(call.future.exception()) == "13: boom here"  # percent-decoded, as grpcio gives it
+
+        call = _unary(connection)  # HTTP status other than 200: gRPC's mapping
+        connection.data_received(Server().headers(3, [(":status", "503")], end_stream=True))
+        assert str(call.future.exception()) == "14: the server answered with HTTP status 503"
+        assert http2.RST_STREAM in [kind for kind, *_ in _frames(_written(connection, transport))]
+
+    run(body)
+
+
+def test_an_oversized_header_block_ends_the_connection() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        call = _unary(connection)
+        connection.data_received(http2.frame(http2.HEADERS, 0, 1, b"\x88"))
+        chunk = http2.frame(http2.CONTINUATION, 0, 1, b"\0" * http2.MIN_FRAME_SIZE)
+        for _ in range(http2.MAX_HEADER_BLOCK // http2.MIN_FRAME_SIZE + 1):
+            connection.data_received(chunk)
+            if connection.closed:
+                break
+        assert connection.closed and transport.closing
+        assert "ENHANCE_YOUR_CALM" in str(call.future.exception())
+        assert _frames(_written(connection, transport))[-1][0] == http2.GOAWAY
+
+    run(body)
+
+
+def test_rst_stream_goaway_and_refused_streams() -> None:
+    async def body() -> None:
+        connection, _ = _h2()
+        call = _unary(connection)
+        connection.data_received(http2.frame(http2.RST_STREAM, 0, 1, http2.ENHANCE_YOUR_CALM.to_bytes(4, "big")))
+        assert str(call.future.exception()) == "8: the server reset the stream (ENHANCE_YOUR_CALM)"
+
+        refused = _unary(connection)  # stream 3: the server never processed it, so it may be sent again
+        connection.data_received(http2.frame(http2.RST_STREAM, 0, 3, http2.REFUSED_STREAM.to_bytes(4, "big")))
+        assert type(refused.future.exception()).__name__ == "_Refused"
+
+        retired: list[http2.Connection] = []
+        connection.on_retired = retired.append
+        finishing, dropped = _unary(connection), _unary(connection)  # streams 5 and 7
+        connection.data_received(http2.frame(http2.GOAWAY, 0, 0, (5).to_bytes(4, "big") + bytes(4)))
+        assert retired == [connection] and not connection.has_room
+        assert type(dropped.future.exception()).__name__ == "_Refused"
+        assert not finishing.future.done() and not connection.closed  # what the server accepted finishes
+        connection.data_received(Server().response(5, b"done"))
+        assert finishing.future.result() == b"done"
+        assert connection.closed  # then the connection closes
+
+    run(body)
+
+
+def test_pings_are_answered_and_lost_connections_fail_every_call() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.frame(http2.PING, 0, 0, b"12345678"))
+        assert _frames(_written(connection, transport)) == [(http2.PING, http2.ACK, 0, b"12345678")]
+        calls = [_unary(connection) for _ in range(3)]
+        connection.connection_lost(None)
+        assert {str(call.future.exception()) for call in calls} == {"14: the fake closed the connection"}
+
+    run(body)
+
+
+def test_flow_control_holds_a_large_body_until_the_server_opens_its_windows() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.settings_frame([(http2.SETTINGS_INITIAL_WINDOW_SIZE, 1000)]))
+        _written(connection, transport)
+        transport.written.clear()
+        image = bytes(range(256)) * 400  # 100 KB, as the seed's JPEG
+        call = _unary(connection, image)
+        sent = [frame for frame in _frames(_written(connection, transport)) if frame[0] == http2.DATA]
+        assert sum(len(payload) for *_, payload in sent) == 1000  # the stream's window
+        for _ in range(200):
+            transport.written.clear()
+            connection.data_received(
+                http2.frame(http2.WINDOW_UPDATE, 0, 1, (700).to_bytes(4, "big"))
+                + http2.frame(http2.WINDOW_UPDATE, 0, 0, (700).to_bytes(4, "big"))
+            )
+            data = [frame for frame in _frames(_written(connection, transport)) if frame[0] == http2.DATA]
+            assert all(len(payload) <= 700 for *_, payload in data)
+            sent += data
+            if data and data[-1][1] & http2.END_STREAM:
+                break
+        assert b"".join(payload for *_, payload in sent) == http2.grpc_message(image)
+        assert not connection.blocked and not call.future.done()
+
+    run(body)
+
+
+def test_grpc_messages_several_per_frame_and_split_across_frames() -> None:
+    messages = [service_pb2.ModelStreamInferResponse(error_message=f"m{i}" * i) for i in range(1, 6)]
+    stream = b"".join(http2.grpc_message(m.SerializeToString()) for m in messages)
+
+    async def body() -> None:
+        for parts in splits(stream):
+            reader = http2.MessageReader()
+            got: list[bytes] = []
+            for part in parts:
+                reader.feed(part, got.append)
+            assert [service_pb2.ModelStreamInferResponse.FromString(m) for m in got] == messages
+            assert not reader.pending
+        with pytest.raises(ValueError, match="compressed"):
+            http2.MessageReader().feed(b"\x01\0\0\0\0", list().append)
+
+        connection, _ = _h2()
+        call = StreamCall(_failure)
+        connection.start_stream(call, http2.request_block([(":path", "/stream")]))
+        server = Server()
+        connection.data_received(server.headers(1, OK_HEADERS) + http2.frame(http2.DATA, 0, 1, stream[:7]))
+        connection.data_received(http2.frame(http2.DATA, 0, 1, stream[7:]))
+        assert list(call.responses) == messages
+        connection.data_received(server.headers(1, [("grpc-status", "0")], end_stream=True))
+        assert type(call.error).__name__ == "_EndOfStream" and not connection.streams
+
+    run(body)
