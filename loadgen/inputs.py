@@ -70,6 +70,9 @@ def encode_requests(
                 streaming=settings.streaming,
                 inputs_shm=placements.inputs[index] if placements else (),
                 outputs_shm=placements.outputs if placements else (),
+                parameters=tuple(settings.request_parameter.items()),
+                binary_inputs=settings.input_tensor_format == "binary",
+                binary_outputs=settings.output_tensor_format == "binary",
             ),
         )
         for index, sample in enumerate(data.samples)

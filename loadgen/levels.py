@@ -121,6 +121,7 @@ def _figures(
         cores=level.cores,
     )
     diagnosis = diagnose(observation, level.baseline)
+    calls = merged.client_calls
     return LevelResult(
         concurrency=level.load.concurrency,
         request_rate=level.load.rate,
@@ -142,6 +143,8 @@ def _figures(
         metrics=metrics,
         diagnosis=diagnosis,
         bottleneck=verdict(diagnosis, observation) if diagnosis is not None else None,
+        client_send_us=merged.client_send_ns / 1000 / calls if calls else 0.0,
+        client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
         **extra,  # type: ignore[arg-type]
     )
 

@@ -408,6 +408,8 @@ class LocalGenerator:
         self.shard = shard or run.shard
         self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure)
+        self.times = connection.times
+        self._times_mark = (self.times.send_ns, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
         call: InferCall = connection.infer
         check: StreamCheck | None = None
@@ -454,10 +456,21 @@ class LocalGenerator:
             self.open.start(itertools.islice(offsets, self._share(count)) if count else offsets, start_ns)
 
     async def fill(self, count: int, timeout_s: float) -> Window:
-        return await self.recorder.fill(self._share(count), timeout_s)
+        return self._client_times(await self.recorder.fill(self._share(count), timeout_s))
 
     async def rotate(self) -> Window:
-        return self.recorder.rotate()
+        return self._client_times(self.recorder.rotate())
+
+    def _client_times(self, window: Window) -> Window:
+        """The connection's send and receive times during the window (the differences of its sums)."""
+        times, (send, recv, calls) = self.times, self._times_mark
+        window.client_send_ns, window.client_recv_ns, window.client_calls = (
+            times.send_ns - send,
+            times.recv_ns - recv,
+            times.calls - calls,
+        )
+        self._times_mark = (times.send_ns, times.recv_ns, times.calls)
+        return window
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""

@@ -123,6 +123,9 @@ class Window:
     responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
     loop_cpu_ns: int = field(default=0, metadata=BUSIEST)  # the event loop's thread CPU time
     process_cpu_ns: int = field(default=0, metadata=SUMMED)  # the whole process's CPU time
+    client_send_ns: int = field(default=0, metadata=SUMMED)  # handing requests to the connection (`ClientTimes`)
+    client_recv_ns: int = field(default=0, metadata=SUMMED)  # from responses' first bytes to their completion
+    client_calls: int = field(default=0, metadata=SUMMED)  # the calls those two sum over
     errors: Counter[str] = field(default_factory=Counter)  # failed requests by one-line description
 
     @property

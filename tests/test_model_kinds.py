@@ -367,7 +367,9 @@ def test_validation_data_over_streams_in_both_load_modes(test_server: EmbeddedSe
 
 
 @BOTH
-def test_a_sequence_model_that_refuses_one_request_sequences(test_server: EmbeddedServer, protocol: str) -> None:
+def test_a_sequence_model_that_refuses_one_request_sequences(
+    test_server: EmbeddedServer, protocol: str, transport: str
+) -> None:
     """The run sends what a run sends (START, the sequence, END): nothing probes the model with START and END on
     one request, which a model like Triton's QA sequence_py refuses; the server sees exactly --request-count."""
     before = _stats(test_server, "sequence_strict")[0]
@@ -375,6 +377,7 @@ def test_a_sequence_model_that_refuses_one_request_sequences(test_server: Embedd
         test_server.url(protocol),
         "sequence_strict",
         protocol=protocol,
+        transport=transport,
         input_data="zero",
         concurrency_range=1,  # ten whole sequences: none is left open for loadgen to end after the run
         sequence_length=4,

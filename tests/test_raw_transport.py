@@ -12,7 +12,7 @@ import pytest
 
 import loadgen
 from loadgen.server import EmbeddedServer
-from tests.conftest import SAMPLE_JPEG, registered_regions, successes
+from tests.helpers import SAMPLE_JPEG, registered_regions, successes
 
 QUICK: dict[str, Any] = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])

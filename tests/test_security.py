@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loadgen.server import EmbeddedServer
 from tests.helpers import TEST_MODELS, serve
+from tests.wire_proxy import wire_proxy
 
 # Tests check behaviour, never timings: a generous stability bound keeps noisy machines from failing them.
 FAST = ["-p", "300", "-s", "1000", "-r", "4"]
@@ -275,6 +277,73 @@ def test_half_a_client_identity_is_a_bad_option(pki: Pki, given: str) -> None:
     line = _error(_run(*SLEEPER, "--ssl-grpc-use-ssl", ROOT_FLAG, pki.ca, given, path), status=3)
     assert KEY_FLAG in line
     assert CHAIN_FLAG in line
+
+
+# HTTPS (Triton serves plain HTTP: a TLS terminator the test starts stands in front of it, as in production)
+
+
+def _terminator_context(pki: Pki, client_ca: Path | None = None) -> ssl.SSLContext:
+    """The terminator's side: the server certificate, and with `client_ca`, client certificates required."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(client_ca)
+    return context
+
+
+@pytest.mark.parametrize(("workers", "transport"), [("1", "raw"), ("2", "raw"), ("1", "library")])
+def test_https_through_a_tls_terminator(
+    test_server: EmbeddedServer, pki: Pki, tmp_path: Path, workers: str, transport: str
+) -> None:
+    with wire_proxy(test_server.http_url, _terminator_context(pki)) as (address, wire):
+        flags = [
+            "-i",
+            "http",
+            "--ssl-https-ca-certificates-file",
+            pki.ca,
+            "--workers",
+            workers,
+            "--transport",
+            transport,
+        ]
+        result, _ = _profile(test_server, tmp_path / "result.json", *flags, url=f"https://{address}")
+    assert wire.connections > 0 and b"POST /v2/models/sleeper/infer" in wire.upstream  # it went through TLS
+    assert result["url"] == f"https://{address}"
+
+
+def test_https_with_a_client_certificate_and_der_files(test_server: EmbeddedServer, pki: Pki, tmp_path: Path) -> None:
+    key = serialization.load_pem_private_key(pki.client_key.read_bytes(), password=None)
+    der_key = _write(
+        tmp_path / "client.der.key",
+        key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    der_cert = _write(tmp_path / "client.der", ssl.PEM_cert_to_DER_cert(pki.client_cert.read_text()))
+    with wire_proxy(test_server.http_url, _terminator_context(pki, client_ca=pki.ca)) as (address, _):
+        url = f"https://{address}"
+        common = ["-i", "http", "--ssl-https-ca-certificates-file", pki.ca]
+        pem = ["--ssl-https-client-certificate-file", pki.client_cert, "--ssl-https-private-key-file", pki.client_key]
+        _profile(test_server, tmp_path / "pem.json", *common, *pem, url=url)
+        der = [
+            "--ssl-https-client-certificate-file", der_cert, "--ssl-https-client-certificate-type", "DER",
+            "--ssl-https-private-key-file", der_key, "--ssl-https-private-key-type", "DER",
+        ]  # fmt: skip
+        _profile(test_server, tmp_path / "der.json", *common, *der, url=url)
+        line = _error(_run("-i", "http", "-u", url, *SLEEPER, *FAST, *common))  # no client certificate
+        assert address in line
+
+
+def test_https_checks_the_server_unless_told_not_to(test_server: EmbeddedServer, pki: Pki, tmp_path: Path) -> None:
+    with wire_proxy(test_server.http_url, _terminator_context(pki)) as (address, _):
+        url = f"https://{address}"
+        line = _error(_run("-i", "http", "-u", url, *SLEEPER, *FAST))  # the test CA is not among the system's
+        assert "certificate" in line.lower() and address in line
+        _profile(test_server, tmp_path / "result.json", "-i", "http", "--ssl-https-verify-peer", "0", url=url)
+
+
+def test_https_options_need_an_https_url(pki: Pki) -> None:
+    line = _error(_run("-i", "http", *SLEEPER, "--ssl-https-ca-certificates-file", pki.ca), status=3)
+    assert "https://HOST:PORT" in line
 
 
 # Restricted protocols and secret headers

@@ -74,7 +74,8 @@ class Placement:
 
 @dataclass(frozen=True)
 class RequestLayout:
-    """How one request is encoded: outputs to ask for, its id, streaming, and shared-memory placements.
+    """How one request is encoded: outputs to ask for, its id, streaming, shared-memory placements, parameters and
+    (HTTP) the tensors' format.
 
     `inputs` places each input of the sample (in order) instead of sending its content; `outputs` places each
     requested output; both are empty without shared memory.
@@ -85,6 +86,9 @@ class RequestLayout:
     streaming: bool = False
     inputs_shm: tuple[Placement, ...] = ()
     outputs_shm: tuple[tuple[str, Placement], ...] = ()
+    parameters: tuple[tuple[str, str | int | bool], ...] = ()  # --request-parameter
+    binary_inputs: bool = True  # HTTP: tensors as binary data after the JSON header, else JSON arrays
+    binary_outputs: bool = True
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,19 @@ class Wire(ABC):
         """A response's request id and outputs (shape and raw content) by name."""
 
 
+class ClientTimes:
+    """What a connection's inference calls cost loadgen, summed since it opened (ns): handing each request to the
+    socket (send), and from each response's first byte until the caller has it (receive). perf_analyzer's Client
+    Send and Client Recv; a path that cannot see one of them leaves it at 0."""
+
+    __slots__ = ("calls", "recv_ns", "send_ns")
+
+    def __init__(self) -> None:
+        self.send_ns = 0
+        self.recv_ns = 0
+        self.calls = 0
+
+
 class Connection(ABC):
     """One connection to a Triton server; open it inside the event loop that uses it.
 
@@ -161,6 +178,8 @@ class Connection(ABC):
     wire: Wire
     infer: InferCall
     """Send one pre-serialised request; raises one of `errors`, which `failure` turns into a `RequestFailed`."""
+    times: ClientTimes
+    """The inference calls' send and receive times, summed (windows take their differences)."""
     errors: tuple[type[Exception], ...] = (RequestFailed,)
     """What `infer` and streams raise when a request fails: the library's own errors, mapped by `failure` only on
     the failure path, so that the success path stays a plain call."""

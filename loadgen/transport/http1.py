@@ -4,10 +4,14 @@ responses parsed with httptools (Content-Length or chunked)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
 from collections.abc import Callable
 from typing import NamedTuple, cast
 
 import httptools
+
+from loadgen.transport.common import ClientTimes
 
 HEADER_LENGTH = b"inference-header-content-length"
 
@@ -19,6 +23,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     header_length: int | None
+    first_ns: int  # when its first bytes came (perf_counter_ns)
 
 
 class MalformedResponse(Exception):
@@ -47,6 +52,7 @@ class Http1Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.header_length: int | None = None
         self.received = False  # bytes of the current response came
+        self.first_ns = 0  # when
         self.used = False  # answered a request before
         self.closed = False
 
@@ -64,7 +70,9 @@ class Http1Connection(asyncio.Protocol):
         return waiter
 
     def data_received(self, data: bytes) -> None:
-        self.received = True
+        if not self.received:
+            self.received = True
+            self.first_ns = time.perf_counter_ns()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
@@ -81,7 +89,12 @@ class Http1Connection(asyncio.Protocol):
         waiter = self.waiter
         self.waiter = None
         body = self.body
-        reply = Reply(self.parser.get_status_code(), body[0] if len(body) == 1 else b"".join(body), self.header_length)
+        reply = Reply(
+            self.parser.get_status_code(),
+            body[0] if len(body) == 1 else b"".join(body),
+            self.header_length,
+            self.first_ns,
+        )
         keep = self.parser.should_keep_alive()
         if waiter is not None and not waiter.done():
             waiter.set_result(reply)
@@ -114,25 +127,41 @@ class Http1Connection(asyncio.Protocol):
 class Http1Pool:
     """Keep-alive connections to one server, one per request in flight: a request takes a free one or opens one."""
 
-    def __init__(self, host: str, port: int, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        connect_timeout_s: float,
+        tls: ssl.SSLContext | None = None,
+        times: ClientTimes | None = None,
+    ) -> None:
+        self.times = times or ClientTimes()  # what sending and receiving cost, summed
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
+        self.tls = tls  # HTTPS
         self.free: list[Http1Connection] = []
         self.connections: set[Http1Connection] = set()
 
     async def request(self, request: bytes, timeout_s: float | None = None) -> Reply:
         """Send a request and return its response; raises ConnectionError (no connection, or it closed before the
         response was whole), MalformedResponse, or TimeoutError after `timeout_s`."""
+        clock = time.perf_counter_ns
+        times = self.times
         while True:
             free = self.free
             connection = free.pop() if free else await self._open()
+            start = clock()
             waiter = connection.send(request)
+            times.send_ns += clock() - start
             timer = None
             if timeout_s is not None:
                 timer = asyncio.get_running_loop().call_later(timeout_s, _expire, connection)
             try:
-                return await waiter
+                reply = await waiter
+                times.recv_ns += clock() - reply.first_ns
+                times.calls += 1
+                return reply
             except ConnectionClosed as error:
                 if not error.retry:  # a reused connection the server had closed: send again on another
                     raise ConnectionError(str(error)) from None
@@ -147,9 +176,17 @@ class Http1Pool:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: Http1Connection(self.free.append, self._closed), self.host, self.port),
+                loop.create_connection(
+                    lambda: Http1Connection(self.free.append, self._closed),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
+                ),
                 self.connect_timeout_s,
             )
+        except ssl.SSLError as error:
+            raise ConnectionError(f"TLS handshake failed: {error}") from None
         except asyncio.TimeoutError:
             raise ConnectionError(f"no connection within {self.connect_timeout_s:g} s") from None
         self.connections.add(connection)

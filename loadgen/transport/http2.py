@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gzip
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 from urllib.parse import unquote
@@ -95,9 +97,16 @@ def request_block(headers: Sequence[tuple[str, str]]) -> bytes:
     return bytes(encoder.encode(list(headers)))
 
 
-def grpc_message(message: bytes) -> bytes:
-    """A message in gRPC's length-prefixed framing (uncompressed)."""
-    return b"\0" + len(message).to_bytes(4, "big") + message
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"gzip": gzip.compress, "deflate": zlib.compress}
+"""gRPC's message encodings (`grpc-encoding`): gzip, and deflate in zlib's format."""
+
+
+def grpc_message(message: bytes, compression: str = "none") -> bytes:
+    """A message in gRPC's length-prefixed framing, compressed when asked (the flag byte says so)."""
+    if compression == "none":
+        return b"\0" + len(message).to_bytes(4, "big") + message
+    compressed = COMPRESSORS[compression](message)
+    return b"\1" + len(compressed).to_bytes(4, "big") + compressed
 
 
 class Request(NamedTuple):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
@@ -25,6 +26,7 @@ from loadgen.errors import ServerError
 from loadgen.transport.common import (
     CONTROL_TIMEOUT_S,
     LOAD_TIMEOUT_S,
+    ClientTimes,
     Connection,
     IndexEntry,
     ModelInfo,
@@ -96,9 +98,9 @@ class HttpWire(Wire):
                 place = layout.inputs_shm[index]
                 item.set_shared_memory(place.region, place.size, place.offset)
             else:
-                item.set_data_from_numpy(_array(tensor), binary_data=True)
+                item.set_data_from_numpy(_array(tensor), binary_data=layout.binary_inputs)
             inputs.append(item)
-        outputs = [InferRequestedOutput(name, binary_data=True) for name in layout.outputs]
+        outputs = [InferRequestedOutput(name, binary_data=layout.binary_outputs) for name in layout.outputs]
         for name, place in layout.outputs_shm:
             output = InferRequestedOutput(name)
             output.set_shared_memory(place.region, place.size, place.offset)
@@ -107,7 +109,10 @@ class HttpWire(Wire):
             inputs, outputs=outputs or None, request_id=layout.request_id
         )
         header = json.loads(body[:length] if length else body)
-        parameters = header.pop("parameters", {}) | {"binary_data_output": True}  # never empty: see with_flags
+        # never empty (see with_flags): it says at least in which format the outputs come back
+        parameters = (
+            header.pop("parameters", {}) | dict(layout.parameters) | {"binary_data_output": layout.binary_outputs}
+        )
         rebuilt = json.dumps({"parameters": parameters, **header}, separators=(",", ":")).encode()
         binary = body[length:] if length else b""
         path = f"/v2/models/{quote(model.name)}" + (f"/versions/{model.version}" if model.version else "") + "/infer"
@@ -145,12 +150,17 @@ class HttpConnection(Connection):
         self.url = options.url
         self._headers = dict(options.headers) or None
         self.request_timeout_s = options.request_timeout_s
-        self._client = InferenceServerClient(options.url, conn_timeout=LOAD_TIMEOUT_S)
+        self.times = ClientTimes()
+        self.tls = options.https.context() if options.https is not None else None
+        self._client = InferenceServerClient(
+            options.url, conn_timeout=LOAD_TIMEOUT_S, ssl=self.tls is not None, ssl_context=self.tls
+        )
         self._session = aiohttp.ClientSession(
-            base_url=f"http://{options.url}",
+            base_url=f"{'https' if self.tls else 'http'}://{options.url}",
             # uncompressed responses, as perf_analyzer gets them: the server spends no time compressing
             headers={"Accept-Encoding": "identity", **(self._headers or {})},
-            connector=aiohttp.TCPConnector(limit=0),  # one connection per request in flight, like perf_analyzer
+            # one connection per request in flight, like perf_analyzer
+            connector=aiohttp.TCPConnector(limit=0, ssl=self.tls if self.tls is not None else True),
             timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
             auto_decompress=False,
         )
@@ -163,7 +173,11 @@ class HttpConnection(Connection):
     async def _infer(self, request: HttpRequest) -> HttpResponse:
         try:
             async with self._session.post(request.path, data=request.body, headers=request.headers) as response:
+                start = time.perf_counter_ns()  # aiohttp sends out of sight: what is seen is reading the body
                 body = await response.read()
+                times = self.times
+                times.recv_ns += time.perf_counter_ns() - start
+                times.calls += 1
                 if response.status != 200:
                     raise _failure(response.status, body, self.url)
                 length = response.headers.get(HEADER_LENGTH)

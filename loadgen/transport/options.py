@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from loadgen.errors import OptionError
-from loadgen.settings import Settings
+from loadgen.settings import Settings, flag, split_url
 
 Protocol = Literal["grpc", "http"]
 Transport = Literal["raw", "library"]
@@ -25,15 +25,39 @@ class Tls:
 
 
 @dataclass(frozen=True)
+class Https:
+    """HTTPS as perf_analyzer's --ssl-https-* options ask for it: which checks, and the material (PEM, read once)."""
+
+    verify_peer: bool = True
+    verify_host: bool = True
+    ca_certificates: bytes | None = None
+    client_certificate: bytes | None = None
+    private_key: bytes | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The client's TLS context (built per connection: contexts do not cross to worker processes)."""
+        cadata = self.ca_certificates.decode() if self.ca_certificates is not None else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cadata)
+        context.check_hostname = self.verify_peer and self.verify_host
+        if not self.verify_peer:
+            context.verify_mode = ssl.CERT_NONE
+        if self.client_certificate is not None and self.private_key is not None:
+            load_identity(context, self.client_certificate, self.private_key)
+        return context
+
+
+@dataclass(frozen=True)
 class ConnectionOptions:
     """A connection's options: the URL, the protocol, TLS, headers sent with every call, and the request timeout."""
 
     url: str
     protocol: Protocol = "grpc"
     transport: Transport = "raw"  # inference calls on loadgen's own HTTP/1.1 and HTTP/2, or on grpcio / aiohttp
-    tls: Tls | None = None
+    tls: Tls | None = None  # gRPC over TLS
+    https: Https | None = None  # HTTP over TLS (-u https://HOST:PORT)
     headers: tuple[tuple[str, str], ...] = ()
     request_timeout_s: float | None = None
+    compression: str = "none"  # gRPC: how requests are compressed (none, gzip or deflate)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionOptions:
@@ -43,8 +67,10 @@ class ConnectionOptions:
             protocol="http" if settings.protocol == "http" else "grpc",
             transport="library" if settings.transport == "library" else "raw",
             tls=_tls(settings) if settings.ssl_grpc_use_ssl else None,
+            https=_https(settings) if split_url(settings.url)[0] == "https" else None,
             headers=tuple(settings.header.items()),
             request_timeout_s=settings.request_timeout / 1000 if settings.request_timeout else None,
+            compression=settings.grpc_compression_algorithm,
         )
 
 
@@ -59,13 +85,17 @@ def load_identity(context: ssl.SSLContext, certificate_chain: bytes, private_key
         context.load_cert_chain(chain, key)
 
 
+def _read(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise OptionError(f"{flag} {path}: {'no such file' if not Path(path).exists() else error.strerror}") from None
+
+
 def _pem(path: str | None, flag: str, what: str, marker: bytes) -> bytes | None:
     if path is None:
         return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise OptionError(f"{flag} {path}: {'no such file' if not Path(path).exists() else error.strerror}") from None
+    data = _read(path, flag)
     if marker not in data:
         raise OptionError(f"{flag} {path}: not a PEM {what}")
     return data
@@ -82,4 +112,55 @@ def _tls(settings: Settings) -> Tls:
         ),
         _pem(settings.ssl_grpc_private_key_file, "--ssl-grpc-private-key-file", "private key", b"PRIVATE KEY-----"),
         _pem(settings.ssl_grpc_certificate_chain_file, "--ssl-grpc-certificate-chain-file", "certificate", certificate),
+    )
+
+
+def _der(path: str | None, flag: str, kind: str, what: str) -> bytes | None:
+    """A certificate or key file in PEM, converting DER (Python's ssl reads PEM only)."""
+    if path is None:
+        return None
+    if kind == "PEM":
+        marker = b"-----BEGIN CERTIFICATE-----" if what == "certificate" else b"PRIVATE KEY-----"
+        return _pem(path, flag, what, marker)
+    data = _read(path, flag)
+    if what == "certificate":
+        return ssl.DER_cert_to_PEM_cert(data).encode()
+    try:
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        raise OptionError(
+            f"{flag} {path}: a DER private key needs the cryptography package (pip install cryptography), or "
+            "convert it: openssl pkey -inform DER -in KEY -out key.pem"
+        ) from None
+    try:
+        key = serialization.load_der_private_key(data, password=None)
+    except ValueError:
+        raise OptionError(f"{flag} {path}: not a DER private key") from None
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _https(settings: Settings) -> Https:
+    return Https(
+        verify_peer=settings.ssl_https_verify_peer == 1,
+        verify_host=settings.ssl_https_verify_host != 0,
+        ca_certificates=_pem(
+            settings.ssl_https_ca_certificates_file,
+            flag("ssl_https_ca_certificates_file"),
+            "certificate",
+            b"-----BEGIN CERTIFICATE-----",
+        ),
+        client_certificate=_der(
+            settings.ssl_https_client_certificate_file,
+            flag("ssl_https_client_certificate_file"),
+            settings.ssl_https_client_certificate_type,
+            "certificate",
+        ),
+        private_key=_der(
+            settings.ssl_https_private_key_file,
+            flag("ssl_https_private_key_file"),
+            settings.ssl_https_private_key_type,
+            "private key",
+        ),
     )

@@ -48,11 +48,13 @@ class Probe:
             raise ServerError(f"Triton at {self.options.url} reports it is not live")
 
     def _check_http(self, timeout_s: float) -> None:
+        https = self.options.https
         request = urllib.request.Request(
-            f"http://{self.options.url}/v2/health/live", headers=dict(self.options.headers)
+            f"{'https' if https else 'http'}://{self.options.url}/v2/health/live", headers=dict(self.options.headers)
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            context = https.context() if https is not None else None
+            with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
                 response.read()
         except urllib.error.HTTPError as error:
             raise ServerError(f"Triton at {self.options.url} reports it is not live (HTTP {error.code})") from None

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import math
 import ssl
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -38,16 +39,21 @@ class _Refused(Exception):
 class UnaryCall(http2.Call):
     """A `ModelInfer` call: its response message, its deadline."""
 
-    __slots__ = ("body", "future", "timer")
+    __slots__ = ("body", "first_ns", "future", "timer")
 
     def __init__(self, failure: http2.Failure, future: asyncio.Future[bytes]) -> None:
         super().__init__(failure)
         self.future = future
         self.body = b""
+        self.first_ns = 0  # when the response's first bytes came
         self.timer: asyncio.TimerHandle | None = None
 
     def on_data(self, data: bytes) -> None:
-        self.body = self.body + data if self.body else data
+        if self.body:
+            self.body = self.body + data
+        else:
+            self.body = data
+            self.first_ns = time.perf_counter_ns()
 
     def finish(self, code: int, message: str) -> None:
         if self.timer is not None:
@@ -150,7 +156,7 @@ class RawStream:
                 if (error is None or isinstance(error, _EndOfStream))
                 else error
             )
-        connection.send(call, http2.grpc_message(payload))
+        connection.send(call, http2.grpc_message(payload, self._owner.compression))
 
     async def read(self) -> Any:
         call = self._call
@@ -202,7 +208,9 @@ def _ssl_context(tls: Tls) -> ssl.SSLContext:
 class RawGrpcConnection(GrpcConnection):
     """gRPC inference calls on loadgen's own HTTP/2 connections; everything else on the grpcio channel."""
 
-    errors: tuple[type[Exception], ...] = (RequestFailed,)  # inference calls and streams fail with loadgen's kinds already
+    errors: tuple[type[Exception], ...] = (
+        RequestFailed,
+    )  # inference calls and streams fail with loadgen's kinds already
 
     def __init__(self, options: ConnectionOptions) -> None:
         super().__init__(options)
@@ -216,6 +224,9 @@ class RawGrpcConnection(GrpcConnection):
             ("te", "trailers"),
             *options.headers,
         ]
+        self.compression = options.compression
+        if self.compression != "none":  # the requests' encoding; the responses come plain
+            common += [("grpc-encoding", self.compression), ("grpc-accept-encoding", "identity")]
         if self.request_timeout_s is not None:  # the server learns the deadline too, as from grpcio
             common.append(("grpc-timeout", _grpc_timeout(self.request_timeout_s)))
         self.infer_block = http2.request_block([(":path", INFER_METHOD), *common])
@@ -231,7 +242,7 @@ class RawGrpcConnection(GrpcConnection):
         return rpc_failure(grpc.aio.AioRpcError(status, details=details), self.url, self.request_timeout_s, self.tls)
 
     def _prepare(self, payload: bytes) -> http2.Request:
-        request = http2.prepare(self.infer_block, http2.grpc_message(payload))
+        request = http2.prepare(self.infer_block, http2.grpc_message(payload, self.compression))
         if len(self._prepared) < PREPARED_MAX and self._prepared_bytes < PREPARED_MAX_BYTES:
             self._prepared[payload] = request
             self._prepared_bytes += len(payload)
@@ -242,16 +253,23 @@ class RawGrpcConnection(GrpcConnection):
         pool = self.pool
         timeout_s = self.request_timeout_s
         loop = asyncio.get_running_loop()
+        clock = time.perf_counter_ns
+        times = self.times
         for _ in range(ATTEMPTS):
             connection = pool.current
             if connection is None or not connection.has_room:
                 connection = await pool.connection()
             call = UnaryCall(self.status_failure, loop.create_future())
+            start = clock()
             connection.start(call, request)
+            times.send_ns += clock() - start
             if timeout_s is not None:
                 call.timer = loop.call_later(timeout_s, call.expire)
             try:
-                return await call.future
+                response = await call.future
+                times.recv_ns += clock() - call.first_ns
+                times.calls += 1
+                return response
             except _Refused:
                 continue
             except asyncio.CancelledError:

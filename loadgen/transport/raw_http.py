@@ -51,12 +51,12 @@ class RawHttpConnection(HttpConnection):
         self.wire = RawHttpWire(options.url, dict(options.headers))
         parts = urllib.parse.urlsplit(f"//{options.url}")
         assert parts.hostname is not None and parts.port is not None
-        self._pool = Http1Pool(parts.hostname, parts.port, CONTROL_TIMEOUT_S)
+        self._pool = Http1Pool(parts.hostname, parts.port, CONTROL_TIMEOUT_S, self.tls, self.times)
         self.infer = self._raw_infer
 
     async def _raw_infer(self, request: RawHttpRequest) -> HttpResponse:
         try:
-            status, body, header_length = await self._pool.request(request.data, self.request_timeout_s)
+            status, body, header_length, _ = await self._pool.request(request.data, self.request_timeout_s)
         except TimeoutError:
             assert self.request_timeout_s is not None
             raise timed_out(self.request_timeout_s) from None
