@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import tritonclient.grpc as grpcclient
 
 from loadgen.server import EmbeddedServer
@@ -20,6 +21,15 @@ SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
 # Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
 FAST = ["-p", "300", "-s", "1000", "-r", "4"]
+# both protocols over both transports
+BOTH = pytest.mark.parametrize(
+    ("protocol", "transport"), [(p, t) for p in ("grpc", "http") for t in ("raw", "library")]
+)
+
+# "abc" has 3 characters where the bad validation data says 4: the mismatch says where and what
+MISMATCH = (
+    "validation: LENGTHS differs from validation_data: element 0 is 3, validation_data 4 (1 of 1 elements differ)"
+)
 
 RUNNING: list[EmbeddedServer] = []
 """The servers the tests run now, whose logs a failing test's report shows."""

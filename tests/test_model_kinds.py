@@ -11,18 +11,10 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
+from tests.helpers import BOTH, FAST, MISMATCH, QUICK
 
-QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
-FAST = ["-p", "300", "-s", "1000", "-r", "4"]
-# Every kind that HTTP allows runs over both protocols and both transports; the server's statistics (read over gRPC)
-# say what it saw.
-BOTH = pytest.mark.parametrize(
-    ("protocol", "transport"), [(p, t) for p in ("grpc", "http") for t in ("raw", "library")]
-)
-# "abc" has 3 characters where the bad validation data says 4: the mismatch says where and what
-MISMATCH = (
-    "validation: LENGTHS differs from validation_data: element 0 is 3, validation_data 4 (1 of 1 elements differ)"
-)
+# Every kind that HTTP allows runs over both protocols and both transports (BOTH); the server's statistics (read over
+# gRPC) say what it saw.
 
 
 def _cli(server: EmbeddedServer, protocol: str, model: str, *args: str | Path, transport: str = "raw") -> int:

@@ -10,12 +10,9 @@ import pytest
 
 import loadgen
 from loadgen.server import EmbeddedServer
-from tests.helpers import QUICK
+from tests.helpers import BOTH, QUICK
 from tests.wire_proxy import wire_proxy
 
-BOTH = pytest.mark.parametrize(
-    ("protocol", "transport"), [(p, t) for p in ("grpc", "http") for t in ("raw", "library")]
-)
 REQUESTS = 20
 ZEROS = 65536  # bytes of zeros per request: gzip makes them a few hundred bytes
 
