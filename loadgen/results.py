@@ -258,6 +258,13 @@ class ProfileResult:
 
         write_html(self, path)
 
+    def save_export(self, path: str | os.PathLike[str]) -> None:
+        """Write the recorded requests (`experiments`) as perf_analyzer's profile export, as --profile-export-file
+        does."""
+        from loadgen.reports.profile_export import write_export
+
+        write_export(self, path)
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the run."""
         return {
