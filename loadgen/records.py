@@ -176,6 +176,10 @@ class RequestLog:
         del done[:last]
         return taken
 
+    def drop_before(self, start_ns: int) -> None:
+        """Drop the requests that completed before `start_ns` (a warm-up, the previous level): their room is free."""
+        self.take(start_ns, start_ns - 1)
+
     def epoch(self, perf_ns: int) -> int:
         """A perf_counter instant in ns since the UNIX epoch."""
         return perf_ns + self.offset_ns

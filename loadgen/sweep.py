@@ -490,7 +490,7 @@ class _Sweep:
             before = await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
             self.warmed_up = True
         if self.records is not None:
-            self.records.take(before.end_ns, before.end_ns - 1)  # records of what completed before: their room is free
+            self.records.drop_before(before.end_ns)
         reading = await self._statistics()
         if self.metrics is not None:
             self.metrics.window()  # nor what was scraped before
