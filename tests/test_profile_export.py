@@ -18,11 +18,15 @@ import pytest
 
 import loadgen
 from loadgen.cli import main, perf_analyzer
+from loadgen.inputs import Requests
+from loadgen.load import LocalGenerator
+from loadgen.plan import plan
 from loadgen.records import RequestLog
 from loadgen.reports.profile_export import write_export
 from loadgen.results import Experiment, ProfileResult, RequestRecord
 from loadgen.server import EmbeddedServer
-from loadgen.transport import Tensor
+from loadgen.settings import Settings
+from loadgen.transport import ConnectionOptions, GrpcConnection, Tensor
 from tests.helpers import FAST, QUICK, ROOT
 
 REQUEST_KEYS = ["timestamp", "request_inputs", "response_timestamps", "response_outputs"]
@@ -138,6 +142,22 @@ def test_the_export_is_refused_where_requests_are_not_in_this_process(tmp_path: 
     assert done.returncode == 3 and "not with --ray-address" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_without_recording_the_load_calls_the_connection_itself() -> None:
+    async def scenario() -> None:
+        connection = GrpcConnection(ConnectionOptions.from_settings(Settings()))
+        requests = Requests((b"",), ((0,),))
+        try:
+            plain = LocalGenerator(connection, requests, plan(Settings()))
+            assert plain.records is None and plain.call is connection.infer  # nothing between the loop and gRPC
+            assert plain.open_stream == connection.open_stream
+            recording = LocalGenerator(connection, requests, plan(Settings(record_requests=5)))
+            assert recording.records is not None and recording.call is not connection.infer
+        finally:
+            await connection.close()
+
+    asyncio.run(scenario())
+
+
 # end to end
 
 
@@ -241,6 +261,22 @@ def test_a_decoupled_models_every_response_in_both_loops(test_server: EmbeddedSe
             # its own responses, then the empty final one (listed too, as perf_analyzer does)
             assert request["response_outputs"] == [*({"INDEX": index} for index in range(count)), {"INDEX": ""}]
         assert {request["request_inputs"]["COUNT"] for request in experiment["requests"]} == {3, 5}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_tensors_in_shared_memory_have_no_content_in_the_export(
+    examples_server: EmbeddedServer, tmp_path: Path, protocol: str
+) -> None:
+    url = examples_server.grpc_url if protocol == "grpc" else examples_server.http_url
+    result = loadgen.profile_sync(
+        url, "identity_uint8", protocol=protocol, shared_memory="system", request_count=3, record_requests=10
+    )
+    export = tmp_path / "export.json"
+    result.save_export(export)
+    [experiment] = _export(export)["experiments"]
+    assert len(experiment["requests"]) == 3
+    for request in experiment["requests"]:  # the requests carry only regions, as perf_analyzer's do
+        assert request["request_inputs"] == {"INPUT0": ""} and request["response_outputs"] == [{"OUTPUT0": ""}]
 
 
 def test_the_bound_stops_recording_and_says_so(examples_server: EmbeddedServer, tmp_path: Path) -> None:

@@ -144,6 +144,7 @@ class HttpWire(Wire):
         return int(header.get("parameters", {}).get("sequence_id", 0)), tuple(inputs)
 
     def decode_response(self, response: HttpResponse) -> tuple[str, Outputs]:
+        """A response's request id and the outputs it carries (those written to shared memory are not in it)."""
         result = InferenceServerClient.parse_response_body(response.body, header_length=response.header_length)
         document = result.get_response()
         return str(document.get("id", "")), {
@@ -151,6 +152,7 @@ class HttpWire(Wire):
                 output["datatype"], tuple(output["shape"]), _raw(result, output["name"], output["datatype"])
             )
             for output in document.get("outputs", [])
+            if "data" in output or "binary_data_size" in output.get("parameters", {})
         }
 
 
