@@ -146,5 +146,6 @@ def test_fixed_schedule_refusals_of_the_data(
     late = refusal(examples_server, "identity_uint8", [{**entry, "timestamp": -1}])
     assert '"timestamp" must be whole milliseconds' in late
     assert "several streams" in refusal(examples_server, "identity_uint8", [[entry], [entry]])
+    assert 'expected {"data": [' in refusal(examples_server, "identity_uint8", [])  # no entry to send
     sequence = refusal(test_server, "accumulator", [{"VALUE": [1], "timestamp": 0}])
     assert "is a sequence model: --fixed-schedule" in sequence
