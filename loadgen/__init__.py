@@ -15,7 +15,17 @@ from loadgen.analysis import Bottleneck
 from loadgen.comparison import Comparison, LevelChange, compare
 from loadgen.errors import LoadgenError, MissingExtraError, ModelRejectedError, OptionError, ServerError
 from loadgen.measurement import LatencyStats
-from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDescription, Trial, TuneResult, load_result
+from loadgen.results import (
+    Experiment,
+    InputDescription,
+    LevelResult,
+    ProfileResult,
+    RequestRecord,
+    RunDescription,
+    Trial,
+    TuneResult,
+    load_result,
+)
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.sweep import Progress, profile
@@ -25,6 +35,7 @@ __all__ = [
     "Bottleneck",
     "Comparison",
     "EmbeddedServer",
+    "Experiment",
     "InputDescription",
     "LatencyStats",
     "LevelChange",
@@ -35,6 +46,7 @@ __all__ = [
     "OptionError",
     "ProfileResult",
     "Progress",
+    "RequestRecord",
     "RunDescription",
     "ServerError",
     "Settings",

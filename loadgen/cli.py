@@ -30,7 +30,7 @@ from loadgen.errors import (
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.files import ReportFile, report_files, write_reports
-from loadgen.reports.perf_analyzer import PerfAnalyzerReport
+from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION, PerfAnalyzerReport
 from loadgen.results import ProfileResult
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
@@ -99,7 +99,6 @@ REFUSED = {
 }
 EXPORT_LIMIT = 1_000_000  # requests recorded for --profile-export-file unless --record-requests says otherwise
 SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
-PERF_ANALYZER_VERSION = "2.51.0"  # the perf_analyzer release whose options, files and messages loadgen follows
 
 
 def version() -> str:
@@ -681,11 +680,12 @@ def _report_files(args: argparse.Namespace, perf_analyzer: bool = False) -> list
     """The output files the command line asks for, checked writable before anything runs."""
     if args.html or args.plot:
         from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
-    if perf_analyzer and args.profile_export_file and os.path.lexists(args.profile_export_file):
-        raise OptionError(f"--profile-export-file {args.profile_export_file}: already exists (it is not overwritten)")
-    return report_files(
-        args.json, args.latency_report_file, args.html, args.plot, args.profile_export_file, perf_analyzer
-    )
+    export = getattr(args, "profile_export_file", None)  # `loadgen merge` has no requests to export
+    if perf_analyzer and export and os.path.lexists(export):
+        raise OptionError(f"--profile-export-file {export}: already exists (it is not overwritten)")
+    if export and getattr(args, "ray_address", None):
+        raise OptionError("--profile-export-file records requests in this process: not with --ray-address")
+    return report_files(args.json, args.latency_report_file, args.html, args.plot, export, perf_analyzer)
 
 
 def _write(result: ProfileResult, files: list[ReportFile], errors: Console) -> bool:

@@ -20,6 +20,7 @@ from loadgen.shared_memory import Placements
 from loadgen.transport import ModelInfo, Payload, RequestLayout, Sample, Tensor, TensorSpec, Wire
 
 GENERATED = ("random", "zero")
+TIMESTAMP = "timestamp"  # --fixed-schedule: the pseudo-input of a JSON entry that says when to send it
 _SEED = 0
 
 
@@ -32,6 +33,7 @@ class InputData:
 
     streams: tuple[tuple[Sample, ...], ...]
     expected: tuple[tuple[Sample, ...], ...] | None = None
+    timestamps_ms: tuple[int, ...] | None = None  # --fixed-schedule: each step's time, in order (one stream)
 
     @property
     def samples(self) -> tuple[Sample, ...]:
@@ -315,16 +317,30 @@ class _Builder:
         if not isinstance(entries, list) or not entries:
             raise OptionError(f'--input-data {path}: expected {{"data": [{{"INPUT_NAME": ...}}, ...]}}')
         streams = self.json_streams(_streams(entries), self.model.inputs, f"--input-data {path}, data", "input")
-        if "validation_data" not in document:
-            return InputData(streams)
-        checks = document["validation_data"]
-        where = f"--input-data {path}, validation_data"
-        if not isinstance(checks, list):
-            raise OptionError(f"{where}: expected a list like data")
-        expected = self.json_streams(_streams(checks), self.model.outputs, where, "output", every=False)
-        if [len(s) for s in expected] != [len(s) for s in streams]:
-            raise OptionError(f"{where}: needs one entry per entry of data, in the same layout")
-        return InputData(streams, expected)
+        expected = None
+        if "validation_data" in document:
+            checks = document["validation_data"]
+            where = f"--input-data {path}, validation_data"
+            if not isinstance(checks, list):
+                raise OptionError(f"{where}: expected a list like data")
+            expected = self.json_streams(_streams(checks), self.model.outputs, where, "output", every=False)
+            if [len(s) for s in expected] != [len(s) for s in streams]:
+                raise OptionError(f"{where}: needs one entry per entry of data, in the same layout")
+        if not self.settings.fixed_schedule:
+            return InputData(streams, expected)
+        if len(streams) != 1:
+            raise OptionError(
+                f"--input-data {path}: --fixed-schedule sends one flat list of entries, each with its "
+                '"timestamp"; this data has several streams'
+            )
+        steps = _streams(entries)[0]
+        times = [_timestamp(entry, f"--input-data {path}, data[{index}]") for index, entry in enumerate(steps)]
+        order = sorted(range(len(times)), key=times.__getitem__)  # sent in the order of their times
+        return InputData(
+            (tuple(streams[0][i] for i in order),),
+            None if expected is None else (tuple(expected[0][i] for i in order),),
+            tuple(times[i] for i in order),
+        )
 
     def json_streams(
         self,
@@ -339,6 +355,9 @@ class _Builder:
         by_name = {s.name: s for s in specs}
         allowed = set(by_name) | {"model"}  # perf_analyzer allows a "model" key
         required = set(by_name) - {i.name for i in self.model.config.input if i.optional} if every else set()
+        if self.settings.fixed_schedule and kind == "input":  # each request's time, not a tensor
+            allowed.add(TIMESTAMP)
+            required.add(TIMESTAMP)
         result = []
         for number, stream in enumerate(streams):
             steps = []
@@ -437,6 +456,19 @@ def _check_request_size(size: int, where: str) -> None:
             f"{where}: one request would carry {size / 2**30:.1f} GiB of tensors, over the 2 GiB a request can hold "
             "(gRPC's message limit); use smaller --shape dimensions or --batch-size"
         )
+
+
+def _timestamp(entry: object, where: str) -> int:
+    """A --fixed-schedule entry's "timestamp": whole milliseconds from the start, or a list of that one number (as
+    perf_analyzer's tensors are written)."""
+    value = entry.get(TIMESTAMP) if isinstance(entry, dict) else None
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionError(
+            f'{where}: "{TIMESTAMP}" must be whole milliseconds from the start (0 or more), got {value!r}'
+        )
+    return value
 
 
 def _refuse_entry(entry: object, at: str, kind: str, allowed: set[str], required: set[str]) -> None:

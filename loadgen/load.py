@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from loadgen import schedule
+from loadgen.errors import OptionError
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
+from loadgen.records import RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
 from loadgen.transport import (
     Connection,
@@ -28,6 +30,7 @@ from loadgen.transport import (
     StreamMux,
     Unreachable,
     decode_message,
+    stream_counted,
     stream_one,
 )
 from loadgen.validation import Validator
@@ -43,6 +46,8 @@ COUNT_WINDOW_MIN_S = 1.0
 
 def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:
     """The full schedule (offsets in ns) of an open-loop level."""
+    if run.schedule_ns is not None:
+        return iter(run.schedule_ns)
     if run.intervals_us is not None:
         return schedule.intervals(run.intervals_us)
     assert load.rate is not None
@@ -362,6 +367,51 @@ class OpenLoop:
             self._slot_free.set()
 
 
+async def ramp(
+    open_stream: Callable[[], Stream], payloads: Iterator[Payload], start: int, end: int, step: int, period: int
+) -> None:
+    """perf_analyzer's periodic concurrency: `start` requests, each on a stream of its own; each time every request
+    of the latest batch has had `period` responses, `step` more, until `end` were sent; returns once every request
+    has had its final response."""
+    streams: list[Stream] = []
+    tasks: list[asyncio.Task[int]] = []
+    short = 0  # requests of the latest batch that have not had `period` responses yet
+
+    def launch(count: int) -> None:
+        nonlocal short
+        short = count
+        for _ in range(count):
+            stream = open_stream()
+            streams.append(stream)
+            tasks.append(asyncio.ensure_future(stream_counted(stream, next(payloads), period, reached)))
+
+    def reached() -> None:
+        nonlocal short
+        short -= 1
+        if short == 0 and len(tasks) < end:
+            launch(min(step, end - len(tasks)))
+
+    launch(start)
+    try:
+        while True:
+            running = len(tasks)
+            await asyncio.gather(*tasks)
+            if len(tasks) == running:  # no batch was added meanwhile: all are done
+                break
+    finally:
+        for stream in streams:
+            stream.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    fewest = min(task.result() for task in tasks)
+    if fewest < period:
+        raise OptionError(
+            f"--request-period {period}: a request had only {fewest} responses (its empty final one included), so "
+            "the next requests were never sent; give a period no larger than every request's responses"
+        )
+
+
 class Generator(Protocol):
     """A source of load and its windows: in this process (`LocalGenerator`) or over worker processes."""
 
@@ -411,12 +461,21 @@ class LocalGenerator:
         self.times = connection.times
         self._times_mark = (self.times.send_ns, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
+        self.connection = connection
+        self.requests = requests
         call: InferCall = connection.infer
         check: StreamCheck | None = None
         if requests.expected is not None:  # responses are decoded only to validate them
             call = Validator(requests.expected, connection.wire.decode_response).wrap(call)
             if settings.streaming:
                 check = Validator(requests.expected, decode_message).for_stream(requests.payloads)
+        open_stream = connection.open_stream
+        self.records: RequestLog | None = None
+        if settings.record_requests:  # for the profile export: the loops stay the same, the call records
+            self.records = RequestLog(settings.record_requests)
+            call = self.records.wrap(call)
+            open_stream = self.records.streams(open_stream)
+        self.open_stream = open_stream
         self.call = call
         self.sequences: Sequences | None = None
         lanes = 0
@@ -429,13 +488,13 @@ class LocalGenerator:
             source = functools.partial(_cycle, requests.payloads)
             stream = itertools.cycle(requests.payloads)
         self.closed = (
-            StreamingLoop(connection.open_stream, source, self.recorder, failures, check)
+            StreamingLoop(open_stream, source, self.recorder, failures, check)
             if settings.streaming
             else ClosedLoop(call, source, self.recorder, failures)
         )
         self.mux: StreamMux | None = None
         if settings.streaming and not run.closed_loop:  # requests on schedule share one stream
-            self.mux = StreamMux(connection.open_stream, time.perf_counter_ns, check)
+            self.mux = StreamMux(open_stream, time.perf_counter_ns, check)
             call = self.mux.send
         self.open = OpenLoop(call, stream, self.recorder, failures, run.max_in_flight, settings.streaming, lanes)
 
@@ -457,6 +516,14 @@ class LocalGenerator:
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         return self._client_times(await self.recorder.fill(self._share(count), timeout_s))
+
+    async def ramp(self, start: int, end: int, step: int, period: int) -> None:
+        """Periodic concurrency (see `ramp`) over the requests in turn; a failed request is raised as loadgen's
+        own kind of failure."""
+        try:
+            await ramp(self.open_stream, itertools.cycle(self.requests.payloads), start, end, step, period)
+        except self.failures.errors as error:
+            raise self.connection.failure(error) from None
 
     async def rotate(self) -> Window:
         return self._client_times(self.recorder.rotate())

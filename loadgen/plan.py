@@ -11,14 +11,22 @@ import ipaddress
 import itertools
 import os
 import statistics
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from loadgen.errors import OptionError
-from loadgen.settings import MAX_CONCURRENCY, Mode, Settings, parse_range, parse_rate_range, parse_shard
+from loadgen.settings import (
+    MAX_CONCURRENCY,
+    Mode,
+    Settings,
+    parse_periodic_range,
+    parse_range,
+    parse_rate_range,
+    parse_shard,
+)
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult
@@ -66,12 +74,13 @@ class Windows:
     interval_ms: int
     count: int | None  # requests per window (count windows, or --request-count); None: time windows
     max_windows: int
-    single: bool  # --request-count: one window of exactly `count` requests, no stability check
+    single: bool  # --request-count, --fixed-schedule: one window of exactly `count` requests, no stability check
+    schedule_s: float = 0.0  # --fixed-schedule: how long the schedule runs, which a count window waits for too
 
     @property
     def timeout_s(self) -> float:
         """The longest a count window waits for its requests."""
-        return self.interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
+        return self.interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR + self.schedule_s
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,8 @@ class RunPlan:
     intervals_us: tuple[int, ...] | None  # --request-intervals: the gaps, read once
     server_cores: int | None  # the server host's cores, when it is this machine (a loopback URL)
     max_in_flight: int  # the open loop's cap: --max-in-flight, or with --sync perf_analyzer's threads
+    periodic: tuple[int, int, int] | None = None  # --periodic-concurrency-range: START, END and STEP
+    schedule_ns: tuple[int, ...] | None = None  # --fixed-schedule: each request's time (see `with_schedule`)
 
     @property
     def closed_loop(self) -> bool:
@@ -152,8 +163,14 @@ def sequence_ids(text: str | None) -> tuple[int, int | None]:
 def plan(settings: Settings) -> RunPlan:
     """The run the settings describe; reads the --request-intervals file (once)."""
     intervals = read_intervals(settings.request_intervals) if settings.request_intervals is not None else None
-    if intervals is not None:
-        loads: tuple[Load, ...] = (Load(rate=1e6 / statistics.fmean(intervals)),)
+    periodic = None
+    if settings.periodic_concurrency_range is not None:
+        periodic = parse_periodic_range(settings.periodic_concurrency_range)
+        loads: tuple[Load, ...] = ()  # no levels: the ramp is recorded for the profile export only
+    elif settings.fixed_schedule:
+        loads = ()  # the schedule comes with the input data (`with_schedule`)
+    elif intervals is not None:
+        loads = (Load(rate=1e6 / statistics.fmean(intervals)),)
     elif settings.request_rate_range is not None:
         rates = settings.request_rate_range
         assert isinstance(rates, (str, tuple))  # text when its END is open, else the rates
@@ -179,7 +196,25 @@ def plan(settings: Settings) -> RunPlan:
         intervals_us=intervals,
         server_cores=os.cpu_count() if _loopback(settings.address) else None,
         max_in_flight=(settings.max_threads or SYNC_THREADS) if settings.sync else settings.max_in_flight,
+        periodic=periodic,
     )
+
+
+def with_schedule(run: RunPlan, timestamps_ms: Sequence[int]) -> RunPlan:
+    """A --fixed-schedule run once its input data gave each request's time (ms from the start, in order): one
+    open-loop level that sends every entry once at its time, measured as one window of the entries after the
+    warm-up (perf_analyzer's rule: the warm-up takes the first entries, and must leave some)."""
+    warmup = run.settings.warmup_request_count
+    if warmup >= len(timestamps_ms):
+        raise OptionError(
+            f"--warmup-request-count {warmup}: must be below the {len(timestamps_ms)} entries of the --fixed-schedule "
+            "data (the warm-up sends the first entries)"
+        )
+    offsets = tuple(ms * 1_000_000 for ms in timestamps_ms)
+    span_s = offsets[-1] / 1e9
+    rate = (len(offsets) - 1) / span_s if span_s > 0 else 0.0  # the schedule's average rate (0: all at once)
+    windows = Windows(run.windows.interval_ms, len(offsets) - warmup, 1, True, schedule_s=span_s)
+    return replace(run, loads=(Load(rate=rate),), windows=windows, schedule_ns=offsets)
 
 
 def level_rule(settings: Settings) -> LevelRule:
@@ -189,7 +224,7 @@ def level_rule(settings: Settings) -> LevelRule:
         settings.percentile,
         settings.stability_percentage,
         settings.latency_threshold,
-        settings.request_count > 0,
+        settings.request_count > 0 or settings.fixed_schedule,
     )
 
 
@@ -206,14 +241,14 @@ def _loopback(url: str) -> bool:
 
 def _check_load(settings: Settings, loads: tuple[Load, ...], shards: int) -> None:
     """Refuse, with the reason, a load one process cannot hold: it would be built up front and never sent."""
-    highest = max(load.concurrency or 0 for load in loads)
+    highest = max((load.concurrency or 0 for load in loads), default=0)
     per_process = -(-highest // shards)
     if per_process > MAX_CONCURRENCY:
         raise OptionError(
             f"--concurrency-range: {highest} requests in flight is more than one process holds (at most "
             f"{MAX_CONCURRENCY}); split the load with --shard i/K over processes or machines"
         )
-    if settings.workers > 1 and loads[0].concurrency is not None and settings.workers > highest:
+    if settings.workers > 1 and loads and loads[0].concurrency is not None and settings.workers > highest:
         raise OptionError(
             f"--workers {settings.workers}: more worker processes than requests in flight (at most {highest}); "
             "each process needs at least one"

@@ -17,6 +17,7 @@ from loadgen.plan import LevelRule, Load, Windows, level_rule
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import ServerFigures
 from loadgen.settings import Mode, Settings
+from loadgen.transport import Tensor
 
 if TYPE_CHECKING:
     import pandas
@@ -135,6 +136,30 @@ _MODE_KEYS = (
 )
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as perf_analyzer's profile export lists it: when it was sent and when each of its responses
+    came (ns since the UNIX epoch), its inputs as sent, and each response's requested outputs (one a response does
+    not carry, as in a decoupled model's final empty response, has no content)."""
+
+    timestamp: int
+    sequence_id: int  # a sequence model's correlation ID; 0 for other models
+    request_inputs: tuple[Tensor, ...]
+    response_timestamps: tuple[int, ...]
+    response_outputs: tuple[tuple[Tensor, ...], ...]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The requests recorded at one load level (those that completed in its windows), and the windows'
+    boundaries in ns since the UNIX epoch (N windows, N + 1 boundaries)."""
+
+    mode: str  # perf_analyzer's: "concurrency" or "request_rate"
+    value: int | float  # the concurrency, or the request rate
+    requests: tuple[RequestRecord, ...]
+    window_boundaries: tuple[int, ...]
+
+
 @dataclass(frozen=True, repr=False)
 class ProfileResult:
     """A whole sweep: the model, how it was loaded, and one result per level.
@@ -152,6 +177,9 @@ class ProfileResult:
     # error) or "incomplete" (a merge of shards that lacks windows); `message` says why when it is not complete
     status: str = "complete"
     message: str = ""
+    # with Settings.record_requests: each level's requests, for --profile-export-file (not part of `to_dict`)
+    experiments: tuple[Experiment, ...] = ()
+    records_capped: bool = False  # the record_requests bound was reached: later requests were not recorded
 
     @property
     def closed_loop(self) -> bool:
@@ -229,6 +257,13 @@ class ProfileResult:
         from loadgen.reports.html import write_html
 
         write_html(self, path)
+
+    def save_export(self, path: str | os.PathLike[str]) -> None:
+        """Write the recorded requests (`experiments`) as perf_analyzer's profile export, as --profile-export-file
+        does."""
+        from loadgen.reports.profile_export import write_export
+
+        write_export(self, path)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of the run."""

@@ -602,7 +602,17 @@ class Settings:
                 not self.fixed_schedule or self.request_count == 0,
                 "--fixed-schedule sends each entry of the --input-data JSON once: not with --request-count",
             ),
-            (self.record_requests >= 0, f"--profile-export-limit {self.record_requests}: must not be negative"),
+            (
+                not self.fixed_schedule
+                or (len(self.input_sources) == 1 and self.input_sources[0].lower().endswith(".json")),
+                '--fixed-schedule sends the entries of one --input-data JSON file, each at its "timestamp": give one '
+                "(not random, zero, a directory or several files)",
+            ),
+            (self.record_requests >= 0, f"--record-requests {self.record_requests}: must not be negative"),
+            (
+                self.record_requests == 0 or self.workers == 1,
+                "--profile-export-file records every request in this process: not with --workers (drop --workers)",
+            ),
             (
                 not self.binary_search
                 or not (is_open_range(self.concurrency_range) or is_open_range(self.request_rate_range)),
@@ -747,7 +757,7 @@ class Settings:
         recorded = {name: getattr(self, name) for name in self.__dataclass_fields__}
         recorded["shape"] = {k: list(v) for k, v in self.shape.items()}
         recorded["input_range"] = {k: list(v) for k, v in self.input_range.items()}
-        for name in ("input_data", "output", "bls_composing_models"):
+        for name in ("input_data", "output", "bls_composing_models", "trace_level"):
             if isinstance(recorded[name], tuple):
                 recorded[name] = list(recorded[name])
         recorded["header"] = {name: REDACTED for name in self.header}  # values are often credentials

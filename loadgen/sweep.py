@@ -16,8 +16,9 @@ from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_reques
 from loadgen.levels import Level, ends_sweep, outcome
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
-from loadgen.plan import Load, RunPlan, plan
-from loadgen.results import InputDescription, LevelResult, ProfileResult, RunDescription
+from loadgen.plan import Load, RunPlan, plan, with_schedule
+from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
+from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
 from loadgen.sequences import check_sequence_ids
 from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
@@ -25,13 +26,14 @@ from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
 from loadgen.shards.log import WindowLog
 from loadgen.shared_memory import Regions, place
-from loadgen.transport import ConnectionOptions, ModelInfo, RequestFailed, connect
+from loadgen.transport import ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
 # When a run ends, requests in flight get this long to return before they are cancelled: tritonserver 2.51 can
 # crash (SIGSEGV) on a gRPC request cancelled while it completes (triton-inference-server/server#7368).
 STOP_GRACE_S = 2.0
+UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-concurrency run
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
 WATCH_INTERVAL_S = 1.0  # the server's liveness is checked this often during a run
 WATCH_MISSES = 2  # liveness checks missed in a row before the server counts as gone
@@ -164,13 +166,26 @@ class _Session:
         status, message = (abort.status, abort.message) if abort else outcome(levels)
         if log:
             log.end(status)
-        result = self._result(levels, inputs, status, message)
+        experiments = await _in_daemon_thread(sweep.experiments)
+        capped = sweep.records is not None and sweep.records.full
+        if capped:
+            self._note(
+                f"--record-requests {self.settings.record_requests}: the bound was reached, and later requests were "
+                "not recorded for the profile export"
+            )
+        result = self._result(levels, inputs, status, message, experiments, capped)
         if abort and abort.status == "failed":
             raise RunFailed(abort.message, result)
         return result
 
     def _result(
-        self, levels: Sequence[LevelResult], inputs: tuple[InputDescription, ...], status: str, message: str
+        self,
+        levels: Sequence[LevelResult],
+        inputs: tuple[InputDescription, ...],
+        status: str,
+        message: str,
+        experiments: tuple[Experiment, ...] = (),
+        capped: bool = False,
     ) -> ProfileResult:
         return ProfileResult(
             model=self.model,
@@ -181,6 +196,8 @@ class _Session:
             settings=self.settings.to_dict(),
             status=status,
             message=message,
+            experiments=experiments,
+            records_capped=capped,
         )
 
     def _note(self, text: str) -> None:
@@ -202,6 +219,8 @@ class _Session:
             self._note(f"loading {size / 1e6:.0f} MB of input data ...")
         data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
+        if data.timestamps_ms is not None:
+            self.run = with_schedule(self.run, data.timestamps_ms)
         placements = None
         if settings.shared_memory == "system":
             self.regions, placements = await place(connection, info, data.samples, settings)
@@ -255,6 +274,11 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
         raise OptionError(
             f"model {model.name} is decoupled (several responses per request): profile it with --streaming"
             + (" over gRPC (-i grpc): Triton streams over gRPC only" if settings.protocol != "grpc" else "")
+        )
+    if model.is_sequence and settings.mode in ("periodic_concurrency", "fixed_schedule"):
+        raise OptionError(
+            f"model {model.name} is a sequence model: --{settings.mode.replace('_', '-')} sends requests without "
+            "sequences (profile it with --concurrency-range or --request-rate-range)"
         )
     if settings.streaming and data.expected is not None and model.is_sequence:
         raise OptionError("--input-data: validation_data with --streaming is not supported for a sequence model")
@@ -335,6 +359,9 @@ class _Sweep:
             if settings.workers == 1
             else ProcessGenerator(requests, run, session.options, settings.workers)
         )
+        # the profile export's records (one process only: Settings refuses them with --workers)
+        self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
+        self.recorded: list[tuple[Load, list[Exchange], tuple[int, ...]]] = []  # per level: its requests, windows
         self.warmed_up = settings.warmup_request_count == 0
 
     async def sweep(self) -> tuple[list[LevelResult], _Abort | None]:
@@ -353,7 +380,9 @@ class _Sweep:
                 await self._guarded(self.generator.start())
             if self.log:
                 self.grid_ns = await _wait_for_start(self.settings.start_at)
-            if self.settings.binary_search:
+            if self.run.periodic is not None:
+                await self._guarded(self._ramp(*self.run.periodic))
+            elif self.settings.binary_search:
                 await binary_search(self.run.loads, self.measure, rule.over_threshold)
             else:
                 # the shards of a logged run all measure every level; the merge applies the rule to the whole
@@ -370,6 +399,51 @@ class _Sweep:
             if self.metrics is not None:
                 await self.metrics.stop()
         return self.finished, abort
+
+    async def _ramp(self, start: int, end: int, step: int) -> None:
+        """perf_analyzer's periodic concurrency: no levels, no windows; every request goes to the profile export."""
+        assert isinstance(self.generator, LocalGenerator)
+        try:
+            await self.generator.ramp(start, end, step, self.settings.request_period)
+        except RequestFailed as failure:
+            raise _Abort("failed", f"periodic concurrency stopped: a request failed: {failure}") from None
+
+    def experiments(self) -> tuple[Experiment, ...]:
+        """The recorded requests decoded, one experiment per level (a periodic run: one in all, as perf_analyzer
+        writes it); run once the load has stopped."""
+        if self.records is None:
+            return ()
+        if self.run.periodic is not None:
+            self.recorded = [(Load(concurrency=1), self.records.take(*EVERYTHING), UNBOUNDED)]
+        fixed = self.run.mode == "fixed_schedule"  # perf_analyzer records such a run at a rate of 0
+        return tuple(
+            Experiment(
+                mode="concurrency" if load.concurrency is not None else "request_rate",
+                value=load.concurrency if load.concurrency is not None else 0.0 if fixed else load.rate or 0.0,
+                requests=request_records(
+                    exchanges,
+                    self.session.connection.wire,
+                    self._outputs(),
+                    self.settings.streaming,
+                    self.records.offset_ns,
+                ),
+                window_boundaries=boundaries,
+            )
+            for load, exchanges, boundaries in self.recorded
+        )
+
+    def _outputs(self) -> tuple[TensorSpec, ...]:
+        """The outputs every request asks for: --output, else all of the model's."""
+        asked = set(self.settings.output)
+        return tuple(spec for spec in self.info.outputs if not asked or spec.name in asked)
+
+    def _record(self, load: Load, windows: Sequence[Window]) -> None:
+        """Keep the requests that completed in a level's windows, with the windows' boundaries."""
+        if self.records is None or not windows:
+            return
+        boundaries = (windows[0].start_ns, *(window.end_ns for window in windows))
+        exchanges = self.records.take(boundaries[0], boundaries[-1])
+        self.recorded.append((load, exchanges, tuple(self.records.epoch(ns) for ns in boundaries)))
 
     async def _collect_metrics(self) -> MetricsCollector:
         """Scrape the server's metrics in the background; an endpoint that does not answer is said once."""
@@ -416,10 +490,12 @@ class _Sweep:
             count = (windows.count or 0) + (0 if self.warmed_up else self.settings.warmup_request_count)
         await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns(), count))
         if self.warmed_up:
-            await self.generator.rotate()  # the level starts now: drop what completed before
+            before = await self.generator.rotate()  # the level starts now: drop what completed before
         else:  # the warm-up's window closes at exactly its last request: the level starts there
-            await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
+            before = await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
             self.warmed_up = True
+        if self.records is not None:
+            self.records.drop_before(before.end_ns)
         reading = await self._statistics()
         if self.metrics is not None:
             self.metrics.window()  # nor what was scraped before
@@ -446,7 +522,9 @@ class _Sweep:
                 level.add(await self.generator.rotate(), {})  # what completed of the window cut short
             if level.windows[-1].request_count or len(level.windows) > 1:
                 self._keep(level.result(complete=False))
+            self._record(load, level.windows)
             raise
+        self._record(load, level.windows)
         return self._keep(level.result())
 
     def _keep(self, level: LevelResult) -> LevelResult:

@@ -65,9 +65,10 @@ class _Recorder:
 
 def test_the_public_api_changes_only_on_purpose() -> None:
     assert sorted(loadgen.__all__) == [
-        *("Bottleneck", "Comparison", "EmbeddedServer", "InputDescription", "LatencyStats", "LevelChange"),
-        *("LevelResult", "LoadgenError", "MissingExtraError", "ModelRejectedError", "OptionError", "ProfileResult"),
-        *("Progress", "RunDescription", "ServerError", "Settings", "Trial", "TuneResult", "TuneSettings"),
+        *("Bottleneck", "Comparison", "EmbeddedServer", "Experiment", "InputDescription", "LatencyStats"),
+        *("LevelChange", "LevelResult", "LoadgenError", "MissingExtraError", "ModelRejectedError", "OptionError"),
+        *("ProfileResult", "Progress", "RequestRecord", "RunDescription", "ServerError", "Settings", "Trial"),
+        *("TuneResult", "TuneSettings"),
         *("compare", "load_result"),
         *("profile", "profile_sync", "run", "tune"),
     ]

@@ -80,6 +80,9 @@ class ConsoleProgress:
             return
         sent = ", ".join(f"{i.name} {i.datatype} {list(i.shape)}" for i in run.inputs)
         self.console.print(f"Profiling {run.model} at {run.url}; inputs: {sent}")
+        if run.mode == "periodic_concurrency":
+            self.console.print("Periodic concurrency: no levels or windows; every request goes to the profile export")
+            return
         if windows.single:
             self.console.print(f"One window of {windows.count} requests, no stability check")
         else:
@@ -219,7 +222,10 @@ class ConsoleProgress:
         """After the sweep (quiet: the level table first), the per-step breakdown where the model was pushed
         hardest, and the verdict."""
         self._stop_live()
-        if self.quiet:
+        if result.mode == "periodic_concurrency":
+            recorded = sum(len(experiment.requests) for experiment in result.experiments)
+            self.console.print(f"{recorded} requests recorded for the profile export")
+        elif self.quiet:
             self.console.print(_row(_header(result.closed_loop)), style="bold")
             for row in result.levels:
                 self._print_level(row)

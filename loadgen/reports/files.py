@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from loadgen.errors import LoadgenError
 from loadgen.outputs import check_file, write_file
+from loadgen.reports.profile_export import write_export
 from loadgen.server.statistics import ServerFigures, StepTimes
 
 if TYPE_CHECKING:
@@ -151,10 +152,6 @@ def _html(result: ProfileResult, path: str) -> None:
     write_html(result, path)
 
 
-def _export(result: ProfileResult, path: str) -> None:
-    raise LoadgenError("the profile export is being built")
-
-
 def _png(result: ProfileResult, path: str) -> None:
     from loadgen.reports.plot import write_png
 
@@ -178,7 +175,7 @@ def report_files(
             ("-f", csv_path, functools.partial(write_csv, perf_analyzer=perf_analyzer)),
             ("--html", html_path, _html),
             ("--plot", png_path, _png),
-            ("--profile-export-file", export_path, _export),
+            ("--profile-export-file", export_path, write_export),
         )
         if path
     ]

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from loadgen.server.statistics import ServerFigures
     from loadgen.settings import Settings
 
+PERF_ANALYZER_VERSION = "2.51.0"  # the perf_analyzer release whose options, files and messages loadgen follows
 EXIT_NO_REQUESTS = 3  # perf_analyzer's OPTION_ERROR, which it returns for a window without a valid request
 NO_REQUESTS = "No valid requests recorded within time interval. Please use a larger time window."
 UNSTABLE = "Failed to obtain stable measurement."

@@ -35,7 +35,11 @@ from loadgen.transport.grpc_connection import (
     Stream,
     StreamMux,
     decode_message,
+    request_id,
+    stream_counted,
     stream_one,
+    stream_outputs,
+    stream_reply,
 )
 from loadgen.transport.options import ConnectionOptions, Tls
 
@@ -69,7 +73,11 @@ __all__ = [
     "Wire",
     "connect",
     "decode_message",
+    "request_id",
+    "stream_counted",
     "stream_one",
+    "stream_outputs",
+    "stream_reply",
 ]
 
 

@@ -134,7 +134,7 @@ def one_line(text: str) -> str:
 
 class Wire(ABC):
     """How requests and responses look on one protocol: requests are encoded once before the run, responses
-    decoded only to validate them."""
+    decoded only to validate them (and, after the run, for the profile export)."""
 
     @abstractmethod
     def encode(self, model: ModelInfo, sample: Sample, layout: RequestLayout) -> Payload:
@@ -151,6 +151,11 @@ class Wire(ABC):
     @abstractmethod
     def decode_response(self, response: Response) -> tuple[str, Outputs]:
         """A response's request id and outputs (shape and raw content) by name."""
+
+    @abstractmethod
+    def decode_request(self, payload: Payload) -> tuple[int, Sample]:
+        """A request's sequence id (0: none) and its inputs as sent (no content for those in shared memory); read
+        after the run, for the profile export."""
 
 
 class ClientTimes:

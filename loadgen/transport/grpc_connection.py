@@ -28,6 +28,7 @@ from loadgen.transport.common import (
     RequestLayout,
     Sample,
     StreamCheck,
+    Tensor,
     TensorSpec,
     Wire,
     one_line,
@@ -46,6 +47,7 @@ from loadgen.transport.options import ConnectionOptions
 INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 STREAM_METHOD = "/inference.GRPCInferenceService/ModelStreamInfer"
 Stream: TypeAlias = grpc.aio.StreamStreamCall
+FINAL_RESPONSE = "triton_final_response"  # the parameter that marks a request's last response on a stream
 # Triton accepts large tensors; gRPC's 4 MB default would refuse big images.
 _CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
 
@@ -167,6 +169,16 @@ class GrpcWire(Wire):
 
     def decode_response(self, response: bytes) -> tuple[str, Outputs]:
         return decode_message(service_pb2.ModelInferResponse.FromString(response))
+
+    def decode_request(self, payload: bytes) -> tuple[int, Sample]:
+        request = service_pb2.ModelInferRequest.FromString(payload)  # sequence parameters appended are merged
+        contents = request.raw_input_contents  # none when the inputs are in shared memory
+        inputs = tuple(
+            Tensor(entry.name, entry.datatype, tuple(entry.shape), contents[index] if index < len(contents) else b"")
+            for index, entry in enumerate(request.inputs)
+        )
+        sequence = request.parameters.get("sequence_id")
+        return (sequence.int64_param if sequence is not None else 0), inputs
 
 
 class GrpcConnection(Connection):
@@ -327,11 +339,47 @@ async def stream_one(
                     check(payload, result)
                 except Mismatch as error:
                     mismatch = error
-        final = result.parameters.get("triton_final_response")
+        final = result.parameters.get(FINAL_RESPONSE)
         if final is not None and final.bool_param:
             if mismatch is not None:
                 raise mismatch
             return first, count
+
+
+async def stream_counted(stream: Stream, payload: bytes, period: int, reached: Callable[[], None]) -> int:
+    """Send one request on a stream and read its responses up to the final flag, calling `reached` at the
+    `period`-th response (the empty final one counts, as perf_analyzer counts it); the number of responses."""
+    await stream.write(payload)
+    count = 0
+    while True:
+        response = await stream.read()
+        if response is grpc.aio.EOF:
+            raise Unreachable("the server closed the stream")
+        _, final, failed = stream_reply(response)
+        if failed:
+            raise Rejected(one_line(response.error_message))
+        count += 1
+        if count == period:
+            reached()
+        if final:
+            return count
+
+
+def stream_reply(response: service_pb2.ModelStreamInferResponse) -> tuple[str, bool, bool]:
+    """A streamed response's request id, whether it is its request's last, and whether it reports a failure."""
+    result = response.infer_response
+    final = result.parameters.get(FINAL_RESPONSE)
+    return result.id, final is not None and final.bool_param, bool(response.error_message)
+
+
+def stream_outputs(response: service_pb2.ModelStreamInferResponse) -> Outputs:
+    """A streamed response's outputs by name."""
+    return decode_message(response.infer_response)[1]
+
+
+def request_id(payload: bytes) -> str:
+    """The id a serialised request carries (a shared stream's own id, when it added one)."""
+    return str(service_pb2.ModelInferRequest.FromString(payload).id)
 
 
 class _Waiting:
@@ -406,7 +454,7 @@ class StreamMux:
                             check(request.payload, result)
                         except Mismatch as error:
                             request.mismatch = error
-                final = result.parameters.get("triton_final_response")
+                final = result.parameters.get(FINAL_RESPONSE)
                 if final is not None and final.bool_param:
                     if request.mismatch is not None:
                         request.future.set_exception(request.mismatch)

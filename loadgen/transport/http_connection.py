@@ -129,7 +129,27 @@ class HttpWire(Wire):
         headers = {HEADER_LENGTH: str(int(payload.headers[HEADER_LENGTH]) + len(flags))} if payload.headers else {}
         return HttpRequest(payload.path, body[:at] + flags + body[at:], headers)
 
+    def decode_request(self, payload: HttpRequest) -> tuple[int, Sample]:
+        length = int(payload.headers.get(HEADER_LENGTH, len(payload.body)))
+        header = json.loads(payload.body[:length])
+        binary = payload.body[length:]
+        inputs = []
+        offset = 0
+        for entry in header.get("inputs", []):
+            size = entry.get("parameters", {}).get("binary_data_size")  # none for an input in shared memory
+            inputs.append(
+                Tensor(
+                    entry["name"],
+                    entry["datatype"],
+                    tuple(entry["shape"]),
+                    binary[offset : offset + size] if size is not None else b"",
+                )
+            )
+            offset += size or 0
+        return int(header.get("parameters", {}).get("sequence_id", 0)), tuple(inputs)
+
     def decode_response(self, response: HttpResponse) -> tuple[str, Outputs]:
+        """A response's request id and the outputs it carries (those written to shared memory are not in it)."""
         result = InferenceServerClient.parse_response_body(response.body, header_length=response.header_length)
         document = result.get_response()
         return str(document.get("id", "")), {
@@ -137,6 +157,7 @@ class HttpWire(Wire):
                 output["datatype"], tuple(output["shape"]), _raw(result, output["name"], output["datatype"])
             )
             for output in document.get("outputs", [])
+            if "data" in output or "binary_data_size" in output.get("parameters", {})
         }
 
 

@@ -1,0 +1,226 @@
+"""Request records for the profile export: each request's send time, payload and raw responses, kept up to a
+bound while the load runs, and decoded only after the run.
+
+Recording wraps the infer call (or each stream) once when it is asked for, so the load loops are the same with or
+without it. Over a stream, the proxy only notes what was written and read, and when; which response answers which
+request is worked out when the records are taken, off the hot path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.results import RequestRecord
+from loadgen.transport import (
+    InferCall,
+    Payload,
+    Response,
+    Stream,
+    Tensor,
+    TensorSpec,
+    Wire,
+    request_id,
+    stream_outputs,
+    stream_reply,
+)
+
+EVERYTHING = (0, sys.maxsize)  # the span of `take` that holds every record
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as the load recorded it: when it was sent (perf_counter ns), its payload, and each response
+    (raw) with the time it came."""
+
+    start_ns: int
+    payload: Payload
+    times: list[int] = field(default_factory=list)
+    responses: list[Response] = field(default_factory=list)
+    key: str | None = None  # the request id a shared stream gave it, read when needed
+
+    @property
+    def end_ns(self) -> int:
+        return self.times[-1]
+
+
+class _RecordedStream:
+    """A gRPC stream that notes each request written and each response read, with its time."""
+
+    __slots__ = ("_log", "_stream", "events", "pending")
+
+    def __init__(self, stream: Stream, log: RequestLog) -> None:
+        self._stream = stream
+        self._log = log
+        self.events: list[tuple[int, bool, Any]] = []  # (perf_counter ns, written, payload or response)
+        self.pending: list[Exchange] = []  # requests written whose final response has not been taken yet
+
+    async def write(self, payload: Payload) -> None:
+        log = self._log
+        if log.count < log.limit:
+            log.count += 1
+            self.events.append((time.perf_counter_ns(), True, payload))
+        else:
+            log.full = True
+        await self._stream.write(payload)
+
+    async def read(self) -> Any:
+        response = await self._stream.read()
+        if not self._log.full:
+            self.events.append((time.perf_counter_ns(), False, response))
+        return response
+
+    def cancel(self) -> bool:
+        return bool(self._stream.cancel())
+
+    def exchanges(self) -> list[Exchange]:
+        """The requests whose final response has been read since the last call, in the order they completed."""
+        completed = []
+        for at, written, item in self.events:
+            if written:
+                self.pending.append(Exchange(at, item))
+                continue
+            key, final, failed = stream_reply(item)
+            exchange = _answered(self.pending, key)
+            if exchange is None:  # a response to a request written before recording started, or an error
+                continue
+            if failed:  # a failed request is not exported
+                self.pending.remove(exchange)
+                self._log.forget(1)
+                continue
+            exchange.times.append(at)
+            exchange.responses.append(item)
+            if final:
+                self.pending.remove(exchange)
+                completed.append(exchange)
+        self.events.clear()
+        return completed
+
+
+def _answered(pending: list[Exchange], key: str) -> Exchange | None:
+    """The request a streamed response answers: the only one in flight on its stream, or the one with its id."""
+    if len(pending) == 1:
+        return pending[0]
+    for exchange in pending:
+        if exchange.key is None:
+            exchange.key = request_id(exchange.payload)
+        if exchange.key == key:
+            return exchange
+    return None
+
+
+class RequestLog:
+    """The requests a run recorded, at most `limit` of them at a time.
+
+    Requests that completed outside the levels' windows (a warm-up, between levels) are dropped when records are
+    taken, which frees their room; once the bound is reached (`full`), nothing more is recorded for the rest of
+    the run.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0  # requests recorded and not dropped
+        self.full = False
+        self.offset_ns = time.time_ns() - time.perf_counter_ns()  # perf_counter ns to ns since the UNIX epoch
+        self._done: list[Exchange] = []  # completed requests, in the order they completed
+        self._streams: list[_RecordedStream] = []
+
+    def wrap(self, call: InferCall) -> InferCall:
+        """The call, recording each request that succeeds."""
+        done = self._done
+        clock = time.perf_counter_ns
+
+        async def recorded(payload: Payload) -> Response:
+            start = clock()
+            response = await call(payload)
+            if self.count < self.limit:
+                self.count += 1
+                done.append(Exchange(start, payload, [clock()], [response]))
+            else:
+                self.full = True
+            return response
+
+        return recorded
+
+    def streams(self, open_stream: Callable[[], Stream]) -> Callable[[], Stream]:
+        """A stream opener whose streams record what goes over them."""
+
+        def opened() -> Stream:
+            stream = _RecordedStream(open_stream(), self)
+            self._streams.append(stream)
+            return stream
+
+        return opened
+
+    def forget(self, count: int) -> None:
+        """`count` recorded requests are dropped: their room is free again, unless the bound was reached."""
+        if not self.full:
+            self.count -= count
+
+    def take(self, start_ns: int, end_ns: int) -> list[Exchange]:
+        """The requests that completed from `start_ns` to `end_ns` (perf_counter ns); those that completed
+        before are dropped, later ones are kept for the next call."""
+        done = self._done
+        for stream in self._streams:
+            done.extend(stream.exchanges())
+        if self._streams:
+            done.sort(key=lambda exchange: exchange.end_ns)  # several streams' requests, by completion
+        first = bisect.bisect_left(done, start_ns, key=lambda exchange: exchange.end_ns)
+        last = bisect.bisect_right(done, end_ns, key=lambda exchange: exchange.end_ns)
+        taken = done[first:last]
+        self.forget(first)
+        del done[:last]
+        return taken
+
+    def drop_before(self, start_ns: int) -> None:
+        """Drop the requests that completed before `start_ns` (a warm-up, the previous level): their room is free."""
+        self.take(start_ns, start_ns - 1)
+
+    def epoch(self, perf_ns: int) -> int:
+        """A perf_counter instant in ns since the UNIX epoch."""
+        return perf_ns + self.offset_ns
+
+
+def request_records(
+    exchanges: Sequence[Exchange],
+    wire: Wire,
+    outputs: Iterable[TensorSpec],
+    streaming: bool,
+    offset_ns: int,
+) -> tuple[RequestRecord, ...]:
+    """The recorded requests decoded: inputs from their payloads (each payload once), each response's `outputs`
+    (the requested ones), times in ns since the UNIX epoch."""
+    specs = tuple(outputs)
+    decode = stream_outputs if streaming else (lambda response: wire.decode_response(response)[1])
+    decoded: dict[int, tuple[int, tuple[Tensor, ...]]] = {}
+    records = []
+    for exchange in exchanges:
+        key = id(exchange.payload)
+        if key not in decoded:
+            decoded[key] = wire.decode_request(exchange.payload)
+        sequence_id, inputs = decoded[key]
+        responses = []
+        for response in exchange.responses:
+            got = decode(response)
+            responses.append(
+                tuple(
+                    Tensor(spec.name, got[spec.name].datatype, got[spec.name].shape, got[spec.name].content)
+                    if spec.name in got
+                    else Tensor(spec.name, spec.datatype, (0,), b"")
+                    for spec in specs
+                )
+            )
+        records.append(
+            RequestRecord(
+                timestamp=exchange.start_ns + offset_ns,
+                sequence_id=sequence_id,
+                request_inputs=inputs,
+                response_timestamps=tuple(at + offset_ns for at in exchange.times),
+                response_outputs=tuple(responses),
+            )
+        )
+    return tuple(records)
