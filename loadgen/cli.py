@@ -199,6 +199,13 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         help="model to profile" + ("" if perf_analyzer else " (default: the server's only ensemble or model)"),
     )
     parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
+    parser.add_argument(
+        "--model-mix",
+        metavar="A:N,B:N",
+        help="several models at once: each one's share of --request-rate-range's requests, or (closed loop) its "
+        "concurrency; give a model its own data, shapes or BLS models as MODEL=... in --input-data, --shape and "
+        "--bls-composing-models",
+    )
     _connection_flags(parser, "http" if perf_analyzer else "grpc")
     parser.add_argument(
         "--transport",

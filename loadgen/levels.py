@@ -31,10 +31,11 @@ class Level:
         self,
         load: Load,
         rule: LevelRule,
-        model: Composition,
+        model: Composition | None,
         baseline: Reference | None = None,
         cores: int | None = None,
     ) -> None:
+        """`model` None: a mix's total, which has no server figures of its own (its models' levels have them)."""
         self.load = load
         self.rule = rule
         self.model = model
@@ -81,7 +82,7 @@ def _figures(
     latency = LatencyStats.from_histogram(merged.histogram)
     throughput = merged.throughput(rule.batch_size)
     duration = merged.duration_s
-    server_figures = figures(level.model, server)
+    server_figures = figures(level.model, server) if level.model is not None else None
     completed = merged.request_count + merged.error_count
     extra: dict[str, object] = {}
     if merged.lag is not None and merged.service is not None:
@@ -108,19 +109,22 @@ def _figures(
         }
     percentile = rule.percentile
     loop_busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
-    observation = Observation(
-        load=level.load,
-        throughput=throughput,
-        duration_s=duration,
-        client_latency_us=latency.avg,
-        loop_busy_share=loop_busy,
-        client_cpu_s=merged.process_cpu_ns / 1e9,
-        saturated=extra.get("saturated"),  # type: ignore[arg-type]
-        server=server_figures,
-        metrics=metrics,
-        cores=level.cores,
-    )
-    diagnosis = diagnose(observation, level.baseline)
+    diagnosis, bottleneck = None, None
+    if server_figures is not None:
+        observation = Observation(
+            load=level.load,
+            throughput=throughput,
+            duration_s=duration,
+            client_latency_us=latency.avg,
+            loop_busy_share=loop_busy,
+            client_cpu_s=merged.process_cpu_ns / 1e9,
+            saturated=extra.get("saturated"),  # type: ignore[arg-type]
+            server=server_figures,
+            metrics=metrics,
+            cores=level.cores,
+        )
+        diagnosis = diagnose(observation, level.baseline)
+        bottleneck = verdict(diagnosis, observation) if diagnosis is not None else None
     calls = merged.client_calls
     return LevelResult(
         concurrency=level.load.concurrency,
@@ -142,7 +146,7 @@ def _figures(
         server=server_figures,
         metrics=metrics,
         diagnosis=diagnosis,
-        bottleneck=verdict(diagnosis, observation) if diagnosis is not None else None,
+        bottleneck=bottleneck,
         client_send_us=merged.client_send_ns / 1000 / calls if calls else 0.0,
         client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
         **extra,  # type: ignore[arg-type]

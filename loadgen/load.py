@@ -69,12 +69,13 @@ class _Failures:
         recorder: Recorder,
         errors: tuple[type[Exception], ...],
         failure: Callable[[Exception], RequestFailed],
+        rejection: asyncio.Event | None = None,
     ) -> None:
         self.recorder = recorder
         self.errors = errors  # what the transport raises when a request fails
         self.failure = failure
         self.rejected: RequestFailed | None = None
-        self.rejection = asyncio.Event()
+        self.rejection = rejection or asyncio.Event()  # shared by the models of a mix
 
     async def record(self, error: Exception) -> None:
         failed = error if isinstance(error, RequestFailed) else self.failure(error)
@@ -452,12 +453,22 @@ async def next_window(generator: Generator, windows: Windows, deadline_ns: int |
 class LocalGenerator:
     """Generates load from this process's event loop and hands out its measurement windows."""
 
-    def __init__(self, connection: Connection, requests: Requests, run: RunPlan, shard: Shard | None = None) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        requests: Requests,
+        run: RunPlan,
+        shard: Shard | None = None,
+        select: Callable[[Iterator[int]], Iterator[int]] | None = None,
+        rejection: asyncio.Event | None = None,
+    ) -> None:
+        """`select` takes this generator's part of an open loop's schedule (a model's, in a mix)."""
         settings = run.settings
         self.run = run
         self.shard = shard or run.shard
+        self.select = select
         self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
-        self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure)
+        self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
         self._times_mark = (self.times.send_ns, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
@@ -512,6 +523,8 @@ class LocalGenerator:
             self.closed.resize(self.shard.concurrency(load.concurrency), budget)
         else:
             offsets = self.shard.schedule(schedule_for(load, self.run))
+            if self.select is not None:
+                offsets = self.select(offsets)
             self.open.start(itertools.islice(offsets, self._share(count)) if count else offsets, start_ns)
 
     async def fill(self, count: int, timeout_s: float) -> Window:

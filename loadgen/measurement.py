@@ -330,6 +330,11 @@ class Recorder:
         return self._filled or self.rotate()
 
     @property
+    def completed(self) -> int:
+        """Requests completed (or failed) in the current window."""
+        return self._completed
+
+    @property
     def answered(self) -> bool:
         """Whether any request has succeeded since the recorder started (read on the failure path only)."""
         return self._answered or self._histogram.get_total_count() > 0

@@ -98,6 +98,8 @@ class LevelResult:
     responses_per_request: float | None = None  # streaming
     client_send_us: float = 0.0  # per request: loadgen's time to hand the request to the connection
     client_recv_us: float = 0.0  # per request: from the response's arrival to its completion in loadgen
+    model: str | None = None  # in a mix: the model these figures are of (None: the run's model, or the mix's total)
+    models: tuple[LevelResult, ...] = ()  # a mix's level: each model's figures at it (the level itself: the total)
 
     @property
     def load(self) -> float:
@@ -112,8 +114,10 @@ class LevelResult:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The level as JSON: keys that do not apply to the run's load mode are left out."""
+        """The level as JSON: keys that do not apply to the run's load mode are left out (a mix's models are listed
+        at the top of the result, model by model, not in each level)."""
         document = asdict(self)
+        del document["models"]
         for key in _MODE_KEYS:
             if document[key] is None:
                 del document[key]
@@ -133,7 +137,17 @@ _MODE_KEYS = (
     "first_response_latency_us",
     "response_throughput",
     "responses_per_request",
+    "model",
 )
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model of a mix: its share of the load (of the requests, or of the concurrency) and its levels."""
+
+    model: str
+    share: float
+    levels: tuple[LevelResult, ...]
 
 
 @dataclass(frozen=True)
@@ -218,9 +232,26 @@ class ProfileResult:
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> ProfileResult:
         """The result a JSON document (`to_dict`) describes, its nested figures rebuilt as the typed dataclasses."""
-        derived = ("stable", "bottleneck", "diagnosis")  # properties, recomputed from the levels
+        derived = ("stable", "bottleneck", "diagnosis", "models")  # properties, recomputed from the levels
         fields = {key: value for key, value in document.items() if key not in derived}
+        models = document.get("models") or []
+        fields["levels"] = [  # a mix's levels hold each model's figures again, as the sweep made them
+            level | {"models": [model["levels"][index] for model in models]}
+            for index, level in enumerate(document.get("levels", []))
+        ]
         return dacite.from_dict(cls, fields, dacite.Config(cast=[tuple]))
+
+    @property
+    def models(self) -> tuple[ModelResult, ...]:
+        """A mix's models, each with its levels (none for a run of one model)."""
+        mix = self.settings.get("model_mix")
+        if not mix or not self.levels or not self.levels[0].models:
+            return ()
+        total = sum(mix.values())
+        return tuple(
+            ModelResult(model.model or "", mix.get(model.model, 0.0) / total, tuple(lv.models[i] for lv in self.levels))
+            for i, model in enumerate(self.levels[0].models)
+        )
 
     def __repr__(self) -> str:
         verdict = self.bottleneck.name if self.bottleneck else None
@@ -275,6 +306,16 @@ class ProfileResult:
             "status": self.status,
             "message": self.message,
             "levels": [level.to_dict() for level in self.levels],
+            **(
+                {
+                    "models": [
+                        {"model": m.model, "share": m.share, "levels": [level.to_dict() for level in m.levels]}
+                        for m in self.models
+                    ]
+                }
+                if self.models
+                else {}
+            ),
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],

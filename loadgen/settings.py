@@ -267,6 +267,38 @@ def _parameters(value: object) -> dict[str, str | int | bool]:
     return dict(_pairs("request_parameter", value, parse_request_parameter))
 
 
+def parse_model_mix(value: object) -> dict[str, float]:
+    """`--model-mix A:0.7,B:0.3` (or a mapping): each model and its share or concurrency, above 0."""
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            name, sep, number = part.strip().rpartition(":")
+            try:
+                pairs.append((name, float(number)))
+            except ValueError:
+                sep = ""
+            if not sep or not name:
+                raise OptionError(f"--model-mix {value!r}: expected MODEL:SHARE[,MODEL:SHARE...]")
+        value = dict(pairs)
+    if not isinstance(value, Mapping) or len(value) < 2:
+        raise OptionError(f"--model-mix {value!r}: expected two models or more, each with its share")
+    mix = {_text("model_mix", name): _number("model_mix", number) for name, number in value.items()}
+    if any(number <= 0 for number in mix.values()):
+        raise OptionError(f"--model-mix {format_mix(mix)}: every share must be above 0")
+    return mix
+
+
+def format_mix(mix: Mapping[str, float]) -> str:
+    """A mix as the command line writes it."""
+    return ",".join(f"{name}:{number:g}" for name, number in mix.items())
+
+
+def _claimant(text: str, mix: Mapping[str, float]) -> str | None:
+    """The model of the mix a `MODEL=...` text belongs to, if any."""
+    name, sep, _ = text.partition("=")
+    return name if sep and name in mix else None
+
+
 def split_url(url: str) -> tuple[str, str]:
     """The scheme (http, https, or "" when none is given) and the HOST:PORT of -u."""
     scheme, sep, address = url.partition("://")
@@ -379,6 +411,8 @@ class Settings:
 
     model_name: str | None = None
     model_version: str = ""
+    # several models at once: each model's share of an open loop's requests, or its concurrency in a closed loop
+    model_mix: Mapping[str, float] | None = None
     url: str = ""  # empty: Triton's default port for the protocol; HTTP takes https://HOST:PORT too
     protocol: str = "grpc"
     transport: str = "raw"
@@ -477,6 +511,8 @@ class Settings:
             object.__setattr__(self, "concurrency_range", _levels(self.concurrency_range))
         if self.periodic_concurrency_range is not None:
             parse_periodic_range(self.periodic_concurrency_range)
+        if self.model_mix is not None:
+            self._mix(given)
         object.__setattr__(self, "shape", _shapes(self.shape))
         object.__setattr__(self, "input_range", _bounds(self.input_range))
         object.__setattr__(self, "output", _strings("output", self.output))
@@ -497,6 +533,63 @@ class Settings:
             raise OptionError(f"-i {self.protocol!r}: choose grpc or http")
         object.__setattr__(self, "url", self.url or DEFAULT_URLS[self.protocol])
         self._check()
+
+    def _mix(self, given: list[str]) -> None:
+        """Check the mix and put it in its normal form: an open loop's shares sum to 1; a closed loop's are each
+        model's concurrency, and the level's concurrency is their sum."""
+        mix = parse_model_mix(self.model_mix)
+        if self.model_name is not None:
+            raise OptionError("--model-mix names the models: not with -m/--model-name")
+        if self.mode in ("concurrency",):
+            total = int(sum(mix.values()))
+            if given and tuple(_levels(self.concurrency_range)) != (total,):  # (a normal form's own total is fine)
+                raise OptionError(
+                    "--model-mix in a closed loop gives each model's concurrency (A:8,B:2): not with "
+                    "--concurrency-range (for shares of a request rate, give --request-rate-range)"
+                )
+            if any(value != int(value) for value in mix.values()):
+                raise OptionError(
+                    f"--model-mix {format_mix(mix)}: a closed loop takes each model's concurrency, in whole numbers "
+                    "(shares need --request-rate-range)"
+                )
+            object.__setattr__(self, "concurrency_range", (total,))
+        elif self.mode in ("periodic_concurrency", "fixed_schedule"):
+            raise OptionError(f"--model-mix cannot be combined with {given[0]}")
+        else:
+            total = sum(mix.values())
+            mix = {name: value / total for name, value in mix.items()}
+        object.__setattr__(self, "model_mix", mix)
+
+    def for_model(self, name: str) -> Settings:
+        """One model's settings in a mix: its name, its load, and its inputs, shapes and BLS models (the
+        `MODEL=` forms of --input-data, --shape and --bls-composing-models; the others are shared)."""
+        assert self.model_mix is not None
+        mix, prefix = self.model_mix, f"{name}="
+        share = mix[name]
+
+        def own(texts: Sequence[str]) -> list[str]:
+            """The texts for this model: its `MODEL=` forms, else the ones no model claims."""
+            mine = [text.removeprefix(prefix) for text in texts if text.startswith(prefix)]
+            return mine or [text for text in texts if _claimant(text, mix) is None]
+
+        shapes = {key: dims for key, dims in self.shape.items() if _claimant(key, mix) is None}
+        shapes |= {key.removeprefix(prefix): dims for key, dims in self.shape.items() if key.startswith(prefix)}
+        loads: dict[str, Any] = {"concurrency_range": (int(share),)}
+        if self.mode == "request_rate":
+            rates = self.request_rate_range
+            levels = parse_rate_range(rates) if isinstance(rates, str) else tuple(rates)  # type: ignore[arg-type]
+            loads = {"concurrency_range": None, "request_rate_range": tuple(rate * share for rate in levels)}
+        elif self.mode == "request_intervals":
+            raise OptionError("--model-mix with --request-intervals: give the mix's rate with --request-rate-range")
+        return replace(
+            self,
+            model_name=name,
+            model_mix=None,
+            input_data=own(self.input_sources) or "random",
+            shape=shapes,
+            bls_composing_models=tuple(own(self.bls_composing_models)),
+            **loads,
+        )
 
     def _check(self) -> None:
         shards = parse_shard(self.shard)[1]
@@ -698,6 +791,14 @@ class Settings:
                 "--binary-search",
             ),
             (shards == 1 or self.workers == 1, "--shard and --workers cannot be combined"),
+            (
+                self.model_mix is None or self.workers == 1,
+                "--model-mix runs its models in one process: not with --workers (split it with --shard i/K)",
+            ),
+            (
+                self.model_mix is None or not self.record_requests,
+                "--model-mix: the profile export records one model's requests; profile the models one at a time",
+            ),
         ]
         for ok, message in checks:
             if not ok:

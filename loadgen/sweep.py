@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -16,6 +17,7 @@ from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_reques
 from loadgen.levels import Level, ends_sweep, outcome
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
+from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
@@ -26,7 +28,7 @@ from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
 from loadgen.shards.log import WindowLog
 from loadgen.shared_memory import Regions, place
-from loadgen.transport import ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
+from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
@@ -55,6 +57,17 @@ class Progress(Protocol):
 
 class Stopped(Exception):
     """The user stopped the run before it measured anything."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One model ready for load: its metadata and composition, its requests built once, and its run plan."""
+
+    info: ModelInfo
+    tree: Composition
+    requests: Requests
+    inputs: tuple[InputDescription, ...]
+    run: RunPlan
 
 
 async def profile(
@@ -109,14 +122,14 @@ class _Session:
         self.progress = progress
         self.stop = stop
         self.connection = connect(options)
-        self.regions: Regions | None = None
+        self.regions: list[Regions] = []  # shared-memory regions, one set per model
         self.model = self.settings.model_name or ""
         self.baseline: Reference | None = None  # the reference for compute growth, before a level of its own
 
     async def close(self) -> None:
         try:
-            if self.regions is not None:
-                await asyncio.shield(self.regions.release())  # also when the call is cancelled
+            for regions in self.regions:
+                await asyncio.shield(regions.release())  # also when the call is cancelled
         finally:
             await self.connection.close()
 
@@ -135,27 +148,34 @@ class _Session:
         raise Stopped
 
     async def profile(self) -> ProfileResult:
+        mix = self.settings.model_mix
         try:
-            info, tree, requests, inputs = await self._until_stopped(self._prepare())
+            if mix is None:
+                models = [await self._until_stopped(self._prepare(self.settings))]
+                self.run = models[0].run  # a fixed schedule's times come with its data
+            else:
+                models = [await self._until_stopped(self._prepare(self.settings.for_model(name))) for name in mix]
         except Stopped:
             return self._result((), (), "interrupted", "interrupted before measuring")
-        self.model = info.name
+        info = models[0].info
+        self.model = info.name if mix is None else "+".join(mix)
+        inputs = tuple(description for model in models for description in model.inputs)
         description = RunDescription(
-            info.name,
+            self.model,
             self.settings.url,
             self.run.mode,
             inputs,
             self.run.windows,
             self.run.rule,
             self.run.loads,
-            info.is_decoupled,
-            info.is_sequence,
+            any(model.info.is_decoupled for model in models),
+            any(model.info.is_sequence for model in models),
         )
         log = None
         if self.settings.hdr_log:
             log = WindowLog(self.settings.hdr_log, self.run.shard)
-            log.header(description, self.settings.to_dict(), tree)
-        sweep = _Sweep(self, info, requests, tree, log)
+            log.header(description, self.settings.to_dict(), models[0].tree)
+        sweep = _Sweep(self, models, log)
         async with traced(self.connection, self.settings) as trace:
             if trace:
                 shown = ", ".join(f"{key} {','.join(values)}" for key, values in trace.items())
@@ -205,9 +225,10 @@ class _Session:
         if note is not None:
             note(text)
 
-    async def _prepare(self) -> tuple[ModelInfo, Composition, Requests, tuple[InputDescription, ...]]:
+    async def _prepare(self, settings: Settings) -> Prepared:
         """Connect, find the model, build its requests (in a thread: a large input file must not hold up signals)."""
-        connection, settings = self.connection, self.settings
+        connection = self.connection
+        run = self.run if settings is self.settings else plan(settings)
         await connection.check_reachable()
         name = settings.model_name or await connection.choose_model()
         info = await connection.model_info(name, settings.model_version)
@@ -220,16 +241,17 @@ class _Session:
         data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
         if data.timestamps_ms is not None:
-            self.run = with_schedule(self.run, data.timestamps_ms)
+            run = with_schedule(run, data.timestamps_ms)
         placements = None
         if settings.shared_memory == "system":
-            self.regions, placements = await place(connection, info, data.samples, settings)
+            regions, placements = await place(connection, info, data.samples, settings)
+            self.regions.append(regions)
         requests = await _in_daemon_thread(encode_requests, connection.wire, info, data, settings, placements)
         if requests.sequential:
-            check_sequence_ids(self.run)
+            check_sequence_ids(run)
         if size > LARGE_INPUT_BYTES:
             self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
-        return info, tree, requests, _describe(data.streams[0][0])
+        return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
 
 
 async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
@@ -342,23 +364,26 @@ class _Abort(Exception):
 class _Sweep:
     """Runs the load generator over the levels, measuring each with windows and server statistics."""
 
-    def __init__(
-        self, session: _Session, info: ModelInfo, requests: Requests, tree: Composition, log: WindowLog | None
-    ) -> None:
+    def __init__(self, session: _Session, models: Sequence[Prepared], log: WindowLog | None) -> None:
         self.session = session
         self.run = run = session.run
         self.settings = settings = run.settings
-        self.info = info
+        self.models = models
+        self.info = models[0].info
         self.log = log
         # a logged run measures a fixed number of windows per level, on a wall-clock grid shared by its shards
         self.grid_ns: int | None = None
         self.finished: list[LevelResult] = []
-        self.tree = tree
-        self.generator: Generator = (
-            LocalGenerator(session.connection, requests, run)
-            if settings.workers == 1
-            else ProcessGenerator(requests, run, session.options, settings.workers)
-        )
+        self.tree = models[0].tree
+        self.connections: list[Connection] = []  # a mix's own, one per model
+        mix = settings.model_mix
+        self.mix: MixGenerator | None = self._mix(mix) if mix is not None else None
+        if self.mix is not None:
+            self.generator: Generator = self.mix
+        elif settings.workers == 1:
+            self.generator = LocalGenerator(session.connection, models[0].requests, run)
+        else:
+            self.generator = ProcessGenerator(models[0].requests, run, session.options, settings.workers)
         # the profile export's records (one process only: Settings refuses them with --workers)
         self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
         self.recorded: list[tuple[Load, list[Exchange], tuple[int, ...]]] = []  # per level: its requests, windows
@@ -395,10 +420,27 @@ class _Sweep:
             watchdog.stop()
             await asyncio.gather(self.stopping, return_exceptions=True)
             await self.generator.stop(STOP_GRACE_S)
+            for connection in self.connections:
+                await connection.close()
             await self.control.close()
             if self.metrics is not None:
                 await self.metrics.stop()
         return self.finished, abort
+
+    def _mix(self, mix: Mapping[str, float]) -> MixGenerator:
+        """A generator per model, each on a connection of its own (its send and receive times are its own), driven
+        as one: an open loop deals the mix's one schedule out to them in their shares."""
+        pattern = dealing(list(mix.values()))
+        rejection = asyncio.Event()
+        members = {}
+        for index, model in enumerate(self.models):
+            connection = connect(self.session.options)
+            self.connections.append(connection)
+            select = None if self.run.closed_loop else selector(pattern, index)
+            members[model.info.name] = LocalGenerator(
+                connection, model.requests, model.run, select=select, rejection=rejection
+            )
+        return MixGenerator(members, mix, self.run.closed_loop, self.run.windows, rejection)
 
     async def _ramp(self, start: int, end: int, step: int) -> None:
         """perf_analyzer's periodic concurrency: no levels, no windows; every request goes to the profile export."""
@@ -448,7 +490,7 @@ class _Sweep:
     async def _collect_metrics(self) -> MetricsCollector:
         """Scrape the server's metrics in the background; an endpoint that does not answer is said once."""
         settings = self.settings
-        models = {step.model for step in self.tree.models()}
+        models = {step.model for model in self.models for step in model.tree.models()}
         return await MetricsCollector(
             metrics_url(settings.address, settings.metrics_url),
             settings.metrics_interval,
@@ -475,8 +517,14 @@ class _Sweep:
 
     def _check_rejected(self) -> None:
         """The model rejected the run's first requests: the data does not suit it; stop with its message."""
-        if self.generator.rejected is not None:
-            raise _rejected(self.info.name, self.generator.rejected, self.settings)
+        rejected = self.generator.rejected
+        if rejected is None:
+            return
+        model = self.info.name
+        if self.mix is not None:
+            model = next(name for name, member in self.mix.members.items() if member.rejected is rejected)
+            raise _rejected(model, rejected, self.settings.for_model(model))
+        raise _rejected(model, rejected, self.settings)
 
     async def measure(self, load: Load) -> LevelResult:
         """Back-to-back windows until the last three agree, or `max_windows` windows; server statistics per window."""
@@ -501,9 +549,11 @@ class _Sweep:
             self.metrics.window()  # nor what was scraped before
         least = self.finished[0] if self.finished else None  # the least-loaded level is the reference
         baseline = Reference.of(least.server, least.latency_us.avg) if least else self.session.baseline
-        level = Level(load, self.run.rule, self.tree, baseline, self.run.server_cores)
+        mix = self.settings.model_mix
+        level = Level(load, self.run.rule, self.tree if mix is None else None, baseline, self.run.server_cores)
+        parts = self._model_levels(load, least) if mix is not None else {}
         try:
-            while (not level.stable or self.log) and len(level.windows) < windows.max_windows:
+            while (not level.stable or self.log or not _all_stable(parts)) and len(level.windows) < windows.max_windows:
                 deadline = None
                 if start_ns is not None:
                     deadline = start_ns + (len(level.windows) + 1) * windows.interval_ms * 1_000_000
@@ -511,21 +561,44 @@ class _Sweep:
                 self._check_rejected()
                 previous, reading = reading, await self._statistics()
                 metrics = self.metrics.window() if self.metrics is not None else None
-                summary = level.add(window, delta(previous, reading), metrics)
+                server = delta(previous, reading)
+                summary = level.add(window, server, metrics)
+                for name, part in parts.items():
+                    part.add(self._part(name), server, metrics)
                 if self.log:
                     self.log.window(load, number, len(level.windows) - 1, window, level.server[-1], metrics)
                 if self.session.progress:
-                    self.session.progress.window(load, len(level.windows), summary, level.stable)
+                    self.session.progress.window(load, len(level.windows), summary, level.stable and _all_stable(parts))
                 self._check_errors(load, window)
         except _Abort:
             if not level.windows or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
                 level.add(await self.generator.rotate(), {})  # what completed of the window cut short
+                for name, part in parts.items():
+                    part.add(self._part(name), {})
             if level.windows[-1].request_count or len(level.windows) > 1:
-                self._keep(level.result(complete=False))
+                self._keep(_with_models(level.result(complete=False), parts, complete=False))
             self._record(load, level.windows)
             raise
         self._record(load, level.windows)
-        return self._keep(level.result())
+        return self._keep(_with_models(level.result(), parts))
+
+    def _part(self, model: str) -> Window:
+        """A model's part of the mix's last window."""
+        assert self.mix is not None
+        return self.mix.parts[model]
+
+    def _model_levels(self, load: Load, least: LevelResult | None) -> dict[str, Level]:
+        """A mix's level, model by model: each at its own load, against its own least-loaded level."""
+        mix = self.settings.model_mix
+        assert mix is not None
+        levels = {}
+        for index, model in enumerate(self.models):
+            name = model.info.name
+            own = Load(concurrency=int(mix[name])) if self.run.closed_loop else Load(rate=(load.rate or 0) * mix[name])
+            first = least.models[index] if least is not None and len(least.models) > index else None
+            baseline = Reference.of(first.server, first.latency_us.avg) if first is not None else None
+            levels[name] = Level(own, self.run.rule, model.tree, baseline, self.run.server_cores)
+        return levels
 
     def _keep(self, level: LevelResult) -> LevelResult:
         self.finished.append(level)
@@ -554,6 +627,18 @@ class _Sweep:
 
 def _never(level: LevelResult) -> bool:
     return False
+
+
+def _all_stable(levels: Mapping[str, Level]) -> bool:
+    return all(level.stable for level in levels.values())
+
+
+def _with_models(total: LevelResult, levels: Mapping[str, Level], complete: bool = True) -> LevelResult:
+    """A mix's level: the total, with each model's figures; stable when every model's is."""
+    if not levels:
+        return total
+    models = tuple(replace(level.result(complete), model=name) for name, level in levels.items())
+    return replace(total, models=models, stable=total.stable and all(model.stable for model in models))
 
 
 async def _wait_for_start(start_at: float | None) -> int:

@@ -168,6 +168,12 @@ class ConsoleProgress:
                 stable,
             )
         self.console.print(_row(cells), style=None if level.stable else "red")
+        for model in level.models:
+            lat = model.latency_us
+            self.console.print(
+                f"    {model.model}: {_load(model)}, {model.throughput:.1f} infer/s, avg {lat.avg:.0f} us, "
+                f"p99 {lat.p99} us, {model.error_count} errors{'' if model.stable else ', NOT stable'}"
+            )
         if level.percentile_us is not None:
             self.console.print(f"    p{level.percentile} latency: {level.percentile_us} us")
         if level.first_response_latency_us is not None:
