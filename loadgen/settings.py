@@ -556,8 +556,8 @@ class Settings:
         elif self.mode in ("periodic_concurrency", "fixed_schedule"):
             raise OptionError(f"--model-mix cannot be combined with {given[0]}")
         else:
-            total = sum(mix.values())
-            mix = {name: value / total for name, value in mix.items()}
+            whole = sum(mix.values())
+            mix = {name: value / whole for name, value in mix.items()}
         object.__setattr__(self, "model_mix", mix)
 
     def for_model(self, name: str) -> Settings:
