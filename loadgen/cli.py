@@ -206,6 +206,11 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         "concurrency; give a model its own data, shapes or BLS models as MODEL=... in --input-data, --shape and "
         "--bls-composing-models",
     )
+    parser.add_argument(
+        "--solo-baseline",
+        action="store_true",
+        help="with --model-mix: first measure each model alone at its load, to see what the mix costs it",
+    )
     _connection_flags(parser, "http" if perf_analyzer else "grpc")
     parser.add_argument(
         "--transport",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ import dacite
 from loadgen.analysis import Bottleneck, Diagnosis
 from loadgen.errors import LoadgenError
 from loadgen.measurement import LatencyStats, WindowSummary
+from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import LevelRule, Load, Windows, level_rule
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import ServerFigures
@@ -100,6 +101,8 @@ class LevelResult:
     client_recv_us: float = 0.0  # per request: from the response's arrival to its completion in loadgen
     model: str | None = None  # in a mix: the model these figures are of (None: the run's model, or the mix's total)
     models: tuple[LevelResult, ...] = ()  # a mix's level: each model's figures at it (the level itself: the total)
+    solo: LevelResult | None = None  # a model of a mix, alone at the same load (--solo-baseline)
+    mix_diagnosis: MixDiagnosis | None = None  # a mix's level: the bound across its models
 
     @property
     def load(self) -> float:
@@ -138,6 +141,8 @@ _MODE_KEYS = (
     "response_throughput",
     "responses_per_request",
     "model",
+    "solo",
+    "mix_diagnosis",
 )
 
 
@@ -223,6 +228,23 @@ class ProfileResult:
         level = self.peak
         return level.diagnosis if level is not None else None
 
+    def of_model(self, name: str) -> ProfileResult:
+        """One model of a mix as a result of its own: its levels and its settings (every report reads it as it
+        reads a single model's run)."""
+        found = next((model for model in self.models if model.model == name), None)
+        if found is None:
+            raise LoadgenError(f"{name!r} is not a model of this run's mix ({', '.join(m.model for m in self.models)})")
+        settings = Settings.from_dict(self.settings).for_model(name)
+        return replace(
+            self, model=name, mode=settings.mode, levels=found.levels, settings=settings.to_dict(), experiments=()
+        )
+
+    @property
+    def mix_diagnosis(self) -> MixDiagnosis | None:
+        """A mix's diagnosis across its models, at its level of highest throughput."""
+        judged = [level for level in self.levels if level.mix_diagnosis is not None]
+        return max(reversed(judged), key=lambda level: level.throughput).mix_diagnosis if judged else None
+
     @property
     def peak(self) -> LevelResult | None:
         """The level of highest throughput among those the server reported on (the first of equals)."""
@@ -232,7 +254,7 @@ class ProfileResult:
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> ProfileResult:
         """The result a JSON document (`to_dict`) describes, its nested figures rebuilt as the typed dataclasses."""
-        derived = ("stable", "bottleneck", "diagnosis", "models")  # properties, recomputed from the levels
+        derived = ("stable", "bottleneck", "diagnosis", "models", "mix_diagnosis")  # properties, from the levels
         fields = {key: value for key, value in document.items() if key not in derived}
         models = document.get("models") or []
         fields["levels"] = [  # a mix's levels hold each model's figures again, as the sweep made them
@@ -318,6 +340,7 @@ class ProfileResult:
             ),
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
+            **({"mix_diagnosis": asdict(self.mix_diagnosis)} if self.mix_diagnosis else {}),
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
             "settings": self.settings,
         }

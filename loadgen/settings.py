@@ -413,6 +413,7 @@ class Settings:
     model_version: str = ""
     # several models at once: each model's share of an open loop's requests, or its concurrency in a closed loop
     model_mix: Mapping[str, float] | None = None
+    solo_baseline: bool = False  # a mix: measure each model alone at its load first, to see what the mix costs it
     url: str = ""  # empty: Triton's default port for the protocol; HTTP takes https://HOST:PORT too
     protocol: str = "grpc"
     transport: str = "raw"
@@ -585,6 +586,7 @@ class Settings:
             self,
             model_name=name,
             model_mix=None,
+            solo_baseline=False,
             input_data=own(self.input_sources) or "random",
             shape=shapes,
             bls_composing_models=tuple(own(self.bls_composing_models)),
@@ -795,6 +797,7 @@ class Settings:
                 self.model_mix is None or self.workers == 1,
                 "--model-mix runs its models in one process: not with --workers (split it with --shard i/K)",
             ),
+            (self.model_mix is not None or not self.solo_baseline, "--solo-baseline needs --model-mix"),
             (
                 self.model_mix is None or not self.record_requests,
                 "--model-mix: the profile export records one model's requests; profile the models one at a time",

@@ -18,6 +18,7 @@ from loadgen.levels import Level, ends_sweep, outcome
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
 from loadgen.mix import MixGenerator, dealing, selector
+from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import Load, RunPlan, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
@@ -125,6 +126,7 @@ class _Session:
         self.regions: list[Regions] = []  # shared-memory regions, one set per model
         self.model = self.settings.model_name or ""
         self.baseline: Reference | None = None  # the reference for compute growth, before a level of its own
+        self.solo: dict[str, tuple[LevelResult, ...]] = {}  # a mix's models alone (--solo-baseline), level by level
 
     async def close(self) -> None:
         try:
@@ -175,6 +177,11 @@ class _Session:
         if self.settings.hdr_log:
             log = WindowLog(self.settings.hdr_log, self.run.shard)
             log.header(description, self.settings.to_dict(), models[0].tree)
+        if mix is not None and self.settings.solo_baseline:
+            try:
+                await self._solo_baselines(mix)
+            except Stopped:
+                return self._result((), inputs, "interrupted", "interrupted while measuring the solo baselines")
         sweep = _Sweep(self, models, log)
         async with traced(self.connection, self.settings) as trace:
             if trace:
@@ -197,6 +204,14 @@ class _Session:
         if abort and abort.status == "failed":
             raise RunFailed(abort.message, result)
         return result
+
+    async def _solo_baselines(self, mix: Mapping[str, float]) -> None:
+        """Each model of the mix alone at its own load, before the mix (--solo-baseline)."""
+        for name in mix:
+            settings = self.settings.for_model(name)
+            self._note(f"solo baseline: {name} alone at {', '.join(str(load) for load in plan(settings).loads)}")
+            solo = await self._until_stopped(profile_against(settings, None, None, self.stop))
+            self.solo[name] = solo.levels
 
     def _result(
         self,
@@ -576,11 +591,15 @@ class _Sweep:
                 for name, part in parts.items():
                     part.add(self._part(name), {})
             if level.windows[-1].request_count or len(level.windows) > 1:
-                self._keep(_with_models(level.result(complete=False), parts, complete=False))
+                self._keep(_with_models(level.result(complete=False), parts, self._solo(number), complete=False))
             self._record(load, level.windows)
             raise
         self._record(load, level.windows)
-        return self._keep(_with_models(level.result(), parts))
+        return self._keep(_with_models(level.result(), parts, self._solo(number)))
+
+    def _solo(self, number: int) -> dict[str, LevelResult]:
+        """Each model alone at the load it has in the mix's level `number` (--solo-baseline)."""
+        return {name: levels[number] for name, levels in self.session.solo.items() if number < len(levels)}
 
     def _part(self, model: str) -> Window:
         """A model's part of the mix's last window."""
@@ -633,12 +652,16 @@ def _all_stable(levels: Mapping[str, Level]) -> bool:
     return all(level.stable for level in levels.values())
 
 
-def _with_models(total: LevelResult, levels: Mapping[str, Level], complete: bool = True) -> LevelResult:
-    """A mix's level: the total, with each model's figures; stable when every model's is."""
+def _with_models(
+    total: LevelResult, levels: Mapping[str, Level], solo: Mapping[str, LevelResult], complete: bool = True
+) -> LevelResult:
+    """A mix's level: the total, with each model's figures (and its solo run's), stable when every model's is,
+    and the diagnosis across them."""
     if not levels:
         return total
-    models = tuple(replace(level.result(complete), model=name) for name, level in levels.items())
-    return replace(total, models=models, stable=total.stable and all(model.stable for model in models))
+    models = tuple(replace(level.result(complete), model=name, solo=solo.get(name)) for name, level in levels.items())
+    mixed = replace(total, models=models, stable=total.stable and all(model.stable for model in models))
+    return replace(mixed, mix_diagnosis=diagnose_mix(mixed))
 
 
 async def _wait_for_start(start_at: float | None) -> int:

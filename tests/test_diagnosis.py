@@ -122,3 +122,24 @@ def test_tune_stops_at_once_on_a_saturated_host(diagnosis_server: EmbeddedServer
     assert len(result.trials) <= 2
     assert result.final.bound == "host_cpu", result.stop_reason
     assert "the host's CPU is the limit" in result.stop_reason and "more instances cannot help" in result.stop_reason
+
+
+def test_a_cpu_heavy_model_slows_a_light_one_and_the_mix_names_it(diagnosis_server: EmbeddedServer) -> None:
+    """burning_pipeline's four busy instances take this 2-core host's CPU from echo_step, a light model beside it:
+    against each model alone (--solo-baseline), echo_step slows down, and the diagnosis across the mix names the
+    saturated CPU and the step that uses most of it."""
+    result = loadgen.profile_sync(
+        model_mix={"burning_pipeline": 4, "echo_step": 1}, solo_baseline=True, **_options(diagnosis_server)
+    )
+    [level] = result.levels
+    burning, echo = level.models
+    assert burning.solo is not None and echo.solo is not None  # each alone at its own load first
+    assert (burning.solo.concurrency, echo.solo.concurrency) == (4, 1)
+    assert echo.latency_us.p99 > echo.solo.latency_us.p99  # the interference is visible
+    diagnosis = result.mix_diagnosis
+    assert diagnosis is not None and diagnosis.bound == "host_cpu", diagnosis
+    heaviest = diagnosis.steps[0]
+    assert heaviest.step in ("burn_first", "burn_second") and heaviest.models == ("burning_pipeline",)
+    burning_share = sum(share.compute_share for share in diagnosis.steps if share.models == ("burning_pipeline",))
+    assert burning_share > 0.5 and "CPU saturated" in diagnosis.reason
+    assert [m.model for m in diagnosis.models] == ["burning_pipeline", "echo_step"]

@@ -134,3 +134,27 @@ def test_a_model_that_rejects_its_data_is_named(examples_server: EmbeddedServer)
             shape={"ensemble_python_resnet50=INPUT": [1000]},  # random bytes: no image
             **QUICK,
         )
+
+
+def test_a_mixs_files_have_each_models_figures(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    result = loadgen.profile_sync(
+        test_server.grpc_url,
+        model_mix="fast_step:2,pipeline_nested:1",
+        input_data="zero",
+        shape={"INPUT0": [4]},
+        **QUICK,
+    )
+    assert result.mix_diagnosis is not None and result.mix_diagnosis.models
+    assert {share.step for share in result.mix_diagnosis.steps} >= {"fast_step", "slow_step"}
+    nested = result.of_model("pipeline_nested")
+    assert (nested.model, nested.levels[0].concurrency) == ("pipeline_nested", 1)
+    with pytest.raises(loadgen.LoadgenError, match="not a model of this run's mix"):
+        result.of_model("sleeper")
+    from loadgen.reports.files import write_csv
+    from loadgen.reports.html import render
+
+    written = {path.name for path in write_csv(result, tmp_path / "mix.csv")}
+    assert {"mix.csv", "fast_step.mix.csv", "pipeline_nested.mix.csv"} <= written
+    assert "fast_step_v1.pipeline_nested.mix.csv" in written  # each model's composing models, as for one model
+    page = render(result)
+    assert "<h2>The mix</h2>" in page and "<h2>fast_step</h2>" in page and "<h2>pipeline_nested</h2>" in page

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from loadgen.analysis import Diagnosis
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
+from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import Load
 from loadgen.server.metrics import summary_line
 
@@ -170,9 +171,12 @@ class ConsoleProgress:
         self.console.print(_row(cells), style=None if level.stable else "red")
         for model in level.models:
             lat = model.latency_us
+            alone = ""
+            if model.solo is not None and model.solo.latency_us.p99:
+                alone = f" ({lat.p99 / model.solo.latency_us.p99:.1f}x its solo p99 {model.solo.latency_us.p99} us)"
             self.console.print(
                 f"    {model.model}: {_load(model)}, {model.throughput:.1f} infer/s, avg {lat.avg:.0f} us, "
-                f"p99 {lat.p99} us, {model.error_count} errors{'' if model.stable else ', NOT stable'}"
+                f"p99 {lat.p99} us{alone}, {model.error_count} errors{'' if model.stable else ', NOT stable'}"
             )
         if level.percentile_us is not None:
             self.console.print(f"    p{level.percentile} latency: {level.percentile_us} us")
@@ -244,6 +248,12 @@ class ConsoleProgress:
                 "Bound per level: " + ", ".join(f"{lv.load:g}: {_bound(lv.diagnosis)}" for lv in result.levels)
             )
             self._diagnosis(level.diagnosis)
+        if result.mix_diagnosis is not None:
+            peak = max(reversed(result.levels), key=lambda level: level.throughput)
+            for model in peak.models:
+                if model.server is not None:
+                    self.console.print(step_table(model, title=model.model))
+            self._mix_diagnosis(result.mix_diagnosis)
         if result.status == "unstable":
             last = result.levels[-1]
             if last.request_count + last.error_count == 0:
@@ -258,6 +268,14 @@ class ConsoleProgress:
             self.console.print(f"{result.message}. {hint}", style="red")
         elif result.status != "complete" and result.message:
             self.console.print(f"{result.status}: {result.message}", style="yellow")
+
+    def _mix_diagnosis(self, diagnosis: MixDiagnosis) -> None:
+        print = self.console.print
+        print(f"Diagnosis across the mix: {diagnosis.bound.replace('_', ' ')}", style="bold")
+        print(f"  {diagnosis.reason}")
+        print(f"  compute by step: {_shares(diagnosis)}")
+        for suggestion in diagnosis.suggestions:
+            print(f"  - {suggestion}")
 
     def _diagnosis(self, diagnosis: Diagnosis) -> None:
         print = self.console.print
@@ -278,6 +296,14 @@ class ConsoleProgress:
             print(f"  - {suggestion}")
 
 
+def _shares(diagnosis: MixDiagnosis) -> str:
+    return ", ".join(
+        f"{share.step} {share.compute_share:.0%}"
+        + (f" ({share.inflation:.1f}x its solo compute)" if share.inflation is not None else "")
+        for share in diagnosis.steps
+    )
+
+
 def _bound(diagnosis: Diagnosis | None) -> str:
     """What bounds a level, in a few words."""
     if diagnosis is None:
@@ -296,11 +322,11 @@ def _settling(index: int) -> str:
     return "not stable yet"
 
 
-def step_table(level: LevelResult) -> Table:
+def step_table(level: LevelResult, title: str | None = None) -> Table:
     """Server-side time per step of one level, as perf_analyzer's "Server:" block, plus share and capacity."""
     assert level.server is not None
     table = Table(
-        title=f"Server breakdown at {_load(level)} ({level.throughput:.1f} infer/s, "
+        title=f"{title + ': ' if title else ''}Server breakdown at {_load(level)} ({level.throughput:.1f} infer/s, "
         f"client avg {level.latency_us.avg:.0f} us)",
         title_justify="left",
     )

@@ -124,6 +124,10 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
             )
     write_file(target, _csv_text(header, rows))
     written = [target]
+    for model in result.models:  # a mix: each model's own report beside it (and its composing models')
+        written += write_csv(
+            result.of_model(model.model), target.with_name(f"{model.model}.{target.name}"), perf_analyzer
+        )
     composing_header = [*client[:2], "Client Send", *server_columns, "Client Recv"] + ["Status"] * (not perf_analyzer)
     for name, model_rows in per_model.items():
         composing = target.with_name(f"{name}.{target.name}")

@@ -9,7 +9,7 @@ import os
 from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
-from loadgen.reports.plot import curve, percentiles, png, server_metrics, steps, trials
+from loadgen.reports.plot import curve, mix_timeline, percentiles, png, server_metrics, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
 
 if TYPE_CHECKING:
@@ -69,8 +69,48 @@ def _server_metrics(result: ProfileResult) -> str:
     return "<h2>The server's host</h2>" + _image(png(figure), "host CPU utilisation and pending requests over time")
 
 
+def _steps(result: ProfileResult) -> str:
+    """Each step's time per level (a mix's totals have none: each model's section has its own)."""
+    if result.models:
+        return ""
+    description = "each step's queue and compute time per request, stacked, per level"
+    return f"<h2>Where the time goes</h2>\n{_image(png(steps(result)), description)}"
+
+
+def _model_section(result: ProfileResult, name: str) -> str:
+    """One model of a mix: its own table, curve and breakdown."""
+    model = result.of_model(name)
+    title = html.escape(name)
+    return f"""<h2>{title}</h2>
+{verdict_html(model)}
+{html_table(model)}
+{_image(png(curve(model)), f"{name}: p99 latency against throughput")}
+{_image(png(steps(model)), f"{name}: each step's queue and compute time per request")}
+"""
+
+
+def _mix(result: ProfileResult) -> str:
+    """A mix's part of the page: the diagnosis across its models, their timeline, and one section per model."""
+    if not result.models:
+        return ""
+    diagnosis = result.mix_diagnosis
+    across = ""
+    if diagnosis is not None:
+        shares = ", ".join(f"{html.escape(share.step)} {share.compute_share:.0%}" for share in diagnosis.steps)
+        suggestions = "".join(f"<li>{html.escape(text)}</li>" for text in diagnosis.suggestions)
+        across = (
+            f'<div class="verdict"><p><strong>Across the mix: {html.escape(diagnosis.bound)}</strong></p>'
+            f"<p>{html.escape(diagnosis.reason)}</p><p>Compute by step: {shares}</p><ul>{suggestions}</ul></div>"
+        )
+    sections = "".join(_model_section(result, model.model) for model in result.models)
+    return f"""<h2>The mix</h2>
+{across}
+{_image(png(mix_timeline(result)), "each model's throughput and p99 latency, window by window")}
+{sections}"""
+
+
 def render(result: ProfileResult) -> str:
-    """The report page of a run."""
+    """The report page of a run (a mix: its totals, the diagnosis across its models, and each model's section)."""
     model = html.escape(result.model)
     mode = result.mode.replace("_", " ")
     stable = "" if result.stable else f" <span {UNSTABLE}>(a level did not reach a stable measurement)</span>"
@@ -85,7 +125,7 @@ def render(result: ProfileResult) -> str:
 <body>
 <h1>{model}</h1>
 <p class="subtitle">{html.escape(mode)} sweep of {len(result.levels)} levels at {html.escape(result.url)}{stable}</p>
-{verdict_html(result)}
+{"" if result.models else verdict_html(result)}
 <h2>Levels</h2>
 <p>Latencies in microseconds from the client, merged over each level's last windows; a step's queue and compute
 time per request as the server counts it.</p>
@@ -93,9 +133,9 @@ time per request as the server counts it.</p>
 <h2>Latency and throughput</h2>
 {_image(png(curve(result)), "p99 latency against throughput, one point per level")}
 {_image(png(percentiles(result)), "latency percentiles per level")}
-<h2>Where the time goes</h2>
-{_image(png(steps(result)), "each step's queue and compute time per request, stacked, per level")}
+{_steps(result)}
 {_server_metrics(result)}
+{_mix(result)}
 <h2>Settings</h2>
 {_settings(result)}
 {_inputs(result)}

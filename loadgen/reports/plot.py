@@ -169,6 +169,31 @@ def server_metrics(result: ProfileResult) -> Figure | None:
 KINDS: dict[str, Callable[[ProfileResult], Figure]] = {"curve": curve, "percentiles": percentiles, "steps": steps}
 
 
+def mix_timeline(result: ProfileResult) -> Figure:
+    """A mix window by window through the sweep: each model's throughput and p99 latency, one line per model."""
+    figure = Figure(figsize=(9, 6), layout="constrained")
+    rate_axes, latency_axes = figure.subplots(2, 1, sharex=True)
+    figure.suptitle(f"{result.model}: each model, window by window", x=0.02, ha="left", fontsize=12)
+    for index, model in enumerate(result.models):
+        summaries = [summary for level in model.levels for summary in level.trend]
+        windows = range(1, len(summaries) + 1)
+        rate_axes.plot(windows, [s.throughput for s in summaries], color=_color(index), label=model.model)
+        latency_axes.plot(windows, [_ms(s.p99_us) for s in summaries], color=_color(index), label=model.model)
+    boundary = 0
+    for level in result.levels[:-1]:  # where each level ends
+        boundary += level.windows
+        for axes in (rate_axes, latency_axes):
+            axes.axvline(boundary + 0.5, color="#c9ced8", linewidth=1)
+    rate_axes.set_ylabel("infer/s")
+    latency_axes.set_ylabel("p99 latency (ms)")
+    latency_axes.set_xlabel("window (levels separated by lines)")
+    for axes in (rate_axes, latency_axes):
+        axes.grid(alpha=0.3)
+        axes.spines[["top", "right"]].set_visible(False)
+    rate_axes.legend(frameon=False)
+    return figure
+
+
 def trials(result: TuneResult) -> Figure:
     """Throughput after each tuning trial: kept changes solid, reverted ones hollow; the line follows what was kept."""
     figure, axes = _axes(f"{result.model}: throughput per tuning trial")

@@ -20,7 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
-from loadgen.transport import http2
+import loadgen.transport.http2 as http2
 from loadgen.transport.common import CONTROL_TIMEOUT_S
 from loadgen.transport.errors import RequestFailed
 from loadgen.transport.grpc_connection import INFER_METHOD, STREAM_METHOD, GrpcConnection, rpc_failure
