@@ -4,7 +4,7 @@ the run ends, however it ends (Python's resource tracker unlinks them even if th
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import math
 import os
 import secrets
@@ -31,6 +31,10 @@ class Placements:
     outputs: tuple[tuple[str, Placement], ...]
 
 
+UNREGISTER_ATTEMPTS = 10
+UNREGISTER_PAUSE_S = 0.3
+
+
 @dataclass
 class Regions:
     """The run's registered regions; `release` unregisters and frees them (safe to call more than once)."""
@@ -55,11 +59,18 @@ class Regions:
         self.registered.append(name)
 
     async def release(self) -> None:
-        """Unregister every region the server knows (a server that went away is not asked), then free them."""
+        """Unregister every region the server knows, then free them. A refusal is tried again for a while (requests
+        still in flight may hold a region); a server gone or restarted holds no mapping any more."""
         registered, self.registered = self.registered, []
         for name in registered:
-            with contextlib.suppress(ServerError):  # a server gone or restarted holds no mapping any more
-                await self.connection.unregister_system_shared_memory(name)
+            for attempt in range(UNREGISTER_ATTEMPTS):
+                try:
+                    await self.connection.unregister_system_shared_memory(name)
+                    break
+                except ServerError as error:
+                    if "cannot reach" in str(error) or attempt == UNREGISTER_ATTEMPTS - 1:
+                        break
+                    await asyncio.sleep(UNREGISTER_PAUSE_S)
         handles, self.handles = self.handles, []
         for _, handle in handles:
             shm.destroy_shared_memory_region(handle)

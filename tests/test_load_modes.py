@@ -138,8 +138,9 @@ def test_count_windows(examples_server: EmbeddedServer) -> None:
         stability_percentage=1000,
     )
     level = result.levels[0]
-    assert all(window.request_count == 40 for window in level.trend)
-    assert level.request_count == 3 * 40
+    # perf_analyzer's count windows: at least the count, and at least a second each
+    assert all(window.request_count >= 40 for window in level.trend)
+    assert level.duration_s >= 3 * 1.0
 
 
 def test_percentile_and_latency_threshold(examples_server: EmbeddedServer, tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_a_host_that_does_not_resolve() -> None:
         (["--ssl-grpc-root-certifications-file", "ca.pem"], "needs --ssl-grpc-use-ssl"),
         (["-u", "localhost:notaport"], "expected HOST:PORT"),
         (["-i", "http", "-u", "localhost:99999"], "expected HOST:PORT"),
-        (["-i", "http", "-u", "http://localhost:8000"], "without a scheme"),
+        (["-i", "grpc", "-u", "http://localhost:8001"], "without a scheme"),
         (["--concurrency-range", "1:100000000"], "more than 10000 levels"),
         (["--request-rate-range", "1:1000:0.0001"], "more than 10000 levels"),
         (["--concurrency-range", "1", "--workers", "2", *SLEEPER], "more worker processes than requests in flight"),

@@ -226,9 +226,12 @@ def figures(model: Composition, stats: Mapping[tuple[str, str], Counters]) -> Se
     avg_batch = c.inference_count / c.execution_count if c.execution_count else 0.0
     compute_s = (c_in + c_infer + c_out) / 1e6
     capacity = None
-    if (not model.steps or model.calls) and compute_s > 0:
+    # a BLS model holds its instance while its calls wait in the called models' queues: that wait is their limit,
+    # not its own, so its capacity counts its hold time without it
+    held_s = compute_s - (sum(step.queue_us for step in steps) / 1e6 if model.calls else 0.0)
+    if (not model.steps or model.calls) and held_s > 0:
         # each request of a batch is charged the whole execution, so this is the compute time per execution
-        capacity = model.instances * max(avg_batch, 1.0) / compute_s
+        capacity = model.instances * max(avg_batch, 1.0) / held_s
     return ServerFigures(
         model=model.model,
         version=version,
