@@ -22,6 +22,7 @@ from loadgen.settings import (
     MAX_CONCURRENCY,
     Mode,
     Settings,
+    is_closed_loop,
     parse_periodic_range,
     parse_range,
     parse_rate_range,
@@ -120,7 +121,7 @@ class RunPlan:
 
     @property
     def closed_loop(self) -> bool:
-        return self.mode == "concurrency"
+        return is_closed_loop(self.mode)
 
 
 def read_intervals(path: str) -> tuple[int, ...]:

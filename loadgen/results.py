@@ -17,7 +17,7 @@ from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import LevelRule, Load, Windows, level_rule
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import ServerFigures
-from loadgen.settings import Mode, Settings
+from loadgen.settings import Mode, Settings, is_closed_loop
 from loadgen.transport import Tensor
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class RunDescription:
 
     @property
     def closed_loop(self) -> bool:
-        return self.mode == "concurrency"
+        return is_closed_loop(self.mode)
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class ProfileResult:
     @property
     def closed_loop(self) -> bool:
         """A concurrency sweep (not a request rate)."""
-        return self.mode == "concurrency"
+        return is_closed_loop(self.mode)
 
     @property
     def stable(self) -> bool:

@@ -13,6 +13,13 @@ from typing import Any, Literal
 from loadgen.errors import OptionError
 
 Mode = Literal["concurrency", "request_rate", "request_intervals", "periodic_concurrency", "fixed_schedule"]
+
+
+def is_closed_loop(mode: Mode) -> bool:
+    """Whether a load mode keeps a number of requests in flight (levels of concurrency), not a schedule."""
+    return mode == "concurrency"
+
+
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}  # Triton's default ports
 PROTOCOLS = ("grpc", "http")
 TRANSPORTS = ("raw", "library")  # inference calls: hand-built wire bytes on uvloop, or grpc.aio / aiohttp
@@ -541,7 +548,7 @@ class Settings:
         mix = parse_model_mix(self.model_mix)
         if self.model_name is not None:
             raise OptionError("--model-mix names the models: not with -m/--model-name")
-        if self.mode in ("concurrency",):
+        if is_closed_loop(self.mode):
             total = int(sum(mix.values()))
             if given and tuple(_levels(self.concurrency_range)) != (total,):  # (a normal form's own total is fine)
                 raise OptionError(
