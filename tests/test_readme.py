@@ -23,6 +23,12 @@ def _commands() -> list[list[str]]:
     return [shlex.split(line.strip()) for line in lines if line.strip().startswith(VENV_LOADGEN + " ")]
 
 
+def _in_checkout(arg: str) -> str:
+    """A README path (`examples/...`, or a model's `MODEL=examples/...`) as a path in the checkout."""
+    model, sep, path = arg.rpartition("=")
+    return f"{model}{sep}{ROOT / path}"
+
+
 def _loadgen() -> list[str]:
     """The venv's `loadgen` where `make` built it, else this interpreter's (a checkout tested another way)."""
     installed = ROOT / VENV_LOADGEN
@@ -66,7 +72,7 @@ def test_each_readme_profile_command_runs_as_written(
     command = [c for c in _commands() if c[1] != "serve"][index]
     urls = {"localhost:8001": examples_server.grpc_url, "localhost:8000": examples_server.http_url}
     # the README runs from the checkout; here its outputs go to a folder of the test's own
-    args = [str(ROOT / arg) if arg.startswith("examples/") else urls.get(arg, arg) for arg in command[1:]]
+    args = [_in_checkout(arg) if "examples/" in arg else urls.get(arg, arg) for arg in command[1:]]
     done = subprocess.run([*_loadgen(), *args, *FAST], cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
