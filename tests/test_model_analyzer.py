@@ -173,16 +173,29 @@ def sleeper_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
     yield from serve(repository, tmp_path_factory.mktemp("ma-server"), explicit_model_control=True)
 
 
+@dataclass(frozen=True)
+class Tools:
+    model_analyzer: str
+    perf_analyzer: str  # the real one, 2.51
+    loadgen: str  # loadgen's perf-analyzer console script
+
+
 @pytest.fixture(scope="module")
-def searches(sleeper_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Search, Search]:
+def tools() -> Tools:
+    """Installed (once, into the cache) before any server starts; the tests skip, with the reason, when they cannot
+    be."""
+    return Tools(_tool("model-analyzer"), _tool("perf_analyzer"), str(_loadgen_entry_point()))
+
+
+@pytest.fixture(scope="module")
+def searches(
+    tools: Tools, sleeper_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Search, Search]:
     """The quick search with the real perf_analyzer, then with loadgen's `perf-analyzer`, on the same server."""
-    model_analyzer = _tool("model-analyzer")
-    reference = _tool("perf_analyzer")
-    loadgen = str(_loadgen_entry_point())
     directory = tmp_path_factory.mktemp("model-analyzer")
     return (
-        _search(model_analyzer, reference, "perf_analyzer", sleeper_server, directory / "perf_analyzer"),
-        _search(model_analyzer, loadgen, "loadgen", sleeper_server, directory / "loadgen"),
+        _search(tools.model_analyzer, tools.perf_analyzer, "perf_analyzer", sleeper_server, directory / "reference"),
+        _search(tools.model_analyzer, tools.loadgen, "loadgen", sleeper_server, directory / "loadgen"),
     )
 
 
