@@ -38,8 +38,9 @@ MODELS = {  # model -> (its directory, the --shape perf_analyzer needs for its [
 }
 NOISE = 0.25
 """Two configurations whose best throughputs are closer than this share (of the higher) are tied: the tools may order
-them either way. Set from repeated searches on a shared 2-core machine, where a configuration's best moved by up to
-10 % between runs of one tool, and the sleeper's instance counts are 2x apart."""
+them either way. Set from repeated searches on a shared 2-core machine: between runs of one tool, a configuration's
+best moved by up to 6 % for the sleeper (server-bound; its instance counts are 2x apart) and by up to 25 % for the
+CPU-bound identity model as the machine's load changed."""
 MA_TIMEOUT_S = 900
 
 
