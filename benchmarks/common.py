@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -49,6 +50,16 @@ def _installed(script: str) -> str:
     if process.returncode != 0 or not lines:
         raise PerfAnalyzerError(f"{script} failed with status {process.returncode}: {errors[-1] if errors else ''}")
     return lines[-1]
+
+
+def console_script(name: str) -> Path:
+    """One of loadgen's console scripts (`loadgen`, `perf-analyzer`) where pip put it for this Python's environment,
+    else on PATH; a missing one is an install older than the script, not a reason to skip."""
+    script = Path(sys.executable).with_name(name)
+    found = script if script.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{script} is missing: reinstall loadgen (pip install -e .) for its console scripts")
+    return Path(found)
 
 
 @functools.cache

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from pathlib import Path
 from loadgen.server import EmbeddedServer
 
 try:  # imported by the tests
-    from benchmarks.common import EXAMPLES, model_analyzer_path, perf_analyzer_path
+    from benchmarks.common import EXAMPLES, console_script, model_analyzer_path, perf_analyzer_path
 except ImportError:  # run as a script from benchmarks/
-    from common import EXAMPLES, model_analyzer_path, perf_analyzer_path
+    from common import EXAMPLES, console_script, model_analyzer_path, perf_analyzer_path
 
 MODELS = {  # model -> (its directory, the --shape perf_analyzer needs for its [-1] or [16] input)
     "sleeper": (Path(__file__).resolve().parent.parent / "tests" / "model_repository" / "sleeper", "INPUT0:16"),
@@ -95,11 +94,8 @@ class Tools:
 
 
 def tools() -> Tools:
-    """Both reference tools, installed once into the cache, and the `perf-analyzer` script beside this Python."""
-    script = Path(sys.executable).with_name("perf-analyzer")
-    if not script.is_file():
-        raise FileNotFoundError(f"{script} is missing: reinstall loadgen (pip install -e .) for its console scripts")
-    return Tools(model_analyzer_path(), perf_analyzer_path(), str(script))
+    """Both reference tools, installed once into the cache, and loadgen's `perf-analyzer` script."""
+    return Tools(model_analyzer_path(), perf_analyzer_path(), str(console_script("perf-analyzer")))
 
 
 def repository(model: str, directory: Path) -> Path:

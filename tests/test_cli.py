@@ -6,8 +6,8 @@ import re
 import subprocess
 import sys
 from dataclasses import fields
-from pathlib import Path
 
+from benchmarks.common import console_script
 from loadgen.cli import profile_parser, settings_from
 from loadgen.server import EmbeddedServer
 from loadgen.settings import ALIASES, Settings
@@ -83,8 +83,7 @@ def test_quiet_prints_the_summary_only(examples_server: EmbeddedServer) -> None:
 def test_the_perf_analyzer_console_script_is_perf_analyzers_command_line() -> None:
     """`perf-analyzer` (hyphenated: the real binary is `perf_analyzer`, so both can be installed) is `loadgen
     perf-analyzer`: perf_analyzer's version line on stderr for tools that parse it, its 99 for a bad option."""
-    script = Path(sys.executable).with_name("perf-analyzer")
-    assert script.is_file(), "reinstall loadgen (pip install -e .) to get its console scripts"
+    script = console_script("perf-analyzer")
     version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
     assert version.returncode == 0, version.stderr
     assert version.stderr.startswith("Perf Analyzer Version 2.51.0 (loadgen "), version.stderr
