@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import fields
 
-from benchmarks.common import console_script
 from loadgen.cli import profile_parser, settings_from
 from loadgen.server import EmbeddedServer
 from loadgen.settings import ALIASES, Settings
@@ -78,15 +77,3 @@ def test_quiet_prints_the_summary_only(examples_server: EmbeddedServer) -> None:
     assert " window " not in done.stdout and "Profiling" not in done.stdout
     assert re.findall(r"^ +([12]) +[\d.]+ .* yes$", done.stdout, re.MULTILINE) == ["1", "2"]
     assert "Bottleneck: " in done.stdout
-
-
-def test_the_perf_analyzer_console_script_is_perf_analyzers_command_line() -> None:
-    """`perf-analyzer` (hyphenated: the real binary is `perf_analyzer`, so both can be installed) is `loadgen
-    perf-analyzer`: perf_analyzer's version line on stderr for tools that parse it, its 99 for a bad option."""
-    script = console_script("perf-analyzer")
-    version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    assert version.returncode == 0, version.stderr
-    assert version.stderr.startswith("Perf Analyzer Version 2.51.0 (loadgen "), version.stderr
-    bad = subprocess.run([script, "-m", "any", "--no-such-option"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 99, bad.stderr
-    assert bad.stderr == "perf_analyzer: error: unrecognized arguments: --no-such-option\n"

@@ -1,11 +1,14 @@
-"""`loadgen perf-analyzer`'s endings on synthetic sweeps: what perf_analyzer prints, writes and exits with, which
-Model Analyzer's retries read (`Failed to obtain stable measurement`, `Please use a larger time window`)."""
+"""`loadgen perf-analyzer` as tools that run perf_analyzer see it: its console script, and its endings on synthetic
+sweeps (what perf_analyzer prints, writes and exits with, which Model Analyzer's retries read: `Failed to obtain
+stable measurement`, `Please use a larger time window`)."""
 
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
+from benchmarks.common import console_script
 from loadgen.measurement import LatencyStats, WindowSummary
 from loadgen.plan import level_rule
 from loadgen.reports.files import write_csv
@@ -70,3 +73,15 @@ def test_an_unstable_first_level_exits_2_with_model_analyzers_retry_message() ->
         "Failed to obtain stable measurement.",
         "",
     ]
+
+
+def test_the_perf_analyzer_console_script_is_perf_analyzers_command_line() -> None:
+    """`perf-analyzer` (hyphenated: the real binary is `perf_analyzer`, so both can be installed) is `loadgen
+    perf-analyzer`: perf_analyzer's version line on stderr for tools that parse it, its 99 for a bad option."""
+    script = console_script("perf-analyzer")
+    version = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert version.returncode == 0, version.stderr
+    assert version.stderr.startswith("Perf Analyzer Version 2.51.0 (loadgen "), version.stderr
+    bad = subprocess.run([script, "-m", "any", "--no-such-option"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 99, bad.stderr
+    assert bad.stderr == "perf_analyzer: error: unrecognized arguments: --no-such-option\n"
