@@ -49,7 +49,8 @@ lint: $(TEST_STAMP)
 notebook: $(NOTEBOOK_STAMP)
 	$(BIN)/jupyter notebook examples/profile_ensemble.ipynb
 
-# loadgen against the real perf_analyzer 2.51 (installed into a cache outside the venv), side by side.
+# loadgen against the real perf_analyzer 2.51 (installed into a cache outside the venv), side by side; bench-all adds
+# Model Analyzer 1.58 (in a virtualenv of its own in that cache) searching with each.
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/perf_targets.py
 
@@ -59,6 +60,7 @@ bench-all: bench
 	$(BIN)/python benchmarks/merge_scaling.py
 	$(BIN)/python benchmarks/grpc_apis.py
 	$(BIN)/python benchmarks/http_vs_grpc.py
+	$(BIN)/python benchmarks/model_analyzer_search.py --model identity_uint8
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,18 +33,46 @@ class PerfAnalyzerError(RuntimeError):
         self.status = status  # perf_analyzer's exit status, when it ran and failed
 
 
+def _installed(script: str) -> str:
+    """Run one of the `get_*.sh` installers (into a cache outside the project's virtualenv) and return the path it
+    prints last. Its progress goes on to stderr as it comes; a failure raises with its last line."""
+    env = dict(os.environ)
+    env.setdefault("PYTHON", sys.executable)
+    with subprocess.Popen(
+        ["bash", str(BENCHMARKS / script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        errors = []
+        for line in process.stderr:  # the installers print one line on stdout, at the end: no deadlock
+            sys.stderr.write(line)
+            errors.append(line.strip())
+        lines = process.stdout.read().strip().splitlines()
+    if process.returncode != 0 or not lines:
+        raise PerfAnalyzerError(f"{script} failed with status {process.returncode}: {errors[-1] if errors else ''}")
+    return lines[-1]
+
+
+def console_script(name: str) -> Path:
+    """One of loadgen's console scripts (`loadgen`, `perf-analyzer`) where pip put it for this Python's environment,
+    else on PATH; a missing one is an install older than the script, not a reason to skip."""
+    script = Path(sys.executable).with_name(name)
+    found = script if script.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"{script} is missing: reinstall loadgen (pip install -e .) for its console scripts")
+    return Path(found)
+
+
 @functools.cache
 def perf_analyzer_path() -> str:
     """The perf_analyzer 2.51 wrapper, installed once into a cache by `get_perf_analyzer.sh`."""
-    env = dict(os.environ)
-    env.setdefault("PYTHON", sys.executable)
-    process = subprocess.run(
-        ["bash", str(BENCHMARKS / "get_perf_analyzer.sh")], stdout=subprocess.PIPE, text=True, env=env, check=False
-    )
-    lines = process.stdout.strip().splitlines()
-    if process.returncode != 0 or not lines:
-        raise PerfAnalyzerError(f"get_perf_analyzer.sh failed with status {process.returncode}: {process.stdout}")
-    return lines[-1]
+    return _installed("get_perf_analyzer.sh")
+
+
+@functools.cache
+def model_analyzer_path() -> str:
+    """Model Analyzer's `model-analyzer` command, installed once into a virtualenv of its own in a cache by
+    `get_model_analyzer.sh` (its tritonclient, grpcio and protobuf must not replace the project's)."""
+    return _installed("get_model_analyzer.sh")
 
 
 def example_server() -> loadgen.EmbeddedServer:

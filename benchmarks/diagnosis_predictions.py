@@ -61,12 +61,14 @@ def report(model: str, result: loadgen.ProfileResult) -> None:
         error = diagnosis.predicted_max_throughput / saturated - 1
         errors.append(abs(error))
         print(
-            f"{level.load:>5g} {level.throughput:>8.1f} {diagnosis.bound:>14} {str(diagnosis.limiting_step):>14} "
+            f"{level.load:>5g} {level.throughput:>8.1f} {diagnosis.bound:>14} {diagnosis.limiting_step!s:>14} "
             f"{diagnosis.predicted_max_throughput:>10.1f} {error:>+7.0%}"
         )
     if errors:
         within = sum(error <= GOAL for error in errors)
-        print(f"  within {GOAL:.0%} at {within} of {len(errors)} levels; median error {sorted(errors)[len(errors) // 2]:.0%}")
+        print(
+            f"  within {GOAL:.0%} at {within} of {len(errors)} levels; median error {sorted(errors)[len(errors) // 2]:.0%}"
+        )
 
 
 if __name__ == "__main__":

@@ -74,18 +74,19 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
     """perf_analyzer's latency report, column for column: one row per level in order of throughput, plus
     `<model>_v<version>.<name>` beside it for each model an ensemble (or BLS model) calls directly.
 
-    Times are whole microseconds. Client Send and Client Recv are loadgen's own: the time to hand a request to the
-    connection, and from a response's arrival to its completion. With `perf_analyzer`, only perf_analyzer's
-    reported levels are written (stable, under -l), and no file when there is none; otherwise every level, and a
-    last column, Status, says whether a row is stable, unstable or partial.
+    Times are whole microseconds. Client Send and Client Recv (and `request/response`, their sum) are loadgen's own:
+    the time to hand a request to the socket, and from a response's first byte to its completion. With `perf_analyzer`, only
+    perf_analyzer's reported levels are written (stable, under -l), and no file when there is none or the run ended
+    with its "no valid requests" error; otherwise every level, and a last column, Status, says whether a row is
+    stable, unstable or partial.
     """
-    from loadgen.reports.perf_analyzer import number, percentiles
+    from loadgen.reports.perf_analyzer import ended_without_requests, number, percentiles
     from loadgen.server.metrics import CSV_COLUMNS, csv_cells
 
     settings = result.settings
     levels = sorted(result.reported if perf_analyzer else result.levels, key=lambda level: level.throughput)
     target = Path(path)
-    if not levels:
+    if not levels or (perf_analyzer and ended_without_requests(result)):
         return []
     streaming = any(level.response_throughput is not None for level in levels)
     with_server = any(level.server is not None for level in levels)

@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from loadgen.errors import EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE
-from loadgen.measurement import WindowSummary
+from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.plan import LevelRule, Load
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class PerfAnalyzerReport:
         prints on stderr."""
         self._announce(Load(level.concurrency, level.request_rate))
         assert self.rule is not None
-        if not level.complete:
+        if not level.complete or saw_no_request(level):  # the latter ends the run with its error (exit_status)
             return
         if self.rule.over_threshold(level):
             self._print(
@@ -222,7 +222,7 @@ class PerfAnalyzerReport:
 
     def finished(self, result: ProfileResult) -> int:
         """The summary of the reported levels, and perf_analyzer's exit status for the run."""
-        if self.reported:
+        if self.reported and not ended_without_requests(result):
             rule = self.rule
             latency = f"p{rule.percentile}" if rule and rule.percentile else "Average"
             self._print(f"Inferences/Second vs. Client {latency} Batch Latency")
@@ -241,14 +241,26 @@ class PerfAnalyzerReport:
         level never settled; 99 when the run failed."""
         if result.status == "failed":
             return EXIT_OTHER
-        last = result.levels[-1] if result.levels else None
-        if last is not None and any(window.request_count == 0 for window in last.trend[-3:]):
+        if ended_without_requests(result):
             self._print(NO_REQUESTS + "\n", err=True)
             return EXIT_NO_REQUESTS
+        last = result.levels[-1] if result.levels else None
         if last is not None and len(result.levels) == 1 and not last.stable and last.complete:
             self._print(UNSTABLE + "\n", err=True)
             return EXIT_UNSTABLE
         return EXIT_SUCCESS
+
+
+def saw_no_request(level: LevelResult) -> bool:
+    """perf_analyzer's error for a level: one of the windows its stability is judged on recorded no request."""
+    return any(window.request_count == 0 for window in level.trend[-STABILITY_WINDOWS:])
+
+
+def ended_without_requests(result: ProfileResult) -> bool:
+    """perf_analyzer's error ending: the sweep's last level saw no request (`saw_no_request`). perf_analyzer then
+    exits 3 after NO_REQUESTS, in place of that level's "not stable" message, the summary and the -f CSV (the levels
+    before it were printed as they settled)."""
+    return bool(result.levels) and saw_no_request(result.levels[-1])
 
 
 def percentiles(level: LevelResult) -> list[tuple[int, int]]:
