@@ -82,3 +82,18 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int) -> str:
     lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "loadgen: error:"))]
     assert len(lines) == 1, done.stderr
     return lines[0]
+
+
+def real_perf_analyzer() -> str:
+    """The real perf_analyzer 2.51, installed once into a cache (benchmarks/get_perf_analyzer.sh); the test is
+    skipped, with the reason, where it cannot be installed."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.common import PerfAnalyzerError, perf_analyzer_path
+
+        try:
+            return perf_analyzer_path()
+        except PerfAnalyzerError as error:
+            pytest.skip(f"the real perf_analyzer 2.51 cannot be installed here: {error}")
+    finally:
+        sys.path.remove(str(ROOT))

@@ -17,7 +17,7 @@ from loadgen.errors import OptionError
 from loadgen.plan import plan
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
-from tests.helpers import FAST
+from tests.helpers import FAST, real_perf_analyzer
 from tests.perf_analyzer_options import answers, read_options, readme_table, table
 
 # a value each option takes, where "1" would not do
@@ -308,3 +308,45 @@ def test_errors_are_status_99_in_one_line(test_server: EmbeddedServer) -> None:
     done = _pa("-m", "no_such_model", "-u", test_server.http_url)
     assert done.returncode == 99
     assert len(done.stderr.strip().splitlines()) == 1 and "no_such_model" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["fast_step", "pipeline_nested"])
+def test_the_csv_column_for_column_beside_perf_analyzers_own(
+    test_server: EmbeddedServer, tmp_path: Path, model: str
+) -> None:
+    """The same run with the real perf_analyzer 2.51 and with loadgen's: the same files, the same header, the same
+    rows (one per level, in the order of throughput), every cell of the same kind."""
+    binary = real_perf_analyzer()
+    args = [
+        "-m", model, "-u", test_server.http_url, "--shape", "INPUT0:4", "--concurrency-range", "1:2",
+        "-p", "500", "-s", "1000", "-r", "4", "--verbose-csv",
+    ]  # fmt: skip
+    theirs, ours = tmp_path / "theirs", tmp_path / "ours"
+    theirs.mkdir()
+    ours.mkdir()
+    done = subprocess.run(
+        [binary, *args, "-f", "report.csv"], cwd=theirs, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    mine = subprocess.run(
+        [sys.executable, "-m", "loadgen", "perf-analyzer", *args, "-f", "report.csv"],
+        cwd=ours,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert mine.returncode == 0, mine.stdout + mine.stderr
+    assert sorted(path.name for path in ours.iterdir()) == sorted(path.name for path in theirs.iterdir())
+    for name in (path.name for path in theirs.iterdir()):
+        expected, got = (theirs / name).read_text().splitlines(), (ours / name).read_text().splitlines()
+        assert got[0] == expected[0], name  # the header, exactly
+        assert len(got) == len(expected), name
+        rows = [line.split(",") for line in got[1:]]
+        assert sorted(row[0] for row in rows) == sorted(line.split(",")[0] for line in expected[1:])
+        for row, reference in zip(rows, (line.split(",") for line in expected[1:]), strict=True):
+            for cell, theirs_cell in zip(row, reference, strict=True):  # integers where perf_analyzer writes them
+                assert cell.lstrip("-").isdigit() == theirs_cell.lstrip("-").isdigit() or "." in cell + theirs_cell
+        throughputs = [float(row[1]) for row in rows]
+        assert throughputs == sorted(throughputs)

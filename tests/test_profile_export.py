@@ -27,7 +27,7 @@ from loadgen.results import Experiment, ProfileResult, RequestRecord
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from loadgen.transport import ConnectionOptions, GrpcConnection, Tensor
-from tests.helpers import FAST, QUICK, ROOT
+from tests.helpers import FAST, QUICK, real_perf_analyzer
 
 REQUEST_KEYS = ["timestamp", "request_inputs", "response_timestamps", "response_outputs"]
 SEQUENCE_KEYS = ["timestamp", "sequence_id", "request_inputs", "response_timestamps", "response_outputs"]
@@ -309,19 +309,6 @@ def test_the_bound_stops_recording_and_says_so(examples_server: EmbeddedServer, 
 # against the real perf_analyzer 2.51
 
 
-def _perf_analyzer_binary() -> str:
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.common import PerfAnalyzerError, perf_analyzer_path
-
-        try:
-            return perf_analyzer_path()
-        except PerfAnalyzerError as error:
-            pytest.skip(f"the real perf_analyzer 2.51 cannot be installed here: {error}")
-    finally:
-        sys.path.remove(str(ROOT))
-
-
 def _same_shape(ours: Any, theirs: Any, where: str) -> None:
     """The same JSON types (ints as ints, lists as lists) and, for objects, the same keys in the same order."""
     assert type(ours) is type(theirs), f"{where}: {ours!r} against perf_analyzer's {theirs!r}"
@@ -338,7 +325,7 @@ def _same_shape(ours: Any, theirs: Any, where: str) -> None:
 def test_field_by_field_against_perf_analyzers_own_export(
     examples_server: EmbeddedServer, test_server: EmbeddedServer, tmp_path: Path, kind: str
 ) -> None:
-    binary = _perf_analyzer_binary()
+    binary = real_perf_analyzer()
     if kind == "identity":  # perf_analyzer's defaults: HTTP
         data = _identity_data(tmp_path)
         args = ["-m", "identity_uint8", "-u", examples_server.http_url, "--concurrency-range", "2"]
