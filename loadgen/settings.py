@@ -286,9 +286,14 @@ def parse_model_mix(value: object) -> dict[str, float]:
                 sep = ""
             if not sep or not name:
                 raise OptionError(f"--model-mix {value!r}: expected MODEL:SHARE[,MODEL:SHARE...]")
+        names = [name for name, _ in pairs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise OptionError(f"--model-mix {value!r}: {', '.join(twice)} named twice (give each model once)")
         value = dict(pairs)
     if not isinstance(value, Mapping) or len(value) < 2:
-        raise OptionError(f"--model-mix {value!r}: expected two models or more, each with its share")
+        shown = ",".join(f"{k}:{v}" for k, v in value.items()) if isinstance(value, Mapping) else repr(value)
+        raise OptionError(f"--model-mix {shown}: expected two models or more, each with its share")
     mix = {_text("model_mix", name): _number("model_mix", number) for name, number in value.items()}
     if any(number <= 0 for number in mix.values()):
         raise OptionError(f"--model-mix {format_mix(mix)}: every share must be above 0")
