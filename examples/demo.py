@@ -21,7 +21,8 @@ def demo() -> int:
     with EmbeddedServer(HERE / "model_repository") as server:
         print(f"Triton ready at {server.grpc_url} (gRPC)\n", flush=True)
         args = ["-u", server.grpc_url, "-m", "ensemble_python_resnet50", "--concurrency-range", "1:8"]
-        args += ["--input-data", str(HERE / "sample.jpg"), "-p", "2000", "-s", "20", *sys.argv[1:]]
+        args += ["--input-data", str(HERE / "sample.jpg"), "-p", "2000", "-s", "20"]
+        args += ["--metrics-url", f"http://{server.metrics_url}/metrics", *sys.argv[1:]]  # the server's own port
         print("$ python -m loadgen " + " ".join(args), flush=True)
         status = main(args)
     print("Triton stopped.")
