@@ -42,6 +42,9 @@ class RawHttpWire(HttpWire):
     def with_flags(self, payload: RawHttpRequest, flags: bytes) -> RawHttpRequest:  # type: ignore[override]
         return self._message(super().with_flags(payload.request, flags))
 
+    def decode_request(self, payload: RawHttpRequest) -> tuple[int, Sample]:  # type: ignore[override]
+        return super().decode_request(payload.request)
+
 
 class RawHttpConnection(HttpConnection):
     """HTTP inference calls on loadgen's own keep-alive connections; everything else on tritonclient."""
