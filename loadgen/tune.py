@@ -17,7 +17,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from loadgen.analysis import WAITING_SHARE, Diagnosis, Reference
+from loadgen.analysis import WAITING_SHARE, Diagnosis
 from loadgen.errors import OptionError
 from loadgen.plan import plan
 from loadgen.results import LevelResult, Measurement, Trial, TuneResult
@@ -161,14 +161,14 @@ class _Search:
         self.closed_loop = plan(self.run_settings).closed_loop
         self.budget_us = settings.latency_budget_ms * 1000 if settings.latency_budget_ms else None
         self.too_slow: float | None = None  # the lowest load over the latency budget so far
-        self.baseline: Reference | None = None
+        self.reference: LevelResult | None = None
 
     async def measure(self, load: float | None = None) -> tuple[Measurement, LevelResult]:
         """The configuration in force at `load` (None: the current one)."""
         settings = self.run_settings if load is None else self.at_load(load)
-        level = (await profile_against(settings, self.baseline)).levels[-1]
-        if self.baseline is None:  # later trials' compute and waiting are compared with the first measurement's
-            self.baseline = Reference.of(level.server, level.latency_us.avg)
+        level = (await profile_against(settings, self.reference)).levels[-1]
+        if self.reference is None:  # later trials' compute and waiting are compared with the first measurement's
+            self.reference = level
         return _measurement(level), level
 
     def at_load(self, load: float) -> Settings:

@@ -171,3 +171,63 @@ def test_a_streamed_run_logs_and_merges_its_first_response_latency(test_server: 
     [level] = json.loads(out.read_text())["levels"]
     assert level["first_response_latency_us"]["avg"] <= level["latency_us"]["avg"]
     assert 3 <= level["responses_per_request"] <= 5
+
+
+# An open-loop mix at 5 requests/s (one every 200 ms) in windows of 1040 ms: every window boundary falls at least
+# 40 ms from a request's send, so the server's statistics, read at the boundaries, count the windows' requests.
+MIX = ["--model-mix", "fast_step:3,batched_double:1", "--request-rate-range", "5", "--shape", "fast_step=INPUT0:4"]
+MIX += ["-p", "1040", "-r", "4", "-s", "1000"]
+
+
+def _mix_shard(url: str, index: int, count: int, start_at: float, logs: Path) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "loadgen", "-u", url, *MIX, "--shard", f"{index}/{count}"]
+    command += ["--start-at", f"{start_at:.3f}", "--hdr-log", str(logs)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_sharded_mix_merges_model_by_model(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    start_at = time.time() + 4
+    shards = [_mix_shard(test_server.grpc_url, i, 2, start_at, logs) for i in range(2)]
+    for shard in shards:
+        _, err = shard.communicate(timeout=120)
+        assert shard.returncode in (0, 2), err
+    out = tmp_path / "merged.json"
+    status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
+    merged = json.loads(out.read_text())
+    assert (status, merged["status"]) in ((0, "complete"), (2, "unstable"))
+    [level] = merged["levels"]
+    models = merged["models"]
+    assert [(m["model"], m["share"]) for m in models] == [("fast_step", 0.75), ("batched_double", 0.25)]
+    fast, batched = (model["levels"][0] for model in models)
+    assert (level["request_rate"], fast["request_rate"], batched["request_rate"]) == (5.0, 3.75, 1.25)
+    assert fast["request_count"] + batched["request_count"] == level["request_count"]
+    # each model's merged figures are its parts in both shards' last 3 windows, decoded straight from the logs
+    for merged_model in models:
+        name, figures = merged_model["model"], merged_model["levels"][0]
+        count = 0
+        for log in sorted(logs.iterdir()):
+            windows = [w for w in _windows(log) if w["level"] == 0]
+            assert [w["index"] for w in windows] == [0, 1, 2, 3]
+            for window in windows[-3:]:
+                [part] = [p for p in window["models"] if p["model"] == name]  # type: ignore[attr-defined]
+                count += HdrHistogram.decode(str(part["histogram"]).encode("ascii")).get_total_count()
+        assert figures["request_count"] == count > 0
+        # and what the server's own statistics say the model completed in the same windows
+        assert figures["server"]["model"] == name
+        assert figures["server"]["request_count"] == figures["request_count"]
+        assert figures["diagnosis"] is not None
+    # the shape of one run's result: the same keys, model by model
+    alone = tmp_path / "alone.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "loadgen", "-u", test_server.grpc_url, *MIX, "--json", str(alone)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in (0, 2), done.stderr
+    single = json.loads(alone.read_text())
+    assert set(single) == set(merged)
+    assert set(single["models"][0]["levels"][0]) == set(fast)
+    assert set(single["levels"][0]) == set(level)
