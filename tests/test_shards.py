@@ -10,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from hdrh.histogram import HdrHistogram
 
 from loadgen.cli import main
+from loadgen.errors import OptionError
 from loadgen.measurement import LatencyStats, new_histogram
 from loadgen.server import EmbeddedServer
+from loadgen.shards.log import VERSION
+from loadgen.shards.merge import merge_logs
 from tests.helpers import ROOT
 
 IDENTITY = ["-m", "identity_uint8", "--concurrency-range", "2:4:2", "-p", "400", "-r", "3", "-s", "1000"]
@@ -78,6 +82,18 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
     assert level["server"]["request_count"] > 0
     assert level["bottleneck"]["model"] == "identity_uint8"
     assert {"model", "url", "mode", "levels", "bottleneck", "inputs", "settings", "status"} <= set(merged)
+    # a log of version 1 (before mixes) reads the same; one of a later version is refused in one line
+    for version, folder in ((1, tmp_path / "v1"), (VERSION + 1, tmp_path / "later")):
+        folder.mkdir()
+        for log in sorted(logs.iterdir()):
+            header, *rest = log.read_text().splitlines()
+            (folder / log.name).write_text("\n".join([json.dumps(json.loads(header) | {"version": version}), *rest]))
+        again = [str(log) for log in sorted(folder.iterdir())]
+        if version == 1:
+            assert merge_logs(again).to_dict() == merge_logs(sorted(logs.iterdir())).to_dict()
+        else:
+            with pytest.raises(OptionError, match=f"version {VERSION + 1}; this loadgen reads versions 1 to"):
+                merge_logs(again)
 
 
 def test_a_shard_that_dies_leaves_its_windows_missing(examples_server: EmbeddedServer, tmp_path: Path) -> None:
