@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -25,36 +26,19 @@ from tests.helpers import ROOT
 IDENTITY = ["-m", "identity_uint8", "--concurrency-range", "2:4:2", "-p", "400", "-r", "3", "-s", "1000"]
 
 
-def _shard(url: str, index: int, count: int, start_at: float, logs: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadgen",
-            "-u",
-            url,
-            *IDENTITY,
-            "--shard",
-            f"{index}/{count}",
-            "--start-at",
-            f"{start_at:.3f}",
-            "--hdr-log",
-            str(logs),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _shard(
+    url: str, index: int, count: int, start_at: float, logs: Path, load: list[str] = IDENTITY
+) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "loadgen", "-u", url, *load, "--shard", f"{index}/{count}"]
+    command += ["--start-at", f"{start_at:.3f}", "--hdr-log", str(logs)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _windows(log: Path) -> list[dict[str, object]]:
-    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
-
-
-def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+def _two_shards_merged(url: str, load: list[str], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """Two shards of a load, run to their end, and their logs merged: the logs' folder and the merged JSON."""
     logs = tmp_path / "logs"
     start_at = time.time() + 4
-    shards = [_shard(examples_server.grpc_url, i, 2, start_at, logs) for i in range(2)]
+    shards = [_shard(url, i, 2, start_at, logs, load) for i in range(2)]
     for shard in shards:
         _, err = shard.communicate(timeout=120)
         assert shard.returncode in (0, 2), err
@@ -62,6 +46,15 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
     status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
     merged = json.loads(out.read_text())
     assert (status, merged["status"]) in ((0, "complete"), (2, "unstable"))  # a busy machine may not settle
+    return logs, merged
+
+
+def _windows(log: Path) -> list[dict[str, object]]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
+
+
+def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs, merged = _two_shards_merged(examples_server.grpc_url, IDENTITY, tmp_path)
     assert [level["concurrency"] for level in merged["levels"]][:1] == [2]
     # rebuild level 0 independently: the last 3 windows of both shards, decoded straight from the logs
     reference = new_histogram()
@@ -195,23 +188,8 @@ MIX = ["--model-mix", "fast_step:3,batched_double:1", "--request-rate-range", "5
 MIX += ["-p", "1040", "-r", "4", "-s", "1000"]
 
 
-def _mix_shard(url: str, index: int, count: int, start_at: float, logs: Path) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "loadgen", "-u", url, *MIX, "--shard", f"{index}/{count}"]
-    command += ["--start-at", f"{start_at:.3f}", "--hdr-log", str(logs)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_a_sharded_mix_merges_model_by_model(test_server: EmbeddedServer, tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    start_at = time.time() + 4
-    shards = [_mix_shard(test_server.grpc_url, i, 2, start_at, logs) for i in range(2)]
-    for shard in shards:
-        _, err = shard.communicate(timeout=120)
-        assert shard.returncode in (0, 2), err
-    out = tmp_path / "merged.json"
-    status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
-    merged = json.loads(out.read_text())
-    assert (status, merged["status"]) in ((0, "complete"), (2, "unstable"))
+    logs, merged = _two_shards_merged(test_server.grpc_url, MIX, tmp_path)
     [level] = merged["levels"]
     models = merged["models"]
     assert [(m["model"], m["share"]) for m in models] == [("fast_step", 0.75), ("batched_double", 0.25)]
