@@ -570,23 +570,35 @@ def tune_parser() -> argparse.ArgumentParser:
         "mode), re-measure, keep what helps.",
     )
     parser.add_argument("-m", "--model-name", help="model to tune (default: the server's only ensemble or model)")
+    parser.add_argument(
+        "--model-mix",
+        metavar="A:N,B:N",
+        help="tune several models under one load, as for profiling: each one's concurrency (closed loop), or its "
+        "share of --request-rate",
+    )
     _connection_flags(parser)
-    parser.add_argument("--input-data", default="random", help="as for profiling")
+    parser.add_argument(
+        "--input-data", action="append", help="as for profiling (repeatable; MODEL=... for one model of a mix)"
+    )
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:D1[,D2...]")
     parser.add_argument("-b", "--batch-size", type=_int, default=1)
     load = parser.add_mutually_exclusive_group()
-    load.add_argument("--concurrency", type=_int, help="closed-loop load to tune at (default 8)")
+    load.add_argument(
+        "--concurrency", type=_int, help="closed-loop load to tune at (default 8; a mix's comes with --model-mix)"
+    )
     load.add_argument("--request-rate", type=_float, help="open-loop load to tune at, requests per second")
     parser.add_argument(
         "--latency-budget-ms",
-        type=_float,
-        help="goal: the highest throughput whose p99 stays at or under this (the load is searched too)",
+        metavar="MS|A:MS,B:MS",
+        help="goal: the highest throughput whose p99 stays at or under this (the load is searched too); a mix: "
+        "each model's own budget (A:50,B:200), or one for every model",
     )
     parser.add_argument(
         "--max-concurrency",
         type=_int,
         default=MAX_CONCURRENCY,
-        help=f"the offered load is raised up to this when it bounds throughput (default {MAX_CONCURRENCY})",
+        help=f"the offered load (a mix's total concurrency) is raised up to this when it bounds throughput (default "
+        f"{MAX_CONCURRENCY})",
     )
     parser.add_argument("--metrics-url", metavar="URL", help="the server's metrics (default: its host, port 8002)")
     parser.add_argument(
@@ -786,12 +798,13 @@ def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = tune_parser().parse_args(argv)
     profile_settings = Settings(
         model_name=args.model_name,
+        model_mix=args.model_mix,
         url=args.url,
         protocol=args.protocol,
-        input_data=args.input_data,
+        input_data=args.input_data or "random",
         shape=dict(parse_shape(text) for text in args.shape),
         batch_size=args.batch_size,
-        concurrency_range=None if args.request_rate else (args.concurrency or 8),
+        concurrency_range=args.concurrency if args.request_rate or args.model_mix else (args.concurrency or 8),
         request_rate_range=args.request_rate,
         measurement_interval=args.measurement_interval,
         stability_percentage=args.stability_percentage,

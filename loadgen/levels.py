@@ -5,10 +5,12 @@ The sweep applies it to windows as they are measured; `loadgen merge` applies it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from loadgen.analysis import Observation, Reference, diagnose, verdict
 from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult, SendLag
 from loadgen.server import metrics as server_metrics
@@ -34,21 +36,35 @@ class Level:
         model: Composition | None,
         baseline: Reference | None = None,
         cores: int | None = None,
+        models: Mapping[str, Level] | None = None,
+        solo: Mapping[str, LevelResult] | None = None,
     ) -> None:
-        """`model` None: a mix's total, which has no server figures of its own (its models' levels have them)."""
+        """`model` None: a mix's total, which has no server figures of its own; `models` holds each model's level
+        (see `start_level`), `solo` each model alone at the same load (--solo-baseline)."""
         self.load = load
         self.rule = rule
         self.model = model
         self.baseline = baseline
         self.cores = cores
+        self.models = dict(models or {})
+        self.solo = dict(solo or {})
         self.windows: list[Window] = []
         self.server: list[Snapshot] = []
         self.metrics: list[ServerMetrics] = []
         self.summaries: list[WindowSummary] = []
 
-    def add(self, window: Window, server: Snapshot, metrics: ServerMetrics | None = None) -> WindowSummary:
-        """Add the next window and the server's statistics (and metrics) over it; its figures as the stability
-        rule reads them."""
+    def add(
+        self,
+        window: Window,
+        server: Snapshot,
+        metrics: ServerMetrics | None = None,
+        parts: Mapping[str, Window] | None = None,
+    ) -> WindowSummary:
+        """Add the next window and the server's statistics (and metrics) over it, and in a mix each model's part of
+        the window (`parts`); the window's figures as the stability rule reads them."""
+        for name, level in self.models.items():
+            assert parts is not None  # a mix's window always comes with its models' parts
+            level.add(parts[name], server, metrics)
         self.windows.append(window)
         self.server.append(server)
         if metrics is not None:
@@ -58,20 +74,61 @@ class Level:
 
     @property
     def stable(self) -> bool:
-        """perf_analyzer's rule: the last three windows agree (one window of --request-count needs no agreement)."""
-        if self.rule.single:
-            return bool(self.windows)
-        return is_stable(self.summaries, self.rule.stability_percentage)
+        """perf_analyzer's rule: the last three windows agree (one window of --request-count needs no agreement);
+        a mix's level, when every model's does too."""
+        own = bool(self.windows) if self.rule.single else is_stable(self.summaries, self.rule.stability_percentage)
+        return own and all(level.stable for level in self.models.values())
 
     def result(self, complete: bool = True) -> LevelResult:
-        """The level's figures, merged from its last three windows (fewer when it has fewer)."""
+        """The level's figures, merged from its last three windows (fewer when it has fewer); a mix's, with each
+        model's figures."""
         last = slice(-STABILITY_WINDOWS, None)
         server: Snapshot = {}
         for window_delta in self.server[last]:
             server = add(server, window_delta)
         scraped = [window for window in self.metrics[last] if window.samples]
         metrics = server_metrics.combine(scraped) if scraped else None
-        return _figures(self, merge(self.windows[last]), server, metrics, self.stable and complete, complete)
+        total = _figures(self, merge(self.windows[last]), server, metrics, self.stable and complete, complete)
+        if not self.models:
+            return total
+        models = tuple(
+            replace(level.result(complete), model=name, solo=self.solo.get(name)) for name, level in self.models.items()
+        )
+        mixed = replace(total, models=models)
+        return replace(mixed, mix_diagnosis=diagnose_mix(mixed))
+
+
+def model_load(load: Load, share: float) -> Load:
+    """A model's own load in a mix: its concurrency (a closed loop's mix gives each model its own), or its share
+    of the mix's request rate."""
+    return Load(concurrency=int(share)) if load.concurrency is not None else Load(rate=(load.rate or 0.0) * share)
+
+
+def start_level(
+    load: Load,
+    rule: LevelRule,
+    trees: Mapping[str, Composition],
+    mix: Mapping[str, float] | None,
+    least: LevelResult | None,
+    cores: int | None,
+    solo: Mapping[str, LevelResult] | None = None,
+) -> Level:
+    """A level about to be measured, against `least` (the sweep's least-loaded level, whose compute is the
+    uncontended reference): one model's, or (`mix`) the mix's total with each model's level, at its own load and
+    against its own figures at `least`."""
+    if mix is None:
+        [tree] = trees.values()
+        return Level(load, rule, tree, _reference(least), cores)
+    earlier = {model.model: model for model in least.models} if least is not None else {}
+    models = {
+        name: Level(model_load(load, share), rule, trees[name], _reference(earlier.get(name)), cores)
+        for name, share in mix.items()
+    }
+    return Level(load, rule, None, None, cores, models, solo)
+
+
+def _reference(level: LevelResult | None) -> Reference | None:
+    return Reference.of(level.server, level.latency_us.avg) if level is not None else None
 
 
 def _figures(

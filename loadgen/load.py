@@ -462,7 +462,8 @@ class LocalGenerator:
         select: Callable[[Iterator[int]], Iterator[int]] | None = None,
         rejection: asyncio.Event | None = None,
     ) -> None:
-        """`select` takes this generator's part of an open loop's schedule (a model's, in a mix)."""
+        """`select` takes this generator's part of an open loop's schedule (a model's in a mix, shard included: see
+        `mix.selector`); without it, the shard takes its part."""
         settings = run.settings
         self.run = run
         self.shard = shard or run.shard
@@ -522,9 +523,8 @@ class LocalGenerator:
             budget = itertools.repeat(None, self._share(count)) if count else itertools.repeat(None)
             self.closed.resize(self.shard.concurrency(load.concurrency), budget)
         else:
-            offsets = self.shard.schedule(schedule_for(load, self.run))
-            if self.select is not None:
-                offsets = self.select(offsets)
+            whole = schedule_for(load, self.run)
+            offsets = self.select(whole) if self.select is not None else self.shard.schedule(whole)
             self.open.start(itertools.islice(offsets, self._share(count)) if count else offsets, start_ns)
 
     async def fill(self, count: int, timeout_s: float) -> Window:

@@ -1,6 +1,11 @@
 """Several models under one load (`--model-mix`): one generator per model, driven as one. A closed loop gives each
 model its own concurrency; an open loop deals one schedule out to the models in their shares, so that the models'
-requests together are exactly the mix's schedule."""
+requests together are exactly the mix's schedule.
+
+Sharded (`--shard i/K`), a closed loop's shard takes its part of every model's concurrency (`Shard.concurrency`);
+an open loop's schedule is dealt first, by each request's place in the whole schedule, and each model's requests
+are then split among the shards, every K-th to shard i. The shards' requests together are therefore exactly the
+unsharded run's: the same requests, at the same times, each to the same model."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
+from loadgen.levels import model_load
 from loadgen.load import LocalGenerator
 from loadgen.measurement import Window, combine
-from loadgen.plan import Load, Windows
+from loadgen.plan import Load, Shard, Windows
 from loadgen.transport import RequestFailed
 
 PATTERN_LENGTH = 1000  # requests after which the dealing repeats: shares hold to a tenth of a percent
@@ -34,10 +40,11 @@ def dealing(shares: Sequence[float], length: int = PATTERN_LENGTH) -> tuple[int,
     return tuple(pattern)
 
 
-def selector(pattern: Sequence[int], index: int) -> Callable[[Iterator[int]], Iterator[int]]:
-    """The part of a schedule (offsets) that the pattern deals to model `index`."""
+def selector(pattern: Sequence[int], index: int, shard: Shard) -> Callable[[Iterator[int]], Iterator[int]]:
+    """The part of a schedule (offsets) that the pattern deals to model `index`, and of that the shard's part
+    (every K-th request): the shards' parts together are the model's part of the unsharded schedule."""
     mask = [dealt == index for dealt in pattern]
-    return lambda offsets: itertools.compress(offsets, itertools.cycle(mask))
+    return lambda offsets: shard.schedule(itertools.compress(offsets, itertools.cycle(mask)))
 
 
 def split_count(count: int, shares: Mapping[str, float]) -> dict[str, int]:
@@ -83,7 +90,7 @@ class MixGenerator:
         counts = split_count(count, self.mix) if count else {}
         for name, member in self.members.items():
             # a closed loop's models keep their own concurrency; an open loop's take their part of one schedule
-            own = Load(concurrency=int(self.mix[name])) if self.closed_loop else load
+            own = model_load(load, self.mix[name]) if self.closed_loop else load
             await member.apply(own, start_ns, counts.get(name))
 
     async def fill(self, count: int, timeout_s: float) -> Window:

@@ -356,7 +356,7 @@ def load_result(path: str | os.PathLike[str]) -> ProfileResult:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One load level as tuning reads it."""
+    """One load level as tuning reads it; a mix's level, with each model's figures in `models`."""
 
     throughput: float
     p99_us: int
@@ -365,11 +365,24 @@ class Measurement:
     load: float = 0.0  # the concurrency, or the request rate, it was measured at
     bound: str | None = None  # the diagnosis's kind of bound
     predicted_max: float | None = None  # the diagnosis's throughput limit
+    model: str | None = None  # the model these figures are of (None: a mix's total, which has no diagnosis)
+    models: tuple[Measurement, ...] = ()  # a mix: each model's figures, at its own load
+    budget_ms: float | None = None  # the model's p99 budget (--latency-budget-ms), if it has one
+
+    @property
+    def parts(self) -> tuple[Measurement, ...]:
+        """What the latency budgets apply to: a mix's models, else the level itself."""
+        return self.models or (self,)
+
+    @property
+    def over_budget(self) -> bool:
+        """The model's p99 is over its budget."""
+        return self.budget_ms is not None and self.p99_us / 1000 > self.budget_ms
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One configuration change and what it did."""
+    """One configuration change, what it did, and why it was kept or reverted."""
 
     change: str
     model: str | None  # None: a change of the offered load
@@ -379,13 +392,15 @@ class Trial:
     bottleneck: str | None
     predicted_throughput: float | None = None  # what the diagnosis predicted the change would give
     load: float = 0.0  # the concurrency, or the request rate, it was measured at
+    reason: str = ""  # why it was kept or reverted: the throughput against the noise, or the budgets
+    models: tuple[Measurement, ...] = ()  # a mix: each model's figures after the change
 
 
 @dataclass(frozen=True)
 class TuneResult:
     """The trial history: where tuning started, each change tried, where it ended, and the configs to keep."""
 
-    model: str
+    model: str  # the tuned model, or a mix's models joined by "+"
     initial: Measurement
     trials: tuple[Trial, ...]
     final: Measurement

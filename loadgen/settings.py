@@ -274,23 +274,28 @@ def _parameters(value: object) -> dict[str, str | int | bool]:
     return dict(_pairs("request_parameter", value, parse_request_parameter))
 
 
+def _by_model(text: str, option: str, form: str) -> dict[str, float]:
+    """`A:0.7,B:0.3`: each model named and its number (split at the last colon)."""
+    pairs = []
+    for part in text.split(","):
+        name, sep, number = part.strip().rpartition(":")
+        try:
+            pairs.append((name, float(number)))
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise OptionError(f"{option} {text!r}: expected {form}")
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise OptionError(f"{option} {text!r}: {', '.join(twice)} named twice (give each model once)")
+    return dict(pairs)
+
+
 def parse_model_mix(value: object) -> dict[str, float]:
     """`--model-mix A:0.7,B:0.3` (or a mapping): each model and its share or concurrency, above 0."""
     if isinstance(value, str):
-        pairs = []
-        for part in value.split(","):
-            name, sep, number = part.strip().rpartition(":")
-            try:
-                pairs.append((name, float(number)))
-            except ValueError:
-                sep = ""
-            if not sep or not name:
-                raise OptionError(f"--model-mix {value!r}: expected MODEL:SHARE[,MODEL:SHARE...]")
-        names = [name for name, _ in pairs]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise OptionError(f"--model-mix {value!r}: {', '.join(twice)} named twice (give each model once)")
-        value = dict(pairs)
+        value = _by_model(value, "--model-mix", "MODEL:SHARE[,MODEL:SHARE...]")
     if not isinstance(value, Mapping) or len(value) < 2:
         shown = ",".join(f"{k}:{v}" for k, v in value.items()) if isinstance(value, Mapping) else repr(value)
         raise OptionError(f"--model-mix {shown}: expected two models or more, each with its share")
@@ -298,6 +303,35 @@ def parse_model_mix(value: object) -> dict[str, float]:
     if any(number <= 0 for number in mix.values()):
         raise OptionError(f"--model-mix {format_mix(mix)}: every share must be above 0")
     return mix
+
+
+def parse_latency_budgets(value: object, mix: Mapping[str, float] | None) -> float | dict[str, float] | None:
+    """`tune --latency-budget-ms`: one p99 budget in ms (in a mix, every model's), or with a mix each model's own
+    (`A:50,B:200`, or a mapping; a model without one has none)."""
+    if value is None:
+        return None
+    option = "--latency-budget-ms"
+    if isinstance(value, str):
+        text = value
+        try:
+            value = float(text)
+        except ValueError:
+            value = _by_model(text, option, "milliseconds, or MODEL:MS[,MODEL:MS...] with --model-mix")
+    if not isinstance(value, Mapping):
+        budget = _number("latency_budget_ms", value)
+        if budget <= 0:
+            raise OptionError(f"{option} {budget:g}: must be above 0")
+        return budget
+    budgets = {_text("latency_budget_ms", name): _number("latency_budget_ms", ms) for name, ms in value.items()}
+    shown = format_mix(budgets)
+    if mix is None:
+        raise OptionError(f"{option} {shown}: budgets by model go with --model-mix (for one model, give one number)")
+    strangers = [name for name in budgets if name not in mix]
+    if strangers:
+        raise OptionError(f"{option} {shown}: {', '.join(strangers)} not in --model-mix {format_mix(mix)}")
+    if not budgets or any(ms <= 0 for ms in budgets.values()):
+        raise OptionError(f"{option} {shown}: every budget must be above 0")
+    return budgets
 
 
 def format_mix(mix: Mapping[str, float]) -> str:

@@ -7,18 +7,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from loadgen.analysis import Reference
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
-from loadgen.levels import Level, ends_sweep, outcome
+from loadgen.levels import ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
 from loadgen.mix import MixGenerator, dealing, selector
-from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import Load, RunPlan, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
@@ -27,7 +25,7 @@ from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
 from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
-from loadgen.shards.log import WindowLog
+from loadgen.shards.log import LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
 from loadgen.watchdog import Watchdog
@@ -97,14 +95,15 @@ async def profile(
 
 async def profile_against(
     settings: Settings,
-    baseline: Reference | None,
+    reference: LevelResult | None,
     progress: Progress | None = None,
     stop: asyncio.Event | None = None,
 ) -> ProfileResult:
-    """`profile`, with the server figures of an earlier, less loaded measurement as the reference for how much the
-    steps' compute grew (tune compares every trial with its first measurement)."""
+    """`profile`, with an earlier, less loaded level as the reference for how much the steps' compute grew (a
+    mix's level: each model's against its own figures there; tune compares every trial with its first
+    measurement)."""
     session = _Session(plan(settings), ConnectionOptions.from_settings(settings), progress, stop or asyncio.Event())
-    session.baseline = baseline
+    session.reference = reference
     try:
         return await session.profile()
     finally:
@@ -125,7 +124,7 @@ class _Session:
         self.connection = connect(options)
         self.regions: list[Regions] = []  # shared-memory regions, one set per model
         self.model = self.settings.model_name or ""
-        self.baseline: Reference | None = None  # the reference for compute growth, before a level of its own
+        self.reference: LevelResult | None = None  # the reference for compute growth, before a level of its own
         self.solo: dict[str, tuple[LevelResult, ...]] = {}  # a mix's models alone (--solo-baseline), level by level
 
     async def close(self) -> None:
@@ -173,16 +172,15 @@ class _Session:
             any(model.info.is_decoupled for model in models),
             any(model.info.is_sequence for model in models),
         )
-        log = None
-        if self.settings.hdr_log:
-            log = WindowLog(self.settings.hdr_log, self.run.shard)
-            log.header(description, self.settings.to_dict(), models[0].tree)
+        log = WindowLog(self.settings.hdr_log, self.run.shard) if self.settings.hdr_log else None
         if mix is not None and self.settings.solo_baseline:
             try:
                 await self._solo_baselines(mix)
             except Stopped:
                 return self._result((), inputs, "interrupted", "interrupted while measuring the solo baselines")
         sweep = _Sweep(self, models, log)
+        if log:
+            log.header(description, self.settings.to_dict(), sweep.trees)
         async with traced(self.connection, self.settings) as trace:
             if trace:
                 shown = ", ".join(f"{key} {','.join(values)}" for key, values in trace.items())
@@ -389,7 +387,7 @@ class _Sweep:
         # a logged run measures a fixed number of windows per level, on a wall-clock grid shared by its shards
         self.grid_ns: int | None = None
         self.finished: list[LevelResult] = []
-        self.tree = models[0].tree
+        self.trees = {model.info.name: model.tree for model in models}  # each model's composition, by name
         self.connections: list[Connection] = []  # a mix's own, one per model
         mix = settings.model_mix
         self.mix: MixGenerator | None = self._mix(mix) if mix is not None else None
@@ -451,7 +449,7 @@ class _Sweep:
         for index, model in enumerate(self.models):
             connection = connect(self.session.options)
             self.connections.append(connection)
-            select = None if self.run.closed_loop else selector(pattern, index)
+            select = None if self.run.closed_loop else selector(pattern, index, self.run.shard)
             members[model.info.name] = LocalGenerator(
                 connection, model.requests, model.run, select=select, rejection=rejection
             )
@@ -562,13 +560,12 @@ class _Sweep:
         reading = await self._statistics()
         if self.metrics is not None:
             self.metrics.window()  # nor what was scraped before
-        least = self.finished[0] if self.finished else None  # the least-loaded level is the reference
-        baseline = Reference.of(least.server, least.latency_us.avg) if least else self.session.baseline
-        mix = self.settings.model_mix
-        level = Level(load, self.run.rule, self.tree if mix is None else None, baseline, self.run.server_cores)
-        parts = self._model_levels(load, least) if mix is not None else {}
+        least = self.finished[0] if self.finished else self.session.reference  # the least-loaded level
+        level = start_level(
+            load, self.run.rule, self.trees, self.settings.model_mix, least, self.run.server_cores, self._solo(number)
+        )
         try:
-            while (not level.stable or self.log or not _all_stable(parts)) and len(level.windows) < windows.max_windows:
+            while (not level.stable or self.log) and len(level.windows) < windows.max_windows:
                 deadline = None
                 if start_ns is not None:
                     deadline = start_ns + (len(level.windows) + 1) * windows.interval_ms * 1_000_000
@@ -577,47 +574,28 @@ class _Sweep:
                 previous, reading = reading, await self._statistics()
                 metrics = self.metrics.window() if self.metrics is not None else None
                 server = delta(previous, reading)
-                summary = level.add(window, server, metrics)
-                for name, part in parts.items():
-                    part.add(self._part(name), server, metrics)
+                parts = self.mix.parts if self.mix is not None else {}
+                summary = level.add(window, server, metrics, parts)
                 if self.log:
-                    self.log.window(load, number, len(level.windows) - 1, window, level.server[-1], metrics)
+                    index = len(level.windows) - 1
+                    self.log.window(LoggedWindow(load, number, index, window, server, metrics, parts))
                 if self.session.progress:
-                    self.session.progress.window(load, len(level.windows), summary, level.stable and _all_stable(parts))
+                    self.session.progress.window(load, len(level.windows), summary, level.stable)
                 self._check_errors(load, window)
         except _Abort:
             if not level.windows or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
-                level.add(await self.generator.rotate(), {})  # what completed of the window cut short
-                for name, part in parts.items():
-                    part.add(self._part(name), {})
+                window = await self.generator.rotate()  # what completed of the window cut short
+                level.add(window, {}, None, self.mix.parts if self.mix is not None else {})
             if level.windows[-1].request_count or len(level.windows) > 1:
-                self._keep(_with_models(level.result(complete=False), parts, self._solo(number), complete=False))
+                self._keep(level.result(complete=False))
             self._record(load, level.windows)
             raise
         self._record(load, level.windows)
-        return self._keep(_with_models(level.result(), parts, self._solo(number)))
+        return self._keep(level.result())
 
     def _solo(self, number: int) -> dict[str, LevelResult]:
         """Each model alone at the load it has in the mix's level `number` (--solo-baseline)."""
         return {name: levels[number] for name, levels in self.session.solo.items() if number < len(levels)}
-
-    def _part(self, model: str) -> Window:
-        """A model's part of the mix's last window."""
-        assert self.mix is not None
-        return self.mix.parts[model]
-
-    def _model_levels(self, load: Load, least: LevelResult | None) -> dict[str, Level]:
-        """A mix's level, model by model: each at its own load, against its own least-loaded level."""
-        mix = self.settings.model_mix
-        assert mix is not None
-        levels = {}
-        for index, model in enumerate(self.models):
-            name = model.info.name
-            own = Load(concurrency=int(mix[name])) if self.run.closed_loop else Load(rate=(load.rate or 0) * mix[name])
-            first = least.models[index] if least is not None and len(least.models) > index else None
-            baseline = Reference.of(first.server, first.latency_us.avg) if first is not None else None
-            levels[name] = Level(own, self.run.rule, model.tree, baseline, self.run.server_cores)
-        return levels
 
     def _keep(self, level: LevelResult) -> LevelResult:
         self.finished.append(level)
@@ -646,22 +624,6 @@ class _Sweep:
 
 def _never(level: LevelResult) -> bool:
     return False
-
-
-def _all_stable(levels: Mapping[str, Level]) -> bool:
-    return all(level.stable for level in levels.values())
-
-
-def _with_models(
-    total: LevelResult, levels: Mapping[str, Level], solo: Mapping[str, LevelResult], complete: bool = True
-) -> LevelResult:
-    """A mix's level: the total, with each model's figures (and its solo run's), stable when every model's is,
-    and the diagnosis across them."""
-    if not levels:
-        return total
-    models = tuple(replace(level.result(complete), model=name, solo=solo.get(name)) for name, level in levels.items())
-    mixed = replace(total, models=models, stable=total.stable and all(model.stable for model in models))
-    return replace(mixed, mix_diagnosis=diagnose_mix(mixed))
 
 
 async def _wait_for_start(start_at: float | None) -> int:

@@ -1,8 +1,15 @@
 """Tuning acts on the diagnosis: measure, then move what bounds throughput. When the offered load does, raise it
 (up to --max-concurrency); when a step does, try its changes on the live server in the order of their predicted
 gain, keeping what helps beyond the run's noise; when the host or the client does, stop and say so. With a latency
-budget, the goal is the highest throughput whose p99 stays within it: the load goes down as well as up. Every trial
-records what the diagnosis predicted beside what was measured, so the model is checked on every run."""
+budget, the goal is the highest throughput whose p99 stays within it: the load goes down as well as up, and while a
+p99 is over its budget, the step its requests wait in is tried before a lower load. Every trial records what the
+diagnosis predicted beside what was measured, and why it was kept or reverted.
+
+A mix (`--model-mix`) is tuned as one load: the goal is its total throughput with every model's p99 within that
+model's own budget. Each model's level carries its own diagnosis, and tune acts on each: a model over its budget
+has the step it waits in changed (or the mix's load lowered); within every budget, the steps that bound models are
+tried in the order of the gain predicted for the mix, then the load is raised for the models it bounds, as a whole
+(every model's concurrency scaled in its proportion, or the mix's total rate)."""
 
 from __future__ import annotations
 
@@ -10,19 +17,20 @@ import asyncio
 import dataclasses
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from loadgen.analysis import WAITING_SHARE, Diagnosis, Reference
+from loadgen.analysis import WAITING_SHARE, Diagnosis
 from loadgen.errors import OptionError
+from loadgen.mix import split_count
 from loadgen.plan import plan
 from loadgen.results import LevelResult, Measurement, Trial, TuneResult
 from loadgen.server.statistics import ServerFigures, composition
-from loadgen.settings import Settings, make_settings
+from loadgen.settings import Settings, format_mix, make_settings, parse_latency_budgets
 from loadgen.sweep import profile_against
 from loadgen.transport import Connection, ConnectionOptions, connect
 
@@ -35,22 +43,33 @@ MAX_CONCURRENCY = 64
 class TuneSettings:
     """What `tune` works on: one load level of `profile`, a goal, and how far to search."""
 
-    profile: Settings
-    latency_budget_ms: float | None = None  # goal: the highest throughput whose p99 stays within this
+    profile: Settings  # one model, or a mix (`model_mix`)
+    # goal: the highest throughput whose p99 stays within this many ms: one number (in a mix, every model's), or
+    # in a mix each model's own ("A:50,B:200", or a mapping; a model without one has none)
+    latency_budget_ms: float | str | Mapping[str, float] | None = None
     max_trials: int = 8
     keep: bool = False
     write_config: str | None = None
-    max_concurrency: int = MAX_CONCURRENCY  # the closed loop's load is raised (or searched) up to this
+    max_concurrency: int = MAX_CONCURRENCY  # the closed loop's load (a mix's total) is raised up to this
 
     def __post_init__(self) -> None:
         if len(plan(self.profile).loads) != 1:
             raise OptionError("tune measures one load level: give one --concurrency or one --request-rate")
         if self.max_trials < 1:
             raise OptionError(f"--max-trials {self.max_trials}: must be at least 1")
-        if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
-            raise OptionError(f"--latency-budget-ms {self.latency_budget_ms}: must be above 0")
+        budgets = parse_latency_budgets(self.latency_budget_ms, self.profile.model_mix)
+        object.__setattr__(self, "latency_budget_ms", budgets)
         if self.max_concurrency < 1:
             raise OptionError(f"--max-concurrency {self.max_concurrency}: must be at least 1")
+
+    def budgets_ms(self, models: Sequence[str]) -> dict[str, float]:
+        """Each model's p99 budget in ms (a model without one is left out)."""
+        budget = self.latency_budget_ms
+        if budget is None:
+            return {}
+        if isinstance(budget, Mapping):
+            return {name: budget[name] for name in models if name in budget}
+        return dict.fromkeys(models, float(budget))
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,8 @@ def candidates(step: ServerFigures, config: model_config_pb2.ModelConfig, diagno
     return [more, *batching] if waiting else [*batching, more]
 
 
-def _measurement(level: LevelResult) -> Measurement:
+def _measurement(level: LevelResult, model: str | None, budgets_ms: Mapping[str, float]) -> Measurement:
+    """A level as tuning reads it (`model` None: a mix's total), with a mix's models, each with its budget."""
     diagnosis = level.diagnosis
     rates = [window.throughput for window in level.trend[-3:]]
     return Measurement(
@@ -113,21 +133,30 @@ def _measurement(level: LevelResult) -> Measurement:
         load=level.load,
         bound=None if diagnosis is None else diagnosis.bound,
         predicted_max=None if diagnosis is None else diagnosis.predicted_max_throughput,
+        model=model,
+        models=tuple(_measurement(part, part.model, budgets_ms) for part in level.models),
+        budget_ms=budgets_ms.get(model) if model is not None else None,
     )
 
 
 async def tune(settings: TuneSettings, on_trial: Callable[[Trial | Measurement], None] | None = None) -> TuneResult:
-    """Tune the model on a server in explicit model-control mode; see the module docstring."""
-    connection = connect(ConnectionOptions.from_settings(settings.profile))
+    """Tune the model (or the mix) on a server in explicit model-control mode; see the module docstring."""
+    profile = settings.profile
+    connection = connect(ConnectionOptions.from_settings(profile))
     try:
         await connection.check_reachable()
         await connection.check_model_control()
-        name = settings.profile.model_name or await connection.choose_model()
-        tree = await composition(name, settings.profile.model_version, connection.model_config)
-        originals = {step.model: await connection.model_config(step.model) for step in tree.leaves()}
+        mix = profile.model_mix
+        names = tuple(mix) if mix is not None else (profile.model_name or await connection.choose_model(),)
+        originals: dict[str, model_config_pb2.ModelConfig] = {}
+        for name in names:
+            tree = await composition(name, profile.model_version, connection.model_config)
+            for step in tree.leaves():
+                if step.model not in originals:
+                    originals[step.model] = await connection.model_config(step.model)
         touched: set[str] = set()  # models whose config on the server may differ from the original
         try:
-            search = _Search(settings, name, connection, dict(originals), touched, on_trial)
+            search = _Search(settings, names, connection, dict(originals), touched, on_trial)
             return await search.run()
         finally:
             if not settings.keep:
@@ -143,49 +172,85 @@ class _Search:
     def __init__(
         self,
         settings: TuneSettings,
-        name: str,
+        names: tuple[str, ...],
         connection: Connection,
         current: dict[str, model_config_pb2.ModelConfig],
         touched: set[str],
         on_trial: Callable[[Trial | Measurement], None] | None,
     ) -> None:
         self.settings = settings
-        self.name = name
+        self.names = names
+        self.name = "+".join(names)
         self.connection = connection
         self.current = current
         self.touched = touched
         self.on_trial = on_trial
         self.changed: set[str] = set()
         self.trials: list[Trial] = []
-        self.run_settings = dataclasses.replace(settings.profile, model_name=name)
+        profile = settings.profile
+        self.mix = profile.model_mix  # None: one model; a closed loop's concurrencies: the proportions it keeps
+        self.run_settings = profile if self.mix is not None else dataclasses.replace(profile, model_name=names[0])
         self.closed_loop = plan(self.run_settings).closed_loop
-        self.budget_us = settings.latency_budget_ms * 1000 if settings.latency_budget_ms else None
-        self.too_slow: float | None = None  # the lowest load over the latency budget so far
-        self.baseline: Reference | None = None
+        self.budgets_ms = settings.budgets_ms(names)
+        self.too_slow: float | None = None  # the lowest load over a latency budget so far, in the configs in force
+        self.reference: LevelResult | None = None
 
     async def measure(self, load: float | None = None) -> tuple[Measurement, LevelResult]:
         """The configuration in force at `load` (None: the current one)."""
         settings = self.run_settings if load is None else self.at_load(load)
-        level = (await profile_against(settings, self.baseline)).levels[-1]
-        if self.baseline is None:  # later trials' compute and waiting are compared with the first measurement's
-            self.baseline = Reference.of(level.server, level.latency_us.avg)
-        return _measurement(level), level
+        level = (await profile_against(settings, self.reference)).levels[-1]
+        if self.reference is None:  # later trials' compute and waiting are compared with the first measurement's
+            self.reference = level
+        return _measurement(level, None if self.mix is not None else self.names[0], self.budgets_ms), level
 
     def at_load(self, load: float) -> Settings:
-        """The run's settings at another concurrency (or request rate)."""
+        """The run's settings at another concurrency (a mix's: every model's, scaled) or request rate."""
+        if self.closed_loop and self.mix is not None:
+            return make_settings(self.run_settings, model_mix=self.scaled(int(load)), concurrency_range=None)
         if self.closed_loop:
             return make_settings(self.run_settings, concurrency_range=int(load))
         return make_settings(self.run_settings, request_rate_range=load)
 
-    def meets(self, measurement: Measurement) -> bool:
-        return self.budget_us is None or measurement.p99_us <= self.budget_us
+    def scaled(self, total: int) -> dict[str, int]:
+        """A closed-loop mix's concurrencies at another total, in the proportions the mix started with."""
+        assert self.mix is not None
+        return split_count(total, self.mix)
 
-    def better(self, result: Measurement, best: Measurement) -> bool:
-        """Beyond the noise: two standard errors of either measurement, and at least MIN_GAIN; within the budget."""
-        if not self.meets(result):
-            return False
+    def shown(self, load: float) -> str:
+        """A load in words: a closed-loop mix's total with each model's part."""
+        if self.closed_loop and self.mix is not None:
+            return f"{load:g} ({format_mix(self.scaled(int(load)))})"
+        return f"{load:g}"
+
+    def meets(self, measurement: Measurement) -> bool:
+        return not any(part.over_budget for part in measurement.parts)
+
+    def broken(self, measurement: Measurement) -> str:
+        """The budgets a measurement breaks, in words (empty: none)."""
+        return "; ".join(
+            f"{part.model} p99 {part.p99_us / 1000:.1f} ms over its {part.budget_ms:g} ms budget"
+            for part in measurement.parts
+            if part.over_budget
+        )
+
+    def judge(self, result: Measurement, best: Measurement) -> tuple[bool, str]:
+        """Whether a trial beats the configuration in force, and why (or why not): within every budget, throughput
+        beyond the noise (two standard errors of either measurement, and at least MIN_GAIN); when the
+        configuration in force breaks a budget, a result that meets every budget, or comes clearly closer."""
+        broken = self.broken(result)
+        if not self.meets(best):
+            if not broken:
+                return True, "every model's p99 within its budget now" if self.mix else "p99 within the budget now"
+            if _excess(result) < _excess(best) * (1 - MIN_GAIN):
+                return True, f"closer to the budget: {broken}"
+            return False, f"no closer to the budget: {broken}"
+        if broken:
+            return False, broken
         threshold = max(2 * max(best.noise, result.noise), MIN_GAIN)
-        return not self.meets(best) or result.throughput > best.throughput * (1 + threshold)
+        change = f"throughput {best.throughput:.1f} -> {result.throughput:.1f} infer/s"
+        if result.throughput > best.throughput * (1 + threshold):
+            return True, f"{change}, beyond the noise ({threshold:.0%})"
+        return False, f"{change}, not beyond the noise ({threshold:.0%})"
 
     async def run(self) -> TuneResult:
         settings = self.settings
@@ -195,8 +260,7 @@ class _Search:
             self.on_trial(best)
         reason = f"--max-trials {settings.max_trials} reached"
         while len(self.trials) < settings.max_trials:
-            diagnosis = level.diagnosis
-            changes, stop = self.changes(best, level, diagnosis)
+            changes, stop = self.changes(best, level)
             if stop:
                 reason = stop
                 break
@@ -205,7 +269,7 @@ class _Search:
                 if len(self.trials) >= settings.max_trials:
                     break
                 result, candidate = await self.attempt(change)
-                kept = self.better(result, best)
+                kept, why = self.judge(result, best)
                 trial = Trial(
                     change.description,
                     change.model,
@@ -215,6 +279,8 @@ class _Search:
                     result.bottleneck,
                     change.predicted,
                     result.load,
+                    why,
+                    result.models,
                 )
                 self.trials.append(trial)
                 if self.on_trial:
@@ -223,76 +289,164 @@ class _Search:
                     self.settle(change)
                     best, level = result, candidate
                     break
-                if change.load is not None and self.budget_us is not None and not self.meets(result):
-                    self.too_slow = min(self.too_slow or math.inf, change.load)
                 await self.revert(change)
+                if change.load is not None and not self.meets(result):
+                    self.too_slow = min(self.too_slow or math.inf, change.load)
+                    if change.load > best.load:  # the load rose too far for a budget: try halfway to it
+                        halfway = self.raise_load(best, _loaded(level))
+                        if halfway is not None:
+                            changes.append(halfway)
             if not kept and len(self.trials) < settings.max_trials:
-                reason = "no change raised throughput beyond the run's noise" + (
-                    f" within the {settings.latency_budget_ms:g} ms budget" if self.budget_us else ""
-                )
+                reason = self.no_gain(best)
                 break
         return self.result(initial, best, reason)
 
-    def changes(
-        self, best: Measurement, level: LevelResult, diagnosis: Diagnosis | None
-    ) -> tuple[list[_Change], str | None]:
-        """What to try next, or why to stop: from the diagnosis (and, with a budget, from the latency)."""
-        if diagnosis is None:
-            return [], "the server reported no requests: no diagnosis to act on"
-        if self.budget_us is not None and best.p99_us > self.budget_us:
-            lower = self.lower_load(best)
-            if lower is None:
-                return [], f"p99 {best.p99_us / 1000:.1f} ms is over the budget even at the lowest load"
-            return [lower], None
-        if diagnosis.bound in ("host_cpu", "host_gpu"):
-            return [], f"{diagnosis.name} is the limit: {diagnosis.reason}; more instances cannot help"
-        if diagnosis.bound == "client":
-            return [], f"the client limits throughput: {diagnosis.reason}"
-        if diagnosis.bound == "offered_load":
-            raised = self.raise_load(best, diagnosis)
-            if raised is None:
-                return [], self.load_ceiling(best, diagnosis)
-            return [raised], None
-        steps = level.server.steps() if level.server else iter(())
-        step = next((s for s in steps if s.model == diagnosis.limiting_step), None)
-        if step is None or step.model not in self.current:
-            return [], f"{diagnosis.limiting_step} is not a model tune can reconfigure"
-        return candidates(step, self.current[step.model], diagnosis), None
+    def no_gain(self, best: Measurement) -> str:
+        """Why tuning stops when no change of a round was kept."""
+        if not self.meets(best):
+            return f"no change brought every p99 within its budget ({self.broken(best)})"
+        within = ""
+        if best.budget_ms is not None:
+            within = f" within the {best.budget_ms:g} ms budget"
+        elif self.budgets_ms:
+            within = " within every model's budget"
+        return "no change raised throughput beyond the run's noise" + within
 
-    def raise_load(self, best: Measurement, diagnosis: Diagnosis) -> _Change | None:
-        """The load the diagnosis says would reach the throughput limit (Little's law), within the bounds."""
-        what_if = next((w for w in diagnosis.what_if if w.load is not None), None)
-        if what_if is None or what_if.load is None:
+    def changes(self, best: Measurement, level: LevelResult) -> tuple[list[_Change], str | None]:
+        """What to try next, or why to stop: from each model's diagnosis (and, with budgets, from the latency)."""
+        parts = list(zip(best.parts, level.models or (level,), strict=True))
+        if all(part.diagnosis is None for _, part in parts):
+            return [], "the server reported no requests: no diagnosis to act on"
+        if not self.meets(best):
+            return self.within_budget(best, parts)
+        for _, part in parts:
+            diagnosis = part.diagnosis
+            who = f"{part.model}: " if self.mix is not None else ""
+            if diagnosis is not None and diagnosis.bound in ("host_cpu", "host_gpu"):
+                return [], f"{who}{diagnosis.name} is the limit: {diagnosis.reason}; more instances cannot help"
+            if diagnosis is not None and diagnosis.bound == "client":
+                return [], f"{who}the client limits throughput: {diagnosis.reason}"
+        ranked: list[list[_Change]] = []
+        fixed: list[str] = []
+        for _, part in parts:
+            diagnosis = part.diagnosis
+            if diagnosis is None or diagnosis.bound != "step":
+                continue
+            step = self.step(part, diagnosis.limiting_step)
+            if step is None:
+                fixed.append(str(diagnosis.limiting_step))
+            else:
+                ranked.append(self.for_step(best, part, step))
+        # the steps whose change the diagnoses predict the largest gain for first; then the load
+        ranked.sort(key=lambda changes: -max((c.predicted or 0.0 for c in changes), default=0.0))
+        changes = _distinct([change for group in ranked for change in group])
+        loaded = _loaded(level)
+        raised = self.raise_load(best, loaded)
+        if raised is not None:
+            changes.append(raised)
+        if changes:
+            return changes, None
+        if loaded:
+            return [], self.load_ceiling(best, loaded[0])
+        return [], f"{', '.join(fixed)} is not a model tune can reconfigure"
+
+    def within_budget(
+        self, best: Measurement, parts: list[tuple[Measurement, LevelResult]]
+    ) -> tuple[list[_Change], str | None]:
+        """What may bring every p99 within its budget: for each model over it (the worst first), more of the step
+        its requests wait in, then a lower load."""
+        over = sorted((pair for pair in parts if pair[0].over_budget), key=lambda pair: -_excess(pair[0]))
+        changes: list[_Change] = []
+        for _, part in over:
+            step = self.waited_in(part)
+            if step is not None:
+                changes += self.for_step(best, part, step)
+        lower = self.lower_load(best)
+        if lower is not None:
+            changes.append(lower)
+        if not changes:
+            return [], f"{self.broken(best)}, even at the lowest load"
+        return _distinct(changes), None
+
+    def step(self, part: LevelResult, name: str | None) -> ServerFigures | None:
+        """A model's step by name, when tune can reconfigure it."""
+        steps = part.server.steps() if part.server else iter(())
+        return next((step for step in steps if step.model == name and step.model in self.current), None)
+
+    def waited_in(self, part: LevelResult) -> ServerFigures | None:
+        """The step whose queue a model's requests wait in the longest, when they wait there (more of it would
+        shorten their latency)."""
+        steps = [step for step in part.server.steps() if step.model in self.current] if part.server else []
+        step = max(steps, key=lambda step: step.queue_us, default=None)
+        return step if step is not None and step.queue_us > WAITING_SHARE * step.compute_us else None
+
+    def for_step(self, best: Measurement, part: LevelResult, step: ServerFigures) -> list[_Change]:
+        """A step's candidate changes, their predictions as the whole load's throughput (in a mix: the others'
+        throughput plus the model's predicted one)."""
+        if part.diagnosis is None:
+            return []
+        return [
+            dataclasses.replace(change, predicted=best.throughput - part.throughput + change.predicted)
+            if change.predicted is not None
+            else change
+            for change in candidates(step, self.current[step.model], part.diagnosis)
+        ]
+
+    def raise_load(self, best: Measurement, loaded: list[LevelResult]) -> _Change | None:
+        """The load the diagnoses say would take the models the load bounds to their limits (Little's law), within
+        the bounds: a mix's load is scaled as a whole, to the largest of its models' needs."""
+        needs = []  # each model the load bounds: the factor its load needs, and its predicted throughput there
+        for part in loaded:
+            assert part.diagnosis is not None
+            what_if = next((w for w in part.diagnosis.what_if if w.load is not None), None)
+            if what_if is None or what_if.load is None or not part.load:
+                continue
+            needs.append((part, what_if.load / part.load, what_if.predicted_throughput))
+        if not needs:
             return None
-        target = what_if.load
+        target = best.load * max(factor for _, factor, _ in needs)
+        if self.too_slow is not None:
+            target = min(target, (best.load + self.too_slow) / 2)
         if self.closed_loop:
-            target = min(math.ceil(target), self.settings.max_concurrency)
-            if self.too_slow is not None:
-                target = min(target, math.ceil((best.load + self.too_slow) / 2))
-            if target <= best.load:
-                return None
-            return _Change(f"concurrency {best.load:g} -> {target:g}", what_if.predicted_throughput, load=target)
-        return _Change(f"request rate {best.load:g} -> {target:g}", what_if.predicted_throughput, load=target)
+            target = min(math.ceil(round(target, 6)), self.settings.max_concurrency)
+        else:
+            target = float(f"{target:.3g}")  # a rate of 3 significant digits
+        if target <= best.load:
+            return None
+        # short of the load a model needs, its throughput grows with the load (the load bounds it)
+        scale = target / best.load
+        predicted = best.throughput + sum(
+            min(limit or math.inf, part.throughput * scale) - part.throughput for part, _, limit in needs
+        )
+        label = "concurrency" if self.closed_loop else "request rate"
+        return _Change(f"{label} {self.shown(best.load)} -> {self.shown(target)}", predicted, load=target)
 
     def lower_load(self, best: Measurement) -> _Change | None:
-        """Half the load (or the midpoint with the last load within the budget), when p99 is over the budget."""
-        lower = max(math.floor(best.load / 2), 1) if self.closed_loop else best.load / 2
+        """Half the load (a closed-loop mix keeps at least one request in flight per model), when a p99 is over
+        its budget."""
+        least = len(self.names) if self.closed_loop else 1
+        lower = max(math.floor(best.load / 2), least) if self.closed_loop else best.load / 2
         if lower >= best.load:
             return None
         self.too_slow = min(self.too_slow or math.inf, best.load)
         label = "concurrency" if self.closed_loop else "request rate"
-        return _Change(f"{label} {best.load:g} -> {lower:g} (p99 over the budget)", None, load=lower)
+        return _Change(
+            f"{label} {self.shown(best.load)} -> {self.shown(lower)} (p99 over the budget)", None, load=lower
+        )
 
-    def load_ceiling(self, best: Measurement, diagnosis: Diagnosis) -> str:
+    def load_ceiling(self, best: Measurement, part: LevelResult) -> str:
+        diagnosis = part.diagnosis
+        assert diagnosis is not None
         limit = diagnosis.predicted_max_throughput
         what_if = next((w for w in diagnosis.what_if if w.load is not None), None)
         needed = f" (it needs about {what_if.load:g})" if what_if and what_if.load is not None else ""
         ceiling = self.settings.max_concurrency if self.too_slow is None else self.too_slow
+        who = f"{part.model}'s " if self.mix is not None else ""
         return (
-            f"the offered load bounds throughput, and the load cannot rise further (at most {ceiling:g}{needed}); "
+            f"the offered load bounds {who}throughput, and the load cannot rise further (at most {ceiling:g}{needed}); "
             f"the pipeline could do about {limit:.0f} infer/s"
             if limit is not None
-            else "the offered load bounds throughput, and the load cannot rise further"
+            else f"the offered load bounds {who}throughput, and the load cannot rise further"
         )
 
     async def attempt(self, change: _Change) -> tuple[Measurement, LevelResult]:
@@ -303,10 +457,12 @@ class _Search:
         return await self.measure(change.load)
 
     def settle(self, change: _Change) -> None:
-        """Keep a change: a model's config in force, or the offered load the next trials run at."""
+        """Keep a change: a model's config in force (the loads found too slow before may not be now), or the
+        offered load the next trials run at."""
         if change.model is not None and change.config is not None:
             self.current[change.model] = change.config
             self.changed.add(change.model)
+            self.too_slow = None
         elif change.load is not None:
             self.run_settings = self.at_load(change.load)
 
@@ -322,3 +478,21 @@ class _Search:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text)
         return TuneResult(self.name, initial, tuple(self.trials), best, config_changes, reason)
+
+
+def _loaded(level: LevelResult) -> list[LevelResult]:
+    """The models (or the model) whose throughput the offered load bounds."""
+    return [part for part in level.models or (level,) if part.diagnosis and part.diagnosis.bound == "offered_load"]
+
+
+def _excess(measurement: Measurement) -> float:
+    """The largest p99 over its model's budget, as a ratio (at most 1: every budget holds)."""
+    return max((part.p99_us / 1000 / part.budget_ms for part in measurement.parts if part.budget_ms), default=0.0)
+
+
+def _distinct(changes: list[_Change]) -> list[_Change]:
+    """The changes without repeats (two models of a mix may share the step to change), in their order."""
+    distinct: dict[str, _Change] = {}
+    for change in changes:
+        distinct.setdefault(change.description, change)
+    return list(distinct.values())

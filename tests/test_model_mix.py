@@ -3,6 +3,7 @@ and what the server's own statistics say each model got."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 import loadgen
 from loadgen.errors import OptionError
-from loadgen.mix import dealing, split_count
+from loadgen.mix import dealing, selector, split_count
+from loadgen.plan import Shard
 from loadgen.server import EmbeddedServer
 from loadgen.settings import Settings
 from tests.helpers import QUICK, successes
@@ -22,6 +24,19 @@ def test_the_dealing_gives_every_model_its_share_spread_evenly() -> None:
     assert Counter(pattern) == {0: 700, 1: 200, 2: 100}
     assert max(len(run) for run in "".join(map(str, pattern)).split("0")) <= 1  # the light models never bunch up
     assert Counter(dealing([3, 1], 8)) == {0: 6, 1: 2}
+
+
+def test_sharded_the_dealing_stays_the_unsharded_one() -> None:
+    """Each model's requests of the whole schedule are split among the shards: together, exactly the model's
+    requests of the unsharded run, and each shard gets its part of every model."""
+    pattern = dealing([0.7, 0.2, 0.1])
+    schedule = range(10_000)  # request n of the schedule is due at offset n
+    for index in range(3):
+        alone = list(selector(pattern, index, Shard())(iter(schedule)))
+        for count in (2, 3, 7):
+            parts = [list(selector(pattern, index, Shard(shard, count))(iter(schedule))) for shard in range(count)]
+            assert sorted(itertools.chain(*parts)) == alone
+            assert all(abs(len(part) - len(alone) / count) <= 1 for part in parts)
 
 
 def test_a_count_splits_into_whole_shares() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.server import EmbeddedServer, free_port
+from tests.helpers import successes
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -107,3 +108,35 @@ def test_workers_the_cluster_cannot_place_are_a_clear_error(
     assert done.returncode == 99, done.stdout + done.stderr
     assert "placing 3 workers" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_two_ray_workers_split_a_mix_model_by_model(
+    ray_cluster: tuple[str, dict[str, str], str], test_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """A closed-loop mix over the workers: each takes its part of every model's concurrency; the merge rebuilds
+    each model's level."""
+    address, env, _ = ray_cluster
+    before = {model: successes(test_server, model) for model in ("fast_step", "sleeper")}
+    out = tmp_path / "ray-mix.json"
+    command = [sys.executable, "-m", "loadgen", "-u", test_server.grpc_url, "--model-mix", "fast_step:3,sleeper:2"]
+    command += ["--shape", "INPUT0:4", "-p", "400", "-r", "3", "-s", "1000", "--ray-address", address]
+    command += ["--workers-per-node", "2", "--json", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode in (0, 2), done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["status"] == "complete"
+    assert result["settings"]["shard"] == "merged from 2 of 2 shards"
+    [level] = result["levels"]
+    assert level["concurrency"] == 5
+    fast, sleeper = (model["levels"][0] for model in result["models"])
+    assert (fast["model"], fast["concurrency"], sleeper["model"], sleeper["concurrency"]) == (
+        "fast_step",
+        3,
+        "sleeper",
+        2,
+    )
+    assert fast["request_count"] + sleeper["request_count"] == level["request_count"]
+    for figures in (fast, sleeper):
+        assert figures["request_count"] > 0 and figures["server"]["model"] == figures["model"]
+        # the server completed at least what the windows counted (and the requests between them)
+        assert successes(test_server, figures["model"]) - before[figures["model"]] >= figures["request_count"]

@@ -9,48 +9,36 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 from hdrh.histogram import HdrHistogram
 
 from loadgen.cli import main
+from loadgen.errors import OptionError
 from loadgen.measurement import LatencyStats, new_histogram
 from loadgen.server import EmbeddedServer
+from loadgen.shards.log import VERSION
+from loadgen.shards.merge import merge_logs
 from tests.helpers import ROOT
 
 IDENTITY = ["-m", "identity_uint8", "--concurrency-range", "2:4:2", "-p", "400", "-r", "3", "-s", "1000"]
 
 
-def _shard(url: str, index: int, count: int, start_at: float, logs: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "loadgen",
-            "-u",
-            url,
-            *IDENTITY,
-            "--shard",
-            f"{index}/{count}",
-            "--start-at",
-            f"{start_at:.3f}",
-            "--hdr-log",
-            str(logs),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _shard(
+    url: str, index: int, count: int, start_at: float, logs: Path, load: list[str] = IDENTITY
+) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "loadgen", "-u", url, *load, "--shard", f"{index}/{count}"]
+    command += ["--start-at", f"{start_at:.3f}", "--hdr-log", str(logs)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _windows(log: Path) -> list[dict[str, object]]:
-    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
-
-
-def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+def _two_shards_merged(url: str, load: list[str], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """Two shards of a load, run to their end, and their logs merged: the logs' folder and the merged JSON."""
     logs = tmp_path / "logs"
     start_at = time.time() + 4
-    shards = [_shard(examples_server.grpc_url, i, 2, start_at, logs) for i in range(2)]
+    shards = [_shard(url, i, 2, start_at, logs, load) for i in range(2)]
     for shard in shards:
         _, err = shard.communicate(timeout=120)
         assert shard.returncode in (0, 2), err
@@ -58,6 +46,15 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
     status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
     merged = json.loads(out.read_text())
     assert (status, merged["status"]) in ((0, "complete"), (2, "unstable"))  # a busy machine may not settle
+    return logs, merged
+
+
+def _windows(log: Path) -> list[dict[str, object]]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
+
+
+def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs, merged = _two_shards_merged(examples_server.grpc_url, IDENTITY, tmp_path)
     assert [level["concurrency"] for level in merged["levels"]][:1] == [2]
     # rebuild level 0 independently: the last 3 windows of both shards, decoded straight from the logs
     reference = new_histogram()
@@ -78,6 +75,18 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
     assert level["server"]["request_count"] > 0
     assert level["bottleneck"]["model"] == "identity_uint8"
     assert {"model", "url", "mode", "levels", "bottleneck", "inputs", "settings", "status"} <= set(merged)
+    # a log of version 1 (before mixes) reads the same; one of a later version is refused in one line
+    for version, folder in ((1, tmp_path / "v1"), (VERSION + 1, tmp_path / "later")):
+        folder.mkdir()
+        for log in sorted(logs.iterdir()):
+            header, *rest = log.read_text().splitlines()
+            (folder / log.name).write_text("\n".join([json.dumps(json.loads(header) | {"version": version}), *rest]))
+        again = [str(log) for log in sorted(folder.iterdir())]
+        if version == 1:
+            assert merge_logs(again).to_dict() == merge_logs(sorted(logs.iterdir())).to_dict()
+        else:
+            with pytest.raises(OptionError, match=f"version {VERSION + 1}; this loadgen reads versions 1 to"):
+                merge_logs(again)
 
 
 def test_a_shard_that_dies_leaves_its_windows_missing(examples_server: EmbeddedServer, tmp_path: Path) -> None:
@@ -171,3 +180,48 @@ def test_a_streamed_run_logs_and_merges_its_first_response_latency(test_server: 
     [level] = json.loads(out.read_text())["levels"]
     assert level["first_response_latency_us"]["avg"] <= level["latency_us"]["avg"]
     assert 3 <= level["responses_per_request"] <= 5
+
+
+# An open-loop mix at 5 requests/s (one every 200 ms) in windows of 1040 ms: every window boundary falls at least
+# 40 ms from a request's send, so the server's statistics, read at the boundaries, count the windows' requests.
+MIX = ["--model-mix", "fast_step:3,batched_double:1", "--request-rate-range", "5", "--shape", "fast_step=INPUT0:4"]
+MIX += ["-p", "1040", "-r", "4", "-s", "1000"]
+
+
+def test_a_sharded_mix_merges_model_by_model(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    logs, merged = _two_shards_merged(test_server.grpc_url, MIX, tmp_path)
+    [level] = merged["levels"]
+    models = merged["models"]
+    assert [(m["model"], m["share"]) for m in models] == [("fast_step", 0.75), ("batched_double", 0.25)]
+    fast, batched = (model["levels"][0] for model in models)
+    assert (level["request_rate"], fast["request_rate"], batched["request_rate"]) == (5.0, 3.75, 1.25)
+    assert fast["request_count"] + batched["request_count"] == level["request_count"]
+    # each model's merged figures are its parts in both shards' last 3 windows, decoded straight from the logs
+    for merged_model in models:
+        name, figures = merged_model["model"], merged_model["levels"][0]
+        count = 0
+        for log in sorted(logs.iterdir()):
+            windows = [w for w in _windows(log) if w["level"] == 0]
+            assert [w["index"] for w in windows] == [0, 1, 2, 3]
+            for window in windows[-3:]:
+                [part] = [p for p in window["models"] if p["model"] == name]  # type: ignore[attr-defined]
+                count += HdrHistogram.decode(str(part["histogram"]).encode("ascii")).get_total_count()
+        assert figures["request_count"] == count > 0
+        # and what the server's own statistics say the model completed in the same windows
+        assert figures["server"]["model"] == name
+        assert figures["server"]["request_count"] == figures["request_count"]
+        assert figures["diagnosis"] is not None
+    # the shape of one run's result: the same keys, model by model
+    alone = tmp_path / "alone.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "loadgen", "-u", test_server.grpc_url, *MIX, "--json", str(alone)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in (0, 2), done.stderr
+    single = json.loads(alone.read_text())
+    assert set(single) == set(merged)
+    assert set(single["models"][0]["levels"][0]) == set(fast)
+    assert set(single["levels"][0]) == set(level)

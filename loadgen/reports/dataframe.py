@@ -10,7 +10,7 @@ from loadgen.reports.table import columns
 
 if TYPE_CHECKING:
     from loadgen.comparison import Comparison
-    from loadgen.results import ProfileResult, TuneResult
+    from loadgen.results import Measurement, ProfileResult, TuneResult
 
 try:
     import pandas
@@ -33,7 +33,8 @@ def comparison_frame(comparison: Comparison) -> pandas.DataFrame:
 
 
 def tune_frame(result: TuneResult) -> pandas.DataFrame:
-    """One row per tuning trial, the baseline first as trial 0."""
+    """One row per tuning trial, the baseline first as trial 0; a mix's adds each model's throughput and p99
+    (`<model>_throughput`, `<model>_p99_us`)."""
     initial = result.initial
     rows = [
         {
@@ -45,10 +46,21 @@ def tune_frame(result: TuneResult) -> pandas.DataFrame:
             "bottleneck": initial.bottleneck,
             "predicted_throughput": None,
             "load": initial.load,
+            "reason": "",
+            **_per_model(initial.models),
         }
     ]
-    rows += [dataclasses.asdict(trial) for trial in result.trials]
-    columns = ["change", "model", "load", "predicted_throughput", "throughput", "p99_us", "kept", "bottleneck"]
+    rows += [dataclasses.asdict(trial) | _per_model(trial.models) for trial in result.trials]
+    columns = ["change", "model", "load", "predicted_throughput", "throughput", "p99_us", "kept", "reason"]
+    columns += ["bottleneck", *_per_model(initial.models)]
     frame = pandas.DataFrame(rows, columns=columns)
     frame.index.name = "trial"
     return frame
+
+
+def _per_model(models: tuple[Measurement, ...]) -> dict[str, float]:
+    """A mix's figures, model by model, as columns."""
+    columns: dict[str, float] = {}
+    for part in models:
+        columns |= {f"{part.model}_throughput": part.throughput, f"{part.model}_p99_us": part.p99_us}
+    return columns

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from loadgen.outputs import write_file
 from loadgen.reports.plot import curve, mix_timeline, percentiles, png, server_metrics, steps, trials
 from loadgen.reports.table import UNSTABLE, html_table, verdict_html
+from loadgen.reports.tuning import model_cell
 
 if TYPE_CHECKING:
-    from loadgen.results import ProfileResult, TuneResult
+    from loadgen.results import Measurement, ProfileResult, TuneResult
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
@@ -153,22 +154,32 @@ def write_html(result: ProfileResult, path: str | os.PathLike[str]) -> None:
 def render_tune(result: TuneResult) -> str:
     """The report page of a tuning run: the trials, throughput per trial, and the improved configs."""
     model = html.escape(result.model)
-    names = ("trial", "change", "predicted", "infer/s", "p99 us", "kept", "bound after")
-    head = "".join(f"<th>{name}</th>" for name in names)
     initial = result.initial
-    rows: list[tuple[int, str, float | None, float, int, str, str | None]] = [
-        (0, f"(baseline at {initial.load:g})", None, initial.throughput, initial.p99_us, "", initial.bottleneck)
-    ]
+    models = [part.model or "" for part in initial.models]  # a mix: one column per model
+    names = ["trial", "change", "predicted", "infer/s", "p99 us", *models, "kept", "why"]
+    if not models:
+        names.append("bound after")
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
+    rows: list[tuple[int, str, float | None, float, int, tuple[Measurement, ...], str, str, str | None]] = [
+        (0, f"(baseline at {initial.load:g})", None, initial.throughput, initial.p99_us, initial.models, "", "",
+         initial.bottleneck)
+    ]  # fmt: skip
     rows += [
-        (n, t.change, t.predicted_throughput, t.throughput, t.p99_us, "yes" if t.kept else "no", t.bottleneck)
+        (n, t.change, t.predicted_throughput, t.throughput, t.p99_us, t.models, "yes" if t.kept else "no", t.reason,
+         t.bottleneck)
         for n, t in enumerate(result.trials, 1)
-    ]
+    ]  # fmt: skip
     body = "".join(
         f"<tr><td>{n}</td><td style='text-align:left'>{html.escape(change)}</td>"
         f"<td>{'' if predicted is None else f'{predicted:.1f}'}</td><td>{rate:.1f}</td><td>{p99}</td>"
-        f"<td>{kept}</td><td>{html.escape(str(after))}</td></tr>"
-        for n, change, predicted, rate, p99, kept, after in rows
+        + "".join(f"<td style='text-align:left'>{html.escape(model_cell(part))}</td>" for part in parts)
+        + f"<td>{kept}</td><td style='text-align:left'>{html.escape(why)}</td>"
+        + ("" if models else f"<td>{html.escape(str(after))}</td>")
+        + "</tr>"
+        for n, change, predicted, rate, p99, parts, kept, why, after in rows
     )
+    final = "".join(f"<li>{html.escape(f'{part.model}: {model_cell(part)}')}</li>" for part in result.final.models)
+    bound = "" if final else f"bound now: {html.escape(str(result.final.bottleneck))}. "
     configs = "".join(
         f"<h3>{html.escape(name)}</h3><pre>{html.escape(text)}</pre>" for name, text in result.config_changes.items()
     )
@@ -183,7 +194,8 @@ def render_tune(result: TuneResult) -> str:
 <body>
 <h1>Tuning {model}</h1>
 <div class="verdict"><p>{result.final.throughput:.1f} infer/s ({gain:.2f}x the baseline), p99 {result.final.p99_us} us;
-bound now: {html.escape(str(result.final.bottleneck))}. Stopped: {html.escape(result.stop_reason)}.</p></div>
+{bound}Stopped: {html.escape(result.stop_reason)}.</p>
+{f"<ul>{final}</ul>" if final else ""}</div>
 <h2>Trials</h2>
 <table><tr>{head}</tr>{body}</table>
 {_image(png(trials(result)), "throughput per tuning trial")}

@@ -18,25 +18,38 @@ class TuneReport:
     def progress(self, event: Trial | Measurement) -> None:
         if isinstance(event, Measurement):
             limit = f", limit about {event.predicted_max:.0f}" if event.predicted_max is not None else ""
+            bound = f"; bound: {event.bottleneck}{limit}" if not event.models else ""
             self.console.print(
-                f"baseline at {event.load:g}: {event.throughput:.1f} infer/s, p99 {event.p99_us} us; "
-                f"bound: {event.bottleneck}{limit}"
+                f"baseline at {event.load:g}: {event.throughput:.1f} infer/s, p99 {event.p99_us} us{bound}"
             )
+            self._models(event.models)
             return
         verdict = "kept" if event.kept else "reverted"
+        bound = f" (bound now: {event.bottleneck})" if not event.models else ""
+        why = f": {event.reason}" if event.reason else ""
         self.console.print(
             f"{event.change}: {event.throughput:.1f} infer/s (predicted {_predicted(event)}), p99 {event.p99_us} us "
-            f"-> {verdict} (bound now: {event.bottleneck})",
+            f"-> {verdict}{why}{bound}",
         )
+        self._models(event.models)
+
+    def _models(self, models: tuple[Measurement, ...]) -> None:
+        for part in models:
+            self.console.print(f"  {part.model}: {model_cell(part)}")
 
     def finished(self, result: TuneResult, restored: bool) -> None:
         table = Table(title=f"Tuning {result.model}", title_justify="left")
-        for column in ("trial", "change", "predicted", "infer/s", "p99 us", "kept", "bound after"):
+        names = [part.model or "" for part in result.initial.models]
+        columns = ["trial", "change", "predicted", "infer/s", "p99 us", *names, "kept", "why"]
+        if not names:
+            columns.append("bound after")
+        for column in columns:
             table.add_column(column, justify="right" if column in ("predicted", "infer/s", "p99 us") else "left")
         initial = result.initial
+        cells = [model_cell(part) for part in initial.models]
         table.add_row(
-            "0", f"(baseline at {initial.load:g})", "", f"{initial.throughput:.1f}", str(initial.p99_us), "",
-            str(initial.bottleneck),
+            "0", f"(baseline at {initial.load:g})", "", f"{initial.throughput:.1f}", str(initial.p99_us), *cells,
+            "", "", *([] if names else [str(initial.bottleneck)]),
         )  # fmt: skip
         for number, trial in enumerate(result.trials, 1):
             table.add_row(
@@ -45,20 +58,33 @@ class TuneReport:
                 _predicted(trial),
                 f"{trial.throughput:.1f}",
                 str(trial.p99_us),
+                *(model_cell(part) for part in trial.models),
                 "yes" if trial.kept else "no",
-                str(trial.bottleneck),
+                trial.reason,
+                *([] if names else [str(trial.bottleneck)]),
             )
         self.console.print(table)
         gain = result.final.throughput / result.initial.throughput if result.initial.throughput else 0.0
+        bound = f", bound now: {result.final.bottleneck}" if not result.final.models else ""
         self.console.print(
             f"Final: {result.final.throughput:.1f} infer/s ({gain:.2f}x), p99 {result.final.p99_us} us, "
-            f"at {result.final.load:g}, bound now: {result.final.bottleneck}. Stopped: {result.stop_reason}.",
+            f"at {result.final.load:g}{bound}. Stopped: {result.stop_reason}.",
         )
+        for part in result.final.models:
+            self.console.print(f"  {part.model}: {model_cell(part)}")
         for model, text in result.config_changes.items():
             self.console.print(f"Improved config.pbtxt for {model}:")
             self.console.print(Syntax(text, "protobuf", theme="ansi_dark", background_color="default"))
         if result.config_changes and restored:
             self.console.print("The server's models were restored to their original configs (--keep leaves them).")
+
+
+def model_cell(part: Measurement) -> str:
+    """One model's figures in a mix's measurement: its load, throughput, p99 against its budget, and its bound."""
+    p99 = f"p99 {part.p99_us / 1000:.1f} ms"
+    if part.budget_ms is not None:
+        p99 += f" ({'over' if part.over_budget else 'within'} {part.budget_ms:g})"
+    return f"at {part.load:.4g}: {part.throughput:.1f} infer/s, {p99}, bound {part.bottleneck}"
 
 
 def _predicted(trial: Trial) -> str:

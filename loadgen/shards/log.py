@@ -1,14 +1,18 @@
 """Window logs: each run (or shard of a run) writes its windows as JSON lines, for `loadgen merge`.
 
 The format, one JSON object per line, flushed as written so that a shard that dies keeps what it measured:
-- `{"kind": "header", "version": 1, "shard": [i, K], "model", "url", "mode", "inputs", "settings", "composition"}`
+- `{"kind": "header", "version": 2, "shard": [i, K], "model", "url", "mode", "inputs", "settings", "composition"}`;
+  a mix (`--model-mix`) has `"models": [{"model", "composition"}, ...]` (in the mix's order) instead of
+  `composition`;
 - `{"kind": "window", "load": {"concurrency", "rate"}, "level": n, "index": m, "server", ...}` plus every field of
   a measurement window as `Window.encode` writes it (`start_ns`, `end_ns`, the histograms `histogram`, `service`,
   `lag`, `first_response` in HdrHistogram's base64 encoding or null, the counts, `errors`), where `server` holds
   the deltas of Triton's statistics over the window (`[{"model", "version", counters...}]`) and `metrics` the
-  server's metrics over it (null without them);
+  server's metrics over it (null without them); the window's fields are the whole load's, and a mix's line has
+  `"models": [{"model", ...}, ...]` too: each model's part of the window, encoded the same way;
 - `{"kind": "end", "status": "complete" | "unstable" | "interrupted" | "failed"}`.
-Window times are `time.time_ns()` instants, so that logs of different machines line up.
+Window times are `time.time_ns()` instants, so that logs of different machines line up. Version 1 (before mixes)
+is version 2 without the `models` keys, and reads the same.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,11 +33,25 @@ from loadgen.results import RunDescription
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import Composition, Counters, Snapshot
 
-VERSION = 1
+VERSION = 2  # 2: a mix's models (versions 1 and 2 read alike)
 
 
 def log_name(shard: Shard) -> str:
     return f"shard-{shard.index}-of-{shard.count}.jsonl"
+
+
+@dataclass(frozen=True)
+class LoggedWindow:
+    """One window line: the level's load and number, the window's number in it, the window (the whole load's),
+    the server's statistics and metrics over it, and in a mix each model's part of the window."""
+
+    load: Load
+    level: int
+    index: int
+    window: Window
+    server: Snapshot
+    metrics: ServerMetrics | None
+    parts: Mapping[str, Window] = field(default_factory=dict)
 
 
 class WindowLog:
@@ -49,7 +69,13 @@ class WindowLog:
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
 
-    def header(self, run: RunDescription, settings: dict[str, Any], tree: Composition) -> None:
+    def header(self, run: RunDescription, settings: dict[str, Any], trees: Mapping[str, Composition]) -> None:
+        """The run's description; `trees` holds the composition of its model, or of each model of a mix."""
+        models: dict[str, Any] = {"composition": dataclasses.asdict(next(iter(trees.values())))}
+        if settings.get("model_mix"):
+            models = {
+                "models": [{"model": name, "composition": dataclasses.asdict(tree)} for name, tree in trees.items()]
+            }
         self._write(
             {
                 "kind": "header",
@@ -60,32 +86,37 @@ class WindowLog:
                 "mode": run.mode,
                 "inputs": [dataclasses.asdict(i) | {"shape": list(i.shape)} for i in run.inputs],
                 "settings": settings,
-                "composition": dataclasses.asdict(tree),
+                **models,
             }
         )
 
-    def window(
-        self, load: Load, level: int, index: int, window: Window, server: Snapshot, metrics: ServerMetrics | None
-    ) -> None:
+    def window(self, logged: LoggedWindow) -> None:
+        record = self._encoded(logged.window)
+        record.update(
+            kind="window",
+            load=dataclasses.asdict(logged.load),
+            level=logged.level,
+            index=logged.index,
+            server=[{"model": m, "version": v, **dataclasses.asdict(c)} for (m, v), c in sorted(logged.server.items())],
+            metrics=dataclasses.asdict(logged.metrics) if logged.metrics is not None else None,
+        )
+        if logged.parts:
+            record["models"] = [{"model": name, **self._encoded(part)} for name, part in logged.parts.items()]
+        self._write(record)
+
+    def _encoded(self, window: Window) -> dict[str, Any]:
+        """A window as JSON values, its times as wall time."""
         record = window.encode()
         record["start_ns"] += self._wall_offset_ns
         record["end_ns"] += self._wall_offset_ns
-        record.update(
-            kind="window",
-            load=dataclasses.asdict(load),
-            level=level,
-            index=index,
-            server=[{"model": m, "version": v, **dataclasses.asdict(c)} for (m, v), c in sorted(server.items())],
-            metrics=dataclasses.asdict(metrics) if metrics is not None else None,
-        )
-        self._write(record)
+        return record
 
     def end(self, status: str) -> None:
         self._write({"kind": "end", "status": status})
         self._file.close()
 
 
-def read_window(record: dict[str, Any]) -> tuple[Load, int, int, Window, Snapshot, ServerMetrics | None]:
+def read_window(record: dict[str, Any]) -> LoggedWindow:
     """One window line back as typed values."""
     server = {
         (entry["model"], entry["version"]): Counters(**{f.name: entry[f.name] for f in dataclasses.fields(Counters)})
@@ -93,7 +124,17 @@ def read_window(record: dict[str, Any]) -> tuple[Load, int, int, Window, Snapsho
     }
     metrics = record.get("metrics")
     decoded = dacite.from_dict(ServerMetrics, metrics, dacite.Config(cast=[tuple])) if metrics else None
-    return Load(**record["load"]), record["level"], record["index"], Window.decode(record), server, decoded
+    parts = {part["model"]: Window.decode(part) for part in record.get("models", ())}
+    return LoggedWindow(
+        Load(**record["load"]), record["level"], record["index"], Window.decode(record), server, decoded, parts
+    )
+
+
+def read_compositions(header: dict[str, Any]) -> dict[str, Composition]:
+    """The composition of a log's model, or of each model of its mix, by name."""
+    if "models" in header:
+        return {model["model"]: read_composition(model["composition"]) for model in header["models"]}
+    return {header["model"]: read_composition(header["composition"])}
 
 
 def read_composition(data: dict[str, Any]) -> Composition:

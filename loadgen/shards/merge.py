@@ -8,23 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis import Reference
 from loadgen.errors import LoadgenError, OptionError
-from loadgen.levels import Level, ends_sweep, outcome
-from loadgen.measurement import Window, combine
-from loadgen.plan import Load, plan
+from loadgen.levels import Level, ends_sweep, outcome, start_level
+from loadgen.measurement import combine
+from loadgen.plan import plan
 from loadgen.results import InputDescription, LevelResult, ProfileResult
-from loadgen.server.metrics import ServerMetrics
-from loadgen.server.statistics import Snapshot
+from loadgen.server.statistics import Composition
 from loadgen.settings import Settings
-from loadgen.shards.log import read_composition, read_window
+from loadgen.shards.log import VERSION, LoggedWindow, read_compositions, read_window
 
 
 @dataclass
 class _Shard:
     path: Path
     header: dict[str, Any]
-    windows: dict[tuple[int, int], tuple[Load, Window, Snapshot, ServerMetrics | None]]
+    windows: dict[tuple[int, int], LoggedWindow]
     status: str | None  # None: the log has no end line (the shard died)
 
 
@@ -36,12 +34,17 @@ def _read(path: Path) -> _Shard:
         raise OptionError(f"merge: cannot read {path}: {error}") from None
     if not records or records[0].get("kind") != "header":
         raise OptionError(f"merge: {path} is not a loadgen window log (no header line)")
+    version = records[0].get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise OptionError(
+            f"merge: {path} is a window log of version {version}; this loadgen reads versions 1 to {VERSION}"
+        )
     shard = _Shard(path, records[0], {}, None)
     try:
         for record in records[1:]:
             if record["kind"] == "window":
-                load, level, index, window, server, metrics = read_window(record)
-                shard.windows[(level, index)] = (load, window, server, metrics)
+                logged = read_window(record)
+                shard.windows[(logged.level, logged.index)] = logged
             elif record["kind"] == "end":
                 shard.status = record["status"]
     except (KeyError, TypeError, ValueError) as error:
@@ -71,24 +74,27 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
         raise OptionError(f"merge: {shards[0].path} records settings loadgen cannot read: {error}") from None
     run = plan(settings)
     rule = run.rule
-    tree = read_composition(first["composition"])
+    trees = _compositions(shards[0], settings)
     keys = sorted({key for shard in shards for key in shard.windows})
     by_level: dict[int, Level] = {}
     missing: list[str] = []
     for key in keys:
-        parts = [shard.windows.get(key) for shard in shards]
-        if any(part is None for part in parts) or len(shards) < count:
+        found = [shard.windows.get(key) for shard in shards]
+        if any(part is None for part in found) or len(shards) < count:
             missing.append(f"level {key[0]} window {key[1]}")
             continue
-        present = [part for part in parts if part is not None]
-        load = present[0][0]
+        present = [part for part in found if part is not None]
+        if settings.model_mix is not None and any(set(part.parts) != set(trees) for part in present):
+            raise OptionError(f"merge: level {key[0]} window {key[1]} lacks a model's part in some shard's log")
         if key[0] not in by_level:  # the least-loaded level is the reference for the later ones' compute
             least = next(iter(by_level.values()), None)
             figures = least.result() if least is not None else None
-            baseline = Reference.of(figures.server, figures.latency_us.avg) if figures is not None else None
-            by_level[key[0]] = Level(load, rule, tree, baseline, run.server_cores)
-        server, metrics = (present[0][2], present[0][3]) if indexes[0] == 0 else ({}, None)
-        by_level[key[0]].add(combine([part[1] for part in present]), server, metrics)
+            load = present[0].load
+            by_level[key[0]] = start_level(load, rule, trees, settings.model_mix, figures, run.server_cores)
+        server, metrics = (present[0].server, present[0].metrics) if indexes[0] == 0 else ({}, None)
+        # each model's part of the window: its parts in every shard's window, added as the totals are
+        parts = {name: combine([part.parts[name] for part in present]) for name in present[0].parts}
+        by_level[key[0]].add(combine([part.window for part in present]), server, metrics, parts)
     if missing:
         problems.append("windows missing from some shard (left out): " + ", ".join(missing))
     levels: list[LevelResult] = []
@@ -107,3 +113,17 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
         status=status,
         message=message,
     )
+
+
+def _compositions(shard: _Shard, settings: Settings) -> dict[str, Composition]:
+    """The composition of the run's model, or of each model of its mix."""
+    try:
+        trees = read_compositions(shard.header)
+    except (KeyError, TypeError) as error:
+        raise OptionError(f"merge: {shard.path} has a malformed header: {error!r}") from None
+    if settings.model_mix is not None and set(trees) != set(settings.model_mix):
+        raise OptionError(
+            f"merge: {shard.path} logs a mix without each model's windows (a log from before loadgen logged them); "
+            "run the shards again"
+        )
+    return trees

@@ -188,12 +188,12 @@ class _LiveView:
             record = json.loads(line)
             if record["kind"] != "window" or self.progress is None:
                 continue
-            load, level, index, window, _, _ = read_window(record)
-            parts = self.parts[(level, index)]
-            parts.append(window)
+            logged = read_window(record)
+            parts = self.parts[(logged.level, logged.index)]
+            parts.append(logged.window)
             if len(parts) == self.count:
                 merged = summarize(combine(parts), self.rule.batch_size, self.rule.percentile)
-                self.progress.window(load, index + 1, merged, False)
+                self.progress.window(logged.load, logged.index + 1, merged, False)
 
 
 def _duration_s(run: RunPlan) -> float:
