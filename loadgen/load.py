@@ -7,7 +7,7 @@ import contextlib
 import functools
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -262,7 +262,7 @@ class OpenLoop:
         failures: _Failures,
         max_in_flight: int,
         streaming: bool = False,
-        lanes: int = 0,
+        lanes: Sequence[SequenceSlot] = (),
     ) -> None:
         self._call = call
         self._streaming = streaming  # `call` returns the first response's time and the responses' count
@@ -276,8 +276,9 @@ class OpenLoop:
         self._sender: asyncio.Task[None] | None = None
         self._timer: ThreadPoolExecutor | None = None  # sleeps the last stretch before each send precisely
         self._handoff_ns = HANDOFF_NS
-        self._lanes: list[asyncio.Task[None] | None] = [None] * lanes  # each sequence slot's request in flight
-        self._lane_of = itertools.cycle(range(lanes)) if lanes else None
+        self._slots = lanes
+        self._lanes: list[asyncio.Task[None] | None] = [None] * len(lanes)  # each sequence slot's request in flight
+        self._lane_of = itertools.cycle(range(len(lanes))) if lanes else None
 
     def start(self, offsets: Iterator[int], start_ns: int) -> None:
         """Follow a new schedule (offsets in ns from `start_ns`, a perf_counter_ns instant); requests in flight carry on."""
@@ -341,6 +342,24 @@ class OpenLoop:
                 self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
+        self._end_sequences()
+
+    def _end_sequences(self) -> None:
+        """The schedule is spent (a request count): end each sequence left open once its last request returned, so
+        that the server frees its slot for sequences queued behind it (they are part of the count), rather than
+        after its max_sequence_idle_microseconds. The endings are not measured."""
+        for slot, previous in zip(self._slots, self._lanes, strict=True):
+            ending = slot.ending()
+            if ending is not None:
+                task = asyncio.ensure_future(self._end(ending, previous))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _end(self, ending: Payload, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait((previous,))
+        with contextlib.suppress(*self._failures.errors):
+            await self._call(ending)
 
     async def _one(self, payload: Payload, due: int, previous: asyncio.Task[None] | None = None) -> None:
         if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
@@ -490,15 +509,14 @@ class LocalGenerator:
         self.open_stream = open_stream
         self.call = call
         self.sequences: Sequences | None = None
-        lanes = 0
+        lanes: list[SequenceSlot]
         if requests.sequential:
             self.sequences = sequences = Sequences(requests, run, connection.wire, self.shard)
             source: SlotSource = sequences.slot
-            lanes = self.shard.concurrency(settings.num_of_sequences) or 1
-            stream = sequences.interleaved(lanes)
+            stream, lanes = sequences.interleaved(self.shard.concurrency(settings.num_of_sequences) or 1)
         else:
             source = functools.partial(_cycle, requests.payloads)
-            stream = itertools.cycle(requests.payloads)
+            stream, lanes = itertools.cycle(requests.payloads), []
         self.closed = (
             StreamingLoop(open_stream, source, self.recorder, failures, check)
             if settings.streaming

@@ -111,12 +111,17 @@ class Sequences:
         """Requests that end every sequence still open (a slot cut short, the open loop's, the end of the run)."""
         return [self.end(sequence_id) for sequence_id in list(self.open)]
 
-    def interleaved(self, count: int) -> Iterator[Payload]:
-        """Requests of `count` sequences in flight at once, taken in turn (open loop: --num-of-sequences)."""
+    def interleaved(self, count: int) -> tuple[Iterator[Payload], list[SequenceSlot]]:
+        """Requests of `count` sequences in flight at once, taken in turn (open loop: --num-of-sequences), and the
+        slots they come from (request k from slot k mod count), which can end the sequences they leave open."""
         slots = [self.slot() for _ in range(count)]
-        while True:
-            for slot in slots:
-                yield next(slot)
+
+        def requests() -> Iterator[Payload]:
+            while True:
+                for slot in slots:
+                    yield next(slot)
+
+        return requests(), slots
 
 
 class SequenceSlot:
@@ -134,8 +139,11 @@ class SequenceSlot:
         return next(self._requests)
 
     def ending(self) -> Payload | None:
-        """The request that ends the sequence this slot left open (the slot stops), or None."""
+        """The request that ends the sequence this slot left open, or None; the slot's next request starts a new
+        sequence."""
         if self.current is None or self.current not in self.sequences.open:
             return None
         sequence_id, self.current = self.current, None
+        self._requests = self.sequences.walk(self)
+        self.sequences.in_use.discard(sequence_id)
         return self.sequences.end(sequence_id)

@@ -31,3 +31,19 @@ def test_an_id_still_held_by_a_sequence_is_skipped() -> None:
     assert _id(next(b)) == (2, True, False)
     assert _id(next(a)) == (1, False, True)
     assert _id(next(a)) == (1, True, False)
+
+
+def test_a_slot_whose_sequence_was_ended_starts_a_new_one() -> None:
+    """An open loop with a request count ends the sequences it leaves open as soon as its schedule is spent (a
+    one-slot sequence model would otherwise keep sequences queued behind them until its idle timeout); a later
+    level's requests from that slot then start a new sequence instead of going on with the ended one."""
+    requests = Requests((b"",), ((0,),), sequential=True)
+    settings = Settings(sequence_id_range="1:2", sequence_length=3, sequence_length_variation=0)
+    sequences = Sequences(requests, plan(settings), GrpcWire(), Shard())
+    slot = sequences.slot()
+    assert _id(next(slot)) == (1, True, False)
+    ending = slot.ending()
+    assert ending is not None and _id(ending) == (1, False, True)
+    assert slot.ending() is None and sequences.closing() == []  # ended once
+    assert _id(next(slot)) == (2, True, False)  # a new sequence (ID 1 is free again: the cycle goes on to 2)
+    assert _id(next(slot)) == (2, False, False)
