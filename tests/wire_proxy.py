@@ -79,6 +79,11 @@ def wire_proxy(target: str, tls: ssl.SSLContext | None = None) -> Iterator[tuple
     try:
         yield f"localhost:{listen}", wire
     finally:
-        for task in asyncio.all_tasks(loop):
-            loop.call_soon_threadsafe(task.cancel)
+
+        def cancel_all() -> None:  # on the proxy's loop: once its serving task ends, the loop closes
+            for task in asyncio.all_tasks(loop):
+                task.cancel()
+
+        with suppress(RuntimeError):  # the loop already closed (its server failed)
+            loop.call_soon_threadsafe(cancel_all)
         thread.join(10)
