@@ -376,6 +376,8 @@ def test_a_model_that_streams_without_end_neither_hangs_nor_ignores_ctrl_c(own_s
     assert time.monotonic() - started < 3.5, "stopped within ~2 s of the signal, plus the grace for requests in flight"
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr
+    assert own_server._process is not None  # its model is still streaming: it would take 30 s to stop gracefully
+    os.killpg(own_server._process.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
