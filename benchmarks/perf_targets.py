@@ -7,10 +7,11 @@
 3. The example ensemble at concurrency 1: client CPU per request <= perf_analyzer's, p50 and p99 within 5 %.
 4. Memory: loadgen's peak RSS at concurrency 1,024 with the sample JPEG, under 200 MB.
 
-    python benchmarks/perf_targets.py [--pairs 3] [--interval-ms 3000] [--transports raw,library]
+    python benchmarks/perf_targets.py [--pairs 3] [--interval-ms 3000] [--transports raw,library] [--targets 1,2,3,4]
 
 Client CPU is the whole client process's user+system time over the requests the server counted during that run
-(so both include their start-up); the box's CPU is /proc/stat's busy time over the same run. Absolute numbers on a
+(so both include their start-up); the steady figure is the same ratio while requests flowed (the client's CPU and the
+server's count sampled every 0.25 s, from one second after the count began to rise to its last rise); the box's CPU is /proc/stat's busy time over the same run. Absolute numbers on a
 shared 2-core machine are noise; ratios from the same run are the result. The last lines are
 `throughput ratio loadgen/perf_analyzer over PROTOCOL: X.XX` for the default transport.
 """
@@ -27,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_
 
 IDENTITY = "identity_uint8"
 ENSEMBLE = "ensemble_python_resnet50"
+SAMPLE_S = 0.25  # how often a run's client CPU and the server's count are sampled
 RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 DELAYED_LIMIT = 0.01
 _DELAYED = re.compile(r"([\d.]+)% of the requests were delayed")
@@ -53,6 +56,7 @@ class Run:
     delayed_share: float
     peak_rss_mb: float
     box_share: float = float("nan")  # the client's CPU over the whole box's busy CPU during the run
+    steady_cpu_us_per_request: float = float("nan")  # while requests flowed, start-up left out
 
     @property
     def requests_per_core(self) -> float:
@@ -60,20 +64,18 @@ class Run:
         return 1e6 / self.cpu_us_per_request
 
 
-def _served(url: str, model: str, protocol: str = "grpc") -> int:
-    """Inferences the server has counted for a model so far, asked over the protocol `url` speaks."""
+def _counter(url: str, model: str, protocol: str = "grpc") -> Callable[[], int]:
+    """A function that returns the inferences the server has counted for a model so far, asked over `protocol`."""
     if protocol == "http":
         http_client = httpclient.InferenceServerClient(url)
-        try:
+
+        def served_http() -> int:
             stats = http_client.get_inference_statistics(model)["model_stats"]
             return sum(int(s["inference_count"]) for s in stats)
-        finally:
-            http_client.close()
+
+        return served_http
     client = grpcclient.InferenceServerClient(url)
-    try:
-        return sum(s.inference_count for s in client.get_inference_statistics(model).model_stats)
-    finally:
-        client.close()
+    return lambda: sum(s.inference_count for s in client.get_inference_statistics(model).model_stats)
 
 
 def _box_busy_s() -> float:
@@ -83,20 +85,78 @@ def _box_busy_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def _child(command: list[str]) -> tuple[str, float, float, float]:
-    """Run a client; its output, CPU seconds (user + system), peak RSS in MB (measured by the kernel), and its
-    share of the box's busy CPU meanwhile."""
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a client run cost: its output, CPU, the requests the server counted, memory and share of the box."""
+
+    output: str
+    cpu_s: float
+    served: int
+    peak_rss_mb: float
+    box_share: float
+    steady_cpu_us_per_request: float  # while requests flowed: start-up and the end left out (see _steady)
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s * 1e6 / self.served if self.served else float("nan")
+
+
+def _steady(samples: list[tuple[float, int]]) -> float:
+    """CPU us per request between the first sample after the server's count began to rise (plus one second) and
+    the last sample at which it still rose: the client's cost while it sends, without start-up or shutdown."""
+    counts = [count for _, count in samples]
+    rising = [i for i in range(1, len(counts)) if counts[i] > counts[i - 1]]
+    if len(rising) < 2:
+        return float("nan")
+    first = min(rising[0] + round(1 / SAMPLE_S), rising[-1])
+    last = rising[-1] - 1
+    if last <= first or counts[last] == counts[first]:
+        return float("nan")
+    return (samples[last][0] - samples[first][0]) * 1e6 / (counts[last] - counts[first])
+
+
+def _child(command: list[str], served: Callable[[], int]) -> Cost:
+    """Run a client, sampling its CPU and the server's count every SAMPLE_S; the whole run's cost and the
+    steady one, peak RSS (measured by the kernel) and its share of the box's busy CPU meanwhile."""
+    before = served()
     box = _box_busy_s()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples: list[tuple[float, int]] = []
+    finished = threading.Event()
+
+    def sample() -> None:
+        while not finished.wait(SAMPLE_S):
+            try:
+                samples.append((_process_cpu_s(process.pid), served()))
+            except (OSError, ValueError, IndexError):  # the process ended meanwhile
+                return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     assert process.stdout is not None
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
+    finished.set()
+    sampler.join()
     busy = _box_busy_s() - box
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 2):
         raise RuntimeError(f"{' '.join(command)} exited {process.returncode}:\n{output}")
     cpu = usage.ru_utime + usage.ru_stime
-    return output, cpu, usage.ru_maxrss / 1024, cpu / busy if busy else float("nan")
+    return Cost(
+        output=output,
+        cpu_s=cpu,
+        served=served() - before,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        box_share=cpu / busy if busy else float("nan"),
+        steady_cpu_us_per_request=_steady(samples),
+    )
 
 
 def _shared_flags(url: str, model: str, protocol: str, load: list[str], interval_ms: int) -> list[str]:
@@ -109,24 +169,25 @@ def perf_analyzer(
 ) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "pa.csv"
-        before = _served(url, model, protocol)
-        output, cpu, rss, share = _child(
-            [perf_analyzer_path(), *_shared_flags(url, model, protocol, load, interval_ms), "-f", str(report), *extra]
+        cost = _child(
+            [perf_analyzer_path(), *_shared_flags(url, model, protocol, load, interval_ms), "-f", str(report), *extra],
+            _counter(url, model, protocol),
         )
-        served = _served(url, model, protocol) - before
         if not report.exists():  # perf_analyzer writes no report when it found no stable measurement
             print(f"  perf_analyzer {' '.join(load)}: no stable measurement", flush=True)
-            return Run(float("nan"), float("nan"), float("nan"), float("nan"), 1.0, rss, share)
+            nan = float("nan")
+            return Run(nan, nan, nan, nan, 1.0, cost.peak_rss_mb, cost.box_share, nan)
         row = next(csv.DictReader(report.open()))
-    delayed = _DELAYED.search(output)
+    delayed = _DELAYED.search(cost.output)
     return Run(
         throughput=float(row["Inferences/Second"]),
         p50_us=float(row["p50 latency"]),
         p99_us=float(row["p99 latency"]),
-        cpu_us_per_request=cpu * 1e6 / served if served else float("nan"),
+        cpu_us_per_request=cost.cpu_us_per_request,
         delayed_share=float(delayed[1]) / 100 if delayed else 0.0,
-        peak_rss_mb=rss,
-        box_share=share,
+        peak_rss_mb=cost.peak_rss_mb,
+        box_share=cost.box_share,
+        steady_cpu_us_per_request=cost.steady_cpu_us_per_request,
     )
 
 
@@ -141,8 +202,7 @@ def loadgen(
 ) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "lg.json"
-        before = _served(url, model, protocol)
-        _, cpu, rss, share = _child(
+        cost = _child(
             [
                 sys.executable,
                 "-m",
@@ -153,18 +213,19 @@ def loadgen(
                 "--json",
                 str(report),
                 *extra,
-            ]
+            ],
+            _counter(url, model, protocol),
         )
-        served = _served(url, model, protocol) - before
         level = json.loads(report.read_text())["levels"][-1]
     return Run(
         throughput=level["throughput"],
         p50_us=level["latency_us"]["p50"],
         p99_us=level["latency_us"]["p99"],
-        cpu_us_per_request=cpu * 1e6 / served if served else float("nan"),
+        cpu_us_per_request=cost.cpu_us_per_request,
         delayed_share=level.get("delayed_share", 0.0),
-        peak_rss_mb=rss,
-        box_share=share,
+        peak_rss_mb=cost.peak_rss_mb,
+        box_share=cost.box_share,
+        steady_cpu_us_per_request=cost.steady_cpu_us_per_request,
     )
 
 
@@ -209,8 +270,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--interval-ms", type=int, default=3000)
     parser.add_argument("--transports", default="raw,library", help="loadgen's transports to run, comma-separated")
+    parser.add_argument("--targets", default="1,2,3,4", help="which targets to measure, comma-separated")
     args = parser.parse_args()
     transports = [name.strip() for name in args.transports.split(",") if name.strip()]
+    targets = {name.strip() for name in args.targets.split(",")}
     players = clients(transports)
     rows: list[tuple[str, str, float, float, str]] = []
 
@@ -226,75 +289,91 @@ def main() -> None:
 
     ratios: dict[str, float] = {}
     with example_server() as server:
-        for protocol in ("grpc", "http"):
-            url = server.url(protocol)
-            closed = alternate(
-                args.pairs,
-                lambda c, url=url, protocol=protocol: c(
-                    url, IDENTITY, ["--concurrency-range", "16"], args.interval_ms, [], protocol=protocol
-                ),
-                players,
-            )
-            compare(f"1. {protocol} c=16 infer/s", closed, "throughput", lambda pa, lg: lg >= 1.2 * pa)
-            compare(f"1. {protocol} client CPU us/request", closed, "cpu_us_per_request", lambda pa, lg: lg <= 0.6 * pa)
-            compare(f"1. {protocol} client share of box CPU", closed, "box_share", None)
-            compare(f"1. {protocol} requests/s per client core", closed, "requests_per_core", None)
-            default = f"loadgen {transports[0]}"
-            ratios[protocol] = median_of(closed[default], "throughput") / median_of(closed[PERF_ANALYZER], "throughput")
+        if "1" in targets:
+            for protocol in ("grpc", "http"):
+                url = server.url(protocol)
+                closed = alternate(
+                    args.pairs,
+                    lambda c, url=url, protocol=protocol: c(
+                        url, IDENTITY, ["--concurrency-range", "16"], args.interval_ms, [], protocol=protocol
+                    ),
+                    players,
+                )
+                compare(f"1. {protocol} c=16 infer/s", closed, "throughput", lambda pa, lg: lg >= 1.2 * pa)
+                compare(
+                    f"1. {protocol} client CPU us/request", closed, "cpu_us_per_request", lambda pa, lg: lg <= 0.6 * pa
+                )
+                compare(f"1. {protocol} steady client CPU us/request", closed, "steady_cpu_us_per_request", None)
+                compare(f"1. {protocol} client share of box CPU", closed, "box_share", None)
+                compare(f"1. {protocol} requests/s per client core", closed, "requests_per_core", None)
+                default = f"loadgen {transports[0]}"
+                ratios[protocol] = median_of(closed[default], "throughput") / median_of(
+                    closed[PERF_ANALYZER], "throughput"
+                )
 
         url = server.grpc_url
-        rates: dict[str, list[float]] = {name: [] for name in players}
-        for _ in range(args.pairs):  # A B A B, as for the other targets
-            for name, client in players.items():
-                rates[name].append(highest_rate(client, url, 2000, []))
-                print(f"  {name}: highest rate with <1% late {rates[name][-1]:g}/s", flush=True)
-        pa_rate = statistics.median(rates[PERF_ANALYZER])
-        for name in players:
-            if name != PERF_ANALYZER:
-                lg_rate = statistics.median(rates[name])
-                row("2. highest rate with <1% late", name, pa_rate, lg_rate, pa_rate > 0 and lg_rate >= 1.5 * pa_rate)
-
         image = ["--input-data", str(SAMPLE_JPEG)]
-        with tempfile.TemporaryDirectory() as folder:
-            # perf_analyzer cannot send a file's raw bytes: it gets the same JPEG through its JSON input format
-            size = SAMPLE_JPEG.stat().st_size
-            pa_image = [
-                "--input-data",
-                str(write_input_data(Path(folder), SAMPLE_JPEG.read_bytes())),
-                "--shape",
-                f"INPUT:{size}",
-            ]
-            fidelity = alternate(
-                args.pairs,
-                lambda c: c(
+        if "2" in targets:
+            rates: dict[str, list[float]] = {name: [] for name in players}
+            for _ in range(args.pairs):  # A B A B, as for the other targets
+                for name, client in players.items():
+                    rates[name].append(highest_rate(client, url, 2000, []))
+                    print(f"  {name}: highest rate with <1% late {rates[name][-1]:g}/s", flush=True)
+            pa_rate = statistics.median(rates[PERF_ANALYZER])
+            for name in players:
+                if name != PERF_ANALYZER:
+                    lg_rate = statistics.median(rates[name])
+                    row(
+                        "2. highest rate with <1% late",
+                        name,
+                        pa_rate,
+                        lg_rate,
+                        pa_rate > 0 and lg_rate >= 1.5 * pa_rate,
+                    )
+
+        if "3" in targets:
+            with tempfile.TemporaryDirectory() as folder:
+                # perf_analyzer cannot send a file's raw bytes: it gets the same JPEG through its JSON input format
+                size = SAMPLE_JPEG.stat().st_size
+                pa_image = [
+                    "--input-data",
+                    str(write_input_data(Path(folder), SAMPLE_JPEG.read_bytes())),
+                    "--shape",
+                    f"INPUT:{size}",
+                ]
+                fidelity = alternate(
+                    args.pairs,
+                    lambda c: c(
+                        url,
+                        ENSEMBLE,
+                        ["--concurrency-range", "1"],
+                        args.interval_ms,
+                        pa_image if c is perf_analyzer else image,
+                    ),
+                    players,
+                )
+            compare("3. ensemble c=1 client CPU us/request", fidelity, "cpu_us_per_request", lambda pa, lg: lg <= pa)
+            compare("3. ensemble c=1 steady client CPU us/request", fidelity, "steady_cpu_us_per_request", None)
+            for field in ("p50_us", "p99_us"):
+                compare(f"3. ensemble c=1 {field}", fidelity, field, lambda pa, lg: abs(lg / pa - 1) <= 0.05)
+
+        if "4" in targets:
+            for transport in transports:
+                memory = loadgen(
                     url,
                     ENSEMBLE,
-                    ["--concurrency-range", "1"],
-                    args.interval_ms,
-                    pa_image if c is perf_analyzer else image,
-                ),
-                players,
-            )
-        compare("3. ensemble c=1 client CPU us/request", fidelity, "cpu_us_per_request", lambda pa, lg: lg <= pa)
-        for field in ("p50_us", "p99_us"):
-            compare(f"3. ensemble c=1 {field}", fidelity, field, lambda pa, lg: abs(lg / pa - 1) <= 0.05)
-
-        for transport in transports:
-            memory = loadgen(
-                url,
-                ENSEMBLE,
-                ["--concurrency-range", "1024"],
-                2000,
-                ["-r", "3", "--request-count", "3000", *image],
-                transport=transport,
-            )
-            row(
-                "4. peak RSS MB at c=1024",
-                f"loadgen {transport}",
-                float("nan"),
-                memory.peak_rss_mb,
-                memory.peak_rss_mb < 200,
-            )
+                    ["--concurrency-range", "1024"],
+                    2000,
+                    ["-r", "3", "--request-count", "3000", *image],
+                    transport=transport,
+                )
+                row(
+                    "4. peak RSS MB at c=1024",
+                    f"loadgen {transport}",
+                    float("nan"),
+                    memory.peak_rss_mb,
+                    memory.peak_rss_mb < 200,
+                )
 
     print(f"{'target':42} {'client':16} {'perf_analyzer':>14} {'loadgen':>10} {'ratio':>7}  result")
     for what, name, pa, lg, result in rows:
