@@ -24,6 +24,7 @@ CLIENT_BUSY = 0.5  # loadgen's loop busier than this, with most of the latency o
 OUTSIDE_SHARE = 0.5  # share of the client's latency spent outside the server's accounting
 OUTSIDE_FLOOR_US = 5000  # unaccounted time per request below this is the protocols' and network's own, not waiting
 WAITING_SHARE = 0.2  # queue time above this share of compute time: requests wait for an instance
+OWN_SHARE = 0.5  # a pipeline whose instances compute for this share of the host's busy CPU is what fills it
 MEASURABLE = 0.05  # a host less busy than this tells nothing about its capacity
 BOUNDS = ("step", "offered_load", "host_cpu", "host_gpu", "client")
 
@@ -231,7 +232,7 @@ def diagnose(observation: Observation, baseline: Reference | None = None) -> Dia
     # the host's limit counts where this workload saturates it (its compute contends, or requests pile up between
     # the client and the models), never where other work does
     waiting = _waiting_outside(observation, baseline)
-    attributable = not _saturated(host) or waiting or _contended(steps, busiest, inflation)
+    attributable = not _saturated(host) or waiting or _contended(steps, busiest, inflation) or _fills(steps, host)
     if not attributable:
         host = replace(host, throughput_limit=None)
     caps = [step.capacity for step in steps]
@@ -303,6 +304,16 @@ def _waiting_outside(observation: Observation, baseline: Reference | None) -> bo
         and outside > OUTSIDE_FLOOR_US
         and (baseline is None or outside > 2 * baseline.outside_us + 1000)
     )
+
+
+def _fills(steps: Sequence[_Step], host: HostFigures) -> bool:
+    """Whether, on a host without GPUs, the pipeline's own instances are busy computing for at least half of the
+    CPU the host uses (busy instances = utilisation x instances; a BLS model's wait for its calls left out): its
+    compute is then what fills the CPU, even before it inflates."""
+    if host.gpu_utilization is not None or host.cpu_utilization is None or not host.cores:
+        return False
+    busy = sum(step.utilization * step.figures.instances for step in steps if not step.figures.calls)
+    return busy >= OWN_SHARE * host.cpu_utilization * host.cores
 
 
 def _contended(steps: Sequence[_Step], busiest: _Step | None, inflation: dict[str, float]) -> bool:
