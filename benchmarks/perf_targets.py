@@ -29,12 +29,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_data
 
 IDENTITY = "identity_uint8"
@@ -66,11 +66,11 @@ class Run:
 
 def _counter(url: str, model: str, protocol: str = "grpc") -> Callable[[], int]:
     """A function that returns the inferences the server has counted for a model so far, asked over `protocol`."""
-    if protocol == "http":
-        http_client = httpclient.InferenceServerClient(url)
+    if protocol == "http":  # plain urllib: tritonclient's HTTP client cannot be used from the sampling thread
 
         def served_http() -> int:
-            stats = http_client.get_inference_statistics(model)["model_stats"]
+            with urllib.request.urlopen(f"http://{url}/v2/models/{model}/stats", timeout=10) as response:
+                stats = json.load(response)["model_stats"]
             return sum(int(s["inference_count"]) for s in stats)
 
         return served_http
