@@ -18,7 +18,7 @@ import uvloop
 from common import example_server
 
 from loadgen.settings import Settings
-from loadgen.transport import RequestLayout, Tensor, connect
+from loadgen.transport import ConnectionOptions, RequestLayout, Tensor, connect
 
 PATHS = [(protocol, transport) for protocol in ("grpc", "http") for transport in ("raw", "library")]
 WARMUP = 50  # requests per slot before measuring
@@ -26,7 +26,7 @@ WARMUP = 50  # requests per slot before measuring
 
 async def probe(url: str, protocol: str, transport: str, requests: int, concurrency: int) -> float:
     """CPU us per request of `requests` identity calls, `concurrency` in flight."""
-    connection = connect(Settings(url=url, protocol=protocol, transport=transport))
+    connection = connect(ConnectionOptions.from_settings(Settings(url=url, protocol=protocol, transport=transport)))
     try:
         model = await connection.model_info("identity_uint8")
         payload = connection.wire.encode(model, (Tensor("INPUT0", "UINT8", (1, 16), bytes(16)),), RequestLayout())
