@@ -155,7 +155,7 @@ class _Session:
                 models = [await self._until_stopped(self._prepare(self.settings))]
                 self.run = models[0].run  # a fixed schedule's times come with its data
             else:
-                models = [await self._until_stopped(self._prepare(self.settings.for_model(name))) for name in mix]
+                models = [await self._until_stopped(self._prepare_in_mix(name)) for name in mix]
         except Stopped:
             return self._result((), (), "interrupted", "interrupted before measuring")
         info = models[0].info
@@ -237,6 +237,13 @@ class _Session:
         note = getattr(self.progress, "note", None)  # optional in a receiver of progress
         if note is not None:
             note(text)
+
+    async def _prepare_in_mix(self, name: str) -> Prepared:
+        """One model of a mix, prepared with its own settings; a bad option names the model it is about."""
+        try:
+            return await self._prepare(self.settings.for_model(name))
+        except OptionError as error:
+            raise OptionError(f"{name} (in --model-mix; {name}=... forms give it its own): {error}") from None
 
     async def _prepare(self, settings: Settings) -> Prepared:
         """Connect, find the model, build its requests (in a thread: a large input file must not hold up signals)."""

@@ -154,6 +154,14 @@ def test_a_model_that_rejects_its_data_is_named(examples_server: EmbeddedServer)
         )
 
 
+def test_a_models_bad_option_names_the_model(test_server: EmbeddedServer) -> None:
+    """fast_step's input has a dynamic shape and only the sleeper got a --shape: the error says which model."""
+    with pytest.raises(OptionError, match=r"^fast_step \(in --model-mix; fast_step=\.\.\. forms .*dynamic shape"):
+        loadgen.profile_sync(
+            test_server.grpc_url, model_mix="sleeper:1,fast_step:1", shape={"sleeper=INPUT0": [1]}, **QUICK
+        )
+
+
 def test_a_mixs_files_have_each_models_figures(test_server: EmbeddedServer, tmp_path: Path) -> None:
     result = loadgen.profile_sync(
         test_server.grpc_url,
