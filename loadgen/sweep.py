@@ -36,8 +36,6 @@ from loadgen.workers import ProcessGenerator
 STOP_GRACE_S = 2.0
 UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-concurrency run
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
-WATCH_INTERVAL_S = 1.0  # the server's liveness is checked this often during a run
-WATCH_MISSES = 2  # liveness checks missed in a row before the server counts as gone
 T = TypeVar("T")
 
 
