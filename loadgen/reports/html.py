@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
 from loadgen.reports.plot import curve, mix_timeline, percentiles, png, server_metrics, steps, trials
-from loadgen.reports.table import UNSTABLE, html_table, verdict_html
-from loadgen.reports.tuning import model_cell
+from loadgen.reports.table import UNSTABLE, html_table, model_cell, verdict_html
 
 if TYPE_CHECKING:
     from loadgen.results import Measurement, ProfileResult, TuneResult

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from loadgen.comparison import Comparison
-    from loadgen.results import LevelResult, ProfileResult
+    from loadgen.results import LevelResult, Measurement, ProfileResult
 
 
 Value = float | int | str | bool | None
@@ -205,3 +205,11 @@ def comparison_html(comparison: Comparison) -> str:
         rows.append((cells, level.before.stable and level.after.stable))
     summary = "<br>".join(html.escape(line) for line in str(comparison).splitlines()[:2])
     return f"<div><p>{summary}</p>{_html(head, rows)}</div>"
+
+
+def model_cell(part: Measurement) -> str:
+    """One model's figures in a mix's measurement: its load, throughput, p99 against its budget, and its bound."""
+    p99 = f"p99 {part.p99_us / 1000:.1f} ms"
+    if part.budget_ms is not None:
+        p99 += f" ({'over' if part.over_budget else 'within'} {part.budget_ms:g})"
+    return f"at {part.load:.4g}: {part.throughput:.1f} infer/s, {p99}, bound {part.bottleneck}"

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from loadgen.reports.table import model_cell
 from loadgen.results import Measurement, Trial, TuneResult
 
 
@@ -77,14 +78,6 @@ class TuneReport:
             self.console.print(Syntax(text, "protobuf", theme="ansi_dark", background_color="default"))
         if result.config_changes and restored:
             self.console.print("The server's models were restored to their original configs (--keep leaves them).")
-
-
-def model_cell(part: Measurement) -> str:
-    """One model's figures in a mix's measurement: its load, throughput, p99 against its budget, and its bound."""
-    p99 = f"p99 {part.p99_us / 1000:.1f} ms"
-    if part.budget_ms is not None:
-        p99 += f" ({'over' if part.over_budget else 'within'} {part.budget_ms:g})"
-    return f"at {part.load:.4g}: {part.throughput:.1f} infer/s, {p99}, bound {part.bottleneck}"
 
 
 def _predicted(trial: Trial) -> str:
