@@ -287,7 +287,11 @@ def _bound(
                 "make the heaviest step cheaper (a smaller model, lower precision, larger batches), or add a GPU",
             ),
         )
-    if host.cpu_utilization is not None and host.cpu_utilization >= HOST_SATURATED and contended:
+    if (
+        host.cpu_utilization is not None
+        and host.cpu_utilization >= HOST_SATURATED
+        and (contended or _fills(steps, host))
+    ):
         return _host_cpu(observation, steps, host, inflation)
     if busiest is not None and busiest.utilization >= NEAR_CAPACITY:
         return _step(observation, busiest)

@@ -125,13 +125,15 @@ def test_a_host_busy_with_other_work_neither_bounds_nor_predicts() -> None:
 
 def test_a_host_the_pipeline_fills_caps_the_prediction_before_its_compute_inflates() -> None:
     """Two CPU steps of 2 instances, 8 ms each, at 110/s: their instances compute for 1.76 of the 2 cores the host
-    uses (95 %): the host is this pipeline's limit even though compute per execution has not grown yet."""
+    uses (95 %): the host is this pipeline's limit, and its bound, even though compute per execution has not grown
+    yet."""
     steps = _pipeline(_step("a", 8_000, instances=2, rate=110), _step("b", 8_000, instances=2, rate=110))
     observation = _observe(steps, Load(concurrency=2), metrics=_host(0.95), cores=2)
     diagnosis = diagnose(observation, Reference(steps, 500.0))
     assert diagnosis is not None and not diagnosis.inflation["a"] > 1
     assert diagnosis.host.throughput_limit == pytest.approx(110 / 0.95)
     assert diagnosis.predicted_max_throughput == pytest.approx(110 / 0.95)  # not the steps' 250/s
+    assert diagnosis.bound == "host_cpu" and diagnosis.suggestions[0].startswith("more instances will not help")
 
 
 def test_a_busy_gpu_is_the_bound_when_the_steps_saturate() -> None:
