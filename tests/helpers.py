@@ -3,9 +3,11 @@ server's own statistics (what it saw, never what loadgen says it sent)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,3 +99,24 @@ def real_perf_analyzer() -> str:
             pytest.skip(f"the real perf_analyzer 2.51 cannot be installed here: {error}")
     finally:
         sys.path.remove(str(ROOT))
+
+
+@contextmanager
+def serve_process(command: list[str], **popen: object) -> Iterator[subprocess.Popen[str]]:
+    """`loadgen serve` (or any server command) in a process of its own, killed if the test leaves it running."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)  # type: ignore[call-overload]
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:
+    """Stop `loadgen serve` with a signal: it must say so and exit 0; its output."""
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "Triton stopped" in out
+    return out

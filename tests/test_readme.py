@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.server import EmbeddedServer, free_port
-from tests.helpers import FAST, ROOT
+from tests.helpers import FAST, ROOT, serve_process, stop_served
 
 VENV_LOADGEN = ".venv/bin/loadgen"
 
@@ -45,24 +45,14 @@ def test_the_readme_shows_the_commands_it_promises() -> None:
 def test_the_readme_serve_command_starts_the_example_server(tmp_path: Path) -> None:
     [serve] = [command for command in _commands() if command[1] == "serve"]
     ports = [str(free_port()) for _ in range(3)]
-    process = subprocess.Popen(
+    with serve_process(
         [*_loadgen(), *serve[1:], "--grpc-port", ports[0], "--http-port", ports[1], "--metrics-port", ports[2]],
         cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    ) as process:
         assert process.stdout is not None
         first = [process.stdout.readline() for _ in range(2)]
         assert "Triton ready" in "".join(first), first
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
-    assert "Triton stopped" in out
+        stop_served(process, signal.SIGINT)
 
 
 @pytest.mark.parametrize("index", range(len([c for c in _commands() if c[1] != "serve"])))

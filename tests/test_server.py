@@ -6,7 +6,6 @@ import ipaddress
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,13 +14,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from loadgen.server import EmbeddedServer, ServerStartError, free_port
-from tests.helpers import TEST_MODELS
+from tests.helpers import TEST_MODELS, serve_process, stop_served
 
 
 @pytest.mark.server
 def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
-    process = subprocess.Popen(
+    with serve_process(
         [
             sys.executable,
             "-m",
@@ -37,12 +36,8 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
             str(metrics_port),
             "--host",
             "0.0.0.0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+        ]
+    ) as process:
         assert process.stdout is not None
         lines = []
         deadline = time.monotonic() + 120
@@ -56,13 +51,7 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(tmp_path: Path) -> None:
         client = grpcclient.InferenceServerClient(f"localhost:{grpc_port}")
         assert client.is_model_ready("sleeper")
         client.close()
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, err
-    assert "Triton stopped" in out
+        stop_served(process, signal.SIGTERM)
     with socket.socket() as sock:  # the server released its port
         sock.bind(("127.0.0.1", grpc_port))
 
