@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from loadgen import profile, run
+from loadgen.confidence import CONFIDENCE
 from loadgen.errors import (
     EXIT_BAD_OPTION,
     EXIT_OTHER,
@@ -436,6 +437,14 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
     )
     measurement.add_argument(
         "--percentile", type=_int, metavar="P", help="stabilise on (and report) the P-th percentile latency"
+    )
+    measurement.add_argument(
+        "--confidence",
+        type=_float,
+        default=CONFIDENCE,
+        metavar="C",
+        help="of each level's bounds: an interval on throughput from the windows, an upper bound on each percentile "
+        f"from its sample count, or how many samples it lacks (default {CONFIDENCE})",
     )
     measurement.add_argument(
         "-l",

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from loadgen.analysis import Observation, Reference, diagnose, verdict
+from loadgen.confidence import level_confidence
 from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, Window, WindowSummary, is_stable, merge, summarize
 from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import LevelRule, Load
@@ -206,6 +207,12 @@ def _figures(
         bottleneck=bottleneck,
         client_send_us=merged.client_send_ns / 1000 / calls if calls else 0.0,
         client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
+        confidence=level_confidence(
+            merged,
+            [summary.throughput for summary in level.summaries[-STABILITY_WINDOWS:]],
+            percentile,
+            rule.confidence,
+        ),
         **extra,  # type: ignore[arg-type]
     )
 

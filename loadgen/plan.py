@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from loadgen.confidence import CONFIDENCE
 from loadgen.errors import OptionError
 from loadgen.settings import (
     MAX_CONCURRENCY,
@@ -93,6 +94,7 @@ class LevelRule:
     stability_percentage: float
     latency_threshold_ms: float | None
     single: bool
+    confidence: float = CONFIDENCE  # of the bounds each level reports
 
     def over_threshold(self, level: LevelResult) -> bool:
         """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
@@ -226,6 +228,7 @@ def level_rule(settings: Settings) -> LevelRule:
         settings.stability_percentage,
         settings.latency_threshold,
         settings.request_count > 0 or settings.fixed_schedule,
+        settings.confidence,
     )
 
 

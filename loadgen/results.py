@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import dacite
 
 from loadgen.analysis import Bottleneck, Diagnosis
+from loadgen.confidence import LevelConfidence
 from loadgen.errors import LoadgenError
 from loadgen.measurement import LatencyStats, WindowSummary
 from loadgen.mix_analysis import MixDiagnosis
@@ -103,6 +104,7 @@ class LevelResult:
     models: tuple[LevelResult, ...] = ()  # a mix's level: each model's figures at it (the level itself: the total)
     solo: LevelResult | None = None  # a model of a mix, alone at the same load (--solo-baseline)
     mix_diagnosis: MixDiagnosis | None = None  # a mix's level: the bound across its models
+    confidence: LevelConfidence | None = None  # how sure its figures are (None: a file of an older loadgen)
 
     @property
     def load(self) -> float:
@@ -346,11 +348,19 @@ class ProfileResult:
         }
 
 
+# how a file that is not a result (edited, truncated, of another tool) fails to read: `from_dict` meets a wrong shape
+# as one of these
+_UNREADABLE = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, dacite.DaciteError)
+
+
 def load_result(path: str | os.PathLike[str]) -> ProfileResult:
     """Reopen a run saved with `--json` (or `save_json`) as the result it was."""
     try:
-        return ProfileResult.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, dacite.DaciteError) as error:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(document, dict) or not isinstance(document.get("levels", []), list):
+            raise ValueError("not the JSON object `--json` writes")
+        return ProfileResult.from_dict(document)
+    except _UNREADABLE as error:
         raise LoadgenError(f"cannot read a loadgen result from {path}: {error}") from None
 
 

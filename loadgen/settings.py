@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from loadgen.confidence import CONFIDENCE, check_confidence
 from loadgen.errors import OptionError
 
 Mode = Literal["concurrency", "request_rate", "request_intervals", "periodic_concurrency", "fixed_schedule"]
@@ -512,6 +513,7 @@ class Settings:
     stability_percentage: float = 10.0
     max_trials: int = 10
     percentile: int | None = None
+    confidence: float = CONFIDENCE  # of each level's bounds: its throughput interval, its percentiles' bounds
     latency_threshold: float | None = None
     binary_search: bool = False
     periodic_concurrency_range: str | None = None  # START:END:STEP streams, raised every request_period responses
@@ -852,6 +854,7 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise OptionError(message)
+        check_confidence(self.confidence)
         for option in ("root_certifications", "private_key", "certificate_chain"):
             if getattr(self, f"ssl_grpc_{option}_file") is not None and not self.ssl_grpc_use_ssl:
                 raise OptionError(f"--ssl-grpc-{option.replace('_', '-')}-file needs --ssl-grpc-use-ssl")

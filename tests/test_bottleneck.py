@@ -115,7 +115,9 @@ def test_csv_has_perf_analyzers_columns_and_one_file_per_step(examples_server: E
     assert rows[0] == [
         "Concurrency", "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
         "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
-        "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Status",
+        "p50 latency", "p90 latency", "p95 latency", "p99 latency",
+        "Confidence", "Inferences/Second Low", "Inferences/Second High", "p50 latency bound", "p90 latency bound",
+        "p95 latency bound", "p99 latency bound", "Too Few Samples", "Status",
     ]  # fmt: skip
     assert sorted(row[0] for row in rows[1:]) == ["1", "2"]
     throughputs = [float(row[1]) for row in rows[1:]]

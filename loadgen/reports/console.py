@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen.analysis import Diagnosis
+from loadgen.confidence import LevelConfidence
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import Load
@@ -186,11 +187,26 @@ class ConsoleProgress:
                 f"    stream: first response avg {first.avg:.0f} us, p99 {first.p99} us (the columns: last response); "
                 f"{level.responses_per_request:.2f} responses per request, {level.response_throughput:.1f} responses/s"
             )
+        if level.confidence is not None:
+            self._confidence(level.confidence)
         if level.metrics is not None and level.metrics.samples:
             self.console.print(f"    {summary_line(level.metrics)}")
         for description, count in list(level.errors.items())[:3]:
             self.console.print(f"    {count} x {description}", style="yellow")
         self._warn(level)
+
+    def _confidence(self, confidence: LevelConfidence) -> None:
+        """The level's bounds at the confidence, and the percentiles its samples are too few for."""
+        self.console.print(f"    {confidence_line(confidence)}")
+        short = confidence.too_few()
+        if short:
+            samples = next(iter(short.values())).samples  # (one histogram: one count)
+            needed = ", ".join(f"{name} needs {bound.samples_needed}" for name, bound in short.items())
+            self.console.print(
+                f"    too few samples for a bound at {confidence.level:.4g} confidence: {samples} measured, {needed} "
+                "(longer windows, -p, or a higher load give more)",
+                style="yellow",
+            )
 
     def _warn(self, level: LevelResult) -> None:
         if level.saturated == "machine":
@@ -294,6 +310,14 @@ class ConsoleProgress:
             print(f"  if {change.change}: about {at_load} infer/s at this load{most}")
         for suggestion in diagnosis.suggestions:
             print(f"  - {suggestion}")
+
+
+def confidence_line(confidence: LevelConfidence) -> str:
+    """A level's interval on throughput and upper bounds on its percentiles, in one line."""
+    throughput = confidence.throughput
+    parts = [f"{throughput[0]:.1f}-{throughput[1]:.1f} infer/s" if throughput else "one window: no throughput interval"]
+    parts += [f"{name} <= {bound.upper_bound} us" for name, bound in confidence.latency_us.items() if bound.enough]
+    return f"at {confidence.level:.4g} confidence: " + ", ".join(parts)
 
 
 def _shares(diagnosis: MixDiagnosis) -> str:

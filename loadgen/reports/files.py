@@ -100,7 +100,10 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
     header = [*client, "Client Send", *server_columns, "Client Recv"]
     header += [f"p{p} latency" for p, _ in percentiles(levels[0])]
     header += ["Avg latency"] * average + ["request/response", "response wait"] * verbose
-    header += list(CSV_COLUMNS) * metrics + ["Status"] * (not perf_analyzer)
+    header += list(CSV_COLUMNS) * metrics
+    bounded = [] if perf_analyzer else _bounded(levels)
+    header += [] if perf_analyzer else [*CONFIDENCE_COLUMNS, *(f"{name} latency bound" for name in bounded), SHORT]
+    header += ["Status"] * (not perf_analyzer)
     rows: list[list[object]] = []
     per_model: dict[str, list[list[object]]] = {}
     for level in levels:
@@ -113,6 +116,7 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
         row += [avg] * average + [send + recv, avg - send - recv] * verbose
         if metrics:
             row += list(csv_cells(level.metrics)) if level.metrics is not None else [""] * len(CSV_COLUMNS)
+        row += [] if perf_analyzer else _confidence_cells(level, bounded)
         rows.append(row + [level_status(level)] * (not perf_analyzer))
         top = level.server
         for step in top.composing if top is not None else ():
@@ -135,6 +139,27 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
         write_file(composing, _csv_text(composing_header, model_rows))
         written.append(composing)
     return written
+
+
+CONFIDENCE_COLUMNS = ("Confidence", "Inferences/Second Low", "Inferences/Second High")
+SHORT = "Too Few Samples"  # the percentiles a level cannot bound at the confidence, and the samples each needs
+
+
+def _bounded(levels: Sequence[LevelResult]) -> list[str]:
+    """The percentiles the levels bound ("p50", ...), as the first level with confidence figures lists them."""
+    return next((list(level.confidence.latency_us) for level in levels if level.confidence is not None), [])
+
+
+def _confidence_cells(level: LevelResult, names: Sequence[str]) -> list[object]:
+    """The confidence, the throughput's interval, each percentile's upper bound (empty: too few samples) and
+    which percentiles need more samples, with how many; empty cells for a level without confidence figures."""
+    confidence = level.confidence
+    if confidence is None:
+        return [""] * (len(CONFIDENCE_COLUMNS) + len(names) + 1)
+    interval = [f"{value:.6g}" for value in confidence.throughput] if confidence.throughput else ["", ""]
+    bounds = [confidence.latency_us[name].upper_bound if name in confidence.latency_us else None for name in names]
+    short = "; ".join(f"{name} needs {bound.samples_needed}" for name, bound in confidence.too_few().items())
+    return [f"{confidence.level:g}", *interval, *("" if bound is None else bound for bound in bounds), short]
 
 
 def _cached(server: ServerFigures) -> bool:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
 from loadgen.reports.plot import curve, mix_timeline, percentiles, png, server_metrics, steps, trials
-from loadgen.reports.table import UNSTABLE, html_table, model_cell, verdict_html
+from loadgen.reports.table import UNSTABLE, confidence_html, html_table, model_cell, verdict_html
 
 if TYPE_CHECKING:
     from loadgen.results import Measurement, ProfileResult, TuneResult
@@ -67,6 +67,19 @@ def _server_metrics(result: ProfileResult) -> str:
     if figure is None:
         return ""
     return "<h2>The server's host</h2>" + _image(png(figure), "host CPU utilisation and pending requests over time")
+
+
+def _confidence(result: ProfileResult) -> str:
+    """How sure each level's figures are (nothing for a result of an older loadgen)."""
+    table = confidence_html(result)
+    if not table:
+        return ""
+    level = next(level.confidence.level for level in result.levels if level.confidence is not None)
+    return f"""<h2>How sure</h2>
+<p>At {level:.4g} confidence: an interval on each level's throughput (Student t over the windows it merges) and an upper
+bound on each latency percentile (an order statistic of its samples, as MLPerf LoadGen's early stopping). A percentile
+whose samples are too few for a bound says how many it needs; its level is marked.</p>
+{table}"""
 
 
 def _steps(result: ProfileResult) -> str:
@@ -130,6 +143,7 @@ def render(result: ProfileResult) -> str:
 <p>Latencies in microseconds from the client, merged over each level's last windows; a step's queue and compute
 time per request as the server counts it.</p>
 {html_table(result)}
+{_confidence(result)}
 <h2>Latency and throughput</h2>
 {_image(png(curve(result)), "p99 latency against throughput, one point per level")}
 {_image(png(percentiles(result)), "latency percentiles per level")}

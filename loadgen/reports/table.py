@@ -135,6 +135,35 @@ def html_table(result: ProfileResult) -> str:
     return _html([(column.group, column.header) for column in table], rows)
 
 
+def _bound_text(level: LevelResult, name: str) -> str:
+    """A percentile's upper bound at the level's confidence, or the samples it needs for one."""
+    bound = level.confidence.latency_us.get(name) if level.confidence is not None else None
+    if bound is None:
+        return ""
+    return str(bound.upper_bound) if bound.upper_bound is not None else f"too few: needs {bound.samples_needed}"
+
+
+def confidence_html(result: ProfileResult) -> str:
+    """Each level's figures with their confidence: the interval on its throughput and the upper bound on each
+    percentile, or how many samples a percentile needs for one; empty for a result without them."""
+    judged = [(level, confidence) for level in result.levels if (confidence := level.confidence) is not None]
+    if not judged:
+        return ""
+    names = list(dict.fromkeys(name for _, confidence in judged for name in confidence.latency_us))
+    head = [("", "load"), ("", "infer/s interval"), ("", "requests"), *(("", f"{name} bound us") for name in names)]
+    rows = []
+    for level, confidence in judged:
+        interval = confidence.throughput
+        cells = [
+            level.load_label,
+            f"{interval[0]:.1f} \u2013 {interval[1]:.1f}" if interval else "one window",
+            str(level.request_count),
+            *(_bound_text(level, name) for name in names),
+        ]
+        rows.append((cells, level.stable and not confidence.too_few()))
+    return _html(head, rows)
+
+
 def verdict_html(result: ProfileResult) -> str:
     """The diagnosis where the model was pushed hardest: what bounds throughput, why, the limit, what to change
     and what each change would give."""
