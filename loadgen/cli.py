@@ -18,10 +18,12 @@ from typing import Any, NoReturn
 from rich.console import Console
 
 from loadgen import profile, run
-from loadgen.confidence import CONFIDENCE
+from loadgen.comparison import METRICS, compare, parse_gate
+from loadgen.confidence import CONFIDENCE, check_confidence
 from loadgen.errors import (
     EXIT_BAD_OPTION,
     EXIT_OTHER,
+    EXIT_REGRESSION,
     EXIT_SUCCESS,
     EXIT_UNSTABLE,
     LoadgenError,
@@ -30,9 +32,10 @@ from loadgen.errors import (
 )
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
+from loadgen.reports.console import print_comparison
 from loadgen.reports.files import ReportFile, report_files, write_reports
 from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION, PerfAnalyzerReport
-from loadgen.results import ProfileResult
+from loadgen.results import ProfileResult, load_result
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
 from loadgen.settings import (
@@ -623,6 +626,33 @@ def tune_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def compare_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="loadgen compare",
+        description="Compare two runs' --json results load by load: each metric's change, and whether it is "
+        "significant; with --fail-if, a regression gate (exit status 1 when a threshold is crossed significantly).",
+    )
+    parser.add_argument("base", metavar="BASE.json", help="the reference run")
+    parser.add_argument("new", metavar="NEW.json", help="the run to check against it")
+    parser.add_argument(
+        "--fail-if",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help=f"METRIC>+N%% or METRIC<-N%% (e.g. 'p99>+5%%', 'throughput<-3%%'; repeatable), METRIC one of "
+        f"{', '.join(METRICS)}: exit 1 when a load changed beyond it and the change is significant",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=_float,
+        default=CONFIDENCE,
+        metavar="C",
+        help=f"of the significance tests: a change is significant when chance alone would give it with at most "
+        f"1 - C probability (default {CONFIDENCE})",
+    )
+    return parser
+
+
 def merge_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen merge", description="Merge the window logs of a run's shards into one result.")
     parser.add_argument("logs", nargs="+", metavar="LOG", help="the shards' logs (DIR/*.jsonl)")
@@ -855,6 +885,32 @@ def _merge(argv: Sequence[str], console: Console, errors: Console) -> int:
     return _exit_status(result, _write(result, files, errors))
 
 
+def _read(path: str) -> ProfileResult:
+    """A result file for `loadgen compare`; one that cannot be read is a bad argument."""
+    try:
+        return load_result(path)
+    except LoadgenError as error:
+        raise OptionError(str(error)) from None
+
+
+def _compare(argv: Sequence[str], console: Console) -> int:
+    args = compare_parser().parse_args(argv)
+    confidence = check_confidence(args.confidence)
+    gates = [parse_gate(text) for text in args.fail_if]
+    before, after = _read(args.base), _read(args.new)
+    try:
+        comparison = compare(before, after, confidence)
+    except OptionError:
+        raise
+    except LoadgenError as error:  # a histogram in a file that does not decode
+        raise OptionError(f"{args.base} or {args.new}: {error}") from None
+    if not comparison.levels:
+        loads = [", ".join(f"{level.load:g}" for level in run.levels) or "none" for run in (before, after)]
+        raise OptionError(f"no load in both runs: {args.base} measured {loads[0]}, {args.new} {loads[1]}")
+    print_comparison(console, comparison, gates)
+    return EXIT_REGRESSION if any(comparison.crossed(gate) for gate in gates) else EXIT_SUCCESS
+
+
 def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = serve_parser().parse_args(argv)
     server = EmbeddedServer(
@@ -908,6 +964,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(argv[1:], console, errors)
         if argv[:1] == ["merge"]:
             return _merge(argv[1:], console, errors)
+        if argv[:1] == ["compare"]:
+            return _compare(argv[1:], console)
         if argv[:1] == ["perf-analyzer"]:
             return perf_analyzer(argv[1:])
         return _profile(argv, console, errors)
@@ -920,6 +978,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "compare_parser",
     "main",
     "merge_parser",
     "perf_analyzer",

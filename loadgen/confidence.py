@@ -334,7 +334,8 @@ def mean_shift(before: Sample, after: Sample, confidence: float) -> int | None:
 def percentile_shift(before: HdrHistogram, after: HdrHistogram, percentile: float, confidence: float) -> int | None:
     """+1 when `after`'s percentile is higher than `before`'s at `confidence`, -1 when lower, 0 when neither: the
     two-sided intervals at c do not overlap (each end one-sided at (1 + c) / 2, so a false alarm in either direction
-    has a chance of at most 1 - c, by the union bound); None when the samples are too few to tell either way."""
+    has a chance of at most 1 - c, by the union bound); None when neither is established and the samples are too few
+    to test one of the two directions."""
     before_low, before_high = interval(before, percentile, confidence)
     after_low, after_high = interval(after, percentile, confidence)
     higher = None if after_low is None or before_high is None else after_low > before_high
@@ -343,4 +344,4 @@ def percentile_shift(before: HdrHistogram, after: HdrHistogram, percentile: floa
         return 1
     if lower:
         return -1
-    return None if higher is None and lower is None else 0
+    return None if higher is None or lower is None else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 EXIT_SUCCESS = 0
+EXIT_REGRESSION = 1  # `loadgen compare --fail-if`: a threshold crossed, significantly
 EXIT_UNSTABLE = 2
 EXIT_BAD_OPTION = 3
 EXIT_OTHER = 99

@@ -10,10 +10,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from hdrh.histogram import HdrHistogram
 
+from loadgen.levels import Level
+from loadgen.measurement import Window, new_histogram
+from loadgen.plan import LevelRule, Load
+from loadgen.results import LevelResult, ProfileResult
 from loadgen.server import EmbeddedServer
+from loadgen.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
@@ -120,3 +127,29 @@ def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:
     assert process.returncode == 0, err
     assert "Triton stopped" in out
     return out
+
+
+RULE = LevelRule(batch_size=1, percentile=None, stability_percentage=10, latency_threshold_ms=None, single=False)
+SECOND = 1_000_000_000
+
+
+def histogram_of(values: np.ndarray) -> HdrHistogram:
+    """A latency histogram (us) of these values."""
+    histogram = new_histogram()
+    for value in values:
+        histogram.record_value(int(value))
+    return histogram
+
+
+def level_of(windows: list[np.ndarray], concurrency: int = 1, rule: LevelRule = RULE) -> LevelResult:
+    """A closed-loop level from windows of latencies (us), one second each: its requests per second are their
+    counts."""
+    level = Level(Load(concurrency=concurrency), rule, None)
+    for index, latencies in enumerate(windows):
+        level.add(Window(index * SECOND, (index + 1) * SECOND, histogram_of(latencies)), {})
+    return level.result()
+
+
+def result_of(*levels: LevelResult) -> ProfileResult:
+    """A closed-loop run of these levels, with default settings."""
+    return ProfileResult("m", "localhost:8001", "concurrency", levels, (), Settings().to_dict())

@@ -31,31 +31,19 @@ from loadgen.confidence import (
     value_at_rank,
 )
 from loadgen.errors import OptionError
-from loadgen.levels import Level
-from loadgen.measurement import Window, new_histogram
-from loadgen.plan import LevelRule, Load
+from loadgen.plan import LevelRule
 from loadgen.reports import ConsoleProgress
 from loadgen.reports.files import write_csv
 from loadgen.reports.table import confidence_html
-from loadgen.results import LevelResult, ProfileResult
 from loadgen.settings import Settings
-from tests.helpers import one_line_error, run_cli
+from tests.helpers import histogram_of, level_of, one_line_error, result_of, run_cli
 
-RULE = LevelRule(batch_size=1, percentile=None, stability_percentage=10, latency_threshold_ms=None, single=False)
-SECOND = 1_000_000_000
 LOGNORMAL = (7.0, 0.5)  # mu and sigma of log(latency in us): a median of about 1.1 ms and a long tail
 
 
 def _lognormal_quantile(p: float) -> float:
     mu, sigma = LOGNORMAL
     return math.exp(mu + sigma * statistics.NormalDist().inv_cdf(p))
-
-
-def _histogram(values: np.ndarray) -> object:
-    histogram = new_histogram()
-    for value in values:
-        histogram.record_value(int(value))
-    return histogram
 
 
 def _coverage_sd(confidence: float, trials: int) -> float:
@@ -125,7 +113,7 @@ def test_a_bound_from_the_histogram_covers_too_and_rounds_outward() -> None:
     covered = 0
     for _ in range(trials):
         values = np.rint(rng.lognormal(*LOGNORMAL, size=n)) + 1
-        histogram = _histogram(values)
+        histogram = histogram_of(values)
         bound = percentile_bound(histogram, percentile, confidence)
         exact = np.sort(values)
         assert bound.upper_bound is not None and bound.lower_bound is not None
@@ -139,7 +127,7 @@ def test_a_bound_from_the_histogram_covers_too_and_rounds_outward() -> None:
 
 
 def test_too_few_samples_give_no_bound_and_say_how_many_are_needed() -> None:
-    histogram = _histogram(np.arange(1, 459))  # 458 samples: p99 at 0.99 needs 459
+    histogram = histogram_of(np.arange(1, 459))  # 458 samples: p99 at 0.99 needs 459
     bound = percentile_bound(histogram, 99, 0.99)
     assert (bound.upper_bound, bound.samples, bound.samples_needed, bound.enough) == (None, 458, 459, False)
     histogram.record_value(1000)
@@ -184,31 +172,14 @@ def test_the_tests_of_two_runs_alarm_falsely_at_most_as_often_as_the_confidence_
     trials = 60
     alarms = 0
     for _ in range(trials):
-        before, after = (_histogram(np.rint(rng.lognormal(*LOGNORMAL, size=500))) for _ in range(2))
+        before, after = (histogram_of(np.rint(rng.lognormal(*LOGNORMAL, size=500))) for _ in range(2))
         alarms += percentile_shift(before, after, 90, confidence) == 1
     assert alarms / trials <= (1 - confidence) + 4 * _coverage_sd(1 - confidence, trials)
-    before = _histogram(np.rint(rng.lognormal(*LOGNORMAL, size=2000)))
-    after = _histogram(np.rint(rng.lognormal(*LOGNORMAL, size=2000) * 2))
+    before = histogram_of(np.rint(rng.lognormal(*LOGNORMAL, size=2000)))
+    after = histogram_of(np.rint(rng.lognormal(*LOGNORMAL, size=2000) * 2))
     assert (percentile_shift(before, after, 99, 0.99), percentile_shift(after, before, 50, 0.99)) == (1, -1)
-    few = _histogram(np.arange(1, 100))
+    few = histogram_of(np.arange(1, 100))
     assert percentile_shift(few, few, 99, 0.99) is None  # 99 samples: no bound on either side
-
-
-def window(index: int, latencies: np.ndarray) -> Window:
-    """One second's window of these latencies (us)."""
-    return Window(start_ns=index * SECOND, end_ns=(index + 1) * SECOND, histogram=_histogram(latencies))
-
-
-def level_of(windows: list[np.ndarray], concurrency: int = 1, rule: LevelRule = RULE) -> LevelResult:
-    """A closed-loop level from windows of latencies, one second each."""
-    level = Level(Load(concurrency=concurrency), rule, None)
-    for index, latencies in enumerate(windows):
-        level.add(window(index, latencies), {})
-    return level.result()
-
-
-def result_of(*levels: LevelResult) -> ProfileResult:
-    return ProfileResult("m", "localhost:8001", "concurrency", levels, (), Settings().to_dict())
 
 
 def test_a_level_carries_its_confidence_into_json_and_back(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from loadgen.plan import Load
 from loadgen.server.metrics import summary_line
 
 if TYPE_CHECKING:
+    from loadgen.comparison import Comparison, Gate, MetricChange
     from loadgen.results import LevelResult, ProfileResult, RunDescription
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
@@ -376,3 +377,50 @@ def step_table(level: LevelResult, title: str | None = None) -> Table:
             f"{utilization[step.model]:.0%}" if step.model in utilization else "",
         )
     return table
+
+
+def _figure(metric: MetricChange, value: float) -> str:
+    return f"{value:.1f}" if metric.metric == "throughput" else f"{value:.0f}"
+
+
+def _significance(metric: MetricChange) -> str:
+    if metric.shift is None:
+        return f"untested: {metric.note}"
+    return {1: "yes: higher", -1: "yes: lower"}.get(metric.shift, "no")
+
+
+def comparison_table(comparison: Comparison) -> Table:
+    """Each load both runs measured, each metric's change and whether it is significant at the confidence."""
+    before, after = comparison.before, comparison.after
+    table = Table(
+        title=f"{before.model} -> {after.model}: significant at {comparison.confidence:.4g} confidence "
+        "(throughput in infer/s, latencies in us)",
+        title_justify="left",
+    )
+    for column in ("load", "metric", "base", "new", "change", "significant"):
+        table.add_column(column, justify="left" if column in ("load", "metric", "significant") else "right")
+    for level in comparison.levels:
+        label = level.before.load_label + ("" if level.before.stable and level.after.stable else " (unstable)")
+        for index, metric in enumerate(level.metrics):
+            relative = metric.change
+            table.add_row(
+                label if index == 0 else "",
+                metric.metric,
+                _figure(metric, metric.before),
+                _figure(metric, metric.after),
+                "n/a" if relative is None else f"{relative:+.1%}",
+                _significance(metric),
+            )
+    return table
+
+
+def print_comparison(console: Console, comparison: Comparison, gates: list[Gate]) -> None:
+    """The comparison's table, then each --fail-if threshold: crossed (where, by how much) or not."""
+    console.print(comparison_table(comparison))
+    for gate in gates:
+        crossed = comparison.crossed(gate)
+        if not crossed:
+            console.print(f"pass {gate.text}: not crossed significantly at any load")
+            continue
+        where = "; ".join(f"{level.before.load_label} {metric.change:+.1%}" for level, metric in crossed)
+        console.print(f"FAIL {gate.text}: {where} (significant)", style="bold red")
