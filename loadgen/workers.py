@@ -3,6 +3,10 @@
 The parent keeps the schedule's clock and the windows: it tells every worker when to switch level and when to
 close a window, and merges their encoded windows exactly. Workers are spawned, never forked (gRPC does not
 survive a fork), and ignore Ctrl-C and SIGTERM: the parent stops them.
+
+Instants cross the pipe as they are, `time.perf_counter_ns` values: the parent's `start_ns` of a level's schedule
+goes to the workers, and their windows' `start_ns` and `end_ns` come back. On Linux perf_counter_ns reads
+CLOCK_MONOTONIC, one clock for the whole system, so a worker's instant and the parent's agree (see `loadgen.clock`).
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class ProcessGenerator:
         return combine([Window.decode(encoded) for encoded, _ in await self._all(command)])
 
     async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
-        await self._all(("apply", (load, start_ns, count)))
+        await self._all(("apply", (load, start_ns, count)))  # start_ns means the same instant in every worker
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         return await self._window(("fill", (count, timeout_s)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.clock import WallClock
 from loadgen.errors import LoadgenError
 
 DEFAULT_PORT = 8002
@@ -78,7 +78,7 @@ class Pending:
 class Sample:
     """One scrape of the metrics page."""
 
-    time_s: float  # UNIX time the scrape was sent
+    time_s: float  # UNIX time the scrape was sent (on the monotonic clock: see `loadgen.clock`)
     cpu_utilization: float | None = None  # 0..1 of the whole host
     cpu_memory_used_bytes: int | None = None
     cpu_memory_total_bytes: int | None = None
@@ -396,7 +396,9 @@ class MetricsCollector:
         self.models = models
         self.notify = notify
         self.notice: str | None = None
-        self.recorder = MetricsRecorder(time.time())
+        # scrapes and windows are placed on the monotonic clock, mapped once to UNIX time: a clock step moves nothing
+        self.clock = WallClock.now()
+        self.recorder = MetricsRecorder(self.clock.unix_s())
         self.answered = False  # at least one scrape succeeded
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -421,7 +423,7 @@ class MetricsCollector:
 
     def window(self) -> ServerMetrics:
         """The figures over what was scraped since the previous call (or the start)."""
-        return self.recorder.window(time.time())
+        return self.recorder.window(self.clock.unix_s())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -433,7 +435,7 @@ class MetricsCollector:
 
     async def _scrape(self) -> None:
         assert self._session is not None
-        sent = time.time()
+        sent = self.clock.unix_s()
         try:
             async with self._session.get(self.url) as response:
                 if response.status != 200:
