@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from loadgen.clock import WallClock
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.levels import ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
 from loadgen.mix import MixGenerator, dealing, selector
-from loadgen.plan import Load, RunPlan, plan, with_schedule
+from loadgen.plan import Load, RunPlan, Windows, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
 from loadgen.sequences import check_sequence_ids
@@ -25,7 +26,8 @@ from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
 from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
-from loadgen.shards.log import LoggedWindow, WindowLog
+from loadgen.shards.grid import Grid
+from loadgen.shards.log import LoggedStart, LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
 from loadgen.watchdog import Watchdog
@@ -389,8 +391,8 @@ class _Sweep:
         self.models = models
         self.info = models[0].info
         self.log = log
-        # a logged run measures a fixed number of windows per level, on a wall-clock grid shared by its shards
-        self.grid_ns: int | None = None
+        # a logged run measures a fixed number of windows per level, on a grid from --start-at shared by its shards
+        self.grid: Grid | None = None
         self.finished: list[LevelResult] = []
         self.trees = {model.info.name: model.tree for model in models}  # each model's composition, by name
         self.connections: list[Connection] = []  # a mix's own, one per model
@@ -422,15 +424,15 @@ class _Sweep:
             if isinstance(self.generator, ProcessGenerator):
                 await self._guarded(self.generator.start())
             if self.log:
-                self.grid_ns = await _wait_for_start(self.settings.start_at)
+                self.grid = await self._guarded(self._start_grid(self.log))
             if self.run.periodic is not None:
                 await self._guarded(self._ramp(*self.run.periodic))
             elif self.settings.binary_search:
                 await binary_search(self.run.loads, self.measure, rule.over_threshold)
+            elif self.grid is not None:
+                await self._on_grid(self.grid)
             else:
-                # the shards of a logged run all measure every level; the merge applies the rule to the whole
-                ends: Judge = _never if self.log else lambda level: ends_sweep(level, rule)
-                await linear(self.run.loads, self.measure, ends)
+                await linear(self.run.loads, self.measure, lambda level: ends_sweep(level, rule))
         except _Abort as stopped:
             abort = stopped
         finally:
@@ -444,6 +446,36 @@ class _Sweep:
             if self.metrics is not None:
                 await self.metrics.stop()
         return self.finished, abort
+
+    async def _start_grid(self, log: WindowLog) -> Grid:
+        """Warm up, then wait for --start-at: the grid the logged windows fall on, logged with how late this run was
+        ready (a warm-up that outlasts the wait makes it late too)."""
+        if not self.warmed_up:
+            await self._warm_up(self.run.loads[0])
+        grid = await _wait_for_start(self.settings.start_at, log.clock, self.run.windows)
+        start = LoggedStart(grid, max(time.perf_counter_ns() - grid.origin_ns, 0))
+        log.start(start)
+        if start.late:
+            level, index = start.joined
+            self.session._note(
+                f"ready {start.late_ns / 1e9:.2f} s after --start-at: this run joins the grid at level {level} window "
+                f"{index}; `loadgen merge` reports the windows it missed"
+            )
+        return grid
+
+    async def _warm_up(self, load: Load) -> Window:
+        """--warmup-request-count requests at `load`, in no level's windows; the window that closed at the last."""
+        await self.generator.apply(load, time.perf_counter_ns())
+        warm = await self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S)
+        self.warmed_up = True
+        return warm
+
+    async def _on_grid(self, grid: Grid) -> None:
+        """A logged run: every level in its place on the grid (its shards all measure every level; the merge applies
+        the rule to the whole); a run that came late joins at the next window, leaving out what it missed."""
+        joined, first = grid.position(time.perf_counter_ns())
+        for number, load in enumerate(self.run.loads[joined:], joined):
+            await self.measure(load, number, first if number == joined else 0)
 
     def _mix(self, mix: Mapping[str, float]) -> MixGenerator:
         """A generator per model, each on a connection of its own (its send and receive times are its own), driven
@@ -544,17 +576,20 @@ class _Sweep:
             raise _rejected(model, rejected, self.settings.for_model(model))
         raise _rejected(model, rejected, self.settings)
 
-    async def measure(self, load: Load) -> LevelResult:
-        """Back-to-back windows until the last three agree, or `max_windows` windows; server statistics per window."""
+    async def measure(self, load: Load, number: int | None = None, first: int = 0) -> LevelResult:
+        """Back-to-back windows until the last three agree, or `max_windows` windows; server statistics per window.
+
+        A logged run measures level `number` on the grid, from its window `first` (where a late run joins) to its end.
+        """
         windows = self.run.windows
-        number = len(self.finished)
-        start_ns = None
-        if self.grid_ns is not None:
-            start_ns = self.grid_ns + number * windows.max_windows * windows.interval_ms * 1_000_000
+        number = len(self.finished) if number is None else number
+        start_ns = self.grid.boundary(number, first) if self.grid is not None else None  # when window `first` starts
         count = None
         if windows.single:  # exactly --request-count requests (and the warm-up's) reach the server
             count = (windows.count or 0) + (0 if self.warmed_up else self.settings.warmup_request_count)
         await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns(), count))
+        if start_ns is not None:  # a run that joins the level late: its load runs until the window it joins starts
+            await self._guarded(_sleep_until(start_ns))
         if self.warmed_up:
             before = await self.generator.rotate()  # the level starts now: drop what completed before
         else:  # the warm-up's window closes at exactly its last request: the level starts there
@@ -570,10 +605,9 @@ class _Sweep:
             load, self.run.rule, self.trees, self.settings.model_mix, least, self.run.server_cores, self._solo(number)
         )
         try:
-            while (not level.stable or self.log) and len(level.windows) < windows.max_windows:
-                deadline = None
-                if start_ns is not None:
-                    deadline = start_ns + (len(level.windows) + 1) * windows.interval_ms * 1_000_000
+            while (not level.stable or self.log) and first + len(level.windows) < windows.max_windows:
+                index = first + len(level.windows)  # its place in the level (a logged run's on the grid)
+                deadline = self.grid.boundary(number, index + 1) if self.grid is not None else None
                 window = await self._guarded(next_window(self.generator, windows, deadline))
                 self._check_rejected()
                 previous, reading = reading, await self._statistics()
@@ -582,7 +616,6 @@ class _Sweep:
                 parts = self.mix.parts if self.mix is not None else {}
                 summary = level.add(window, server, metrics, parts)
                 if self.log:
-                    index = len(level.windows) - 1
                     self.log.window(LoggedWindow(load, number, index, window, server, metrics, parts))
                 if self.session.progress:
                     self.session.progress.window(load, len(level.windows), summary, level.stable)
@@ -627,12 +660,17 @@ class _Sweep:
         )
 
 
-def _never(level: LevelResult) -> bool:
-    return False
+async def _wait_for_start(start_at: float | None, clock: WallClock, windows: Windows) -> Grid:
+    """Sleep until the shared UNIX start time (if any); the grid of the run's windows, in perf_counter_ns instants.
+
+    The grid starts at the instant `start_at` maps to on `clock`, in the past for a run that comes late: its windows
+    stay on the grid every other shard measures on (`_on_grid` joins it at the next window)."""
+    now = time.perf_counter_ns()
+    grid = Grid.of(windows, now if start_at is None else clock.perf_ns(round(start_at * 1e9)))
+    await _sleep_until(grid.origin_ns)
+    return grid
 
 
-async def _wait_for_start(start_at: float | None) -> int:
-    """Sleep until the shared UNIX start time (if any); the perf_counter_ns instant the run's grid starts at."""
-    if start_at is not None:
-        await asyncio.sleep(max(start_at - time.time(), 0.0))
-    return time.perf_counter_ns()
+async def _sleep_until(instant_ns: int) -> None:
+    """Sleep until a perf_counter_ns instant (at once when it has passed)."""
+    await asyncio.sleep(max(instant_ns - time.perf_counter_ns(), 0) / 1e9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -16,10 +17,16 @@ import yaml
 from hdrh.histogram import HdrHistogram
 
 from loadgen.cli import main
+from loadgen.clock import WallClock
 from loadgen.errors import OptionError
-from loadgen.measurement import LatencyStats, new_histogram
+from loadgen.measurement import LatencyStats, Window, new_histogram
+from loadgen.plan import plan
+from loadgen.results import RunDescription
 from loadgen.server import EmbeddedServer
-from loadgen.shards.log import VERSION
+from loadgen.server.statistics import Composition
+from loadgen.settings import Settings
+from loadgen.shards.grid import Grid
+from loadgen.shards.log import VERSION, LoggedStart, LoggedWindow, WindowLog
 from loadgen.shards.merge import merge_logs
 from tests.helpers import ROOT
 
@@ -53,16 +60,21 @@ def _windows(log: Path) -> list[dict[str, object]]:
     return [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "window"]
 
 
+def _grid_line(log: Path) -> dict[str, Any]:
+    [line] = [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "grid"]
+    return line  # type: ignore[no-any-return]
+
+
 def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Path) -> None:
     logs, merged = _two_shards_merged(examples_server.grpc_url, IDENTITY, tmp_path)
     assert [level["concurrency"] for level in merged["levels"]][:1] == [2]
-    # rebuild level 0 independently: the last 3 windows of both shards, decoded straight from the logs
+    # rebuild level 0 independently: the 3 windows of both shards, decoded straight from the logs
     reference = new_histogram()
     count = 0
     for log in sorted(logs.iterdir()):
         windows = [w for w in _windows(log) if w["level"] == 0]
         assert [w["index"] for w in windows] == [0, 1, 2]
-        for window in windows[-3:]:
+        for window in windows:
             part = HdrHistogram.decode(str(window["histogram"]).encode("ascii"))
             count += part.get_total_count()
             reference.add(part)
@@ -110,6 +122,46 @@ def test_a_shard_that_dies_leaves_its_windows_missing(examples_server: EmbeddedS
     assert "windows missing from some shard" in merged["message"]
     kept = len(_windows(victim_log))
     assert sum(level["windows"] for level in merged["levels"]) <= kept  # nothing invented
+
+
+# four levels of four windows of a second: a shard started late (and held up by its wait for the server to be idle,
+# while the other shard loads it) still joins the grid
+LATE = ["-m", "identity_uint8", "--concurrency-range", "1:4:1", "-p", "1000", "-r", "4", "-s", "1000"]
+
+
+def test_a_shard_that_starts_late_joins_the_grid_where_the_others_are(
+    examples_server: EmbeddedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shard 1 is started a second after --start-at: it keeps the grid of --start-at, joins it at the next window,
+    and the merge pairs its windows with shard 0's of the same span, reporting the ones it missed (or, should a busy
+    host leave them off the grid, refuses them in one line)."""
+    logs = tmp_path / "logs"
+    start_at = time.time() + 3
+    on_time = _shard(examples_server.grpc_url, 0, 2, start_at, logs, LATE)
+    time.sleep(max(start_at + 1 - time.time(), 0))
+    late = _shard(examples_server.grpc_url, 1, 2, start_at, logs, LATE)
+    outputs = [shard.communicate(timeout=120) for shard in (on_time, late)]
+    for shard, (_, err) in zip((on_time, late), outputs, strict=True):
+        assert shard.returncode in (0, 2), err
+    grids = [_grid_line(log) for log in sorted(logs.iterdir())]
+    assert grids[0]["start_ns"] == grids[1]["start_ns"] == round(float(f"{start_at:.3f}") * 1e9)
+    assert grids[0]["late_ns"] < grids[1]["late_ns"] and grids[1]["late_ns"] >= 900 * MS
+    grid = Grid(grids[1]["start_ns"], grids[1]["interval_ns"], grids[1]["windows"])
+    joined = grid.position(grid.origin_ns + grids[1]["late_ns"])
+    late_windows = _windows(logs / "shard-1-of-2.jsonl")
+    if late_windows:  # (a host so busy that the shard came after the whole grid measures nothing)
+        assert (late_windows[0]["level"], late_windows[0]["index"]) == joined
+        assert f"this run joins the grid at level {joined[0]} window {joined[1]}" in " ".join(outputs[1][0].split())
+    out = tmp_path / "merged.json"
+    status = main(["merge", *map(str, sorted(logs.iterdir())), "--json", str(out)])
+    if status == 3:
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert "do not line up" in line
+        return
+    merged = json.loads(out.read_text())
+    assert (status, merged["status"]) == (99, "incomplete")
+    assert f"shard 1 was ready {grids[1]['late_ns'] / 1e9:.2f} s after --start-at" in merged["message"]
+    assert "windows missing from some shard (left out): level 0 window 0" in merged["message"]
 
 
 def _render(document: dict[str, object], index: int, start_at: str) -> list[str]:
@@ -196,14 +248,15 @@ def test_a_sharded_mix_merges_model_by_model(test_server: EmbeddedServer, tmp_pa
     fast, batched = (model["levels"][0] for model in models)
     assert (level["request_rate"], fast["request_rate"], batched["request_rate"]) == (5.0, 3.75, 1.25)
     assert fast["request_count"] + batched["request_count"] == level["request_count"]
-    # each model's merged figures are its parts in both shards' last 3 windows, decoded straight from the logs
+    # each model's merged figures are its parts in both shards' windows up to where the level settled (as a single
+    # run stops at the first three that agree), decoded straight from the logs
     for merged_model in models:
         name, figures = merged_model["model"], merged_model["levels"][0]
         count = 0
         for log in sorted(logs.iterdir()):
             windows = [w for w in _windows(log) if w["level"] == 0]
             assert [w["index"] for w in windows] == [0, 1, 2, 3]
-            for window in windows[-3:]:
+            for window in windows[: level["windows"]][-3:]:
                 [part] = [p for p in window["models"] if p["model"] == name]  # type: ignore[attr-defined]
                 count += HdrHistogram.decode(str(part["histogram"]).encode("ascii")).get_total_count()
         assert figures["request_count"] == count > 0
@@ -225,3 +278,112 @@ def test_a_sharded_mix_merges_model_by_model(test_server: EmbeddedServer, tmp_pa
     assert set(single) == set(merged)
     assert set(single["models"][0]["levels"][0]) == set(fast)
     assert set(single["levels"][0]) == set(level)
+
+
+# Synthetic logs, written with the log writer: windows of 400 ms, on a grid from a made-up --start-at.
+ORIGIN_NS = 1_700_000_000 * 10**9
+SYNTHETIC = Settings(
+    url="localhost:8001",
+    model_name="identity_uint8",
+    concurrency_range="2:4:2",
+    measurement_interval=400,
+    max_trials=4,
+    stability_percentage=1000,
+    hdr_log="logs",
+)
+TREE = Composition("identity_uint8", "1", 1, 0, False)
+MS = 1_000_000
+
+
+def _synthetic_log(
+    folder: Path, shard: int, late_ns: int | None = 0, shift_ns: int = 0, origin_ns: int = ORIGIN_NS
+) -> Path:
+    """Shard `shard` of 2's log: 100 + 10 x index requests in each window it measured on the grid from `origin_ns`
+    (its windows moved by `shift_ns`); one ready `late_ns` after the grid's start has joined it at the next window;
+    `late_ns` None: no grid line (a log of version 2)."""
+    settings = dataclasses.replace(SYNTHETIC, shard=f"{shard}/2")
+    run = plan(settings)
+    log = WindowLog(str(folder), run.shard)
+    log.clock = WallClock(0)  # perf_counter_ns instants are UNIX ns here
+    description = RunDescription("identity_uint8", settings.url, run.mode, (), run.windows, run.rule, run.loads)
+    log.header(description, settings.to_dict(), {"identity_uint8": TREE})
+    grid = Grid.of(run.windows, origin_ns)
+    if late_ns is not None:
+        log.start(LoggedStart(grid, late_ns))
+    joined = grid.position(origin_ns + (late_ns or 0))
+    for number, load in enumerate(run.loads):
+        for index in range(grid.per_level):
+            if (number, index) < joined:
+                continue
+            histogram = new_histogram()
+            for value in range(100 + 10 * index):
+                histogram.record_value(1000 + value)
+            start, end = grid.boundary(number, index) + shift_ns, grid.boundary(number, index + 1) + shift_ns
+            log.window(LoggedWindow(load, number, index, Window(start, end, histogram), {}, None))
+    log.end("complete")
+    return log.path
+
+
+def test_the_grid_a_late_run_joins_at_the_next_window() -> None:
+    grid = Grid(ORIGIN_NS, 400 * MS, 3)
+    tolerance = grid.tolerance_ns
+    assert tolerance == 50 * MS  # a tenth of 400 ms is under the 50 ms floor
+    assert grid.position(ORIGIN_NS - 5000 * MS) == (0, 0)  # early: it waits for the first window
+    assert grid.position(ORIGIN_NS + tolerance) == (0, 0)  # a boundary passed within the tolerance still counts
+    assert grid.position(ORIGIN_NS + tolerance + 1) == (0, 1)  # later: the next window
+    assert grid.position(grid.boundary(1, 0) + 10 * MS) == (1, 0)  # level 0 is over
+    assert grid.boundary(0, 3) == grid.boundary(1, 0) == ORIGIN_NS + 1200 * MS
+    assert grid.position(grid.boundary(1, 1) + 60 * MS) == (1, 2)
+
+
+def test_a_late_shard_on_the_grid_merges_with_its_missed_windows_reported(tmp_path: Path) -> None:
+    logs = [_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1, late_ns=500 * MS)]
+    assert _grid_line(logs[1]) == {
+        "kind": "grid",
+        "start_ns": ORIGIN_NS,
+        "interval_ns": 400 * MS,
+        "windows": 4,
+        "late_ns": 500 * MS,
+    }
+    assert [w["index"] for w in _windows(logs[1]) if w["level"] == 0] == [2, 3]
+    merged = merge_logs(logs)
+    assert merged.status == "incomplete"
+    assert "shard 1 was ready 0.50 s after --start-at and joined the grid at level 0 window 2" in merged.message
+    assert "windows missing from some shard (left out): level 0 window 0, level 0 window 1" in merged.message
+    # windows 2 and 3 of level 0, both shards; never fewer requests per second than were sent (spans line up)
+    level = merged.levels[0]
+    assert (level.windows, level.request_count) == (2, 2 * (120 + 130))
+    assert level.duration_s == pytest.approx(0.8)
+
+
+def test_shards_whose_windows_do_not_line_up_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shard whose grid started when it woke (as before windows were anchored to --start-at), in a log without a
+    grid line: its windows are 150 ms off, and merging them would understate the throughput."""
+    logs = [_synthetic_log(tmp_path, 0, None), _synthetic_log(tmp_path, 1, None, shift_ns=150 * MS)]
+    with pytest.raises(
+        OptionError, match=r"shard 1's level 0 window 0 is 0\.150 s off shard 0's \(more than 0\.050 s\)"
+    ):
+        merge_logs(logs)
+    assert main(["merge", *map(str, logs)]) == 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: merge: shard 1's level 0 window 0") and "do not line up" in line
+    # within the tolerance they merge (a busy host wakes a few ms late)
+    for log in logs:
+        log.unlink()
+    logs = [_synthetic_log(tmp_path, 0, None), _synthetic_log(tmp_path, 1, None, shift_ns=20 * MS)]
+    assert merge_logs(logs).status == "complete"
+
+
+def test_shards_on_different_grids_are_refused(tmp_path: Path) -> None:
+    logs = [_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1, origin_ns=ORIGIN_NS + 1000 * MS)]
+    with pytest.raises(OptionError, match=r"shard 1 measured on another grid than shard 0 .*same --start-at"):
+        merge_logs(logs)
+
+
+def test_a_merged_level_stops_at_its_first_three_windows_that_agree(tmp_path: Path) -> None:
+    """As a single run: the shards measured 4 windows per level, the level settled at its third."""
+    merged = merge_logs([_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1)])
+    assert merged.status == "complete"
+    for level in merged.levels:
+        assert level.windows == 3
+        assert level.request_count == 2 * (100 + 110 + 120)  # windows 0 to 2, not the last three

@@ -10,16 +10,21 @@ The format, one JSON object per line, flushed as written so that a shard that di
   the deltas of Triton's statistics over the window (`[{"model", "version", counters...}]`) and `metrics` the
   server's metrics over it (null without them); the window's fields are the whole load's, and a mix's line has
   `"models": [{"model", ...}, ...]` too: each model's part of the window, encoded the same way;
+- `{"kind": "grid", "start_ns", "interval_ns", "windows", "late_ns"}`, before the first window: the grid the
+  windows fall on (level n's window m starts at `start_ns + (n * windows + m) * interval_ns`; `start_ns` is
+  `--start-at`, or when the run started without it), and how long after `start_ns` the run was ready to measure (a
+  shard that comes late joins the grid at the next window boundary: see `loadgen/shards/grid.py`);
 - `{"kind": "end", "status": "complete" | "unstable" | "interrupted" | "failed"}`.
-Window times are `time.time_ns()` instants, so that logs of different machines line up. Version 1 (before mixes)
-is version 2 without the `models` keys, and reads the same.
+Times are ns since the UNIX epoch, so that logs of different machines line up: the run measures on the monotonic
+clock and maps it to UNIX time once (`loadgen.clock.WallClock`), so a clock step during the run moves nothing.
+Version 2 is version 3 without the grid line (its windows are checked against each other only); version 1 (before
+mixes) is version 2 without the `models` keys. All three read alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +32,15 @@ from typing import IO, Any
 
 import dacite
 
+from loadgen.clock import WallClock
 from loadgen.measurement import Window
 from loadgen.plan import Load, Shard
 from loadgen.results import RunDescription
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.statistics import Composition, Counters, Snapshot
+from loadgen.shards.grid import Grid
 
-VERSION = 2  # 2: a mix's models (versions 1 and 2 read alike)
+VERSION = 3  # 2: a mix's models; 3: the grid line (versions 1 to 3 read alike)
 
 
 def log_name(shard: Shard) -> str:
@@ -54,6 +61,24 @@ class LoggedWindow:
     parts: Mapping[str, Window] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LoggedStart:
+    """Where a run's windows fall, and how long after the grid's start the run was ready to measure (0: in time)."""
+
+    grid: Grid
+    late_ns: int
+
+    @property
+    def late(self) -> bool:
+        """Ready too late for the grid's first window: the run joined it later (see `Grid.join`)."""
+        return self.late_ns > self.grid.tolerance_ns
+
+    @property
+    def joined(self) -> tuple[int, int]:
+        """The level and window the run joined the grid at."""
+        return self.grid.position(self.grid.origin_ns + self.late_ns)
+
+
 class WindowLog:
     """Writes one run's windows as JSON lines."""
 
@@ -62,7 +87,7 @@ class WindowLog:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / log_name(shard)
         self.shard = shard
-        self._wall_offset_ns = time.time_ns() - time.perf_counter_ns()  # window times are written as wall time
+        self.clock = WallClock.now()  # the run's one mapping of its perf_counter_ns instants to UNIX time
         self._file: IO[str] = self.path.open("w", encoding="utf-8")
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -107,9 +132,22 @@ class WindowLog:
     def _encoded(self, window: Window) -> dict[str, Any]:
         """A window as JSON values, its times as wall time."""
         record = window.encode()
-        record["start_ns"] += self._wall_offset_ns
-        record["end_ns"] += self._wall_offset_ns
+        record["start_ns"] = self.clock.unix_ns(record["start_ns"])
+        record["end_ns"] = self.clock.unix_ns(record["end_ns"])
         return record
+
+    def start(self, start: LoggedStart) -> None:
+        """The grid the windows fall on (its instants perf_counter_ns, written as UNIX time) and the run's lateness."""
+        grid = start.grid
+        self._write(
+            {
+                "kind": "grid",
+                "start_ns": self.clock.unix_ns(grid.origin_ns),
+                "interval_ns": grid.interval_ns,
+                "windows": grid.per_level,
+                "late_ns": start.late_ns,
+            }
+        )
 
     def end(self, status: str) -> None:
         self._write({"kind": "end", "status": status})
@@ -128,6 +166,12 @@ def read_window(record: dict[str, Any]) -> LoggedWindow:
     return LoggedWindow(
         Load(**record["load"]), record["level"], record["index"], Window.decode(record), server, decoded, parts
     )
+
+
+def read_start(record: dict[str, Any]) -> LoggedStart:
+    """The grid line back as typed values (its instants UNIX ns)."""
+    grid = Grid(int(record["start_ns"]), int(record["interval_ns"]), int(record["windows"]))
+    return LoggedStart(grid, int(record["late_ns"]))
 
 
 def read_compositions(header: dict[str, Any]) -> dict[str, Composition]:

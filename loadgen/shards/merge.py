@@ -1,4 +1,11 @@
-"""Merging window logs: K shards' logs into one result, exactly as if one run had measured it all."""
+"""Merging window logs: K shards' logs into one result, by the rule a single run applies to its windows.
+
+Windows are paired by (level, index), and must end within `alignment_tolerance_ns` of each other and start so too,
+but a level's first window, which each shard starts once it has switched its load to the level: logs whose windows
+do not line up are refused. Each level takes its windows in order until its last three agree, as a single run stops
+there (the shards measured all `-r` of them, not knowing when the whole would settle), else all of them; the sweep
+ends where a single run's would.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from loadgen.plan import plan
 from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server.statistics import Composition
 from loadgen.settings import Settings
-from loadgen.shards.log import VERSION, LoggedWindow, read_compositions, read_window
+from loadgen.shards.grid import alignment_tolerance_ns
+from loadgen.shards.log import VERSION, LoggedStart, LoggedWindow, read_compositions, read_start, read_window
 
 
 @dataclass
@@ -24,6 +32,11 @@ class _Shard:
     header: dict[str, Any]
     windows: dict[tuple[int, int], LoggedWindow]
     status: str | None  # None: the log has no end line (the shard died)
+    start: LoggedStart | None = None  # its grid and lateness (None: a log of version 2 or before)
+
+    @property
+    def index(self) -> int:
+        return int(self.header["shard"][0])
 
 
 def _read(path: Path) -> _Shard:
@@ -45,6 +58,8 @@ def _read(path: Path) -> _Shard:
             if record["kind"] == "window":
                 logged = read_window(record)
                 shard.windows[(logged.level, logged.index)] = logged
+            elif record["kind"] == "grid":
+                shard.start = read_start(record)
             elif record["kind"] == "end":
                 shard.status = record["status"]
     except (KeyError, TypeError, ValueError) as error:
@@ -57,46 +72,27 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
 
     Server statistics come from shard 0's log (each shard reads the same server; one reading is the truth).
     """
-    shards = sorted((_read(Path(p)) for p in paths), key=lambda shard: shard.header["shard"][0])
+    shards = sorted((_read(Path(p)) for p in paths), key=lambda shard: shard.index)
     if not shards:
         raise OptionError("merge: no window logs given")
     first = shards[0].header
     count = first["shard"][1]
-    indexes = [shard.header["shard"][0] for shard in shards]
     for shard in shards:
         if shard.header["model"] != first["model"] or shard.header["shard"][1] != count:
             raise OptionError(f"merge: {shard.path} belongs to another run ({shard.header['model']}, K={count})")
+    _check_grids(shards)
+    indexes = [shard.index for shard in shards]
     problems = [f"shard {i}/{count} has no log" for i in range(count) if i not in indexes]
-    problems += [f"shard {s.header['shard'][0]} stopped before its end" for s in shards if s.status is None]
+    problems += [f"shard {s.index} stopped before its end" for s in shards if s.status is None]
+    problems += _late(shards)
     try:
         settings = Settings.from_dict(first["settings"])
     except LoadgenError as error:
         raise OptionError(f"merge: {shards[0].path} records settings loadgen cannot read: {error}") from None
-    run = plan(settings)
-    rule = run.rule
-    trees = _compositions(shards[0], settings)
-    keys = sorted({key for shard in shards for key in shard.windows})
-    by_level: dict[int, Level] = {}
-    missing: list[str] = []
-    for key in keys:
-        found = [shard.windows.get(key) for shard in shards]
-        if any(part is None for part in found) or len(shards) < count:
-            missing.append(f"level {key[0]} window {key[1]}")
-            continue
-        present = [part for part in found if part is not None]
-        if settings.model_mix is not None and any(set(part.parts) != set(trees) for part in present):
-            raise OptionError(f"merge: level {key[0]} window {key[1]} lacks a model's part in some shard's log")
-        if key[0] not in by_level:  # the least-loaded level is the reference for the later ones' compute
-            least = next(iter(by_level.values()), None)
-            figures = least.result() if least is not None else None
-            load = present[0].load
-            by_level[key[0]] = start_level(load, rule, trees, settings.model_mix, figures, run.server_cores)
-        server, metrics = (present[0].server, present[0].metrics) if indexes[0] == 0 else ({}, None)
-        # each model's part of the window: its parts in every shard's window, added as the totals are
-        parts = {name: combine([part.parts[name] for part in present]) for name in present[0].parts}
-        by_level[key[0]].add(combine([part.window for part in present]), server, metrics, parts)
+    by_level, missing = _merge_windows(shards, count, settings)
     if missing:
         problems.append("windows missing from some shard (left out): " + ", ".join(missing))
+    rule = plan(settings).rule
     levels: list[LevelResult] = []
     for _, level in sorted(by_level.items()):
         levels.append(level.result())
@@ -113,6 +109,91 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
         status=status,
         message=message,
     )
+
+
+def _merge_windows(shards: Sequence[_Shard], count: int, settings: Settings) -> tuple[dict[int, Level], list[str]]:
+    """Each level's windows, every shard's added together, in order until the level's last three agree (where a
+    single run stops); the windows some shard lacks."""
+    run = plan(settings)
+    tolerance_ns = alignment_tolerance_ns(run.windows.interval_ms * 1_000_000)
+    trees = _compositions(shards[0], settings)
+    keys = sorted({key for shard in shards for key in shard.windows})
+    by_level: dict[int, Level] = {}
+    missing: list[str] = []
+    for key in keys:
+        found = [shard.windows.get(key) for shard in shards]
+        if any(part is None for part in found) or len(shards) < count:
+            missing.append(f"level {key[0]} window {key[1]}")
+            continue
+        present = [part for part in found if part is not None]
+        _check_aligned(key, shards, present, tolerance_ns)
+        if settings.model_mix is not None and any(set(part.parts) != set(trees) for part in present):
+            raise OptionError(f"merge: level {key[0]} window {key[1]} lacks a model's part in some shard's log")
+        if key[0] not in by_level:  # the least-loaded level is the reference for the later ones' compute
+            least = next(iter(by_level.values()), None)
+            figures = least.result() if least is not None else None
+            load = present[0].load
+            by_level[key[0]] = start_level(load, run.rule, trees, settings.model_mix, figures, run.server_cores)
+        level = by_level[key[0]]
+        if level.stable:
+            continue  # a single run measures no more windows of a level that settled
+        server, metrics = (present[0].server, present[0].metrics) if shards[0].index == 0 else ({}, None)
+        # each model's part of the window: its parts in every shard's window, added as the totals are
+        parts = {name: combine([part.parts[name] for part in present]) for name in present[0].parts}
+        level.add(combine([part.window for part in present]), server, metrics, parts)
+    return by_level, missing
+
+
+def _check_aligned(
+    key: tuple[int, int], shards: Sequence[_Shard], windows: Sequence[LoggedWindow], tolerance_ns: int
+) -> None:
+    """Refuse the shards' windows of one (level, index) when they do not cover the same span: added together, they
+    would make a window longer than any of them, and understate the throughput.
+
+    Every window ends on the grid, and starts where its shard's previous one ended, but a level's first: that one
+    starts once each shard has switched its load to the level (its requests of the previous level back), which
+    takes each its own time; its start is not compared."""
+    base = windows[0].window
+    for shard, logged in zip(shards[1:], windows[1:], strict=True):
+        window = logged.window
+        apart = abs(window.end_ns - base.end_ns)
+        if key[1] > 0:
+            apart = max(apart, abs(window.start_ns - base.start_ns))
+        if apart > tolerance_ns:
+            raise OptionError(
+                f"merge: shard {shard.index}'s level {key[0]} window {key[1]} is {apart / 1e9:.3f} s off shard "
+                f"{shards[0].index}'s (more than {tolerance_ns / 1e9:.3f} s): the shards' windows do not line up; "
+                "run every shard with the same --start-at, on clocks in sync"
+            )
+
+
+def _check_grids(shards: Sequence[_Shard]) -> None:
+    """Refuse logs measured on different grids (another --start-at, measurement interval or window count)."""
+    grids = [(shard, shard.start.grid) for shard in shards if shard.start is not None]
+    if not grids:
+        return
+    base_shard, base = grids[0]
+    for shard, grid in grids[1:]:
+        if grid != base:
+            raise OptionError(
+                f"merge: shard {shard.index} measured on another grid than shard {base_shard.index} (from UNIX time "
+                f"{grid.origin_ns / 1e9:.3f} s, windows of {grid.interval_ns / 1e6:g} ms, {grid.per_level} per level; "
+                f"not {base.origin_ns / 1e9:.3f} s, {base.interval_ns / 1e6:g} ms, {base.per_level}): run every "
+                "shard with the same --start-at and measurement options"
+            )
+
+
+def _late(shards: Sequence[_Shard]) -> list[str]:
+    """Each shard that was ready after the grid's start, and where it joined (the windows before are missing)."""
+    notes = []
+    for shard in shards:
+        if shard.start is not None and shard.start.late:
+            level, index = shard.start.joined
+            notes.append(
+                f"shard {shard.index} was ready {shard.start.late_ns / 1e9:.2f} s after --start-at and joined the grid "
+                f"at level {level} window {index}"
+            )
+    return notes
 
 
 def _compositions(shard: _Shard, settings: Settings) -> dict[str, Composition]:
