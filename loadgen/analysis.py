@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from loadgen.plan import Load
 from loadgen.server.metrics import ServerMetrics
+from loadgen.server.sharing import WAIT_SUGGESTION, Sharing
 from loadgen.server.statistics import ServerFigures
 
 NEAR_CAPACITY = 0.85  # a step this busy is the bound (its queue grows from here on)
@@ -26,7 +27,7 @@ OUTSIDE_FLOOR_US = 5000  # unaccounted time per request below this is the protoc
 WAITING_SHARE = 0.2  # queue time above this share of compute time: requests wait for an instance
 OWN_SHARE = 0.5  # a pipeline whose instances compute for this share of the host's busy CPU is what fills it
 MEASURABLE = 0.05  # a host less busy than this tells nothing about its capacity
-BOUNDS = ("step", "offered_load", "host_cpu", "host_gpu", "client")
+BOUNDS = ("step", "offered_load", "host_cpu", "host_gpu", "client", "shared")  # shared: none can be named
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Observation:
     server: ServerFigures
     metrics: ServerMetrics | None = None
     cores: int | None = None  # the server's host's cores, when it is this machine
+    sharing: Sharing | None = None  # the server's count of the model's requests beside loadgen's
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,17 @@ class Diagnosis:
         """What bounds throughput, in words: a step, or the load, the host or the client."""
         if self.bound == "step" and self.limiting_step:
             return self.limiting_step
-        return {"offered_load": "the offered load", "host_cpu": "the host's CPU", "host_gpu": "a GPU"}.get(
-            self.bound, "the client"
-        )
+        return {
+            "offered_load": "the offered load",
+            "host_cpu": "the host's CPU",
+            "host_gpu": "a GPU",
+            "shared": "unknown (a shared server)",
+        }.get(self.bound, "the client")
+
+    @property
+    def shared(self) -> bool:
+        """The server served the model to someone else too: no capacity or bound was computed."""
+        return self.bound == "shared"
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,10 @@ def _offered_limit(observation: Observation) -> float:
 
 
 def diagnose(observation: Observation, baseline: Reference | None = None) -> Diagnosis | None:
-    """What bounds the level's throughput, and what to change; None when the server reported no requests."""
+    """What bounds the level's throughput, and what to change; None when the server reported no requests. A level the
+    server served to someone else too gets no bound, only why."""
+    if observation.sharing is not None and observation.sharing.shared:
+        return _shared(observation.sharing)
     server = observation.server
     if server.request_count == 0 or observation.throughput <= 0:
         return None
@@ -252,6 +265,21 @@ def diagnose(observation: Observation, baseline: Reference | None = None) -> Dia
         reason=reason,
         suggestions=suggestions,
         certain=host.throughput_limit is not None,
+    )
+
+
+def _shared(sharing: Sharing) -> Diagnosis:
+    """A level the server served to someone else too: its steps' rates are not this load's, so no capacity (a step's
+    in the model's inferences per second) and no bound is computed from them."""
+    return Diagnosis(
+        bound="shared",
+        limiting_step=None,
+        predicted_max_throughput=None,
+        latency_step=None,
+        utilization={},
+        reason=f"{sharing.describe()}; no capacity or bound is computed from figures that are not this load's alone",
+        suggestions=(WAIT_SUGGESTION,),
+        certain=False,
     )
 
 

@@ -56,7 +56,9 @@ class ModelInterference:
 class MixDiagnosis:
     """What bounds the mix at one level, across its models, and what to change."""
 
-    bound: str  # host_cpu, host_gpu (a shared resource is saturated), step (a model's step), offered_load, client
+    # host_cpu, host_gpu (a shared resource is saturated), step (a model's step), offered_load, client, or shared (the
+    # server served a model to someone else too: no bound named)
+    bound: str
     cpu_utilization: float | None
     gpu_utilization: float | None
     steps: tuple[StepShare, ...]  # by compute share, largest first
@@ -165,6 +167,9 @@ def _bound(
     def diagnosis(bound: str, limiting: str | None, reason: str, suggestions: tuple[str, ...]) -> MixDiagnosis:
         return MixDiagnosis(bound, cpu, gpu, tuple(steps), tuple(models), limiting, reason, suggestions)
 
+    shared = [found for found in diagnoses if found is not None and found.shared]
+    if shared:  # no bound is named from figures another client's requests are part of
+        return diagnosis("shared", None, "; ".join(found.reason for found in shared), shared[0].suggestions)
     for resource, used, bound in (("GPU", gpu, "host_gpu"), ("CPU", cpu, "host_cpu")):
         if used is None or used < HOST_SATURATED or not contended or heaviest is None:
             continue

@@ -326,6 +326,8 @@ class _Search:
                 return [], f"{who}{diagnosis.name} is the limit: {diagnosis.reason}; more instances cannot help"
             if diagnosis is not None and diagnosis.bound == "client":
                 return [], f"{who}the client limits throughput: {diagnosis.reason}"
+            if diagnosis is not None and diagnosis.shared:
+                return [], f"{who}the server served the model to someone else too: {diagnosis.reason}"
         ranked: list[list[_Change]] = []
         fixed: list[str] = []
         for _, part in parts:

@@ -1,0 +1,1 @@
+../../sleeper/1/model.py
