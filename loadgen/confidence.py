@@ -33,6 +33,7 @@ CONFIDENCE = 0.99  # the default --confidence
 REPORTED = (50, 90, 95, 99)  # the percentiles every level reports (with --percentile's)
 HISTOGRAMS = ("latency_us", "service_latency_us", "first_response_latency_us")  # each with its percentiles' bounds
 MAX_ENCODED = 1_000_000  # characters of an encoded histogram read back from a file (an encoded one is a few KB)
+MAX_SAMPLES = 10**12  # latencies in one histogram read back (the binomial tail loses its precision far beyond)
 _TINY = 1e-300
 _EPSILON = 1e-15
 _MAX_TERMS = 1_000_000
@@ -298,6 +299,8 @@ def decode_histogram(encoded: str) -> HdrHistogram:
         histogram.decode_and_add(encoded.encode("ascii"))
     except Exception as error:  # the decoder's errors are many and undocumented (base64, zlib, its own)
         raise LoadgenError(f"a histogram in the file cannot be decoded: {error}") from None
+    if not 0 <= histogram.get_total_count() <= MAX_SAMPLES:
+        raise LoadgenError(f"a histogram in the file holds {histogram.get_total_count()} latencies: not a run's")
     return histogram
 
 

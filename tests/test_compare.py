@@ -14,6 +14,7 @@ import loadgen
 from loadgen.cli import main
 from loadgen.comparison import Gate, parse_gate
 from loadgen.errors import OptionError
+from loadgen.measurement import new_histogram
 from loadgen.results import LevelResult, ProfileResult
 from loadgen.server import EmbeddedServer
 from tests.helpers import QUICK, level_of, one_line_error, result_of, run_cli
@@ -156,6 +157,9 @@ def test_bad_thresholds_options_and_files_are_one_line_errors(
         "histogram": json.dumps(
             document | {"levels": [_with(document["levels"][0], "histograms", {"latency_us": "AAAA"})]}
         ),
+        "huge": json.dumps(
+            document | {"levels": [_with(document["levels"][0], "histograms", {"latency_us": _huge()})]}
+        ),
     }
     for name, text in broken.items():
         path = tmp_path / f"{name}.json"
@@ -168,6 +172,13 @@ def test_bad_thresholds_options_and_files_are_one_line_errors(
     [far] = _saved(tmp_path, far=result_of(_level(9, (100, 100, 100), concurrency=8)))
     line = _one_error(*_compare(base, far, capsys=capsys)[::2])
     assert line.endswith(f"no load in both runs: {base} measured 1, 2, {far} 8")
+
+
+def _huge() -> str:
+    """An encoded histogram of 10^18 latencies: more than any run measures, and past the tests' precision."""
+    histogram = new_histogram()
+    histogram.record_value(100, 10**18)
+    return str(histogram.encode().decode("ascii"))
 
 
 def _with(level: dict[str, object], key: str, value: object) -> dict[str, object]:
