@@ -354,3 +354,147 @@ def test_grpc_messages_several_per_frame_and_split_across_frames() -> None:
         assert type(call.error).__name__ == "_EndOfStream" and not connection.streams
 
     run(body)
+
+
+# Issue 24: requests larger than a frame's 3-byte length, responses of many frames, and servers that break parsers
+
+
+def _data_frames(written: bytes, stream_id: int) -> list[tuple[int, bytes]]:
+    """The DATA frames of one stream in what the client wrote: (flags, payload)."""
+    return [
+        (flags, payload) for kind, flags, sid, payload in _frames(written) if kind == http2.DATA and sid == stream_id
+    ]
+
+
+@pytest.mark.parametrize("mib", [16, 64])
+def test_a_request_larger_than_a_frame_can_say_goes_out_in_frames(mib: int) -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.frame(http2.WINDOW_UPDATE, 0, 0, (http2.MAX_WINDOW - 65_535).to_bytes(4, "big")))
+        connection.data_received(http2.settings_frame([(http2.SETTINGS_INITIAL_WINDOW_SIZE, http2.MAX_WINDOW)]))
+        _written(connection, transport)
+        transport.written.clear()
+        message = bytes(range(256)) * (mib << 12)
+        call = _unary(connection, message)
+        data = _data_frames(_written(connection, transport), 1)
+        assert all(len(payload) <= http2.MIN_FRAME_SIZE for _, payload in data)
+        assert [flags for flags, _ in data] == [0] * (len(data) - 1) + [http2.END_STREAM]
+        assert b"".join(payload for _, payload in data) == http2.grpc_message(message)
+        assert not call.future.done() and not connection.blocked
+
+    run(body)
+
+
+def test_a_larger_max_frame_size_carries_the_request_in_fewer_frames() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.settings_frame([(http2.SETTINGS_MAX_FRAME_SIZE, http2.MAX_FRAME_SIZE)]))
+        connection.data_received(http2.frame(http2.WINDOW_UPDATE, 0, 0, (http2.MAX_WINDOW - 65_535).to_bytes(4, "big")))
+        connection.data_received(http2.settings_frame([(http2.SETTINGS_INITIAL_WINDOW_SIZE, http2.MAX_WINDOW)]))
+        _written(connection, transport)
+        transport.written.clear()
+        message = bytes(17_000_000)
+        _unary(connection, message)
+        data = _data_frames(_written(connection, transport), 1)
+        assert [len(payload) for _, payload in data] == [http2.MAX_FRAME_SIZE, len(message) + 5 - http2.MAX_FRAME_SIZE]
+
+    run(body)
+
+
+@pytest.mark.timeout(60)  # joined once, 64 MiB takes well under a second; appended frame by frame, many minutes
+def test_a_64_mib_response_is_joined_once() -> None:
+    message = bytes(range(256)) * (64 << 12)
+
+    async def body() -> None:
+        connection, _ = _h2()
+        call = _unary(connection)
+        server = Server()
+        framed = http2.grpc_message(message)
+        connection.data_received(server.headers(1, OK_HEADERS))
+        for at in range(0, len(framed), http2.MIN_FRAME_SIZE):
+            connection.data_received(http2.frame(http2.DATA, 0, 1, framed[at : at + http2.MIN_FRAME_SIZE]))
+        connection.data_received(server.headers(1, [("grpc-status", "0")], end_stream=True))
+        assert call.future.result() == message
+
+        reader = http2.MessageReader()
+        got: list[bytes] = []
+        for at in range(0, len(framed), http2.MIN_FRAME_SIZE):
+            reader.feed(framed[at : at + http2.MIN_FRAME_SIZE], got.append)
+        assert got == [message] and not reader.chunks
+
+    run(body)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            http2.settings_frame([(http2.SETTINGS_MAX_FRAME_SIZE, 0)]),
+            "PROTOCOL_ERROR with the fake: SETTINGS_MAX_FRAME_SIZE 0",
+        ),
+        (
+            http2.settings_frame([(http2.SETTINGS_MAX_FRAME_SIZE, 1 << 24)]),
+            "PROTOCOL_ERROR with the fake: SETTINGS_MAX_FRAME_SIZE 16777216",
+        ),
+        (
+            http2.settings_frame([(http2.SETTINGS_INITIAL_WINDOW_SIZE, 1 << 31)]),
+            "FLOW_CONTROL_ERROR with the fake: SETTINGS_INITIAL_WINDOW_SIZE 2147483648",
+        ),
+        (http2.frame(http2.SETTINGS, 0, 0, bytes(7)), "FRAME_SIZE_ERROR with the fake: a SETTINGS frame of 7 bytes"),
+    ],
+    ids=["max-frame-size-0", "max-frame-size-2^24", "initial-window-2^31", "length-7"],
+)
+def test_settings_out_of_range_end_the_connection(settings: bytes, expected: str) -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        call = _unary(connection)
+        connection.data_received(settings)  # raises nothing
+        assert connection.closed and transport.closing
+        assert str(call.future.exception()) == f"14: HTTP/2 {expected}"
+        assert _frames(_written(connection, transport))[-1][0] == http2.GOAWAY
+
+    run(body)
+
+
+def test_a_status_in_digits_int_refuses_fails_the_call_alone() -> None:
+    async def body() -> None:
+        connection, _ = _h2()
+        server = Server()
+        odd, other = _unary(connection), _unary(connection)
+        connection.data_received(server.headers(1, [(":status", "²")], end_stream=True))  # raises nothing
+        assert str(odd.future.exception()) == "2: the server answered without a valid HTTP :status"
+        connection.data_received(server.response(3, b"fine"))
+        assert other.future.result() == b"fine" and not connection.closed
+
+        odd = _unary(connection)  # stream 5
+        connection.data_received(
+            server.headers(5, OK_HEADERS) + server.headers(5, [("grpc-status", "²"), ("grpc-message", "odd")], True)
+        )
+        assert str(odd.future.exception()) == "2: odd"  # UNKNOWN, with the server's message
+
+    run(body)
+
+
+def test_an_exception_handling_one_stream_fails_that_call_alone() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        server = Server()
+
+        class Broken(UnaryCall):
+            def on_data(self, data: bytes) -> None:
+                raise ZeroDivisionError("a bug")
+
+        broken = Broken(_failure, asyncio.get_running_loop().create_future())
+        connection.start(broken, http2.prepare(http2.request_block([(":path", "/x")]), http2.grpc_message(b"")))
+        other = _unary(connection)
+        connection.data_received(server.response(1, b"x") + server.response(3, b"fine"))
+        assert str(broken.future.exception()) == "internal: ZeroDivisionError: a bug"
+        assert other.future.result() == b"fine" and not connection.closed
+        resets = [
+            (sid, payload)
+            for kind, _, sid, payload in _frames(_written(connection, transport))
+            if kind == http2.RST_STREAM
+        ]
+        assert resets == [(1, http2.INTERNAL_ERROR.to_bytes(4, "big"))]
+
+    run(body)

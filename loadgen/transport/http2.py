@@ -20,6 +20,8 @@ from urllib.parse import unquote
 
 import hpack
 
+from loadgen.transport.errors import internal
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
 END_STREAM = ACK = 0x1
@@ -28,7 +30,7 @@ PADDED = 0x8
 PRIORITY_FLAG = 0x20
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
 SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 4, 5
-PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 3, 6
+PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 2, 3, 6
 REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11
 ERROR_NAMES = [
     "NO_ERROR",
@@ -51,6 +53,7 @@ DEFAULT_WINDOW = 65_535
 MAX_WINDOW = 2**31 - 1
 MAX_STREAM_ID = 2**31 - 1
 MIN_FRAME_SIZE = 16_384  # every peer accepts frames this large; the client's SETTINGS keep it as its own limit
+MAX_FRAME_SIZE = 2**24 - 1  # the largest SETTINGS_MAX_FRAME_SIZE a peer may set (a frame's 3-byte length)
 MAX_HEADER_BLOCK = 1 << 20  # a longer header block (HEADERS and CONTINUATION frames) ends the connection
 WINDOW_REFILL = 1 << 30  # received bytes after which a window is topped up again
 HEADER_CACHE_SIZE = 256
@@ -79,6 +82,8 @@ def settings_frame(settings: Iterable[tuple[int, int]]) -> bytes:
 
 def header_frames(stream_id: int, block: bytes, max_frame: int, end_stream: bool = False) -> bytes:
     """A header block as a HEADERS frame and, past `max_frame` bytes, CONTINUATION frames."""
+    if not MIN_FRAME_SIZE <= max_frame <= MAX_FRAME_SIZE:
+        raise ValueError(f"a frame size of {max_frame} bytes, outside HTTP/2's {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE}")
     parts = [block[at : at + max_frame] for at in range(0, len(block), max_frame)] or [b""]
     flags = END_STREAM if end_stream else 0
     if len(parts) == 1:
@@ -119,9 +124,15 @@ class Request(NamedTuple):
 
 
 def prepare(block: bytes, body: bytes) -> Request:
-    """The frames of a unary request: HEADERS with `block`, then `body` as DATA that ends the stream."""
-    head = len(block).to_bytes(3, "big") + bytes((HEADERS, END_HEADERS))
-    return Request(head, block + len(body).to_bytes(3, "big") + bytes((DATA, END_STREAM)), body, block)
+    """The frames of a unary request: HEADERS with `block`, then `body` as DATA that ends the stream. A block or body
+    larger than any frame gets no pre-built frame header: `Connection.start` splits it into frames."""
+    head = _length(block) + bytes((HEADERS, END_HEADERS))
+    return Request(head, block + _length(body) + bytes((DATA, END_STREAM)), body, block)
+
+
+def _length(payload: bytes) -> bytes:
+    """A frame header's length field for `payload`, or zeros when no frame can hold it (never sent whole)."""
+    return len(payload).to_bytes(3, "big") if len(payload) <= MAX_FRAME_SIZE else bytes(3)
 
 
 class Headers(NamedTuple):
@@ -135,13 +146,17 @@ class Headers(NamedTuple):
 def summarise(headers: Iterable[tuple[Any, Any]]) -> Headers:
     """The parts of a decoded header block a gRPC call needs (grpc-message is percent-decoded)."""
     fields = {_text(name): _text(value) for name, value in headers}
-    status = fields.get(":status", "")
     grpc_status = fields.get("grpc-status")
     return Headers(
-        int(status) if status.isdigit() else None,
-        None if grpc_status is None else int(grpc_status) if grpc_status.isdigit() else UNKNOWN,
+        _number(fields.get(":status", "")),
+        None if grpc_status is None else _number(grpc_status, UNKNOWN),
         unquote(fields.get("grpc-message", "")),
     )
+
+
+def _number(text: str, otherwise: int | None = None) -> int | None:
+    """A header's decimal number: ASCII digits only (`str.isdigit` takes "²", which `int` refuses)."""
+    return int(text) if text.isascii() and text.isdigit() else otherwise
 
 
 def _text(value: str | bytes) -> str:
@@ -171,8 +186,10 @@ class Call:
         """A header block arrived: the response's headers, its trailers, or both at once (Trailers-Only)."""
         if not self.answered:
             self.answered = True
+            if headers.status is None:
+                return self.fail(UNKNOWN, "the server answered without a valid HTTP :status")
             if headers.status != 200:
-                code = _HTTP_STATUS.get(headers.status or 0, UNKNOWN)
+                code = _HTTP_STATUS.get(headers.status, UNKNOWN)
                 return self.fail(code, f"the server answered with HTTP status {headers.status}")
         if end_stream:
             if headers.grpc_status is None:
@@ -202,6 +219,11 @@ class Call:
         self.close_stream(CANCEL)
         self.failed(self.failure(code, message))
 
+    def crash(self, error: Exception) -> None:
+        """Handling the call's frames raised: the stream is reset and the call fails with what was raised."""
+        self.close_stream(INTERNAL_ERROR)
+        self.failed(internal(error))
+
     def close_stream(self, error_code: int | None = None) -> None:
         """Forget the stream; with `error_code`, reset it on the wire."""
         connection = self.connection
@@ -211,28 +233,41 @@ class Call:
 
 
 class MessageReader:
-    """gRPC's length-prefixed messages out of DATA frames: several in one frame, or one split across frames."""
+    """gRPC's length-prefixed messages out of DATA frames: several in one frame, or one split across frames. The
+    frames of a message split across many are kept as they come and joined once, when the message is whole."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("chunks", "pending", "wanted")
 
     def __init__(self) -> None:
-        self.pending = b""
+        self.pending = 0  # bytes in `chunks`
+        self.chunks: list[bytes] = []
+        self.wanted = 5  # bytes needed before anything more can be read: a prefix, or a whole message
 
     def feed(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
         """Hand every whole message to `deliver`; keep the rest. Raises ValueError on a compressed message."""
-        if self.pending:
-            data = self.pending + data
+        if self.chunks:
+            self.chunks.append(data)
+            self.pending += len(data)
+            if self.pending < self.wanted:
+                return
+            data = b"".join(self.chunks)
+            self.chunks = []
+            self.pending = 0
         at = 0
         size = len(data)
+        self.wanted = 5
         while size - at >= 5:
             if data[at]:
                 raise ValueError("the server sent a compressed message, which loadgen never asks for")
             end = at + 5 + int.from_bytes(data[at + 1 : at + 5], "big")
             if end > size:
+                self.wanted = end - at
                 break
             deliver(data[at + 5 : end])
             at = end
-        self.pending = data[at:] if at < size else b""
+        if at < size:
+            self.chunks.append(data[at:])
+            self.pending = size - at
 
 
 class Connection(asyncio.Protocol):
@@ -361,6 +396,18 @@ class Connection(asyncio.Protocol):
     def start(self, call: Call, request: Request) -> None:
         """Send a unary request: HEADERS, then DATA that ends the stream, as flow control allows."""
         sid = self._open(call)
+        try:
+            self._send_request(call, sid, request)
+        except BaseException:
+            self._abandon(call)
+            raise
+
+    def _abandon(self, call: Call) -> None:
+        """Forget a stream whose opening failed before anything of it went out."""
+        self.streams.pop(call.stream_id, None)
+        call.connection = None
+
+    def _send_request(self, call: Call, sid: bytes, request: Request) -> None:
         body = request.body
         size = len(body)
         if (
@@ -453,6 +500,12 @@ class Connection(asyncio.Protocol):
     # frames in
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as error:  # a bug, or a server that broke a parser: the connection ends, its calls fail
+            self._connection_error(INTERNAL_ERROR, str(internal(error)))
+
+    def _receive(self, data: bytes) -> None:
         if self._buffer:
             data = self._buffer + data
         size = len(data)
@@ -499,7 +552,10 @@ class Connection(asyncio.Protocol):
             self._refill(stream_id, call.received)
             call.received = 0
         if payload:
-            call.on_data(payload)
+            try:
+                call.on_data(payload)
+            except Exception as error:
+                return call.crash(error)
         if flags & END_STREAM and call.connection is self:
             call.fail(INTERNAL, "the server ended the stream without trailers")
 
@@ -544,13 +600,18 @@ class Connection(asyncio.Protocol):
                 self._blocks[block] = headers  # decoding it used no table and changed none: the same next time
         call = self.streams.get(stream_id)
         if call is not None:
-            call.on_headers(headers, bool(flags & END_STREAM))
+            try:
+                call.on_headers(headers, bool(flags & END_STREAM))
+            except Exception as error:
+                call.crash(error)
         return None
 
     def _on_control(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == SETTINGS:
             if not flags & ACK:
                 self._on_settings(payload)
+                if self.closed:
+                    return
                 self._write(frame(SETTINGS, ACK, 0))
                 if not self.ready.done():
                     self.ready.set_result(None)
@@ -587,20 +648,27 @@ class Connection(asyncio.Protocol):
         return None
 
     def _on_settings(self, payload: bytes) -> None:
-        for at in range(0, len(payload) - 5, 6):
+        if len(payload) % 6:
+            return self._connection_error(FRAME_SIZE_ERROR, f"a SETTINGS frame of {len(payload)} bytes")
+        for at in range(0, len(payload), 6):
             key = int.from_bytes(payload[at : at + 2], "big")
             value = int.from_bytes(payload[at + 2 : at + 6], "big")
             if key == SETTINGS_MAX_CONCURRENT_STREAMS:
                 self.max_streams = value
             elif key == SETTINGS_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    return self._connection_error(FLOW_CONTROL_ERROR, f"SETTINGS_INITIAL_WINDOW_SIZE {value}")
                 delta = value - self.initial_window
                 self.initial_window = value
                 for call in self.streams.values():
                     call.send_window += delta
             elif key == SETTINGS_MAX_FRAME_SIZE:
+                if not MIN_FRAME_SIZE <= value <= MAX_FRAME_SIZE:
+                    return self._connection_error(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self.max_frame = value
         if self.blocked:
             self._flush()
+        return None
 
     def _on_goaway(self, last_id: int, code: int) -> None:
         """The server takes no new streams: those above `last_id` were not processed (sent again elsewhere, or

@@ -39,21 +39,19 @@ class _Refused(Exception):
 class UnaryCall(http2.Call):
     """A `ModelInfer` call: its response message, its deadline."""
 
-    __slots__ = ("body", "first_ns", "future", "timer")
+    __slots__ = ("chunks", "first_ns", "future", "timer")
 
     def __init__(self, failure: http2.Failure, future: asyncio.Future[bytes]) -> None:
         super().__init__(failure)
         self.future = future
-        self.body = b""
+        self.chunks: list[bytes] = []  # the response's DATA as it came, joined once at the end
         self.first_ns = 0  # when the response's first bytes came
         self.timer: asyncio.TimerHandle | None = None
 
     def on_data(self, data: bytes) -> None:
-        if self.body:
-            self.body = self.body + data
-        else:
-            self.body = data
+        if not self.chunks:
             self.first_ns = time.perf_counter_ns()
+        self.chunks.append(data)
 
     def finish(self, code: int, message: str) -> None:
         if self.timer is not None:
@@ -61,7 +59,8 @@ class UnaryCall(http2.Call):
         future = self.future
         if future.done():
             return
-        body = self.body
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if code:
             future.set_exception(self.failure(code, message))
         elif len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):

@@ -1,0 +1,31 @@
+"""Issue 24: requests and responses of 16 and 64 MiB through both gRPC transports against the real server, counted
+as a run counts them (the benchmark, benchmarks/transport_cpu.py --large, adds 256 MiB and times them)."""
+
+from __future__ import annotations
+
+import pytest
+
+import loadgen
+from loadgen.server import EmbeddedServer
+from tests.helpers import successes
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mib", [16, 64])
+@TRANSPORTS
+def test_a_large_request_and_response_are_counted(test_server: EmbeddedServer, transport: str, mib: int) -> None:
+    before = successes(test_server, "fast_step")
+    result = loadgen.profile_sync(
+        test_server.grpc_url,
+        "fast_step",  # echoes its input: the response is as large as the request
+        transport=transport,
+        input_data="zero",
+        shape={"INPUT0": [mib << 20]},
+        request_count=3,
+        max_error_rate=0,
+    )
+    level = result.levels[0]
+    assert level.errors == {} and level.request_count == 3
+    assert successes(test_server, "fast_step") - before == 3
