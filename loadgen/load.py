@@ -14,7 +14,7 @@ from typing import Protocol
 from loadgen import schedule
 from loadgen.errors import OptionError
 from loadgen.inputs import Requests
-from loadgen.measurement import Recorder, Window
+from loadgen.measurement import Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.records import RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
@@ -30,6 +30,7 @@ from loadgen.transport import (
     StreamMux,
     Unreachable,
     decode_message,
+    internal,
     stream_counted,
     stream_one,
 )
@@ -77,9 +78,21 @@ class _Failures:
         self.rejected: RequestFailed | None = None
         self.rejection = rejection or asyncio.Event()  # shared by the models of a mix
 
-    async def record(self, error: Exception) -> None:
-        failed = error if isinstance(error, RequestFailed) else self.failure(error)
-        self.recorder.record_error(str(failed))
+    def describe(self, error: Exception) -> RequestFailed:
+        """A failed request's error as loadgen's kind: the transport maps its own errors; anything else raised on
+        a request's path is an `internal` failure, counted like any other (the slot goes on)."""
+        if isinstance(error, RequestFailed):
+            return error
+        if isinstance(error, self.errors):
+            try:
+                return self.failure(error)
+            except Exception as unmapped:  # a mapping that fails on a server's odd answer is still a failure
+                return internal(unmapped)
+        return internal(error)
+
+    async def record(self, error: Exception, generation: int) -> None:
+        failed = self.describe(error)
+        self.recorder.record_error(str(failed), generation)
         if isinstance(failed, Rejected) and self.rejected is None and not self.recorder.answered:
             self.rejected = failed
             self.rejection.set()
@@ -145,7 +158,7 @@ class _Slots:
 
     def _requests(self, source: Iterator[Payload]) -> Iterator[Payload]:
         """The slot's requests while the budget lasts (the budget is the same for every slot)."""
-        return (payload for payload, _ in zip(source, self._budget, strict=False))
+        return (payload for _, payload in zip(self._budget, source, strict=False))  # the budget first: no draw past it
 
     @staticmethod
     def _ending(source: Iterator[Payload]) -> Payload | None:
@@ -165,6 +178,7 @@ class ClosedLoop(_Slots):
 
     async def _work(self, slot: int) -> None:
         call = self._call
+        begin = self._recorder.start
         record = self._recorder.record
         errors = self._failures.errors
         clock = time.perf_counter_ns
@@ -174,13 +188,14 @@ class ClosedLoop(_Slots):
             payload = next(requests, None)
             if payload is None:  # the budget is spent
                 break
+            generation = begin()
             start = clock()
             try:
                 await call(payload)
-            except errors as error:
-                await self._failures.record(error)
+            except Exception as error:  # whatever it is, a counted failure: the slot goes on
+                await self._failures.record(error, generation)
                 continue
-            record((clock() - start) // 1000)
+            record((clock() - start) // 1000, generation)
         ending = self._ending(source)
         if ending is not None:  # right after its last request: the server frees the sequence's slot at once
             with contextlib.suppress(*errors):
@@ -204,6 +219,7 @@ class StreamingLoop(_Slots):
         self._check = check
 
     async def _work(self, slot: int) -> None:
+        begin = self._recorder.start
         record = self._recorder.record_stream
         errors = self._failures.errors
         clock = time.perf_counter_ns
@@ -216,18 +232,19 @@ class StreamingLoop(_Slots):
                 payload = next(requests, None)
                 if payload is None:  # the budget is spent
                     break
+                generation = begin()
                 start = clock()
                 try:
                     first, responses = await stream_one(stream, payload, clock, check)
                 except Mismatch as error:  # all its responses were read: the stream is still in step
-                    await self._failures.record(error)
+                    await self._failures.record(error, generation)
                     continue
-                except errors as error:
+                except Exception as error:  # whatever it is, a counted failure: the slot goes on
                     stream.cancel()  # a stream that failed may still carry that request's responses
                     stream = self._open_stream()
-                    await self._failures.record(error)
+                    await self._failures.record(error, generation)
                     continue
-                record((first - start) // 1000, (clock() - start) // 1000, responses)
+                record((first - start) // 1000, (clock() - start) // 1000, responses, generation)
             ending = self._ending(source)
             if ending is not None:  # right after its last request: the server frees the sequence's slot at once
                 with contextlib.suppress(*errors):
@@ -311,6 +328,7 @@ class OpenLoop:
         payloads = self._payloads
         tasks = self._tasks
         discard = tasks.discard
+        begin = self._recorder.start
         for offset in offsets:
             due = start + offset
             wait = due - clock()
@@ -334,11 +352,12 @@ class OpenLoop:
                     self._slot_free.clear()
                     await self._slot_free.wait()
             self._in_flight += 1
+            generation = begin()
             if self._lane_of is None:
-                task = loop.create_task(self._one(next(payloads), due))
+                task = loop.create_task(self._one(next(payloads), due, generation))
             else:
                 lane = next(self._lane_of)
-                task = loop.create_task(self._one(next(payloads), due, self._lanes[lane]))
+                task = loop.create_task(self._one(next(payloads), due, generation, self._lanes[lane]))
                 self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
@@ -361,27 +380,29 @@ class OpenLoop:
         with contextlib.suppress(*self._failures.errors):
             await self._call(ending)
 
-    async def _one(self, payload: Payload, due: int, previous: asyncio.Task[None] | None = None) -> None:
+    async def _one(
+        self, payload: Payload, due: int, generation: int, previous: asyncio.Task[None] | None = None
+    ) -> None:
         if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
             self._recorder.record_limit_hit()
             await asyncio.wait((previous,))  # the request before it in its sequence has returned
         clock = time.perf_counter_ns
         sent = clock()
         recorder = self._recorder
-        recorder.record_sent((sent - due) // 1000)
+        recorder.record_sent((sent - due) // 1000, generation)
         try:
             result = await self._call(payload)
-        except self._failures.errors as error:
-            await self._failures.record(error)
+        except Exception as error:  # whatever it is, a counted failure
+            await self._failures.record(error, generation)
         else:
             done = clock()
             if self._streaming:
                 first, responses = result
                 recorder.record_stream_response(
-                    (first - due) // 1000, (done - due) // 1000, (done - sent) // 1000, responses
+                    (first - due) // 1000, (done - due) // 1000, (done - sent) // 1000, responses, generation
                 )
             else:
-                recorder.record_response((done - due) // 1000, (done - sent) // 1000)
+                recorder.record_response((done - due) // 1000, (done - sent) // 1000, generation)
         finally:
             self._in_flight -= 1
             self._slot_free.set()
@@ -442,18 +463,22 @@ class Generator(Protocol):
     def rejected(self) -> RequestFailed | None:
         """That first rejected request."""
 
-    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> Window:
         """Switch to a load level (an open-loop schedule starts at `start_ns`, a perf_counter_ns instant); with
-        `count`, send exactly that many requests at it."""
+        `count`, send exactly that many requests at it. Returns the window that closed at the switch: the level's
+        requests complete in the next."""
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         """The window that closes once `count` requests completed in it (or, after `timeout_s`, as it is)."""
 
+    async def drain(self, timeout_s: float) -> int:
+        """Wait (at most `timeout_s`) until no request of an earlier level is in flight; how many still are."""
+
     async def rotate(self) -> Window:
         """Close the current window now and start the next."""
 
-    async def stop(self, grace_s: float = 0.0) -> None:
-        """Stop the load; requests in flight get `grace_s` to return."""
+    async def stop(self, grace_s: float = 0.0) -> Unfinished:
+        """Stop the load; requests in flight get `grace_s` to return; what was in flight and never answered."""
 
 
 async def next_window(generator: Generator, windows: Windows, deadline_ns: int | None = None) -> Window:
@@ -490,7 +515,7 @@ class LocalGenerator:
         self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
-        self._times_mark = (self.times.send_ns, self.times.recv_ns, self.times.calls)
+        self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
         self.connection = connection
         self.requests = requests
@@ -517,6 +542,7 @@ class LocalGenerator:
         else:
             source = functools.partial(_cycle, requests.payloads)
             stream, lanes = itertools.cycle(requests.payloads), []
+        self.load: Load | None = None  # the level applied last
         self.closed = (
             StreamingLoop(open_stream, source, self.recorder, failures, check)
             if settings.streaming
@@ -533,10 +559,17 @@ class LocalGenerator:
         return self.failures.rejected
 
     def _share(self, count: int) -> int:
-        """This shard's part of a request count (at least 1)."""
-        return max(self.shard.concurrency(count), 1)
+        """This generator's part of a request count: in a closed loop in proportion to its slots (none at this
+        level: no part), in an open loop its part of the schedule's first `count` requests."""
+        load = self.load
+        if load is not None and load.concurrency is not None:
+            return self.shard.by_slots(count, load.concurrency)
+        return self.shard.concurrency(count)
 
-    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> Window:
+        self.load = load
+        before = self._client_times(self.recorder.rotate())
+        self.recorder.next_level()
         if load.concurrency is not None:
             budget = itertools.repeat(None, self._share(count)) if count else itertools.repeat(None)
             self.closed.resize(self.shard.concurrency(load.concurrency), budget)
@@ -544,6 +577,10 @@ class LocalGenerator:
             whole = schedule_for(load, self.run)
             offsets = self.select(whole) if self.select is not None else self.shard.schedule(whole)
             self.open.start(itertools.islice(offsets, self._share(count)) if count else offsets, start_ns)
+        return before
+
+    async def drain(self, timeout_s: float) -> int:
+        return await self.recorder.drained(timeout_s)
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         return self._client_times(await self.recorder.fill(self._share(count), timeout_s))
@@ -561,18 +598,21 @@ class LocalGenerator:
 
     def _client_times(self, window: Window) -> Window:
         """The connection's send and receive times during the window (the differences of its sums)."""
-        times, (send, recv, calls) = self.times, self._times_mark
-        window.client_send_ns, window.client_recv_ns, window.client_calls = (
+        times, (send, sends, recv, calls) = self.times, self._times_mark
+        window.client_send_ns, window.client_sends, window.client_recv_ns, window.client_calls = (
             times.send_ns - send,
+            times.sends - sends,
             times.recv_ns - recv,
             times.calls - calls,
         )
-        self._times_mark = (times.send_ns, times.recv_ns, times.calls)
+        self._times_mark = (times.send_ns, times.sends, times.recv_ns, times.calls)
         return window
 
-    async def stop(self, grace_s: float = 0.0) -> None:
+    async def stop(self, grace_s: float = 0.0) -> Unfinished:
         """Stop the load; requests in flight get `grace_s` to return; sequences left open are ended."""
+        in_flight = self.recorder.outstanding
         await asyncio.gather(self.closed.stop(grace_s), self.open.stop(grace_s))
+        unfinished = Unfinished(in_flight, self.recorder.outstanding)  # a cancelled request never records
         if self.mux is not None:
             await self.mux.close()
         if self.sequences is not None:
@@ -583,3 +623,4 @@ class LocalGenerator:
             for ending in endings:
                 ending.cancel()
             await asyncio.gather(*endings, return_exceptions=True)
+        return unfinished

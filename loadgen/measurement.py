@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter
@@ -119,13 +120,15 @@ class Window:
     sent: int = field(default=0, metadata=SUMMED)  # open loop: requests sent
     delayed: int = field(default=0, metadata=SUMMED)  # open loop: sent more than LATE_US after their time
     limit_hits: int = field(default=0, metadata=SUMMED)  # open loop: requests that waited for the in-flight limit
-    clamped: int = field(default=0, metadata=SUMMED)  # latencies outside the histogram's range
+    clamped: int = field(default=0, metadata=SUMMED)  # values outside the histograms' range (any histogram)
+    stale: int = field(default=0, metadata=SUMMED)  # requests of an earlier level that completed here: not counted
     responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
     loop_cpu_ns: int = field(default=0, metadata=BUSIEST)  # the event loop's thread CPU time
     process_cpu_ns: int = field(default=0, metadata=SUMMED)  # the whole process's CPU time
     client_send_ns: int = field(default=0, metadata=SUMMED)  # handing requests to the connection (`ClientTimes`)
     client_recv_ns: int = field(default=0, metadata=SUMMED)  # from responses' first bytes to their completion
-    client_calls: int = field(default=0, metadata=SUMMED)  # the calls those two sum over
+    client_sends: int = field(default=0, metadata=SUMMED)  # the requests `client_send_ns` sums over
+    client_calls: int = field(default=0, metadata=SUMMED)  # the successful calls `client_recv_ns` sums over
     errors: Counter[str] = field(default_factory=Counter)  # failed requests by one-line description
 
     @property
@@ -217,21 +220,30 @@ class Recorder:
 
     It lives in the event loop's thread: no locks, and `time.thread_time_ns` measures the loop's own busy time.
     The histograms of the window being filled are kept at hand, so that recording a latency is one call.
+
+    Every request is tagged when it leaves (`start`) with the generation of the load level it belongs to;
+    `next_level` starts a new generation, and a request of an earlier one that completes later is not counted in
+    any figure (only as `stale`): a level's windows hold its own requests alone. `drained` waits until none of
+    them is in flight any more.
     """
 
     __slots__ = (
         "_answered",
         "_completed",
+        "_drained",
         "_filled",
         "_first",
         "_full",
         "_histogram",
         "_lag",
         "_loop_cpu_ns",
+        "_old",
         "_process_cpu_ns",
         "_service",
         "_target",
         "_window",
+        "generation",
+        "in_flight",
         "open_loop",
         "streaming",
     )
@@ -240,9 +252,13 @@ class Recorder:
         self.open_loop = open_loop
         self.streaming = streaming
         self._full = asyncio.Event()
+        self._drained = asyncio.Event()
         self._target = 0
         self._filled: Window | None = None
         self._answered = False
+        self.generation = 0
+        self.in_flight = 0  # requests of the current generation in flight
+        self._old = 0  # requests of earlier generations in flight
         self._reset(time.perf_counter_ns())
 
     def _reset(self, now: int) -> None:
@@ -262,52 +278,105 @@ class Recorder:
         self._loop_cpu_ns = time.thread_time_ns()
         self._process_cpu_ns = time.process_time_ns()
 
+    def start(self) -> int:
+        """A request leaves (or, open loop, is scheduled): the generation its completion hands back."""
+        self.in_flight += 1
+        return self.generation
+
+    def next_level(self) -> None:
+        """Requests sent from now on belong to a new level; those in flight are of an earlier one."""
+        self._old += self.in_flight
+        self.in_flight = 0
+        self.generation += 1
+        if self._old:
+            self._drained.clear()
+
+    async def drained(self, timeout_s: float) -> int:
+        """Wait until no request of an earlier level is in flight, at most `timeout_s`; how many still are."""
+        if self._old:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
+        return self._old
+
+    @property
+    def outstanding(self) -> int:
+        """Requests in flight, of any level."""
+        return self.in_flight + self._old
+
+    def _ours(self, generation: int) -> bool:
+        """Whether a completed request belongs to the current level; one of an earlier level is counted as stale."""
+        if generation == self.generation:
+            self.in_flight -= 1
+            return True
+        self._old -= 1
+        self._window.stale += 1
+        if not self._old:
+            self._drained.set()
+        return False
+
     def _completion(self) -> None:
         self._completed += 1
         if self._completed == self._target:
+            self._target = 0  # once: completions later in the same loop turn go to the next window
             self._filled = self.rotate()  # the window closes at exactly the target request
             self._full.set()
 
-    def record(self, latency_us: int) -> None:
+    def _clamp(self, histogram: HdrHistogram | None, value_us: int) -> None:
+        if histogram is not None and not _record(histogram, value_us):
+            self._window.clamped += 1
+
+    def record(self, latency_us: int, generation: int) -> None:
         """Closed loop: one successful request's latency."""
+        if not self._ours(generation):
+            return
         if not _record(self._histogram, latency_us):
             self._window.clamped += 1
         self._completion()
 
-    def record_stream(self, first_us: int, last_us: int, responses: int) -> None:
+    def record_stream(self, first_us: int, last_us: int, responses: int, generation: int) -> None:
         """Streaming: one request's latency to its first and to its last response, and how many responses it got."""
-        assert self._first is not None
-        _record(self._first, first_us)
+        if not self._ours(generation):
+            return
+        self._clamp(self._first, first_us)
         self._window.responses += responses
-        self.record(last_us)
+        self._clamp(self._histogram, last_us)
+        self._completion()
 
-    def record_stream_response(self, first_us: int, response_us: int, service_us: int, responses: int) -> None:
-        """Open loop over a stream: one request's first response and response time (from its schedule), its
-        service time, and how many responses it got."""
-        assert self._first is not None
-        _record(self._first, first_us)
-        self._window.responses += responses
-        self.record_response(response_us, service_us)
-
-    def record_sent(self, lag_us: int) -> None:
-        """Open loop: a request left `lag_us` after its scheduled time."""
+    def record_sent(self, lag_us: int, generation: int) -> None:
+        """Open loop: a request left `lag_us` after its scheduled time (one of an earlier level is not counted)."""
+        if generation != self.generation:
+            return
         window = self._window
         window.sent += 1
-        assert self._lag is not None
-        _record(self._lag, lag_us)
+        self._clamp(self._lag, lag_us)
         if lag_us > LATE_US:
             window.delayed += 1
 
-    def record_response(self, response_us: int, service_us: int) -> None:
+    def record_response(self, response_us: int, service_us: int, generation: int) -> None:
         """Open loop: one successful request's response time (from its schedule) and service time."""
-        assert self._service is not None
-        if not _record(self._histogram, response_us):
-            self._window.clamped += 1
-        _record(self._service, service_us)
+        if not self._ours(generation):
+            return
+        self._clamp(self._histogram, response_us)
+        self._clamp(self._service, service_us)
         self._completion()
 
-    def record_error(self, description: str) -> None:
+    def record_stream_response(
+        self, first_us: int, response_us: int, service_us: int, responses: int, generation: int
+    ) -> None:
+        """Open loop over a stream: one request's first response and response time (from its schedule), its
+        service time, and how many responses it got."""
+        if not self._ours(generation):
+            return
+        self._clamp(self._first, first_us)
+        self._window.responses += responses
+        self._clamp(self._histogram, response_us)
+        self._clamp(self._service, service_us)
+        self._completion()
+
+    def record_error(self, description: str, generation: int) -> None:
         """Count one failed request under its one-line description."""
+        if not self._ours(generation):
+            return
         self._window.errors[description] += 1
         self._completion()
 
@@ -349,6 +418,18 @@ class Recorder:
         window.process_cpu_ns = time.process_time_ns() - self._process_cpu_ns
         self._reset(now)
         return window
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """The requests in flight when the load stopped: how many, and how many of them never answered within the
+    grace period (cancelled)."""
+
+    in_flight: int = 0
+    cancelled: int = 0
+
+    def __add__(self, other: Unfinished) -> Unfinished:
+        return Unfinished(self.in_flight + other.in_flight, self.cancelled + other.cancelled)
 
 
 def throughput(request_count: int, batch_size: int, duration_s: float) -> float:

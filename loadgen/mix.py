@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from loadgen.levels import model_load
 from loadgen.load import LocalGenerator
-from loadgen.measurement import Window, combine
+from loadgen.measurement import Unfinished, Window, combine
 from loadgen.plan import Load, Shard, Windows
 from loadgen.transport import RequestFailed
 
@@ -86,12 +86,14 @@ class MixGenerator:
     def rejected(self) -> RequestFailed | None:
         return next((member.rejected for member in self.members.values() if member.rejected is not None), None)
 
-    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> Window:
         counts = split_count(count, self.mix) if count else {}
+        parts = {}
         for name, member in self.members.items():
             # a closed loop's models keep their own concurrency; an open loop's take their part of one schedule
             own = model_load(load, self.mix[name]) if self.closed_loop else load
-            await member.apply(own, start_ns, counts.get(name))
+            parts[name] = await member.apply(own, start_ns, counts.get(name))
+        return self._combined(parts)
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         """With --request-count, each model's part of the count, exactly (its window closes at its last request);
@@ -125,5 +127,9 @@ class MixGenerator:
         self.parts = parts
         return total
 
-    async def stop(self, grace_s: float = 0.0) -> None:
-        await asyncio.gather(*(member.stop(grace_s) for member in self.members.values()))
+    async def drain(self, timeout_s: float) -> int:
+        return sum(await asyncio.gather(*(member.drain(timeout_s) for member in self.members.values())))
+
+    async def stop(self, grace_s: float = 0.0) -> Unfinished:
+        parts = await asyncio.gather(*(member.stop(grace_s) for member in self.members.values()))
+        return sum(parts, Unfinished())

@@ -64,6 +64,15 @@ class Shard:
         """Its share of the concurrency slots (or of a request count)."""
         return total // self.count + (1 if self.index < total % self.count else 0)
 
+    def by_slots(self, count: int, concurrency: int) -> int:
+        """Its part of `count` requests in proportion to its slots of `concurrency`: the parts of all shards add up
+        to `count`, and a shard without slots has none."""
+        if concurrency <= 0:
+            return 0
+        before = self.index * (concurrency // self.count) + min(self.index, concurrency % self.count)
+        mine = self.concurrency(concurrency)
+        return count * (before + mine) // concurrency - count * before // concurrency
+
     def schedule(self, offsets: Iterator[int]) -> Iterator[int]:
         """Its share of a schedule: every `count`-th request, so that the shards' union is the schedule itself."""
         return itertools.islice(offsets, self.index, None, self.count) if self.count > 1 else offsets

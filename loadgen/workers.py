@@ -24,11 +24,12 @@ import uvloop
 from loadgen.errors import LoadgenError
 from loadgen.inputs import Requests
 from loadgen.load import LocalGenerator
-from loadgen.measurement import Window, combine
+from loadgen.measurement import Unfinished, Window, combine
 from loadgen.plan import Load, RunPlan, Shard
 from loadgen.transport import ConnectionOptions, Rejected, RequestFailed, connect
 
 START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
 
 
 def worker_count(text: str) -> int:
@@ -109,8 +110,8 @@ class ProcessGenerator:
     async def _window(self, command: tuple[str, Any]) -> Window:
         return combine([Window.decode(encoded) for encoded, _ in await self._all(command)])
 
-    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> None:
-        await self._all(("apply", (load, start_ns, count)))  # start_ns means the same instant in every worker
+    async def apply(self, load: Load, start_ns: int, count: int | None = None) -> Window:
+        return await self._window(("apply", (load, start_ns, count)))  # start_ns means the same instant in every worker
 
     async def fill(self, count: int, timeout_s: float) -> Window:
         return await self._window(("fill", (count, timeout_s)))
@@ -118,17 +119,24 @@ class ProcessGenerator:
     async def rotate(self) -> Window:
         return await self._window(("rotate", None))
 
-    async def stop(self, grace_s: float = 0.0) -> None:
+    async def drain(self, timeout_s: float) -> int:
+        return sum(old for old, _ in await self._all(("drain", timeout_s)))
+
+    async def stop(self, grace_s: float = 0.0) -> Unfinished:
+        unfinished = Unfinished()
         for link in self.links:
             if link.process.is_alive():
                 with contextlib.suppress(OSError):
                     link.pipe.send(("stop", grace_s))
         for link in self.links:
-            await asyncio.to_thread(link.process.join, 10 + grace_s)
+            with contextlib.suppress(LoadgenError, OSError):  # a worker that died has nothing more to say
+                unfinished += Unfinished(*await link.receive(STOP_TIMEOUT_S + grace_s))
+            await asyncio.to_thread(link.process.join, STOP_TIMEOUT_S + grace_s)
             if link.process.is_alive():
                 link.process.kill()
             link.pipe.close()
         self.links = []
+        return unfinished
 
 
 def _worker_main(pipe: Pipe, requests: Requests, run: RunPlan, options: ConnectionOptions, shard: Shard) -> None:
@@ -163,18 +171,22 @@ async def _serve(pipe: Pipe, requests: Requests, run: RunPlan, options: Connecti
                 grace_s = value or 0.0
                 return
             try:
-                window: Window | None = None
+                reply: Any = None
                 if kind == "apply":
-                    await generator.apply(*value)
+                    reply = (await generator.apply(*value)).encode()
                 elif kind == "fill":
-                    window = await generator.fill(*value)
+                    reply = (await generator.fill(*value)).encode()
                 elif kind == "rotate":
-                    window = await generator.rotate()
+                    reply = (await generator.rotate()).encode()
+                elif kind == "drain":
+                    reply = await generator.drain(value)
                 rejected = str(generator.rejected) if generator.rejected is not None else None
-                pipe.send(("ok", (window.encode() if window is not None else None, rejected)))
+                pipe.send(("ok", (reply, rejected)))
             except Exception as error:  # reported to the parent, which stops the run with it
                 pipe.send(("error", f"{type(error).__name__}: {error}"))
     finally:
         loop.remove_reader(pipe.fileno())
-        await generator.stop(grace_s)
+        unfinished = await generator.stop(grace_s)
         await connection.close()
+        with contextlib.suppress(OSError):  # the parent reads what was left in flight
+            pipe.send(("ok", (unfinished.in_flight, unfinished.cancelled)))

@@ -17,9 +17,9 @@ def _open_window(sent: int, late: int, completed: int, loop_busy: float, limit_h
     places the windows back to back)."""
     recorder = Recorder(open_loop=True)
     for index in range(sent):
-        recorder.record_sent(5000 if index < late else 10)
+        recorder.record_sent(5000 if index < late else 10, recorder.start())
     for _ in range(completed):
-        recorder.record_response(2000, 1500)
+        recorder.record_response(2000, 1500, recorder.generation)
     for _ in range(limit_hits):
         recorder.record_limit_hit()
     window = recorder.rotate()

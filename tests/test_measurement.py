@@ -48,9 +48,9 @@ def test_merge_adds_histograms_exactly() -> None:
     for _ in range(3):
         for _ in range(1000):
             value = rng.randint(100, 50_000)
-            recorder.record(value)
+            recorder.record(value, recorder.start())
             reference.record_value(value)
-        recorder.record_error("UNAVAILABLE: gone")
+        recorder.record_error("UNAVAILABLE: gone", recorder.start())
         windows.append(recorder.rotate())
     merged = merge(windows)
     assert merged.request_count == 3000
@@ -61,7 +61,7 @@ def test_merge_adds_histograms_exactly() -> None:
 
 def test_rotate_starts_an_empty_window() -> None:
     recorder = Recorder()
-    recorder.record(500)
+    recorder.record(500, recorder.start())
     first = recorder.rotate()
     second = recorder.rotate()
     assert first.request_count == 1
@@ -71,7 +71,7 @@ def test_rotate_starts_an_empty_window() -> None:
 
 def test_out_of_range_latency_is_clamped_and_counted() -> None:
     recorder = Recorder()
-    recorder.record(HIGHEST_US * 10)
+    recorder.record(HIGHEST_US * 10, recorder.start())
     window = recorder.rotate()
     assert window.clamped == 1
     assert window.request_count == 1
@@ -81,7 +81,7 @@ def test_out_of_range_latency_is_clamped_and_counted() -> None:
 def test_summary_counts_inferences_with_the_batch_size() -> None:
     recorder = Recorder()
     for _ in range(10):
-        recorder.record(1000)
+        recorder.record(1000, recorder.start())
     window = recorder.rotate()
     one = summarize(window, 1)
     four = summarize(window, 4)
@@ -95,7 +95,7 @@ def test_latency_stats_of_an_empty_histogram_are_zero() -> None:
 def test_stability_on_a_percentile_compares_that_percentile() -> None:
     recorder = Recorder()
     for value in [100] * 98 + [5000, 9000]:
-        recorder.record(value)
+        recorder.record(value, recorder.start())
     window = recorder.rotate()
     by_avg = summarize(window)
     by_p99 = summarize(window, percentile=99)
@@ -106,8 +106,8 @@ def test_stability_on_a_percentile_compares_that_percentile() -> None:
 def test_open_loop_windows_keep_service_time_and_send_lag() -> None:
     recorder = Recorder(open_loop=True)
     for lag in (10, 20, 5000):
-        recorder.record_sent(lag)
-    recorder.record_response(7000, 2000)
+        recorder.record_sent(lag, recorder.start())
+    recorder.record_response(7000, 2000, recorder.generation)
     recorder.record_limit_hit()
     window = recorder.rotate()
     assert window.sent == 3
@@ -126,7 +126,7 @@ def test_a_count_window_closes_at_exactly_the_nth_request() -> None:
         async def complete() -> None:
             for _ in range(8):
                 await asyncio.sleep(0)
-                recorder.record(100)
+                recorder.record(100, recorder.start())
 
         feeder = asyncio.ensure_future(complete())
         filled = await recorder.fill(5, timeout_s=5)

@@ -33,10 +33,10 @@ def test_combined_windows_equal_one_histogram_of_all_values() -> None:
         recorder = Recorder(open_loop=True)
         for _ in range(2000):
             response, service = rng.randint(100, 90_000), rng.randint(50, 40_000)
-            recorder.record_sent(rng.randint(0, 3000))
-            recorder.record_response(response, service)
+            recorder.record_sent(rng.randint(0, 3000), recorder.start())
+            recorder.record_response(response, service, recorder.generation)
             reference.record_value(response)
-        recorder.record_error("INTERNAL: boom")
+        recorder.record_error("INTERNAL: boom", recorder.start())
         parts.append(Window.decode(recorder.rotate().encode()))  # as workers send them
     window = combine(parts)
     assert window.request_count == 8000

@@ -22,12 +22,14 @@ from loadgen.transport.common import (
     Wire,
 )
 from loadgen.transport.errors import (
+    Internal,
     Mismatch,
     PermissionDenied,
     Rejected,
     RequestFailed,
     TimedOut,
     Unreachable,
+    internal,
 )
 from loadgen.transport.grpc_connection import (
     GrpcConnection,
@@ -50,6 +52,7 @@ __all__ = [
     "GrpcWire",
     "IndexEntry",
     "InferCall",
+    "Internal",
     "Mismatch",
     "ModelInfo",
     "Output",
@@ -73,6 +76,7 @@ __all__ = [
     "Wire",
     "connect",
     "decode_message",
+    "internal",
     "request_id",
     "stream_counted",
     "stream_one",

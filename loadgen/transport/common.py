@@ -159,14 +159,19 @@ class Wire(ABC):
 
 
 class ClientTimes:
-    """What a connection's inference calls cost loadgen, summed since it opened (ns): handing each request to the
-    socket (send), and from each response's first byte until the caller has it (receive). perf_analyzer's Client
-    Send and Client Recv; a path that cannot see one of them leaves it at 0."""
+    """What a connection's inference calls cost loadgen, summed since it opened (ns), perf_analyzer's Client Send
+    and Client Recv:
+    - send: framing each request and writing it to the socket (the raw transports time the socket writes
+      themselves; HTTP/2 writes a loop turn's frames in one call, whose time counts once); the library gRPC path
+      sees only the call being started (grpcio writes out of sight), the library HTTP path nothing (0);
+    - receive: from each response's first byte until the caller has it (successful calls only).
+    `sends` counts every request sent (failed ones too), `calls` the successful calls `recv_ns` sums over."""
 
-    __slots__ = ("calls", "recv_ns", "send_ns")
+    __slots__ = ("calls", "recv_ns", "send_ns", "sends")
 
     def __init__(self) -> None:
         self.send_ns = 0
+        self.sends = 0
         self.recv_ns = 0
         self.calls = 0
 

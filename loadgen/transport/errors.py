@@ -3,6 +3,8 @@ only), so that nothing above the transport imports grpc or aiohttp or reads a me
 
 from __future__ import annotations
 
+INTERNAL_MESSAGE_CHARS = 200
+
 
 class RequestFailed(Exception):
     """A request failed; the message is its one-line description, counted as the error's kind."""
@@ -24,8 +26,24 @@ class PermissionDenied(RequestFailed):
     """Triton refused the call for want of the right header (restricted protocol or API)."""
 
 
+class Internal(RequestFailed):
+    """Something on a request's path raised what no transport maps (a bug, or a server that broke a parser): the
+    request is counted as failed with the exception's name and message, and its load slot goes on."""
+
+
 class Mismatch(RequestFailed):
     """A response differs from the validation data; the connection or stream it came on is still in step."""
+
+
+def internal(error: BaseException) -> Internal:
+    """An unexpected exception on a request's path as a counted failure (its message cut to one short line)."""
+    try:
+        text = " ".join(str(error).split())
+    except Exception:  # an exception whose own message fails (a half-built one from a broken response)
+        text = ""
+    if len(text) > INTERNAL_MESSAGE_CHARS:
+        text = text[:INTERNAL_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return Internal(f"internal: {type(error).__name__}: {text}" if text else f"internal: {type(error).__name__}")
 
 
 def timed_out(timeout_s: float) -> TimedOut:

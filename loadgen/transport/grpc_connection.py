@@ -214,7 +214,7 @@ class GrpcConnection(Connection):
         call = self._unary(payload)
         times = self.times
         times.send_ns += time.perf_counter_ns() - start
-        times.calls += 1
+        times.sends += 1
         return await call
 
     def failure(self, error: Exception) -> RequestFailed:

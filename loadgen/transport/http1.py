@@ -154,6 +154,7 @@ class Http1Pool:
             start = clock()
             waiter = connection.send(request)
             times.send_ns += clock() - start
+            times.sends += 1
             timer = None
             if timeout_s is not None:
                 timer = asyncio.get_running_loop().call_later(timeout_s, _expire, connection)

@@ -208,6 +208,8 @@ class HttpConnection(Connection):
         except asyncio.TimeoutError:
             assert self.request_timeout_s is not None
             raise timed_out(self.request_timeout_s) from None
+        except aiohttp.ClientError as error:  # a response aiohttp could not parse (ClientResponseError and the rest)
+            raise RequestFailed(f"malformed response from Triton at {self.url}: {one_line(str(error))}") from None
 
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
