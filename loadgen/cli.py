@@ -337,8 +337,7 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
     sequences.add_argument(
         "--sequence-length",
         type=_int,
-        default=20,
-        help="requests per sequence (default 20; JSON streams set their own)",
+        help="requests per sequence, varied (default: each JSON stream whole, from its first step; other data 20)",
     )
     sequences.add_argument(
         "--sequence-length-variation",

@@ -34,6 +34,7 @@ class InputData:
     streams: tuple[tuple[Sample, ...], ...]
     expected: tuple[tuple[Sample, ...], ...] | None = None
     timestamps_ms: tuple[int, ...] | None = None  # --fixed-schedule: each step's time, in order (one stream)
+    json: bool = False  # from perf_analyzer's JSON format: a sequence is one stream, whole (see `Sequences`)
 
     @property
     def samples(self) -> tuple[Sample, ...]:
@@ -54,6 +55,7 @@ class Requests:
     streams: tuple[tuple[int, ...], ...]  # indices into `payloads`, stream by stream
     expected: tuple[Sample, ...] | None = None  # per payload: the outputs validation_data expects
     sequential: bool = False  # a stateful model: requests go out in sequences
+    json: bool = False  # the data was JSON: a sequence walks one stream from its first step
 
 
 def encode_requests(
@@ -84,7 +86,7 @@ def encode_requests(
     for stream in data.streams:
         streams.append(tuple(range(start, start + len(stream))))
         start += len(stream)
-    return Requests(payloads, tuple(streams), expected, model.is_sequence)
+    return Requests(payloads, tuple(streams), expected, model.is_sequence, data.json)
 
 
 def load_data(model: ModelInfo, settings: Settings) -> InputData:
@@ -142,7 +144,7 @@ def _joined(parts: Sequence[InputData]) -> InputData:
     if len({part.expected is None for part in parts}) > 1:
         raise OptionError("--input-data: give validation_data in every JSON file or in none")
     expected = None if parts[0].expected is None else tuple(s for p in parts for s in p.expected or ())
-    return InputData(tuple(stream for part in parts for stream in part.streams), expected)
+    return InputData(tuple(stream for part in parts for stream in part.streams), expected, json=True)
 
 
 def _json_path(source: str, several: bool) -> Path:
@@ -327,7 +329,7 @@ class _Builder:
             if [len(s) for s in expected] != [len(s) for s in streams]:
                 raise OptionError(f"{where}: needs one entry per entry of data, in the same layout")
         if not self.settings.fixed_schedule:
-            return InputData(streams, expected)
+            return InputData(streams, expected, json=True)
         if len(streams) != 1:
             raise OptionError(
                 f"--input-data {path}: --fixed-schedule sends one flat list of entries, each with its "

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from loadgen.errors import OptionError
 from loadgen.inputs import Requests
 from loadgen.plan import RunPlan, Shard
+from loadgen.settings import SEQUENCE_LENGTH
 from loadgen.transport import Payload, Wire
 
 SEED = 0
@@ -36,8 +37,9 @@ def check_sequence_ids(run: RunPlan) -> None:
 class Sequences:
     """Endless sequences over the requests, with IDs unique to this shard of the load.
 
-    With several data streams, each sequence walks one stream from start to end; otherwise a sequence takes
-    --sequence-length steps (varied by --sequence-length-variation percent) from the data in turn.
+    perf_analyzer's rule: every sequence starts at the first step of a stream (the streams taken in turn). Its length
+    is --sequence-length varied by --sequence-length-variation percent, its steps the stream's cycled; without
+    --sequence-length, a sequence of JSON data is its stream, whole, and of other data 20 steps, varied.
     """
 
     def __init__(self, requests: Requests, run: RunPlan, wire: Wire, shard: Shard) -> None:
@@ -46,13 +48,13 @@ class Sequences:
         self.flags = wire.sequence_flags
         self.join = wire.with_flags
         self.streams = requests.streams
-        self.length = run.settings.sequence_length
+        self.whole = requests.json and run.settings.sequence_length is None  # each sequence: its stream, whole
+        self.length = run.settings.sequence_length or SEQUENCE_LENGTH
         self.variation = run.settings.sequence_length_variation / 100
         first, last = run.sequence_ids
         ids = itertools.count(first + shard_index, shard_count)
         self.ids = ids if last is None else itertools.cycle(range(first + shard_index, last + 1, shard_count))
         self.next_stream = itertools.cycle(range(len(self.streams)))
-        self.position = 0
         self.rng = random.Random(SEED + shard_index)
         self.open: dict[int, int] = {}  # sequences started and not ended: ID -> the payload index of their last step
         self.in_use: set[int] = set()  # IDs of sequences started whose last request may not have returned yet
@@ -68,15 +70,13 @@ class Sequences:
         return sequence_id
 
     def steps(self) -> list[int]:
-        """The payload indices of the next sequence."""
-        if len(self.streams) > 1:
-            return list(self.streams[next(self.next_stream)])
+        """The payload indices of the next sequence: from the first step of the next stream."""
+        stream = self.streams[next(self.next_stream)]
+        if self.whole:
+            return list(stream)
         spread = self.length * self.variation
-        length = max(1, round(self.length + self.rng.uniform(-spread, spread)))
-        count = len(self.payloads)
-        steps = [(self.position + k) % count for k in range(length)]
-        self.position = (self.position + length) % count
-        return steps
+        length = max(1, self.length + int(self.rng.uniform(-spread, spread)))  # the offset truncated, as there
+        return [stream[k % len(stream)] for k in range(length)]
 
     def slot(self, _index: int = 0) -> SequenceSlot:
         """One sequence after another, each request only after the previous one's response (a concurrency slot)."""
