@@ -270,6 +270,7 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
     calls.add_argument(
         "-a",
         "--async",
+        "--asynchronous",
         dest="asynchronous",
         action="store_true",
         help="asynchronous calls (loadgen's only kind: every slot is a coroutine; accepted for perf_analyzer)",
@@ -454,6 +455,14 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         type=_float,
         metavar="MS",
         help="stop the sweep at the first level over it (0: no limit)",
+    )
+    measurement.add_argument(
+        "--perf-analyzer-rules",
+        action="store_true",
+        default=perf_analyzer,
+        help="measure as perf_analyzer does (`loadgen perf-analyzer` always does): latency from the actual send, not "
+        "from an open loop's schedule; time windows of 1.2 x -p; a --request-count window of whole seconds; with "
+        "asynchronous calls, a level whose throughput settled is stable after its last window",
     )
     files = parser.add_argument_group("output files")
     files.add_argument("--json", metavar="FILE", help="write the result as JSON")

@@ -53,6 +53,7 @@ class Level:
         self.server: list[Snapshot] = []
         self.metrics: list[ServerMetrics] = []
         self.summaries: list[WindowSummary] = []
+        self.throughput_only = False  # stable on throughput alone (`settle_on_throughput`)
 
     def add(
         self,
@@ -78,7 +79,13 @@ class Level:
         """perf_analyzer's rule: the last three windows agree (one window of --request-count needs no agreement);
         a mix's level, when every model's does too."""
         own = bool(self.windows) if self.rule.single else is_stable(self.summaries, self.rule.stability_percentage)
-        return own and all(level.stable for level in self.models.values())
+        return (own or self.throughput_only) and all(level.stable for level in self.models.values())
+
+    def settle_on_throughput(self) -> bool:
+        """perf_analyzer's asynchronous fallback, once a level's windows are spent: stable when the last three
+        windows' throughput agrees (latency need not); whether it now is."""
+        self.throughput_only = is_stable(self.summaries, self.rule.stability_percentage, latency=False)
+        return self.throughput_only
 
     def result(self, complete: bool = True) -> LevelResult:
         """The level's figures, merged from its last three windows (fewer when it has fewer); a mix's, with each

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import itertools
 import time
@@ -257,8 +258,9 @@ class OpenLoop:
     """Sends each request at its scheduled time whether or not earlier ones have returned.
 
     Latency counts from the scheduled time (response time) as well as from the actual send (service time), so
-    a generator that falls behind shows up in the numbers instead of hiding (no coordinated omission). Requests
-    in flight are capped at `max_in_flight` as a safety limit; every request that had to wait is counted.
+    a generator that falls behind shows up in the numbers instead of hiding (no coordinated omission); with
+    `from_send` (perf_analyzer's rule), from the actual send alone. Requests in flight are capped at
+    `max_in_flight` as a safety limit; every request that had to wait is counted.
 
     With `lanes` (a sequence model: request k belongs to sequence slot k mod lanes), a request leaves only once
     the previous request of its sequence has returned, so that a sequence's requests reach the server in order
@@ -280,8 +282,10 @@ class OpenLoop:
         max_in_flight: int,
         streaming: bool = False,
         lanes: Sequence[SequenceSlot] = (),
+        from_send: bool = False,
     ) -> None:
         self._call = call
+        self._from_send = from_send  # the latency's origin: the actual send, not the scheduled time
         self._streaming = streaming  # `call` returns the first response's time and the responses' count
         self._payloads = payloads
         self._recorder = recorder
@@ -390,6 +394,8 @@ class OpenLoop:
         sent = clock()
         recorder = self._recorder
         recorder.record_sent((sent - due) // 1000, generation)
+        if self._from_send:
+            due = sent
         try:
             result = await self._call(payload)
         except Exception as error:  # whatever it is, a counted failure
@@ -487,11 +493,21 @@ async def next_window(generator: Generator, windows: Windows, deadline_ns: int |
     if deadline_ns is None and windows.count is not None:
         if not windows.single:  # perf_analyzer's count windows: at least the count, and at least a second
             await asyncio.sleep(COUNT_WINDOW_MIN_S)
-        return await generator.fill(windows.count, windows.timeout_s)
+        window = await generator.fill(windows.count, windows.timeout_s)
+        return await _whole_seconds(window) if windows.single and windows.perf_analyzer else window
     if deadline_ns is None:
-        deadline_ns = time.perf_counter_ns() + windows.interval_ms * 1_000_000
+        deadline_ns = time.perf_counter_ns() + windows.length_ms * 1_000_000
     await asyncio.sleep(max(deadline_ns - time.perf_counter_ns(), 0) / 1e9)
     return await generator.rotate()
+
+
+async def _whole_seconds(window: Window) -> Window:
+    """perf_analyzer's --request-count window: it looks once a second whether the requests are done, so the window
+    lasts whole seconds (at least one) and its throughput divides by them."""
+    second = 1_000_000_000
+    end_ns = window.start_ns + max(-(-(window.end_ns - window.start_ns) // second), 1) * second
+    await asyncio.sleep(max(end_ns - time.perf_counter_ns(), 0) / 1e9)
+    return dataclasses.replace(window, end_ns=end_ns)
 
 
 class LocalGenerator:
@@ -552,7 +568,16 @@ class LocalGenerator:
         if settings.streaming and not run.closed_loop:  # requests on schedule share one stream
             self.mux = StreamMux(open_stream, time.perf_counter_ns, check)
             call = self.mux.send
-        self.open = OpenLoop(call, stream, self.recorder, failures, run.max_in_flight, settings.streaming, lanes)
+        self.open = OpenLoop(
+            call,
+            stream,
+            self.recorder,
+            failures,
+            run.max_in_flight,
+            settings.streaming,
+            lanes,
+            from_send=settings.perf_analyzer_rules,
+        )
 
     @property
     def rejected(self) -> RequestFailed | None:

@@ -479,9 +479,11 @@ def _within(values: Sequence[float], percentage: float) -> bool:
     return low > 0 and max(values) / low <= 1 + percentage / 100
 
 
-def is_stable(windows: Sequence[WindowSummary], percentage: float) -> bool:
-    """True when the last three windows' throughput and latency (average or percentile) agree within `percentage`."""
+def is_stable(windows: Sequence[WindowSummary], percentage: float, latency: bool = True) -> bool:
+    """True when the last three windows' throughput and latency (average or percentile; not without `latency`)
+    agree within `percentage`."""
     if len(windows) < STABILITY_WINDOWS:
         return False
     last = windows[-STABILITY_WINDOWS:]
-    return _within([w.throughput for w in last], percentage) and _within([w.latency_us for w in last], percentage)
+    settled = _within([w.throughput for w in last], percentage)
+    return settled and (not latency or _within([w.latency_us for w in last], percentage))

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 SYNC_THREADS = 4  # perf_analyzer's default --max-threads: with --sync, the open loop's requests in flight
+PERF_ANALYZER_WINDOW_FACTOR = 1.2  # perf_analyzer sleeps 1.2 x --measurement-interval per time window
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,12 @@ class Windows:
     max_windows: int
     single: bool  # --request-count, --fixed-schedule: one window of exactly `count` requests, no stability check
     schedule_s: float = 0.0  # --fixed-schedule: how long the schedule runs, which a count window waits for too
+    perf_analyzer: bool = False  # its lengths: time windows of 1.2 x interval_ms, a single count window whole seconds
+
+    @property
+    def length_ms(self) -> int:
+        """How long a time window lasts: `interval_ms`, or perf_analyzer's 1.2 times it (its inference_profiler)."""
+        return int(self.interval_ms * PERF_ANALYZER_WINDOW_FACTOR) if self.perf_analyzer else self.interval_ms
 
     @property
     def timeout_s(self) -> float:
@@ -201,15 +208,28 @@ def plan(settings: Settings) -> RunPlan:
         settings=settings,
         mode=settings.mode,
         loads=loads,
-        windows=Windows(settings.measurement_interval, count, 1 if single else settings.max_trials, single),
+        windows=Windows(
+            settings.measurement_interval,
+            count,
+            1 if single else settings.max_trials,
+            single,
+            perf_analyzer=settings.perf_analyzer_rules,
+        ),
         rule=level_rule(settings),
         shard=Shard(index, shards),
         sequence_ids=sequence_ids(settings.sequence_id_range),
         intervals_us=intervals,
         server_cores=os.cpu_count() if _loopback(settings.address) else None,
-        max_in_flight=(settings.max_threads or SYNC_THREADS) if settings.sync else settings.max_in_flight,
+        max_in_flight=(settings.max_threads or SYNC_THREADS) if _synchronous(settings) else settings.max_in_flight,
         periodic=periodic,
     )
+
+
+def _synchronous(settings: Settings) -> bool:
+    """--sync, or perf_analyzer's default under its rules (no -a, no stream): an open loop's requests in flight are
+    capped at its threads."""
+    default = settings.perf_analyzer_rules and not (settings.asynchronous or settings.streaming)
+    return settings.sync or default
 
 
 def with_schedule(run: RunPlan, timestamps_ms: Sequence[int]) -> RunPlan:

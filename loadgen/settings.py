@@ -470,6 +470,7 @@ class Settings:
     request_distribution: str = "constant"
     request_intervals: str | None = None
     max_in_flight: int = 1024
+    asynchronous: bool = False  # perf_analyzer's -a (loadgen's calls are always asynchronous; see perf_analyzer_rules)
     sync: bool = False  # open loop: at most max_threads requests in flight, as perf_analyzer's synchronous threads
     max_threads: int | None = None  # perf_analyzer's threads; here the open loop's in-flight cap with sync
     workers: int = 1
@@ -516,6 +517,10 @@ class Settings:
     percentile: int | None = None
     confidence: float = CONFIDENCE  # of each level's bounds: its throughput interval, its percentiles' bounds
     latency_threshold: float | None = None
+    # measure as perf_analyzer does (`loadgen perf-analyzer`): latency from the actual send (an open loop's too),
+    # time windows of 1.2 x measurement_interval, a --request-count window of whole seconds, and an asynchronous
+    # run's level stable on throughput alone after its last window
+    perf_analyzer_rules: bool = False
     binary_search: bool = False
     periodic_concurrency_range: str | None = None  # START:END:STEP streams, raised every request_period responses
     request_period: int = 10

@@ -38,6 +38,8 @@ from loadgen.workers import ProcessGenerator
 STOP_GRACE_S = 2.0
 UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-concurrency run
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
+# perf_analyzer's warning when an asynchronous level is taken on its throughput alone
+LATENCY_NOT_SETTLING = "Warning: Request latency is not stabilizing. Please try lowering the request rate."
 T = TypeVar("T")
 
 
@@ -628,8 +630,17 @@ class _Sweep:
                 self._keep(level.result(complete=False))
             self._record(load, level.windows)
             raise
+        if not level.stable and self._asynchronous() and level.settle_on_throughput():
+            self.session._note(LATENCY_NOT_SETTLING)
         self._record(load, level.windows)
         return self._keep(level.result())
+
+    def _asynchronous(self) -> bool:
+        """perf_analyzer's asynchronous calls (-a, a stream or a sequence model), under its rules: a level whose
+        windows are spent is stable on throughput alone (`Level.settle_on_throughput`)."""
+        settings = self.settings
+        asynchronous = settings.asynchronous or settings.streaming or (self.info.is_sequence and not settings.sync)
+        return settings.perf_analyzer_rules and asynchronous and self.mix is None and not self.run.rule.single
 
     def _solo(self, number: int) -> dict[str, LevelResult]:
         """Each model alone at the load it has in the mix's level `number` (--solo-baseline)."""

@@ -3,7 +3,9 @@ by item: what each compares is named in its test (exit code, console lines, CSV,
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from tests.helpers import real_perf_analyzer
 
 # a level settles at once on a noisy machine: windows agree within 1000 %
 QUICK = ["-p", "300", "-s", "1000", "-r", "3"]
+NOT_SETTLING = "Warning: Request latency is not stabilizing. Please try lowering the request rate."
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,69 @@ def test_1_a_single_json_stream_is_every_sequence_from_its_first_step(
     assert theirs.status == 0, theirs.out + theirs.err
     assert ours.status == theirs.status, ours.out + ours.err
     assert ours.lines("  Client:") == theirs.lines("  Client:") == ["  Client: "]
+
+
+def test_2_an_asynchronous_level_whose_throughput_settled_is_stable(
+    test_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """`ramping` gets 2 ms slower with every request: at a low rate with -a, the latency never settles while the
+    throughput follows the rate; after the last window both take the level on its throughput, warn, report it and
+    exit 0."""
+    theirs, ours = both(
+        tmp_path, "-m", "ramping", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-rate-range", "20",
+        "-a", "-p", "300", "-s", "50", "-r", "3",
+    )  # fmt: skip
+    for ran in (theirs, ours):
+        assert ran.status == 0, ran.out + ran.err
+        assert NOT_SETTLING in ran.err
+        assert ran.lines("Request Rate: 20, throughput: ")
+    assert ours.lines("  Client:") == theirs.lines("  Client:")
+
+
+def test_5_an_open_loop_measures_latency_from_the_actual_send(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """A rate twice the capacity of `sleeper` through perf_analyzer's one synchronous thread: requests wait for it,
+    so a latency from the schedule would grow window after window; from the actual send it settles. Both warn that
+    they could not keep up, print every later figure with two decimals, and exit 0."""
+    theirs, ours = both(
+        tmp_path, "-m", "sleeper", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-rate-range", "100",
+        "--max-threads", "1", "-p", "300", "-s", "100", "-r", "3",
+    )  # fmt: skip
+    for ran in (theirs, ours):
+        assert ran.status == 0, ran.out + ran.err
+        assert ran.lines("    [WARNING] Perf Analyzer was not able to keep up with the desired request rate. ")
+        assert re.fullmatch(r"    Throughput: \d+\.\d\d infer/sec", ran.lines("    Throughput:")[0])
+        assert ran.lines("Request Rate: 100.00, throughput: ")
+
+
+def _windows_ms(ran: Ran) -> list[float]:
+    """The lengths of the windows in a run's profile export, in ms."""
+    experiments = json.loads((ran.folder / "export.json").read_text())["experiments"]
+    bounds = [bound for experiment in experiments for bound in experiment["window_boundaries"]]
+    return [(end - start) / 1e6 for start, end in itertools.pairwise(bounds)]
+
+
+def test_6_a_time_window_lasts_1_2_measurement_intervals(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """perf_analyzer sleeps 1.2 x -p per time window (inference_profiler.cc): in both exports, no window is
+    shorter."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "-p", "250", "-s", "1000",
+        "-r", "3", "--profile-export-file", "export.json",
+    )  # fmt: skip
+    for ran in (theirs, ours):
+        assert ran.status == 0, ran.out + ran.err
+        lengths = _windows_ms(ran)
+        assert len(lengths) == 3 and min(lengths) >= 300, lengths
+
+
+def test_7_a_request_count_window_lasts_whole_seconds(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """perf_analyzer looks once a second whether the --request-count requests are done: 300 fast requests take a
+    window of at least a second, so both report at most 300 infer/sec, and count all 300."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-count", "300",
+        "--concurrency-range", "4",
+    )  # fmt: skip
+    for ran in (theirs, ours):
+        assert ran.status == 0, ran.out + ran.err
+        assert ran.lines("    Request count: ") == ["    Request count: 300"]
+        throughput = float(ran.lines("    Throughput: ")[0].split()[1])
+        assert throughput <= 300, ran.out

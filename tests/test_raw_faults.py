@@ -4,8 +4,13 @@ transports: nothing hangs, and every failure is one line (the same line on both 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
 import socket
+import subprocess
+import sys
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -25,7 +30,7 @@ from loadgen.transport import (
     Unreachable,
     connect,
 )
-from tests.fake_h2 import fake_h2
+from tests.fake_h2 import HUGE_MESSAGE, fake_h2
 from tests.fake_http1 import HEADER, fake_http1
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])
@@ -218,10 +223,9 @@ def test_an_oversized_header_block(transport: str) -> None:
         outcomes = _grpc_outcomes(_grpc(fake.url, transport), 3)
     _one_line(outcomes)
     assert outcomes[0] == outcomes[2] == "ok"  # the connection that failed is replaced
-    if transport == "raw":
+    if transport == "raw":  # the offending stream is reset, the block read to its end and dropped
         assert outcomes[1] == (
-            f"cannot reach Triton at {fake.url}: HTTP/2 ENHANCE_YOUR_CALM with the server: a header block over "
-            "1048576 bytes, more than loadgen accepts"
+            "RESOURCE_EXHAUSTED: a header block over SETTINGS_MAX_HEADER_LIST_SIZE (1048576 bytes, loadgen's limit)"
         )
 
 
@@ -294,3 +298,97 @@ def test_a_stream_that_cannot_connect_fails_its_reader_too() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         uvloop.run(run(f"127.0.0.1:{sock.getsockname()[1]}"))
+
+
+# Attacks a client must bound (issue 24): each fails the request it hits with the server's message or the name of
+# loadgen's limit, in bounded time (the tests' timeout), without a traceback, and with the process's traced memory
+# (both the client and the fake, which run in it) under ATTACK_MEMORY at its peak.
+
+ATTACK_MEMORY = 32 << 20
+CONTROL_FLOOD = (
+    "HTTP/2 ENHANCE_YOUR_CALM with the server: over 1000 PING and SETTINGS frames to answer while it reads nothing "
+    "(loadgen's limit on queued control frames)"
+)
+OVER_LIMIT = "RESOURCE_EXHAUSTED: a response message over --max-response-bytes (1048576 bytes)"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("fault", "options", "expected"),
+    [
+        pytest.param(fault, options, expected, id=fault)
+        for fault, options, expected in [
+            (
+                "endless_headers",
+                {},
+                "RESOURCE_EXHAUSTED: a header block over SETTINGS_MAX_HEADER_LIST_SIZE (1048576 bytes, loadgen's "
+                "limit)",
+            ),
+            ("huge_trailer", {}, "INTERNAL: " + HUGE_MESSAGE),
+            ("ping_flood", {}, "cannot reach Triton at {url}: " + CONTROL_FLOOD),
+            ("settings_flood", {}, "cannot reach Triton at {url}: " + CONTROL_FLOOD),
+            ("large_response", {"max_response_bytes": 1 << 20}, OVER_LIMIT),
+            ("endless_response", {"max_response_bytes": 1 << 20}, OVER_LIMIT),
+        ]
+    ],
+)
+def test_an_attack_fails_the_request_it_hits_alone(
+    fault: str, options: dict[str, Any], expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracemalloc.start()
+    try:
+        with fake_h2(fault, every=2) as fake:
+            outcomes = _grpc_outcomes(_grpc(fake.url, "raw", **options), 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert outcomes == ["ok", expected.format(url=fake.url), "ok"]
+    assert peak < ATTACK_MEMORY, f"{peak / 2**20:.1f} MiB"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_run_counts_an_attack_with_the_limit_it_passed() -> None:
+    with fake_h2("endless_response", every=4) as fake:
+        result = loadgen.profile_sync(
+            fake.url,
+            "fake",
+            input_data="zero",
+            concurrency=2,
+            request_count=20,
+            max_error_rate=1,
+            max_response_bytes=1 << 20,
+        )
+    level = result.levels[0]
+    assert set(level.errors) == {OVER_LIMIT}
+    assert level.request_count + level.error_count == 20 and level.error_count >= 3
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_run_amid_an_endless_response() -> None:
+    """Reading a response never holds the event loop for long: the first SIGINT stops the run (measured: about 2 s
+    from the signal to the process's exit on a busy 2-core machine; 10 here, for slower ones)."""
+    command = [
+        sys.executable,
+        "-m",
+        "loadgen",
+        "-u",
+        "URL",
+        "-m",
+        "fake",
+        "--input-data",
+        "zero",
+        "--request-count",
+        "1",
+    ]
+    with fake_h2("endless_response") as fake:
+        command[command.index("URL")] = fake.url
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while fake.flooded < 32 << 20 and process.poll() is None:  # the response is 32 MiB along
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=10)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr

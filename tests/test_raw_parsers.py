@@ -247,19 +247,85 @@ def test_continuation_frames_and_trailers_only_errors() -> None:
     run(body)
 
 
-def test_an_oversized_header_block_ends_the_connection() -> None:
+def _continued_block(stream_id: int, size: int, end: bool = True) -> Iterator[bytes]:
+    """A header block of `size` bytes of zeros in 16 KB frames: HEADERS, then CONTINUATION frames."""
+    yield http2.frame(http2.HEADERS, 0, stream_id, b"\x88")
+    chunk = http2.frame(http2.CONTINUATION, 0, stream_id, b"\0" * http2.MIN_FRAME_SIZE)
+    for _ in range(size // http2.MIN_FRAME_SIZE):
+        yield chunk
+    if end:
+        yield http2.frame(http2.CONTINUATION, http2.END_HEADERS | http2.END_STREAM, stream_id)
+
+
+def test_an_oversized_header_block_before_the_table_is_settled_ends_the_connection() -> None:
     async def body() -> None:
-        connection, transport = _h2()
+        connection, transport = _h2()  # the server has not acknowledged the client's SETTINGS (table size 0)
         call = _unary(connection)
-        connection.data_received(http2.frame(http2.HEADERS, 0, 1, b"\x88"))
-        chunk = http2.frame(http2.CONTINUATION, 0, 1, b"\0" * http2.MIN_FRAME_SIZE)
-        for _ in range(http2.MAX_HEADER_BLOCK // http2.MIN_FRAME_SIZE + 1):
+        for chunk in _continued_block(1, http2.MAX_HEADER_LIST_SIZE + http2.MIN_FRAME_SIZE):
             connection.data_received(chunk)
             if connection.closed:
                 break
         assert connection.closed and transport.closing
-        assert "ENHANCE_YOUR_CALM" in str(call.future.exception())
+        assert str(call.future.exception()) == (
+            "14: HTTP/2 ENHANCE_YOUR_CALM with the fake: a header block over SETTINGS_MAX_HEADER_LIST_SIZE "
+            "(1048576 bytes, loadgen's limit)"
+        )
         assert _frames(_written(connection, transport))[-1][0] == http2.GOAWAY
+
+    run(body)
+
+
+def test_an_oversized_header_block_fails_its_stream_alone() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.frame(http2.SETTINGS, http2.ACK, 0))
+        call, other = _unary(connection), _unary(connection)
+        for chunk in _continued_block(1, 2 * http2.MAX_HEADER_LIST_SIZE):
+            connection.data_received(chunk)
+        assert str(call.future.exception()) == (
+            "8: a header block over SETTINGS_MAX_HEADER_LIST_SIZE (1048576 bytes, loadgen's limit)"
+        )
+        assert (http2.RST_STREAM, 0, 1, http2.CANCEL.to_bytes(4, "big")) in _frames(_written(connection, transport))
+        assert not connection.has_room  # new streams go elsewhere; those open finish
+        connection.data_received(Server().response(3, b"fine"))
+        assert other.future.result() == b"fine" and connection.closed
+
+        # a header list that decodes to more than the limit (a 70 KB grpc-message is well within it)
+        connection, transport = _h2()
+        connection.data_received(http2.frame(http2.SETTINGS, http2.ACK, 0))
+        call = _unary(connection)
+        encoder = hpack.Encoder()
+        encoder.header_table_size = 0
+        connection.data_received(Server().headers(1, OK_HEADERS))
+        trailers = [("grpc-status", "13"), ("grpc-message", "m" * 70_000)]
+        connection.data_received(http2.header_frames(1, encoder.encode(trailers), http2.MIN_FRAME_SIZE, True))
+        assert str(call.future.exception()) == "13: " + "m" * 70_000
+        call = _unary(connection)  # stream 3
+        connection.data_received(Server().headers(3, OK_HEADERS))
+        huge = encoder.encode([("x", "y" * 100)] * 10_000, huffman=False)  # 1.3 MB listed, 1 MB sent
+        assert len(huge) < http2.MAX_HEADER_LIST_SIZE
+        connection.data_received(http2.header_frames(3, huge, http2.MIN_FRAME_SIZE, True))
+        assert "SETTINGS_MAX_HEADER_LIST_SIZE" in str(call.future.exception()) and connection.has_room
+
+    run(body)
+
+
+def test_an_unending_header_block_ends_the_connection() -> None:
+    async def body() -> None:
+        connection, transport = _h2()
+        connection.data_received(http2.frame(http2.SETTINGS, http2.ACK, 0))
+        call, other = _unary(connection), _unary(connection)  # the other keeps the connection open
+        for chunk in _continued_block(1, 4 * http2.MAX_DROPPED_BLOCK, end=False):
+            connection.data_received(chunk)
+            if connection.closed:
+                break
+        assert connection.closed and str(call.future.exception()).startswith("8: a header block over")
+        kind, _, _, payload = _frames(_written(connection, transport))[-1]
+        assert kind == http2.GOAWAY and payload[4:8] == http2.ENHANCE_YOUR_CALM.to_bytes(4, "big")
+        assert str(other.future.exception()) == (
+            "14: HTTP/2 ENHANCE_YOUR_CALM with the fake: a header block without its end after 16777216 bytes or 2048 "
+            "frames (loadgen's limit)"
+        )
 
     run(body)
 

@@ -47,6 +47,11 @@ class PerfAnalyzerReport:
         self._announced: Load | None = None
         self.reported: list[LevelResult] = []  # stable levels under the threshold: the summary's and the CSV's rows
         self.decoupled = False
+        self.fixed = False  # perf_analyzer's cout turned to fixed, two decimals, by its delayed-requests warning
+
+    def _number(self, value: float) -> str:
+        """A double as perf_analyzer prints it: `number`, or with two decimals once its warning set `std::fixed`."""
+        return f"{value:.2f}" if self.fixed else number(value)
 
     def _print(self, text: str = "", err: bool = False) -> None:
         print(text, file=self.err if err else self.out, flush=True)
@@ -98,7 +103,7 @@ class PerfAnalyzerReport:
         limit = f"  Latency limit: {number(run.rule.latency_threshold_ms or 0)} msec"
         if run.closed_loop:
             return [limit, f"  Concurrency limit: {int(max(loads))} concurrent requests"]
-        return [limit, f"  Request Rate limit: {number(max(loads))} requests per seconds"]
+        return [limit, f"  Request Rate limit: {self._number(max(loads))} requests per seconds"]
 
     def _announce(self, load: Load) -> None:
         if self._announced == load:
@@ -107,7 +112,7 @@ class PerfAnalyzerReport:
         if load.concurrency is not None:
             self._print(f"Request concurrency: {load.concurrency}")
         else:
-            self._print(f"Request Rate: {number(load.rate or 0)} inference requests per seconds")
+            self._print(f"Request Rate: {self._number(load.rate or 0)} inference requests per seconds")
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
         """`Request concurrency: N` as a level starts; with -v, one "Pass" line per window."""
@@ -118,12 +123,12 @@ class PerfAnalyzerReport:
             self._print(f"  Pass [{index}] cb::Error: {NO_REQUESTS}")
         elif self.rule is not None and self.rule.percentile:
             self._print(
-                f"  Pass [{index}] throughput: {number(summary.throughput)} infer/sec. p{self.rule.percentile} "
+                f"  Pass [{index}] throughput: {self._number(summary.throughput)} infer/sec. p{self.rule.percentile} "
                 f"latency: {int(summary.latency_us)} usec"
             )
         else:
             self._print(
-                f"  Pass [{index}] throughput: {number(summary.throughput)} infer/sec. Avg latency: "
+                f"  Pass [{index}] throughput: {self._number(summary.throughput)} infer/sec. Avg latency: "
                 f"{int(summary.avg_latency_us)} usec (std {int(summary.stddev_us)} usec). "
             )
 
@@ -165,14 +170,15 @@ class PerfAnalyzerReport:
         lat = level.latency_us
         lines = ["  Client: ", f"    Request count: {level.request_count}"]
         if level.send_rate is not None and (level.delayed_share or 0) > 0.01:
+            self.fixed = True  # and it stays so for every later figure of the run
             lines.append(f"    Avg send request rate: {level.send_rate:.2f} infer/sec")
             lines.append(
                 "    [WARNING] Perf Analyzer was not able to keep up with the desired request rate. "
                 f"{(level.delayed_share or 0) * 100:.2f}% of the requests were delayed. "
             )
-        lines.append(f"    Throughput: {number(level.throughput)} infer/sec")
+        lines.append(f"    Throughput: {self._number(level.throughput)} infer/sec")
         if self.decoupled and level.response_throughput is not None:
-            lines.append(f"    Response Throughput: {number(level.response_throughput)} infer/sec")
+            lines.append(f"    Response Throughput: {self._number(level.response_throughput)} infer/sec")
         if self.verbose:
             lines.append(f"    Avg client overhead: {level.loop_busy_share * 100:.2f}%")
         if level.percentile is None:
@@ -214,7 +220,7 @@ class PerfAnalyzerReport:
         ):
             lines.append(f"    {title}:")
             lines += [
-                f"      {uuid} : {number(value * scale)}{unit}"
+                f"      {uuid} : {self._number(value * scale)}{unit}"
                 for uuid, value, scale, unit in values
                 if value is not None
             ]
@@ -231,9 +237,9 @@ class PerfAnalyzerReport:
                 load = (
                     f"Concurrency: {level.concurrency}"
                     if level.concurrency is not None
-                    else (f"Request Rate: {number(level.request_rate or 0)}")
+                    else (f"Request Rate: {self._number(level.request_rate or 0)}")
                 )
-                self._print(f"{load}, throughput: {number(level.throughput)} infer/sec, latency {value} usec")
+                self._print(f"{load}, throughput: {self._number(level.throughput)} infer/sec, latency {value} usec")
         return self.exit_status(result)
 
     def exit_status(self, result: ProfileResult) -> int:
