@@ -43,6 +43,7 @@ from loadgen.settings import (
     COMPRESSION_ALGORITHMS,
     DEFAULT_URLS,
     KEY_TYPES,
+    MAX_RESPONSE_BYTES,
     MEASUREMENT_MODES,
     OUTPUT_SHARED_MEMORY_SIZE,
     PROTOCOLS,
@@ -539,6 +540,14 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
     faults = parser.add_argument_group("faults")
     faults.add_argument(
         "--request-timeout", type=_float, metavar="MS", help="a request without an answer by then counts as a timeout"
+    )
+    faults.add_argument(
+        "--max-response-bytes",
+        type=_int,
+        default=MAX_RESPONSE_BYTES,
+        metavar="N",
+        help="a gRPC response message larger than this fails, before it is all read on the raw transport "
+        f"(default {MAX_RESPONSE_BYTES}, gRPC's limit)",
     )
     faults.add_argument(
         "--max-error-rate",

@@ -34,6 +34,7 @@ MAX_LEVELS = 10_000  # load levels in one sweep: more would be built up front an
 MAX_CONCURRENCY = 100_000  # requests in flight from one process (each is a task); split more with --shard
 MAX_INTERVAL_MS = 3_600_000  # one hour, the longest latency a histogram holds
 WORKERS_PER_CORE = 4  # worker processes beyond this many per core only compete for the CPU
+MAX_RESPONSE_BYTES = 2**31 - 1  # gRPC's limit on one message: no valid response carries more
 
 
 def flag(name: str) -> str:
@@ -475,6 +476,7 @@ class Settings:
     max_threads: int | None = None  # perf_analyzer's threads; here the open loop's in-flight cap with sync
     workers: int = 1
     request_timeout: float | None = None
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger response fails (raw gRPC: before it is all read)
     max_error_rate: float = 0.1
     ssl_grpc_use_ssl: bool = False
     ssl_grpc_root_certifications_file: str | None = None
@@ -804,6 +806,10 @@ class Settings:
             (
                 self.request_timeout is None or self.request_timeout > 0,
                 f"--request-timeout {self.request_timeout}: must be above 0 ms",
+            ),
+            (
+                1 <= self.max_response_bytes <= MAX_RESPONSE_BYTES,
+                f"--max-response-bytes {self.max_response_bytes}: must be between 1 and {MAX_RESPONSE_BYTES}",
             ),
             (0 <= self.max_error_rate <= 1, f"--max-error-rate {self.max_error_rate}: must be between 0 and 1"),
             (

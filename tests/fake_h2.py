@@ -2,13 +2,18 @@
 
 It answers the control calls as tests/fake_triton.py's fake does (one model, `fake`), and every `every`-th
 inference with its `fault`: the connection closed mid-response, GOAWAY, RST_STREAM, a tiny flow-control window,
-a header block over a megabyte, or no answer at all. Everything else is tested against the real server.
+a header block over a megabyte, or no answer at all; and the attacks a client must bound (issue 24): a header
+block that never ends, a 70 KB grpc-message, floods of PING or SETTINGS while reading nothing (CVE-2019-9512),
+a response larger than the client's limit, and one that never ends. Floods respect the fake's own transport
+(they wait while its buffer is full), so that its memory stays small and a test can bound the client's.
+Everything else is tested against the real server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +39,27 @@ FAULTS = (
     "oversized_headers",
     "never_answer",
     "two_streams",  # MAX_CONCURRENT_STREAMS 2: a client needs more connections
+    "endless_headers",  # a response header block whose CONTINUATION frames never end
+    "huge_trailer",  # grpc-status 13 with a 70 KB grpc-message
+    "ping_flood",  # stops reading, then PING after PING
+    "settings_flood",  # stops reading, then SETTINGS after SETTINGS
+    "large_response",  # a 4 MiB response message
+    "endless_response",  # a message's prefix says 16 bytes, then DATA that never ends
 )
 TINY_WINDOW = 16
+HUGE_MESSAGE = "m" * 70_000
+LARGE_RESPONSE = 4 << 20
+FLOOD_LIMIT = 256 << 20  # a flood stops here even if the client never stops it (the test then fails, not hangs)
+FLOOD_CHUNK = 64 << 10
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") + payload
+
+
+def _repeated(frame: bytes) -> bytes:
+    """`frame` over and over, about FLOOD_CHUNK bytes of it."""
+    return frame * max(1, FLOOD_CHUNK // len(frame))
 
 
 def _framed(message: bytes) -> bytes:
@@ -66,6 +90,7 @@ class FakeH2State:
     inferences: int = 0
     resets: int = 0  # streams the client reset (RST_STREAM)
     largest_request: int = 0
+    flooded: int = 0  # bytes a flood wrote
     lock: threading.Lock = field(default_factory=threading.Lock)
     transports: set[asyncio.BaseTransport] = field(default_factory=set)
 
@@ -77,9 +102,41 @@ class _Server(asyncio.Protocol):
         self.bodies: dict[int, bytearray] = {}
         self.paths: dict[int, str] = {}
         self.transport: asyncio.Transport | None = None
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.flood: asyncio.Task[None] | None = None
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.writable.set()  # a flood sees the transport closing and stops
+
+    def _pour(self, first: bytes, chunk: bytes) -> None:
+        """Write `first`, then `chunk` again and again while the client reads (and the connection is open)."""
+        assert self.transport is not None
+        self.transport.write(first)
+        self.flood = asyncio.ensure_future(self._flood(chunk))
+
+    async def _flood(self, chunk: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        while not transport.is_closing() and self.state.flooded < FLOOD_LIMIT:
+            await self.writable.wait()
+            if transport.is_closing():
+                break
+            transport.write(chunk)
+            with self.state.lock:
+                self.state.flooded += len(chunk)
+            await asyncio.sleep(0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.state.fault in ("ping_flood", "settings_flood"):  # fills the client's socket buffer sooner
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         with self.state.lock:
             self.state.connections += 1
             self.state.transports.add(transport)
@@ -111,6 +168,8 @@ class _Server(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamReset):
                 with self.state.lock:
                     self.state.resets += 1
+                if self.flood is not None:  # the client refused what the flood writes
+                    self.flood.cancel()
             if self.transport is None or self.transport.is_closing():
                 return
         self._flush()
@@ -137,6 +196,8 @@ class _Server(asyncio.Protocol):
             assert self.transport is not None
             self.transport.write(_oversized_headers(stream_id))
             return None
+        if fault in ATTACKS:
+            return ATTACKS[fault](self, stream_id, message)
         if fault == "close_mid_response":
             self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
             self.connection.send_data(stream_id, _framed(message)[:3])
@@ -149,10 +210,48 @@ class _Server(asyncio.Protocol):
             self.connection.close_connection(last_stream_id=stream_id)
         return None
 
-    def _respond(self, stream_id: int, message: bytes) -> None:
+    def _respond(self, stream_id: int, message: bytes, trailers: tuple[tuple[str, str], ...] = ()) -> None:
         self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
-        self.connection.send_data(stream_id, _framed(message))
-        self.connection.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+        framed = _framed(message)
+        size = self.connection.max_outbound_frame_size
+        for at in range(0, len(framed), size):
+            self.connection.send_data(stream_id, framed[at : at + size])
+        self.connection.send_headers(stream_id, trailers or [("grpc-status", "0")], end_stream=True)
+
+    def _endless_headers(self, stream_id: int, message: bytes) -> None:
+        self._flush()
+        block = hpack.Encoder().encode([(":status", "200", True)], huffman=False)
+        continuation = _frame(9, 0, stream_id, b"\0" * 16_384)  # CONTINUATION, never END_HEADERS
+        self._pour(_frame(1, 0, stream_id, block), _repeated(continuation))
+
+    def _huge_trailer(self, stream_id: int, message: bytes) -> None:
+        self._respond(stream_id, message, (("grpc-status", "13"), ("grpc-message", HUGE_MESSAGE)))
+
+    def _control_flood(self, stream_id: int, message: bytes) -> None:
+        self._flush()
+        assert self.transport is not None
+        self.transport.pause_reading()  # reads nothing from now on
+        control = _frame(6, 0, 0, b"12345678") if self.state.fault == "ping_flood" else _frame(4, 0, 0)
+        self._pour(b"", _repeated(control))
+
+    def _large_response(self, stream_id: int, message: bytes) -> None:
+        self._respond(stream_id, bytes(LARGE_RESPONSE))
+
+    def _endless_response(self, stream_id: int, message: bytes) -> None:
+        self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+        self._flush()
+        data = _frame(0, 0, stream_id, bytes(16_384))  # DATA, never END_STREAM
+        self._pour(_frame(0, 0, stream_id, _framed(bytes(16))), _repeated(data))
+
+
+ATTACKS = {
+    "endless_headers": _Server._endless_headers,
+    "huge_trailer": _Server._huge_trailer,
+    "ping_flood": _Server._control_flood,
+    "settings_flood": _Server._control_flood,
+    "large_response": _Server._large_response,
+    "endless_response": _Server._endless_response,
+}
 
 
 @contextmanager

@@ -29,7 +29,7 @@ END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
 SETTINGS_HEADER_TABLE_SIZE, SETTINGS_ENABLE_PUSH, SETTINGS_MAX_CONCURRENT_STREAMS = 1, 2, 3
-SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE = 4, 5
+SETTINGS_INITIAL_WINDOW_SIZE, SETTINGS_MAX_FRAME_SIZE, SETTINGS_MAX_HEADER_LIST_SIZE = 4, 5, 6
 PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 1, 2, 3, 6
 REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11
 ERROR_NAMES = [
@@ -54,7 +54,13 @@ MAX_WINDOW = 2**31 - 1
 MAX_STREAM_ID = 2**31 - 1
 MIN_FRAME_SIZE = 16_384  # every peer accepts frames this large; the client's SETTINGS keep it as its own limit
 MAX_FRAME_SIZE = 2**24 - 1  # the largest SETTINGS_MAX_FRAME_SIZE a peer may set (a frame's 3-byte length)
-MAX_HEADER_BLOCK = 1 << 20  # a longer header block (HEADERS and CONTINUATION frames) ends the connection
+MAX_HEADER_LIST_SIZE = 1 << 20  # advertised, and the decoder's limit: a larger header block fails its stream
+MAX_DROPPED_BLOCK = 16 << 20  # a header block read this far without its end (all dropped) ends the connection
+MAX_BLOCK_FRAMES = 2048  # a header block in more frames ends the connection (CONTINUATION floods)
+MAX_CACHED_BLOCK = 4096  # larger header blocks are decoded each time, never kept
+MAX_QUEUED_WRITES = 256  # frames queued in one turn of the event loop before they are written at once
+MAX_QUEUED_CONTROL = 1000  # PING and SETTINGS answered while the server reads nothing, before GOAWAY
+MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC's limit on one message, the default limit on a response's
 WINDOW_REFILL = 1 << 30  # received bytes after which a window is topped up again
 HEADER_CACHE_SIZE = 256
 MAX_OPENINGS = 3  # connections opened in a row that take no stream before a request fails
@@ -74,6 +80,9 @@ Failure = Callable[[int, str], Exception]
 def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     """One frame: its 9-byte header and payload."""
     return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") + payload
+
+
+SETTINGS_ACK = frame(SETTINGS, ACK, 0)
 
 
 def settings_frame(settings: Iterable[tuple[int, int]]) -> bytes:
@@ -232,19 +241,51 @@ class Call:
             connection.forget(self, error_code)
 
 
+class HeaderBlock:
+    """A header block arriving in a HEADERS frame and CONTINUATION frames; past the limit its bytes are dropped."""
+
+    __slots__ = ("dropped", "flags", "frames", "parts", "size", "stream_id")
+
+    def __init__(self, stream_id: int, flags: int, first: bytes) -> None:
+        self.stream_id = stream_id
+        self.flags = flags  # the HEADERS frame's (END_STREAM)
+        self.parts = [first]
+        self.size = len(first)
+        self.frames = 1
+        self.dropped = False
+
+    def add(self, part: bytes) -> None:
+        """One more CONTINUATION frame's fragment."""
+        self.size += len(part)
+        self.frames += 1
+        if not self.dropped:
+            self.parts.append(part)
+
+    def drop(self) -> None:
+        """Keep none of it: the block is over the limit."""
+        self.dropped = True
+        self.parts = []
+
+
+class MessageTooLarge(ValueError):
+    """A message's length prefix says more than the reader's limit."""
+
+
 class MessageReader:
     """gRPC's length-prefixed messages out of DATA frames: several in one frame, or one split across frames. The
     frames of a message split across many are kept as they come and joined once, when the message is whole."""
 
-    __slots__ = ("chunks", "pending", "wanted")
+    __slots__ = ("chunks", "max_bytes", "pending", "wanted")
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        self.max_bytes = max_bytes  # a longer message raises MessageTooLarge once its prefix came
         self.pending = 0  # bytes in `chunks`
         self.chunks: list[bytes] = []
         self.wanted = 5  # bytes needed before anything more can be read: a prefix, or a whole message
 
     def feed(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
-        """Hand every whole message to `deliver`; keep the rest. Raises ValueError on a compressed message."""
+        """Hand every whole message to `deliver`; keep the rest. Raises ValueError on a compressed message, and
+        MessageTooLarge on one over the limit."""
         if self.chunks:
             self.chunks.append(data)
             self.pending += len(data)
@@ -259,7 +300,10 @@ class MessageReader:
         while size - at >= 5:
             if data[at]:
                 raise ValueError("the server sent a compressed message, which loadgen never asks for")
-            end = at + 5 + int.from_bytes(data[at + 1 : at + 5], "big")
+            length = int.from_bytes(data[at + 1 : at + 5], "big")
+            if length > self.max_bytes:
+                raise MessageTooLarge(f"a message of {length} bytes, over the limit of {self.max_bytes}")
+            end = at + 5 + length
             if end > size:
                 self.wanted = end - at
                 break
@@ -296,9 +340,11 @@ class Connection(asyncio.Protocol):
         self.blocked: collections.deque[Call] = collections.deque()  # calls with data flow control holds back
         self.received = 0
         self._buffer = b""
-        self._decoder = hpack.Decoder()
+        self._decoder = hpack.Decoder(MAX_HEADER_LIST_SIZE)
         self._blocks: dict[bytes, Headers] = {}
-        self._continued: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION frames
+        self._continued: HeaderBlock | None = None  # a header block awaiting CONTINUATION frames
+        self.paused = False  # the transport's buffer is full: the server reads nothing for now
+        self._unanswered = 0  # PING and SETTINGS answered while paused
 
     # the connection
 
@@ -308,6 +354,8 @@ class Connection(asyncio.Protocol):
         if not out and not self.closed:
             self._loop.call_soon(self.drain)
         out.append(data)
+        if len(out) >= MAX_QUEUED_WRITES:  # a turn that reads much (a flood of PINGs) writes as it goes
+            self.drain()
 
     def drain(self) -> None:
         """Write what is queued."""
@@ -324,12 +372,35 @@ class Connection(asyncio.Protocol):
             (SETTINGS_HEADER_TABLE_SIZE, 0),
             (SETTINGS_ENABLE_PUSH, 0),
             (SETTINGS_INITIAL_WINDOW_SIZE, MAX_WINDOW),
+            (SETTINGS_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST_SIZE),
         ]
         self._write(
             PREFACE
             + settings_frame(settings)
             + frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
         )
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._unanswered = 0
+        if self.blocked:
+            self._flush()
+
+    def _answer(self, answer: bytes) -> None:
+        """Answer a PING or SETTINGS; while the server reads nothing, only so many (CVE-2019-9512's flood)."""
+        if self.paused:
+            self._unanswered += 1
+            if self._unanswered > MAX_QUEUED_CONTROL:
+                return self._connection_error(
+                    ENHANCE_YOUR_CALM,
+                    f"over {MAX_QUEUED_CONTROL} PING and SETTINGS frames to answer while it reads nothing "
+                    "(loadgen's limit on queued control frames)",
+                )
+        self._write(answer)
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"the connection to {self.peer} closed: {exc}" if exc else f"{self.peer} closed the connection"
@@ -416,6 +487,7 @@ class Connection(asyncio.Protocol):
             and size <= call.send_window
             and len(request.block) <= self.max_frame
             and not self.blocked
+            and not self.paused
         ):
             self._write(b"".join((request.head, sid, request.middle, sid, body)))
             self.send_window -= size
@@ -438,6 +510,7 @@ class Connection(asyncio.Protocol):
             and size <= self.send_window
             and size <= call.send_window
             and not self.blocked
+            and not self.paused
         ):
             self._write(b"".join((size.to_bytes(3, "big"), b"\0\0", call.stream_id.to_bytes(4, "big"), body)))
             self.send_window -= size
@@ -455,10 +528,13 @@ class Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
-        """Send what the windows allow of the data held back, each blocked call in turn."""
+        """Send what the windows allow of the data held back, each blocked call in turn, until the transport's buffer
+        is full (then `resume_writing` goes on)."""
         if self.closed:
             return
         for _ in range(len(self.blocked)):
+            if self.paused:
+                return
             call = self.blocked.popleft()
             outgoing = call.outgoing
             assert outgoing is not None
@@ -570,21 +646,40 @@ class Connection(asyncio.Protocol):
         if flags & END_HEADERS:
             self._on_block(stream_id, flags, payload)
         else:
-            self._continued = (stream_id, flags, bytearray(payload))
+            self._continued = HeaderBlock(stream_id, flags, payload)
 
     def _on_continuation(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if self._continued is None or self._continued[0] != stream_id:
+        block = self._continued
+        if block is None or block.stream_id != stream_id:
             return self._connection_error(PROTOCOL_ERROR, "a CONTINUATION frame that continues no header block")
-        block = self._continued[2]
-        block += payload
-        if len(block) > MAX_HEADER_BLOCK:
+        block.add(payload)
+        if block.size > MAX_DROPPED_BLOCK or block.frames > MAX_BLOCK_FRAMES:
             return self._connection_error(
-                ENHANCE_YOUR_CALM, f"a header block over {MAX_HEADER_BLOCK} bytes, more than loadgen accepts"
+                ENHANCE_YOUR_CALM,
+                f"a header block without its end after {MAX_DROPPED_BLOCK} bytes or {MAX_BLOCK_FRAMES} frames "
+                "(loadgen's limit)",
             )
+        if block.size > MAX_HEADER_LIST_SIZE and not block.dropped:
+            block.drop()
+            self._retire()  # new streams go elsewhere while this block is read to its end
+            self._oversized(stream_id)
         if flags & END_HEADERS:
-            first_flags = self._continued[1]
             self._continued = None
-            self._on_block(stream_id, first_flags, bytes(block))
+            if not block.dropped:
+                self._on_block(stream_id, block.flags, b"".join(block.parts))
+        return None
+
+    def _oversized(self, stream_id: int) -> None:
+        """A header block over the advertised limit fails its stream. Once the server has acknowledged the client's
+        HPACK table size of 0, a block cannot change the table (but to shrink it to 0): skipping it keeps the decoder
+        in step. Before, the block may have changed the table, and the connection ends."""
+        message = f"a header block over SETTINGS_MAX_HEADER_LIST_SIZE ({MAX_HEADER_LIST_SIZE} bytes, loadgen's limit)"
+        if self._decoder.max_allowed_table_size:
+            return self._connection_error(ENHANCE_YOUR_CALM, message)
+        self._decoder.header_table_size = 0  # what the block skipped had to do first, if not done yet
+        call = self.streams.get(stream_id)
+        if call is not None:
+            call.fail(RESOURCE_EXHAUSTED, message)
         return None
 
     def _on_block(self, stream_id: int, flags: int, block: bytes) -> None:
@@ -594,9 +689,11 @@ class Connection(asyncio.Protocol):
             stateless = table.maxsize == 0
             try:
                 headers = summarise(self._decoder.decode(block, raw=True))
+            except hpack.OversizedHeaderListError:
+                return self._oversized(stream_id)
             except hpack.HPACKError as error:
                 return self._connection_error(COMPRESSION_ERROR, f"a header block hpack cannot decode ({error})")
-            if stateless and table.maxsize == 0 and len(self._blocks) < HEADER_CACHE_SIZE:
+            if stateless and len(block) <= MAX_CACHED_BLOCK and len(self._blocks) < HEADER_CACHE_SIZE:
                 self._blocks[block] = headers  # decoding it used no table and changed none: the same next time
         call = self.streams.get(stream_id)
         if call is not None:
@@ -608,16 +705,18 @@ class Connection(asyncio.Protocol):
 
     def _on_control(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if kind == SETTINGS:
-            if not flags & ACK:
-                self._on_settings(payload)
-                if self.closed:
-                    return
-                self._write(frame(SETTINGS, ACK, 0))
-                if not self.ready.done():
-                    self.ready.set_result(None)
+            if flags & ACK:  # the client's SETTINGS hold: no dynamic HPACK table from now on
+                self._decoder.max_allowed_table_size = 0
+                return
+            self._on_settings(payload)
+            if self.closed:
+                return
+            self._answer(SETTINGS_ACK)
+            if not self.ready.done():
+                self.ready.set_result(None)
         elif kind == PING:
             if not flags & ACK:
-                self._write(frame(PING, ACK, 0, payload))
+                self._answer(frame(PING, ACK, 0, payload))
         elif kind == WINDOW_UPDATE:
             self._on_window_update(stream_id, int.from_bytes(payload[:4], "big") & MAX_WINDOW)
         elif kind == RST_STREAM:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from loadgen.errors import OptionError
-from loadgen.settings import Settings, flag, split_url
+from loadgen.settings import MAX_RESPONSE_BYTES, Settings, flag, split_url
 
 Protocol = Literal["grpc", "http"]
 Transport = Literal["raw", "library"]
@@ -58,6 +58,7 @@ class ConnectionOptions:
     headers: tuple[tuple[str, str], ...] = ()
     request_timeout_s: float | None = None
     compression: str = "none"  # gRPC: how requests are compressed (none, gzip or deflate)
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # raw gRPC: a larger response message fails
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionOptions:
@@ -71,6 +72,7 @@ class ConnectionOptions:
             headers=tuple(settings.header.items()),
             request_timeout_s=settings.request_timeout / 1000 if settings.request_timeout else None,
             compression=settings.grpc_compression_algorithm,
+            max_response_bytes=settings.max_response_bytes,
         )
 
 

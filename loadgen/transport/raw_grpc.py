@@ -29,6 +29,7 @@ from loadgen.transport.options import ConnectionOptions, Tls, load_identity
 ATTEMPTS = 3  # sends of one request the server refused unprocessed (GOAWAY, REFUSED_STREAM) before it fails
 PREPARED_MAX = 1024  # payloads whose frames are kept (a sequence's requests are new payloads: built per request)
 PREPARED_MAX_BYTES = 64 << 20
+RESPONSE_LIMIT = "--max-response-bytes"  # the limit's name in failures
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -39,19 +40,35 @@ class _Refused(Exception):
 class UnaryCall(http2.Call):
     """A `ModelInfer` call: its response message, its deadline."""
 
-    __slots__ = ("chunks", "first_ns", "future", "timer")
+    __slots__ = ("chunks", "first_ns", "future", "max_bytes", "size", "timer")
 
-    def __init__(self, failure: http2.Failure, future: asyncio.Future[bytes]) -> None:
+    def __init__(
+        self, failure: http2.Failure, future: asyncio.Future[bytes], max_bytes: int = http2.MAX_MESSAGE_BYTES
+    ) -> None:
         super().__init__(failure)
         self.future = future
+        self.max_bytes = max_bytes  # the largest response message: past it the call fails
         self.chunks: list[bytes] = []  # the response's DATA as it came, joined once at the end
+        self.size = 0  # bytes in `chunks`
         self.first_ns = 0  # when the response's first bytes came
         self.timer: asyncio.TimerHandle | None = None
 
     def on_data(self, data: bytes) -> None:
-        if not self.chunks:
+        chunks = self.chunks
+        if not chunks:
             self.first_ns = time.perf_counter_ns()
-        self.chunks.append(data)
+            if len(data) >= 5 and int.from_bytes(data[1:5], "big") > self.max_bytes:
+                return self.too_large()  # the prefix says so: no need to read it
+        chunks.append(data)
+        self.size += len(data)
+        if self.size > self.max_bytes + 5:
+            self.too_large()
+        return None
+
+    def too_large(self) -> None:
+        """The response is over the limit: the stream is reset, the call fails naming the limit."""
+        self.chunks = []
+        self.fail(http2.RESOURCE_EXHAUSTED, too_large(self.max_bytes))
 
     def finish(self, code: int, message: str) -> None:
         if self.timer is not None:
@@ -91,9 +108,9 @@ class StreamCall(http2.Call):
 
     __slots__ = ("error", "reader", "responses", "waiter")
 
-    def __init__(self, failure: http2.Failure) -> None:
+    def __init__(self, failure: http2.Failure, max_bytes: int = http2.MAX_MESSAGE_BYTES) -> None:
         super().__init__(failure)
-        self.reader = http2.MessageReader()
+        self.reader = http2.MessageReader(max_bytes)
         self.responses: collections.deque[Any] = collections.deque()
         self.waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None  # set once the stream is over; EOF when it ended well
@@ -101,6 +118,8 @@ class StreamCall(http2.Call):
     def on_data(self, data: bytes) -> None:
         try:
             self.reader.feed(data, self.on_message)
+        except http2.MessageTooLarge:
+            self.fail(http2.RESOURCE_EXHAUSTED, too_large(self.reader.max_bytes))
         except (ValueError, DecodeError) as error:
             self.fail(http2.INTERNAL, f"cannot read the server's message: {error}")
 
@@ -122,6 +141,11 @@ class StreamCall(http2.Call):
             waiter.set_result(None)
 
 
+def too_large(max_bytes: int) -> str:
+    """The failure of a response over the limit, naming it."""
+    return f"a response message over {RESPONSE_LIMIT} ({max_bytes} bytes)"
+
+
 class _EndOfStream(Exception):
     """The server ended the stream with status OK: reads return grpc.aio.EOF."""
 
@@ -133,7 +157,7 @@ class RawStream:
 
     def __init__(self, owner: RawGrpcConnection) -> None:
         self._owner = owner
-        self._call = StreamCall(owner.status_failure)
+        self._call = StreamCall(owner.status_failure, owner.max_response_bytes)
         self._started = False
 
     async def write(self, payload: bytes) -> None:
@@ -224,6 +248,7 @@ class RawGrpcConnection(GrpcConnection):
             *options.headers,
         ]
         self.compression = options.compression
+        self.max_response_bytes = options.max_response_bytes
         if self.compression != "none":  # the requests' encoding; the responses come plain
             common += [("grpc-encoding", self.compression), ("grpc-accept-encoding", "identity")]
         if self.request_timeout_s is not None:  # the server learns the deadline too, as from grpcio
@@ -258,7 +283,7 @@ class RawGrpcConnection(GrpcConnection):
             connection = pool.current
             if connection is None or not connection.has_room:
                 connection = await pool.connection()
-            call = UnaryCall(self.status_failure, loop.create_future())
+            call = UnaryCall(self.status_failure, loop.create_future(), self.max_response_bytes)
             start = clock()
             connection.start(call, request)
             times.send_ns += clock() - start
