@@ -384,7 +384,8 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         type=_int,
         default=OUTPUT_SHARED_MEMORY_SIZE,
         metavar="BYTES",
-        help="region size per output whose size the metadata does not fix (default 102400)",
+        help="region size per output and request of the batch, for outputs whose size the metadata does not fix "
+        "(times --batch-size; default 102400)",
     )
     parser.add_argument(
         "--input-tensor-format",

@@ -81,11 +81,12 @@ def _aligned(size: int) -> int:
 
 
 def output_size(model: ModelInfo, spec: TensorSpec, settings: Settings) -> int:
-    """The region an output needs: its exact size when the metadata fixes it, else --output-shared-memory-size."""
+    """The region an output needs for the batch: a request's exact size when the metadata fixes it, else
+    --output-shared-memory-size, times --batch-size (as perf_analyzer allocates it)."""
     dims = spec.shape[1:] if model.max_batch_size > 0 else spec.shape
-    if spec.datatype == "BYTES" or -1 in dims:
-        return settings.output_shared_memory_size
     batch = settings.batch_size if model.max_batch_size > 0 else 1
+    if spec.datatype == "BYTES" or -1 in dims:
+        return settings.output_shared_memory_size * batch
     return math.prod(dims) * batch * int(np.dtype(triton_to_np_dtype(spec.datatype)).itemsize)
 
 

@@ -335,7 +335,9 @@ def _check_kind(model: ModelInfo, data: InputData, settings: Settings) -> None:
 
 def _rejected(model: str, failure: RequestFailed, settings: Settings) -> ModelRejectedError:
     message = f"model {model} rejected the request: {failure}"
-    if settings.input_data in GENERATED:
+    if "shared memory size" in str(failure):  # Triton's words for an output region too small for the results
+        message += " (hint: raise --output-shared-memory-size, the region per output for one request of the batch)"
+    elif settings.input_data in GENERATED:
         message += f" (hint: the model needs real data; pass it with --input-data FILE, not {settings.input_data})"
     return ModelRejectedError(message)
 

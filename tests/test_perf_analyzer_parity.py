@@ -139,3 +139,20 @@ def test_7_a_request_count_window_lasts_whole_seconds(test_server: EmbeddedServe
         assert ran.lines("    Request count: ") == ["    Request count: 300"]
         throughput = float(ran.lines("    Throughput: ")[0].split()[1])
         assert throughput <= 300, ran.out
+
+
+@pytest.mark.parametrize(("size", "status"), [(32, 0), (16, 99)])
+def test_3_an_output_region_is_its_size_times_the_batch(
+    test_server: EmbeddedServer, tmp_path: Path, size: int, status: int
+) -> None:
+    """EMBEDDED (FP32, dims [-1]) of 8 tokens is 32 bytes a request, 128 for -b 4: perf_analyzer allocates
+    --output-shared-memory-size x the batch per output, so 32 runs and 16 fails in both, 16 with the hint to raise
+    it."""
+    theirs, ours = both(
+        tmp_path, "-m", "mixed_inputs", "-u", test_server.http_url, "-b", "4", "-z", "--shape", "TOKENS:8",
+        "--shared-memory", "system", "--output-shared-memory-size", size, *QUICK,
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (status, status), theirs.err + ours.out + ours.err
+    if status:
+        assert "should be at least 128 bytes" in theirs.err and "should be at least 128 bytes" in ours.err
+        assert "raise --output-shared-memory-size" in ours.err and "real data" not in ours.err
