@@ -16,6 +16,7 @@ from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult, SendLag
 from loadgen.server import metrics as server_metrics
 from loadgen.server.metrics import ServerMetrics
+from loadgen.server.sharing import Sharing, combined, server_requests, window_sharing
 from loadgen.server.statistics import Composition, Snapshot, add, figures
 
 DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
@@ -54,6 +55,32 @@ class Level:
         self.metrics: list[ServerMetrics] = []
         self.summaries: list[WindowSummary] = []
         self.throughput_only = False  # stable on throughput alone (`settle_on_throughput`)
+        self.in_flight: int | None = None  # loadgen's requests in flight at the last window's end (None: no audit)
+        self.sharing: list[Sharing] = []  # each window's server count beside loadgen's, once `begin` was called
+
+    def begin(self, window: Window, parts: Mapping[str, Window]) -> None:
+        """Compare every window's server count of the model with loadgen's own (see `server.sharing`), from
+        `window`, the one that closed as the level started (with each model's part of it, in a mix)."""
+        for name, level in self.models.items():
+            level.begin(parts[name], {})
+        if self.model is not None:
+            self.in_flight = self._in_flight_after(0, window)
+
+    def _in_flight_after(self, start: int, window: Window) -> int:
+        """Loadgen's requests in flight at a window's end: a closed loop's concurrency; an open loop's, counted from
+        `start` (at the window's start) by what the window sent and what of it returned."""
+        if self.load.concurrency is not None:
+            return self.load.concurrency
+        return max(start + window.sent - window.request_count - window.error_count, 0)
+
+    def _audit(self, window: Window, server: Snapshot) -> None:
+        """The window's server count of the model beside loadgen's own and those in flight at its edges."""
+        if self.in_flight is None or self.model is None:
+            return
+        start, self.in_flight = self.in_flight, self._in_flight_after(self.in_flight, window)
+        returned = window.request_count + window.error_count + window.stale  # stale: an earlier level's, back now
+        edges = start + self.in_flight
+        self.sharing.append(window_sharing(self.model.model, server_requests(self.model, server), returned, edges))
 
     def add(
         self,
@@ -67,6 +94,7 @@ class Level:
         for name, level in self.models.items():
             assert parts is not None  # a mix's window always comes with its models' parts
             level.add(parts[name], server, metrics)
+        self._audit(window, server)
         self.windows.append(window)
         self.server.append(server)
         if metrics is not None:
@@ -175,6 +203,7 @@ def _figures(
     percentile = rule.percentile
     loop_busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
     diagnosis, bottleneck = None, None
+    sharing = combined(level.sharing[-STABILITY_WINDOWS:])  # over the windows the figures come from
     if server_figures is not None:
         observation = Observation(
             load=level.load,
@@ -187,9 +216,11 @@ def _figures(
             server=server_figures,
             metrics=metrics,
             cores=level.cores,
+            sharing=sharing,
         )
         diagnosis = diagnose(observation, level.baseline)
-        bottleneck = verdict(diagnosis, observation) if diagnosis is not None else None
+        if diagnosis is not None and not diagnosis.shared:  # a shared level names no limiting step
+            bottleneck = verdict(diagnosis, observation)
     calls = merged.client_calls
     return LevelResult(
         concurrency=level.load.concurrency,
@@ -212,6 +243,7 @@ def _figures(
         metrics=metrics,
         diagnosis=diagnosis,
         bottleneck=bottleneck,
+        sharing=sharing,
         client_send_us=merged.client_send_ns / 1000 / calls if calls else 0.0,
         client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
         confidence=level_confidence(
@@ -244,6 +276,11 @@ def outcome(levels: Sequence[LevelResult]) -> tuple[str, str]:
     if not unstable:
         return "complete", ""
     level = unstable[-1]
+    if level.request_count == 0 and level.error_count == 0 and level.sharing is not None and level.shared:
+        return "unstable", (
+            f"no request completed at {level.load_label} in {level.windows} windows while {level.sharing.describe()}; "
+            "the sweep stopped there"
+        )
     if level.request_count == 0 and level.error_count == 0:
         return "unstable", (
             f"no request completed at {level.load_label} in {level.windows} windows: the requests in flight never "

@@ -16,7 +16,9 @@ from loadgen.errors import LoadgenError
 from loadgen.measurement import LatencyStats, WindowSummary
 from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import LevelRule, Load, Windows, level_rule
+from loadgen.server.idle import Idle
 from loadgen.server.metrics import ServerMetrics
+from loadgen.server.sharing import Sharing
 from loadgen.server.statistics import ServerFigures
 from loadgen.settings import Mode, Settings, is_closed_loop
 from loadgen.transport import Tensor
@@ -104,7 +106,15 @@ class LevelResult:
     models: tuple[LevelResult, ...] = ()  # a mix's level: each model's figures at it (the level itself: the total)
     solo: LevelResult | None = None  # a model of a mix, alone at the same load (--solo-baseline)
     mix_diagnosis: MixDiagnosis | None = None  # a mix's level: the bound across its models
+    # the server's count of the model's requests in the windows beside loadgen's (None: not compared, as in a shard)
+    sharing: Sharing | None = None
     confidence: LevelConfidence | None = None  # how sure its figures are (None: a file of an older loadgen)
+
+    @property
+    def shared(self) -> bool:
+        """The server served the model to someone else too during the level's windows: its figures are not this
+        load's alone."""
+        return self.sharing is not None and self.sharing.shared
 
     @property
     def load(self) -> float:
@@ -201,6 +211,7 @@ class ProfileResult:
     # with Settings.record_requests: each level's requests, for --profile-export-file (not part of `to_dict`)
     experiments: tuple[Experiment, ...] = ()
     records_capped: bool = False  # the record_requests bound was reached: later requests were not recorded
+    server_idle: Idle | None = None  # the wait, before the first window, for the server's other work on the model
 
     @property
     def closed_loop(self) -> bool:
@@ -344,6 +355,7 @@ class ProfileResult:
             "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
             **({"mix_diagnosis": asdict(self.mix_diagnosis)} if self.mix_diagnosis else {}),
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
+            "server_idle": asdict(self.server_idle) if self.server_idle else None,
             "settings": self.settings,
         }
 

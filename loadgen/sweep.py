@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from loadgen.clock import WallClock
 from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
-from loadgen.levels import ends_sweep, outcome, start_level
+from loadgen.levels import Level, ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Window, WindowSummary
 from loadgen.mix import MixGenerator, dealing, selector
@@ -22,6 +22,7 @@ from loadgen.plan import Load, RunPlan, Windows, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
 from loadgen.sequences import check_sequence_ids
+from loadgen.server.idle import Idle, idle_timeout_s, wait_until_idle
 from loadgen.server.metrics import MetricsCollector, metrics_url
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
 from loadgen.server.trace import traced
@@ -128,6 +129,7 @@ class _Session:
         self.model = self.settings.model_name or ""
         self.reference: LevelResult | None = None  # the reference for compute growth, before a level of its own
         self.solo: dict[str, tuple[LevelResult, ...]] = {}  # a mix's models alone (--solo-baseline), level by level
+        self.server_idle: Idle | None = None  # how the wait for the server's other work on the model went
 
     async def close(self) -> None:
         try:
@@ -233,6 +235,7 @@ class _Session:
             message=message,
             experiments=experiments,
             records_capped=capped,
+            server_idle=self.server_idle,
         )
 
     def _note(self, text: str) -> None:
@@ -427,6 +430,7 @@ class _Sweep:
                 self.metrics = await self._guarded(self._collect_metrics())
             if isinstance(self.generator, ProcessGenerator):
                 await self._guarded(self.generator.start())
+            await self._guarded(self._wait_idle())
             if self.log:
                 self.grid = await self._guarded(self._start_grid(self.log))
             if self.run.periodic is not None:
@@ -608,6 +612,7 @@ class _Sweep:
         level = start_level(
             load, self.run.rule, self.trees, self.settings.model_mix, least, self.run.server_cores, self._solo(number)
         )
+        self._audit(level, before)
         try:
             while (not level.stable or self.log) and first + len(level.windows) < windows.max_windows:
                 index = first + len(level.windows)  # its place in the level (a logged run's on the grid)
@@ -643,6 +648,33 @@ class _Sweep:
         settings = self.settings
         asynchronous = settings.asynchronous or settings.streaming or (self.info.is_sequence and not settings.sync)
         return settings.perf_analyzer_rules and asynchronous and self.mix is None and not self.run.rule.single
+
+    async def _wait_idle(self) -> None:
+        """Before the first window: wait, bounded, until the server has no work left on the models and their steps
+        (see `server.idle`)."""
+        models = {step.model for tree in self.trees.values() for step in tree.models()}
+        self.session.server_idle = await wait_until_idle(
+            self._statistics,
+            self.session.model,
+            models,
+            idle_timeout_s(self.run.windows),
+            self._pending,
+            self.session._note,
+        )
+
+    def _pending(self) -> dict[str, int]:
+        """The requests pending per model in the latest metrics scrape (none without --collect-metrics)."""
+        latest = self.metrics.recorder.latest if self.metrics is not None else None
+        counts: dict[str, int] = {}
+        for pending in latest.pending if latest is not None else ():
+            counts[pending.model] = counts.get(pending.model, 0) + pending.count  # every version's
+        return counts
+
+    def _audit(self, level: Level, before: Window) -> None:
+        """Compare the level's windows with the server's count of the model (see `server.sharing`), from the window
+        that closed as it started; not in a run that is one shard of several (the server counts them all)."""
+        if self.run.shard.count == 1:
+            level.begin(before, self.mix.parts if self.mix is not None else {})
 
     def _solo(self, number: int) -> dict[str, LevelResult]:
         """Each model alone at the load it has in the mix's level `number` (--solo-baseline)."""

@@ -18,6 +18,7 @@ from loadgen.server.metrics import summary_line
 if TYPE_CHECKING:
     from loadgen.comparison import Comparison, Gate, MetricChange
     from loadgen.results import LevelResult, ProfileResult, RunDescription
+    from loadgen.server.sharing import Sharing
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
 _OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
@@ -180,6 +181,7 @@ class ConsoleProgress:
                 f"    {model.model}: {_load(model)}, {model.throughput:.1f} infer/s, avg {lat.avg:.0f} us, "
                 f"p99 {lat.p99} us{alone}, {model.error_count} errors{'' if model.stable else ', NOT stable'}"
             )
+            self._shared(model.sharing, "      ")
         if level.percentile_us is not None:
             self.console.print(f"    p{level.percentile} latency: {level.percentile_us} us")
         if level.first_response_latency_us is not None:
@@ -209,7 +211,15 @@ class ConsoleProgress:
                 style="yellow",
             )
 
+    def _shared(self, sharing: Sharing | None, indent: str) -> None:
+        """A level (or a mix's model) the server served to someone else too."""
+        if sharing is not None and sharing.shared:
+            self.console.print(
+                f"{indent}SHARED: {sharing.describe()}; these figures are not this load's alone", style="bold red"
+            )
+
     def _warn(self, level: LevelResult) -> None:
+        self._shared(level.sharing, "    ")
         if level.saturated == "machine":
             self.console.print(
                 f"    WARNING: {level.delayed_share:.1%} of requests left over 1 ms late at {level.request_rate:g} "
@@ -296,7 +306,10 @@ class ConsoleProgress:
 
     def _diagnosis(self, diagnosis: Diagnosis) -> None:
         print = self.console.print
-        print(f"Diagnosis: {_bound(diagnosis)} bounds throughput", style="bold")
+        if diagnosis.shared:
+            print("Diagnosis: none, the server was shared", style="bold")
+        else:
+            print(f"Diagnosis: {_bound(diagnosis)} bounds throughput", style="bold")
         print(f"  {diagnosis.reason}")
         limit = diagnosis.predicted_max_throughput
         if diagnosis.limiting_step is not None and limit is not None:

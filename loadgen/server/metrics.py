@@ -367,6 +367,11 @@ class MetricsRecorder:
     def fail(self) -> None:
         self._failures += 1
 
+    @property
+    def latest(self) -> Sample | None:
+        """The latest scrape, of this window or an earlier one."""
+        return self._last
+
     def window(self, end_s: float) -> ServerMetrics:
         """What was scraped since the previous call (or the start)."""
         result = aggregate(self._samples, self._start_s, end_s, self._energy, self._failures)
