@@ -222,6 +222,7 @@ def _figures(
         if diagnosis is not None and not diagnosis.shared:  # a shared level names no limiting step
             bottleneck = verdict(diagnosis, observation)
     calls = merged.client_calls
+    sends = merged.client_sends or calls  # a window log of an earlier version counted successful calls alone
     return LevelResult(
         concurrency=level.load.concurrency,
         request_rate=level.load.rate,
@@ -244,7 +245,7 @@ def _figures(
         diagnosis=diagnosis,
         bottleneck=bottleneck,
         sharing=sharing,
-        client_send_us=merged.client_send_ns / 1000 / calls if calls else 0.0,
+        client_send_us=merged.client_send_ns / 1000 / sends if sends else 0.0,
         client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
         confidence=level_confidence(
             merged,

@@ -191,6 +191,24 @@ class Experiment:
     window_boundaries: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class Unmeasured:
+    """Where the requests that no measured window counts went: a server's count of the run's requests is the
+    windows' requests plus these."""
+
+    warmup: int = 0  # the warm-up's requests (--warmup-request-count)
+    between_levels: int = 0  # completed after a level's last window and before the next level's first
+    earlier_level: int = 0  # sent at one level and completed during the next: discarded, counted only here
+    after_last_window: int = 0  # completed after the last window closed, before the run stopped or in its grace
+    in_flight_at_stop: int = 0  # in flight when the load stopped
+    cancelled_at_stop: int = 0  # of those, not answered within the grace period: cancelled
+
+    @property
+    def total(self) -> int:
+        """Requests answered outside every window (the cancelled ones are not among them)."""
+        return self.warmup + self.between_levels + self.earlier_level + self.after_last_window
+
+
 @dataclass(frozen=True, repr=False)
 class ProfileResult:
     """A whole sweep: the model, how it was loaded, and one result per level.
@@ -212,6 +230,7 @@ class ProfileResult:
     experiments: tuple[Experiment, ...] = ()
     records_capped: bool = False  # the record_requests bound was reached: later requests were not recorded
     server_idle: Idle | None = None  # the wait, before the first window, for the server's other work on the model
+    unmeasured: Unmeasured | None = None  # requests outside every window, and where they went
 
     @property
     def closed_loop(self) -> bool:
@@ -355,6 +374,7 @@ class ProfileResult:
             "diagnosis": asdict(self.diagnosis) if self.diagnosis else None,
             **({"mix_diagnosis": asdict(self.mix_diagnosis)} if self.mix_diagnosis else {}),
             "inputs": [asdict(i) | {"shape": list(i.shape)} for i in self.inputs],
+            "unmeasured": asdict(self.unmeasured) if self.unmeasured else None,
             "server_idle": asdict(self.server_idle) if self.server_idle else None,
             "settings": self.settings,
         }

@@ -7,20 +7,20 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from loadgen.clock import WallClock
-from loadgen.errors import ModelRejectedError, OptionError, RunFailed, ServerError
+from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, RunFailed, ServerError
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.levels import Level, ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
-from loadgen.measurement import Window, WindowSummary
+from loadgen.measurement import Unfinished, Window, WindowSummary
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
-from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription
+from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription, Unmeasured
 from loadgen.sequences import check_sequence_ids
 from loadgen.server.idle import Idle, idle_timeout_s, wait_until_idle
 from loadgen.server.metrics import MetricsCollector, metrics_url
@@ -59,6 +59,47 @@ class Progress(Protocol):
 
 class Stopped(Exception):
     """The user stopped the run before it measured anything."""
+
+
+@dataclass
+class _Tally:
+    """Counts, as the sweep goes, the requests that no measured window holds (see `Unmeasured`)."""
+
+    warmup: int = 0
+    between_levels: int = 0
+    earlier_level: int = 0
+    after_last_window: int = 0
+    unfinished: Unfinished = field(default_factory=Unfinished)
+
+    def measured(self, window: Window) -> None:
+        self.earlier_level += window.stale
+
+    def before(self, window: Window, warmup: bool) -> None:
+        """What completed before a level's first window: the warm-up's, or since the previous level's last."""
+        self.earlier_level += window.stale
+        done = window.request_count + window.error_count
+        if warmup:
+            self.warmup += done
+        else:
+            self.between_levels += done
+
+    def tail(self, window: Window | None, unfinished: Unfinished) -> None:
+        """What completed after the last window: until the load stopped, and within its grace period."""
+        if window is not None:
+            self.earlier_level += window.stale
+            self.after_last_window += window.request_count + window.error_count
+        self.after_last_window += unfinished.in_flight - unfinished.cancelled
+        self.unfinished = unfinished
+
+    def result(self) -> Unmeasured:
+        return Unmeasured(
+            self.warmup,
+            self.between_levels,
+            self.earlier_level,
+            self.after_last_window,
+            self.unfinished.in_flight,
+            self.unfinished.cancelled,
+        )
 
 
 @dataclass(frozen=True)
@@ -193,6 +234,7 @@ class _Session:
                 self.progress.started(description)
             levels, abort = await sweep.sweep()
         status, message = (abort.status, abort.message) if abort else outcome(levels)
+        unmeasured = sweep.tally.result()
         if log:
             log.end(status)
         experiments = await _in_daemon_thread(sweep.experiments)
@@ -202,7 +244,7 @@ class _Session:
                 f"--record-requests {self.settings.record_requests}: the bound was reached, and later requests were "
                 "not recorded for the profile export"
             )
-        result = self._result(levels, inputs, status, message, experiments, capped)
+        result = self._result(levels, inputs, status, message, experiments, capped, unmeasured)
         if abort and abort.status == "failed":
             raise RunFailed(abort.message, result)
         return result
@@ -223,6 +265,7 @@ class _Session:
         message: str,
         experiments: tuple[Experiment, ...] = (),
         capped: bool = False,
+        unmeasured: Unmeasured | None = None,
     ) -> ProfileResult:
         return ProfileResult(
             model=self.model,
@@ -236,6 +279,7 @@ class _Session:
             experiments=experiments,
             records_capped=capped,
             server_idle=self.server_idle,
+            unmeasured=unmeasured,
         )
 
     def _note(self, text: str) -> None:
@@ -415,6 +459,7 @@ class _Sweep:
         self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
         self.recorded: list[tuple[Load, list[Exchange], tuple[int, ...]]] = []  # per level: its requests, windows
         self.warmed_up = settings.warmup_request_count == 0
+        self.tally = _Tally()
 
     async def sweep(self) -> tuple[list[LevelResult], _Abort | None]:
         """The measured levels, and why the sweep ended early if it did."""
@@ -447,7 +492,10 @@ class _Sweep:
             self.stopping.cancel()
             watchdog.stop()
             await asyncio.gather(self.stopping, return_exceptions=True)
-            await self.generator.stop(STOP_GRACE_S)
+            tail = None
+            with contextlib.suppress(LoadgenError):  # workers that failed have no tail to tell
+                tail = await self.generator.rotate()
+            self.tally.tail(tail, await self.generator.stop(STOP_GRACE_S))
             for connection in self.connections:
                 await connection.close()
             await self.control.close()
@@ -459,7 +507,7 @@ class _Sweep:
         """Warm up, then wait for --start-at: the grid the logged windows fall on, logged with how late this run was
         ready (a warm-up that outlasts the wait makes it late too)."""
         if not self.warmed_up:
-            await self._warm_up(self.run.loads[0])
+            self.tally.before(await self._warm_up(self.run.loads[0]), True)
         grid = await _wait_for_start(self.settings.start_at, log.clock, self.run.windows)
         start = LoggedStart(grid, max(time.perf_counter_ns() - grid.origin_ns, 0))
         log.start(start)
@@ -595,14 +643,22 @@ class _Sweep:
         count = None
         if windows.single:  # exactly --request-count requests (and the warm-up's) reach the server
             count = (windows.count or 0) + (0 if self.warmed_up else self.settings.warmup_request_count)
-        await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns(), count))
+        # what completed up to the switch; a window of exactly --request-count requests counts from the switch on
+        before = await self._guarded(self.generator.apply(load, start_ns or time.perf_counter_ns(), count))
+        if not windows.single and start_ns is None:  # the previous level's requests are never counted at this one,
+            # and its first window waits (a while) for them; a logged run's windows keep their place on the grid
+            await self._guarded(self.generator.drain(windows.interval_ms / 1000))
+        warmup = not self.warmed_up
         if start_ns is not None:  # a run that joins the level late: its load runs until the window it joins starts
             await self._guarded(_sleep_until(start_ns))
-        if self.warmed_up:
-            before = await self.generator.rotate()  # the level starts now: drop what completed before
-        else:  # the warm-up's window closes at exactly its last request: the level starts there
+        if warmup:  # the warm-up's window closes at exactly its last request: the level starts there
+            self.tally.before(before, warmup=False)
             before = await self._guarded(self.generator.fill(self.settings.warmup_request_count, WARMUP_TIMEOUT_S))
             self.warmed_up = True
+        elif not windows.single:  # the level starts now: drop what completed since the switch
+            self.tally.before(before, warmup=False)
+            before = await self.generator.rotate()
+        self.tally.before(before, warmup)
         if self.records is not None:
             self.records.drop_before(before.end_ns)
         reading = await self._statistics()
@@ -624,6 +680,7 @@ class _Sweep:
                 server = delta(previous, reading)
                 parts = self.mix.parts if self.mix is not None else {}
                 summary = level.add(window, server, metrics, parts)
+                self.tally.measured(window)
                 if self.log:
                     self.log.window(LoggedWindow(load, number, index, window, server, metrics, parts))
                 if self.session.progress:
@@ -633,7 +690,8 @@ class _Sweep:
             if not level.windows or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
                 window = await self.generator.rotate()  # what completed of the window cut short
                 level.add(window, {}, None, self.mix.parts if self.mix is not None else {})
-            if level.windows[-1].request_count or len(level.windows) > 1:
+                self.tally.measured(window)
+            if level.windows[-1].request_count or level.windows[-1].error_count or len(level.windows) > 1:
                 self._keep(level.result(complete=False))
             self._record(load, level.windows)
             raise
@@ -651,7 +709,9 @@ class _Sweep:
 
     async def _wait_idle(self) -> None:
         """Before the first window: wait, bounded, until the server has no work left on the models and their steps
-        (see `server.idle`)."""
+        (see `server.idle`); not in a shard of several, whose other shards' load is the run's own."""
+        if self.run.shard.count > 1:
+            return
         models = {step.model for tree in self.trees.values() for step in tree.models()}
         self.session.server_idle = await wait_until_idle(
             self._statistics,

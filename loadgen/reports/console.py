@@ -17,7 +17,7 @@ from loadgen.server.metrics import summary_line
 
 if TYPE_CHECKING:
     from loadgen.comparison import Comparison, Gate, MetricChange
-    from loadgen.results import LevelResult, ProfileResult, RunDescription
+    from loadgen.results import LevelResult, ProfileResult, RunDescription, Unmeasured
     from loadgen.server.sharing import Sharing
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
@@ -266,6 +266,8 @@ class ConsoleProgress:
             self.console.print(_row(_header(result.closed_loop)), style="bold")
             for row in result.levels:
                 self._print_level(row)
+        if result.unmeasured is not None and result.unmeasured.in_flight_at_stop + result.unmeasured.total:
+            self.console.print(unmeasured_line(result.unmeasured), style="dim")
         level = result.peak
         if level is not None and level.server is not None and level.diagnosis is not None:
             self.console.print(step_table(level))
@@ -324,6 +326,21 @@ class ConsoleProgress:
             print(f"  if {change.change}: about {at_load} infer/s at this load{most}")
         for suggestion in diagnosis.suggestions:
             print(f"  - {suggestion}")
+
+
+def unmeasured_line(unmeasured: Unmeasured) -> str:
+    """Where the requests outside every window went, in one line (only what happened)."""
+    parts = [
+        (unmeasured.warmup, "warm-up"),
+        (unmeasured.between_levels, "between levels"),
+        (unmeasured.earlier_level, "sent at one level and answered at the next (not counted)"),
+        (unmeasured.after_last_window, "after the last window"),
+    ]
+    shown = ", ".join(f"{count} {what}" for count, what in parts if count) or "none"
+    return (
+        f"Requests answered outside the windows: {shown}; {unmeasured.in_flight_at_stop} in flight when the load "
+        f"stopped, {unmeasured.cancelled_at_stop} of them cancelled unanswered"
+    )
 
 
 def confidence_line(confidence: LevelConfidence) -> str:
