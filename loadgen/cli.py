@@ -34,7 +34,13 @@ from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.console import print_comparison
 from loadgen.reports.files import ReportFile, report_files, write_reports
-from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION, PerfAnalyzerReport
+from loadgen.reports.perf_analyzer import (
+    MAX_THREADS_WARNING,
+    PERF_ANALYZER_VERSION,
+    PerfAnalyzerReport,
+    Ranges,
+    perf_analyzer_ranges,
+)
 from loadgen.results import ProfileResult, load_result
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
@@ -53,6 +59,7 @@ from loadgen.settings import (
     TRACE_LEVELS,
     TRANSPORTS,
     Settings,
+    is_open_range,
     parse_header,
     parse_input_range,
     parse_request_parameter,
@@ -720,6 +727,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.ray_address:  # the cluster's workers are the shards; the driver's settings describe the whole load
         options["hdr_log"] = None
     options["concurrency_range"] = _concurrency(args)
+    if args.perf_analyzer_rules:
+        options["concurrency_range"], options["request_rate_range"] = _ranges(args).swept(args.binary_search)
     sources = list(args.input_data or [])
     if args.data_directory:
         sources.append(args.data_directory)
@@ -736,6 +745,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
     if args.profile_export_file and not args.record_requests:
         options["record_requests"] = EXPORT_LIMIT
     return Settings(**options)
+
+
+def _ranges(args: argparse.Namespace) -> Ranges:
+    """The load ranges as perf_analyzer reads them (see `perf_analyzer_ranges`)."""
+    synchronous = not (args.asynchronous or args.streaming)
+    return perf_analyzer_ranges(_concurrency(args), args.request_rate_range, synchronous, args.max_threads)
 
 
 def _concurrency(args: argparse.Namespace) -> str | None:
@@ -824,7 +839,12 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
         result = profile_on_ray(settings, args.ray_address, args.workers_per_node, replay)
         replay.replay(result)
         return _exit_status(result, _write(result, files, errors))
-    report = PerfAnalyzerReport(settings, args.asynchronous, bool(args.verbose)) if perf_analyzer else None
+    report = None
+    if perf_analyzer:
+        ranges = _ranges(args)
+        if ranges.concurrency != _concurrency(args) and is_open_range(_concurrency(args)):
+            errors.print(MAX_THREADS_WARNING, soft_wrap=True)
+        report = PerfAnalyzerReport(settings, args.asynchronous, bool(args.verbose), ranges=ranges)
     progress = report or ConsoleProgress(console, verbose=bool(args.verbose), quiet=args.quiet)
     with progress if isinstance(progress, ConsoleProgress) else contextlib.nullcontext():
         try:

@@ -156,3 +156,39 @@ def test_3_an_output_region_is_its_size_times_the_batch(
     if status:
         assert "should be at least 128 bytes" in theirs.err and "should be at least 128 bytes" in ours.err
         assert "raise --output-shared-memory-size" in ours.err and "real data" not in ours.err
+
+
+def _settings_block(ran: Ran) -> list[str]:
+    """The lines of the "*** Measurement Settings ***" block."""
+    return ran.out.split("\n\n")[0].splitlines()
+
+
+def test_4_an_open_concurrency_range_stops_at_the_threads(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """With synchronous calls, an END of 0 is perf_analyzer's 16 threads: the same limit lines, its warning, and the
+    same levels (1 and 9: 17 is past the limit)."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--concurrency-range",
+        "1:0:8", "-l", "10000", "-p", "200", "-s", "1000", "-r", "3",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert _settings_block(ours) == _settings_block(theirs)
+    assert "  Concurrency limit: 16 concurrent requests" in _settings_block(ours)
+    for ran in (theirs, ours):
+        assert ran.lines("Request concurrency: ") == ["Request concurrency: 1", "Request concurrency: 9"]
+        assert "WARNING: The maximum attainable concurrency will be limited by max_threads specification." in ran.err
+
+
+def test_4_an_open_rate_range_prints_no_rate_limit(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """An open rate range: the latency limit alone in the settings block; the first level (20 ms a request) is over
+    1 ms, which ends the sweep with perf_analyzer's message and no summary, status 0."""
+    theirs, ours = both(
+        tmp_path, "-m", "sleeper", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-rate-range",
+        "10:0:10", "-l", "1", "-a", *QUICK,
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert _settings_block(ours) == _settings_block(theirs)
+    assert "  Latency limit: 1 msec" in _settings_block(ours)
+    assert not [line for line in ours.out.splitlines() if "Request Rate limit" in line]
+    for ran in (theirs, ours):
+        assert "Measured latency went over the set limit of 1 msec." in ran.err
+        assert ran.lines("Request Rate: ") == ["Request Rate: 10 inference requests per seconds"]

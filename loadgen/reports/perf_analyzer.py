@@ -4,6 +4,7 @@ summary, and the messages tools look for (Model Analyzer retries on two of them)
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from loadgen.errors import EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE
@@ -20,6 +21,53 @@ EXIT_NO_REQUESTS = 3  # perf_analyzer's OPTION_ERROR, which it returns for a win
 NO_REQUESTS = "No valid requests recorded within time interval. Please use a larger time window."
 UNSTABLE = "Failed to obtain stable measurement."
 PERCENTILES = (50, 90, 95, 99)
+DEFAULT_MAX_THREADS = 16  # perf_analyzer's threads for a concurrency sweep without --max-threads
+MAX_THREADS_WARNING = "WARNING: The maximum attainable concurrency will be limited by max_threads specification."
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """The load ranges as perf_analyzer holds them (`perf_analyzer_ranges`): what its settings block prints."""
+
+    concurrency: str | None = None
+    rate: str | None = None
+
+    def ends(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """START and END of the concurrency range and of the rate range; an END not given is perf_analyzer's 1."""
+        return _start_end(self.concurrency), _start_end(self.rate)
+
+    def swept(self, binary: bool) -> tuple[str | None, str | None]:
+        """The ranges its sweep runs: an END below START is START alone (a do-while loop), but for a binary search,
+        which refuses it."""
+        return _forward(self.concurrency, binary), _forward(self.rate, binary)
+
+
+def _start_end(text: str | None) -> tuple[float, float]:
+    parts = (text or "1").split(":")
+    return float(parts[0]), float(parts[1]) if len(parts) > 1 else 1.0
+
+
+def _forward(text: str | None, binary: bool) -> str | None:
+    if text is None or binary:
+        return text
+    start, end = _start_end(text)
+    return text.split(":")[0] if 0 < end < start and ":" in text else text
+
+
+def perf_analyzer_ranges(
+    concurrency: str | None, rate: str | None, synchronous: bool, max_threads: int | None
+) -> Ranges:
+    """--concurrency-range and --request-rate-range as perf_analyzer holds them: with synchronous calls a
+    concurrency END of 0 is its threads, --max-threads or 16 (perf_analyzer.cc); texts that are not numbers are
+    left for Settings to refuse."""
+    parts = concurrency.split(":") if concurrency is not None else []
+    try:
+        open_end = synchronous and len(parts) > 1 and float(parts[1]) == 0
+    except ValueError:
+        return Ranges(concurrency, rate)
+    if open_end:
+        concurrency = ":".join([parts[0], str(max_threads or DEFAULT_MAX_THREADS), *parts[2:]])
+    return Ranges(concurrency, rate)
 
 
 def number(value: float) -> str:
@@ -37,8 +85,10 @@ class PerfAnalyzerReport:
         verbose: bool = False,
         out: TextIO | None = None,
         err: TextIO | None = None,
+        ranges: Ranges | None = None,
     ) -> None:
         self.settings = settings
+        self.ranges = ranges or Ranges()
         self.asked_async = asynchronous  # -a
         self.verbose = verbose
         self.out = out or sys.stdout
@@ -97,13 +147,18 @@ class PerfAnalyzerReport:
         return self.settings.streaming or run.sequence or self.asked_async
 
     def _limits(self, run: RunDescription) -> list[str]:
-        loads = [load.load_value for load in run.loads]
-        if len(loads) < 2:
-            return []
+        """perf_analyzer's limit lines: for a range whose END is not 1, the latency limit, then the range's limit
+        unless its END is 0 (open)."""
         limit = f"  Latency limit: {number(run.rule.latency_threshold_ms or 0)} msec"
-        if run.closed_loop:
-            return [limit, f"  Concurrency limit: {int(max(loads))} concurrent requests"]
-        return [limit, f"  Request Rate limit: {self._number(max(loads))} requests per seconds"]
+        (start, end), (rate_start, rate_end) = self.ranges.ends()
+        lines = []
+        if end != 1:
+            lines += [limit] + ([f"  Concurrency limit: {int(max(start, end))} concurrent requests"] if end else [])
+        if rate_end != 1:
+            lines += [limit] + (
+                [f"  Request Rate limit: {number(max(rate_start, rate_end))} requests per seconds"] if rate_end else []
+            )
+        return lines
 
     def _announce(self, load: Load) -> None:
         if self._announced == load:
