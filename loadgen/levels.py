@@ -200,6 +200,8 @@ def _figures(
             "response_throughput": merged.responses / duration if duration else 0.0,
             "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
         }
+    if merged.sequences:
+        extra |= {"sequence_count": merged.sequences, "sequence_rate": merged.sequences / duration if duration else 0.0}
     percentile = rule.percentile
     loop_busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
     diagnosis, bottleneck = None, None

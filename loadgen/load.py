@@ -170,6 +170,11 @@ class _Slots:
         raise NotImplementedError
 
 
+def _ends_sequence(source: Iterator[Payload]) -> bool:
+    """Whether the request a slot's source just gave ends its sequence (a sequence model's slot)."""
+    return isinstance(source, SequenceSlot) and source.current is None
+
+
 class ClosedLoop(_Slots):
     """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
 
@@ -189,6 +194,7 @@ class ClosedLoop(_Slots):
             payload = next(requests, None)
             if payload is None:  # the budget is spent
                 break
+            ends = _ends_sequence(source)
             generation = begin()
             start = clock()
             try:
@@ -196,6 +202,8 @@ class ClosedLoop(_Slots):
             except Exception as error:  # whatever it is, a counted failure: the slot goes on
                 await self._failures.record(error, generation)
                 continue
+            if ends:
+                self._recorder.record_sequence_end(generation)
             record((clock() - start) // 1000, generation)
         ending = self._ending(source)
         if ending is not None:  # right after its last request: the server frees the sequence's slot at once
@@ -233,6 +241,7 @@ class StreamingLoop(_Slots):
                 payload = next(requests, None)
                 if payload is None:  # the budget is spent
                     break
+                ends = _ends_sequence(source)
                 generation = begin()
                 start = clock()
                 try:
@@ -245,6 +254,8 @@ class StreamingLoop(_Slots):
                     stream = self._open_stream()
                     await self._failures.record(error, generation)
                     continue
+                if ends:
+                    self._recorder.record_sequence_end(generation)
                 record((first - start) // 1000, (clock() - start) // 1000, responses, generation)
             ending = self._ending(source)
             if ending is not None:  # right after its last request: the server frees the sequence's slot at once
@@ -361,7 +372,9 @@ class OpenLoop:
                 task = loop.create_task(self._one(next(payloads), due, generation))
             else:
                 lane = next(self._lane_of)
-                task = loop.create_task(self._one(next(payloads), due, generation, self._lanes[lane]))
+                payload = next(payloads)
+                ends = _ends_sequence(self._slots[lane])
+                task = loop.create_task(self._one(payload, due, generation, self._lanes[lane], ends))
                 self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
@@ -385,7 +398,12 @@ class OpenLoop:
             await self._call(ending)
 
     async def _one(
-        self, payload: Payload, due: int, generation: int, previous: asyncio.Task[None] | None = None
+        self,
+        payload: Payload,
+        due: int,
+        generation: int,
+        previous: asyncio.Task[None] | None = None,
+        ends: bool = False,
     ) -> None:
         if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
             self._recorder.record_limit_hit()
@@ -402,6 +420,8 @@ class OpenLoop:
             await self._failures.record(error, generation)
         else:
             done = clock()
+            if ends:
+                recorder.record_sequence_end(generation)
             if self._streaming:
                 first, responses = result
                 recorder.record_stream_response(

@@ -123,6 +123,7 @@ class Window:
     clamped: int = field(default=0, metadata=SUMMED)  # values outside the histograms' range (any histogram)
     stale: int = field(default=0, metadata=SUMMED)  # requests of an earlier level that completed here: not counted
     responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
+    sequences: int = field(default=0, metadata=SUMMED)  # sequence models: requests that ended their sequence
     loop_cpu_ns: int = field(default=0, metadata=BUSIEST)  # the event loop's thread CPU time
     process_cpu_ns: int = field(default=0, metadata=SUMMED)  # the whole process's CPU time
     client_send_ns: int = field(default=0, metadata=SUMMED)  # handing requests to the connection (`ClientTimes`)
@@ -372,6 +373,12 @@ class Recorder:
         self._clamp(self._histogram, response_us)
         self._clamp(self._service, service_us)
         self._completion()
+
+    def record_sequence_end(self, generation: int) -> None:
+        """A successful request that ended its sequence completes (before it is recorded, which may close the
+        window): perf_analyzer's sequence count."""
+        if generation == self.generation:
+            self._window.sequences += 1
 
     def record_error(self, description: str, generation: int) -> None:
         """Count one failed request under its one-line description."""

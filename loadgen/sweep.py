@@ -216,6 +216,7 @@ class _Session:
             self.run.loads,
             any(model.info.is_decoupled for model in models),
             any(model.info.is_sequence for model in models),
+            _json_streams(models[0].requests),
         )
         log = WindowLog(self.settings.hdr_log, self.run.shard) if self.settings.hdr_log else None
         if mix is not None and self.settings.solo_baseline:
@@ -321,6 +322,11 @@ class _Session:
         if size > LARGE_INPUT_BYTES:
             self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
         return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
+
+
+def _json_streams(requests: Requests) -> tuple[int, ...]:
+    """Each stream's steps, when the data was JSON."""
+    return tuple(len(stream) for stream in requests.streams) if requests.json else ()
 
 
 async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
