@@ -966,12 +966,26 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
     console.print(f"Starting tritonserver with {args.model_repository} ...")
     with server:
         console.print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
-        console.print(f"Server log: {server.log_path}; Ctrl-C stops it.")
+        console.print(f"Server log: {server.log_path} (removed when Triton stops); Ctrl-C stops it.")
         while not stop.wait(0.5):
             if not server.running:
                 raise LoadgenError(f"tritonserver exited: {server.log_tail(5)}")
     console.print("Triton stopped.")
     return EXIT_SUCCESS
+
+
+def _check_text(argv: Sequence[str]) -> None:
+    """Every argument is text that UTF-8 can carry: bytes the terminal's encoding could not decode (Python keeps
+    them as lone surrogates) are a one-line error here, not a traceback where the value is first sent."""
+    for argument in argv:
+        try:
+            argument.encode()
+        except UnicodeEncodeError:
+            try:  # the bytes as they were typed
+                shown = repr(argument.encode("utf-8", "surrogateescape"))[2:-1]
+            except UnicodeEncodeError:
+                shown = argument.encode("utf-8", "backslashreplace").decode()
+            raise OptionError(f"{shown}: not valid UTF-8 text (check the shell's quoting and encoding)") from None
 
 
 def perf_analyzer(argv: Sequence[str] | None = None) -> int:
@@ -981,6 +995,7 @@ def perf_analyzer(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     errors = make_console(stderr=True)
     try:
+        _check_text(argv)
         return _profile(argv, console, errors, perf_analyzer=True)
     except LoadgenError as error:
         errors.print(f"error: {error}", soft_wrap=True)
@@ -996,6 +1011,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     errors = make_console(stderr=True)
     try:
+        _check_text(argv)
         if argv[:1] == ["serve"]:
             return _serve(argv[1:], console, errors)
         if argv[:1] == ["tune"]:

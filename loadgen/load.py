@@ -30,6 +30,7 @@ from loadgen.transport import (
     StreamCheck,
     StreamMux,
     Unreachable,
+    clipped,
     decode_message,
     internal,
     stream_counted,
@@ -80,16 +81,21 @@ class _Failures:
         self.rejection = rejection or asyncio.Event()  # shared by the models of a mix
 
     def describe(self, error: Exception) -> RequestFailed:
-        """A failed request's error as loadgen's kind: the transport maps its own errors; anything else raised on
-        a request's path is an `internal` failure, counted like any other (the slot goes on)."""
+        """A failed request's error as loadgen's kind, its message one short printable line: the transport maps
+        its own errors; anything else raised on a request's path is an `internal` failure, counted like any other
+        (the slot goes on)."""
         if isinstance(error, RequestFailed):
-            return error
-        if isinstance(error, self.errors):
+            failed = error
+        elif isinstance(error, self.errors):
             try:
-                return self.failure(error)
+                failed = self.failure(error)
             except Exception as unmapped:  # a mapping that fails on a server's odd answer is still a failure
                 return internal(unmapped)
-        return internal(error)
+        else:
+            return internal(error)
+        text = str(failed)
+        shown = clipped(text)
+        return failed if shown == text else type(failed)(shown)
 
     async def record(self, error: Exception, generation: int) -> None:
         failed = self.describe(error)
@@ -485,6 +491,10 @@ class Generator(Protocol):
     rejection: asyncio.Event
     """Set when the model rejected a request before any request of the run succeeded (see `_Failures`)."""
 
+    failing: asyncio.Event
+    """Set when the current window's share of failed requests passed --max-error-rate (see `Recorder`); worker
+    processes answer only when asked, so over them the share is checked at the window's end alone."""
+
     @property
     def rejected(self) -> RequestFailed | None:
         """That first rejected request."""
@@ -541,18 +551,20 @@ class LocalGenerator:
         shard: Shard | None = None,
         select: Callable[[Iterator[int]], Iterator[int]] | None = None,
         rejection: asyncio.Event | None = None,
+        failing: asyncio.Event | None = None,
     ) -> None:
         """`select` takes this generator's part of an open loop's schedule (a model's in a mix, shard included: see
-        `mix.selector`); without it, the shard takes its part."""
+        `mix.selector`); without it, the shard takes its part. A mix's models share `rejection` and `failing`."""
         settings = run.settings
         self.run = run
         self.shard = shard or run.shard
         self.select = select
-        self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
+        self.recorder = Recorder(not run.closed_loop, settings.streaming, settings.max_error_rate, failing)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
         self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
+        self.failing = self.recorder.failing
         self.connection = connection
         self.requests = requests
         call: InferCall = connection.infer
