@@ -35,6 +35,7 @@ from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.console import print_comparison
 from loadgen.reports.files import ReportFile, report_files, write_reports
 from loadgen.reports.perf_analyzer import (
+    EXIT_NO_REQUESTS,
     MAX_THREADS_WARNING,
     PERF_ANALYZER_VERSION,
     PerfAnalyzerReport,
@@ -857,12 +858,20 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
             progress.finished(result)
         else:
             status = report.finished(result)
+            files = perf_analyzer_files(files, status)
     written = _write(result, files, errors)
     if report is None or signum is not None or not written:
         status = _exit_status(result, written, signum)
     if signum is not None:  # stopped: what was measured is written; exit now, not after the interpreter's cleanup
         _exit_at_once(status)  # (a large input file, abandoned mid-load, would hold it up for seconds)
     return status
+
+
+def perf_analyzer_files(files: list[ReportFile], status: int) -> list[ReportFile]:
+    """The files perf_analyzer writes for a run that exits with `status`: none of its own (CSV, profile export) when
+    its profiling failed (2 or 3: it throws before it writes them)."""
+    failed = status in (EXIT_UNSTABLE, EXIT_NO_REQUESTS)
+    return [file for file in files if not (failed and file.flag in ("-f", "--profile-export-file"))]
 
 
 def _exit_at_once(status: int) -> NoReturn:

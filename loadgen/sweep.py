@@ -584,6 +584,7 @@ class _Sweep:
                     self._outputs(),
                     self.settings.streaming,
                     self.records.offset_ns,
+                    self.settings.batch_size if self.info.max_batch_size > 0 else 1,
                 ),
                 window_boundaries=boundaries,
             )

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,3 +239,42 @@ def test_8_request_intervals_have_no_request_rate_header(test_server: EmbeddedSe
         assert not ran.lines("Request Rate: ") or all(", throughput: " in line for line in ran.lines("Request Rate: "))
         assert "inference requests per seconds" not in ran.out
     assert shaped(ours.lines("Request Rate: ")) == shaped(theirs.lines("Request Rate: "))
+
+
+def _first_request(ran: Ran) -> dict[str, Any]:
+    return json.loads((ran.folder / "export.json").read_text())["experiments"][0]["requests"][0]  # type: ignore[no-any-return]
+
+
+def test_10_an_unstable_first_level_writes_no_files(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """Status 2 (windows that never agree within 0.0001 %): neither writes its CSV or profile export."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "-p", "200", "-s", "0.0001",
+        "-r", "3", "-f", "report.csv", "--profile-export-file", "export.json",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (2, 2), theirs.err + ours.err
+    assert list(theirs.folder.iterdir()) == list(ours.folder.iterdir()) == []
+
+
+def test_10_unstable_request_intervals_exit_0(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """--request-intervals is no search: a level that never settles says so and the run exits 0."""
+    intervals = tmp_path / "intervals.txt"
+    intervals.write_text("2000\n3000\n")
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-intervals",
+        intervals, "-p", "200", "-s", "0.0001", "-r", "3",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert "Failed to obtain stable measurement." in theirs.err and "Failed to obtain stable measurement." in ours.err
+
+
+def test_10_a_batchs_export_records_one_element(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """-b 2 on a model of FP32 [4]: request_inputs hold one element (4 values), the outputs the batch (8)."""
+    theirs, ours = both(
+        tmp_path, "-m", "batched_double", "-u", test_server.http_url, "-b", "2", *QUICK,
+        "--profile-export-file", "export.json",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    for ran in (theirs, ours):
+        request = _first_request(ran)
+        assert len(request["request_inputs"]["INPUT0"]) == 4
+        assert len(request["response_outputs"][0]["OUTPUT0"]) == 8

@@ -321,14 +321,15 @@ class PerfAnalyzerReport:
 
     def exit_status(self, result: ProfileResult) -> int:
         """0; 3 and "Please use a larger time window" when a level's last windows saw no request; 2 when the first
-        level never settled; 99 when the run failed."""
+        level of a search (not --request-intervals) never settled; 99 when the run failed."""
         if result.status == "failed":
             return EXIT_OTHER
         if ended_without_requests(result):
             self._print(NO_REQUESTS + "\n", err=True)
             return EXIT_NO_REQUESTS
         last = result.levels[-1] if result.levels else None
-        if last is not None and len(result.levels) == 1 and not last.stable and last.complete:
+        searched = self.settings.mode != "request_intervals"  # its intervals are no search: no stability error
+        if searched and last is not None and len(result.levels) == 1 and not last.stable and last.complete:
             self._print(UNSTABLE + "\n", err=True)
             return EXIT_UNSTABLE
         return EXIT_SUCCESS
