@@ -716,9 +716,14 @@ def merge_parser() -> argparse.ArgumentParser:
 def serve_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
-    parser.add_argument("--grpc-port", type=_int, default=8001)
-    parser.add_argument("--http-port", type=_int, default=8000)
-    parser.add_argument("--metrics-port", type=_int, default=8002)
+    parser.add_argument("--grpc-port", type=_int, default=8001, help="gRPC (default 8001; 0: a free port)")
+    parser.add_argument("--http-port", type=_int, default=8000, help="HTTP (default 8000; 0: a free port)")
+    parser.add_argument(
+        "--metrics-port",
+        type=_int,
+        default=8002,
+        help="Prometheus metrics (default 8002; 0: a free port); loadgen finds a local server's on its own",
+    )
     parser.add_argument(
         "--host",
         default=LOOPBACK,
