@@ -758,7 +758,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         options["hdr_log"] = None
     options["concurrency_range"] = _concurrency(args)
     if args.perf_analyzer_rules:
-        options["concurrency_range"], options["request_rate_range"] = _ranges(args).swept(args.binary_search)
+        given = Ranges(_concurrency(args), args.request_rate_range)  # an open END: capped once the model is known
+        options["concurrency_range"], options["request_rate_range"] = given.swept(args.binary_search)
     sources = list(args.input_data or [])
     if args.data_directory:
         sources.append(args.data_directory)
