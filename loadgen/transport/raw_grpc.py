@@ -270,6 +270,7 @@ class RawGrpcConnection(GrpcConnection):
 
     def __init__(self, options: ConnectionOptions) -> None:
         super().__init__(options)
+        self.request_timeout_s = options.request_timeout_s  # --request-timeout only: a timer per request here
         self._host, self._port = _host_port(options.url)
         self._ssl = _ssl_context(options.tls) if options.tls is not None else None
         common = [
