@@ -125,7 +125,8 @@ def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:
     output (read from the stream, not the pipe: a readline before may have buffered lines past its own)."""
     assert process.stdout is not None and process.stderr is not None
     process.send_signal(sig)
-    out, err = process.stdout.read(), process.stderr.read()  # pytest's timeout bounds a server that never stops
+    with process.stdout, process.stderr:  # pytest's timeout bounds a server that never stops
+        out, err = process.stdout.read(), process.stderr.read()
     process.wait(timeout=60)
     assert process.returncode == 0, err
     assert "Triton stopped" in out
