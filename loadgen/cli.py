@@ -31,7 +31,7 @@ from loadgen.errors import (
     OptionError,
     RunFailed,
 )
-from loadgen.options import Variant, add_options, number, option, whole
+from loadgen.options import Variant, add_options, at_least, check_fields, number, option, whole
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.console import print_comparison
@@ -192,12 +192,12 @@ class Cluster:
     ray_address: str | None = option(
         help="run one shard per worker on a Ray cluster (`ray` extra)", metavar="auto|HOST:PORT", perf_analyzer=False
     )
-    workers_per_node: int = option(1, "Ray workers per node (default 1)", perf_analyzer=False)
+    workers_per_node: int = option(1, "Ray workers per node (default 1)", checks=(at_least(1),), perf_analyzer=False)
 
 
 # Every group of options, in the order of --help: the settings' groups between the command's own and the outputs.
 COMMAND_LINE: tuple[tuple[str, type], ...] = (
-    ("", Command),
+    ("command (and perf_analyzer's shorthands)", Command),
     *GROUPS,
     ("output files and console", Reports),
     ("Ray (one shard per worker of a cluster)", Cluster),
@@ -448,6 +448,7 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
     if args.ray_address:
         from loadgen.shards.ray_cluster import profile_on_ray
 
+        check_fields(args, Cluster)
         replay = ConsoleProgress(console, verbose=True, quiet=args.quiet)
         result = profile_on_ray(settings, args.ray_address, args.workers_per_node, replay)
         replay.replay(result)

@@ -207,10 +207,10 @@ def _default(item: dataclasses.Field[Any]) -> str:
     """A field's default as the table shows it."""
     info = meta(item)
     value = item.default if info.cli_default is UNSET else info.cli_default
-    if value in (None, dataclasses.MISSING, (), "", False) or isinstance(value, bool):
-        return ""
-    shown = f"`{value}`"
-    return shown + (f" (perf_analyzer: `{info.pa_default}`)" if info.pa_default is not UNSET else "")
+    shown = "" if value in (None, dataclasses.MISSING, (), "", []) or isinstance(value, bool) else f"`{value}`"
+    if info.pa_required:
+        return "required in `perf-analyzer`"
+    return shown + (f" (`perf-analyzer`: `{info.pa_default}`)" if info.pa_default is not UNSET else "")
 
 
 def option_table(groups: Sequence[tuple[str, type]]) -> str:

@@ -266,7 +266,9 @@ class Load:
     )
     request_period: int = option(10, "responses per request between steps (default 10)", checks=(at_least(1),))
     fixed_schedule: bool = option(
-        False, 'send each entry of the --input-data JSON once, at its "timestamp" (ms after the start)'
+        False,
+        'send each entry of the --input-data JSON once, at its "timestamp" (ms after the start)',
+        perf_analyzer=False,
     )
     streaming: bool = option(
         False, "send over gRPC streams (decoupled models): latency to the first and the last response"
@@ -359,6 +361,7 @@ class Data:
         repeat=True,
         cli_default=[],
         convert=lambda value: as_strings("output", value),
+        perf_analyzer=False,
     )
     request_parameter: Mapping[str, str | int | bool] = option(
         {},
