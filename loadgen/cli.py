@@ -46,7 +46,7 @@ from loadgen.reports.perf_analyzer import (
 from loadgen.results import ProfileResult, load_result
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
-from loadgen.settings import GROUPS, Settings
+from loadgen.settings import GROUPS, Outputs, Settings, Shards
 from loadgen.shards.merge import merge_logs
 from loadgen.sweep import Progress
 from loadgen.tune import TUNE_FIELDS, TuneSettings, tune
@@ -195,13 +195,17 @@ class Cluster:
     workers_per_node: int = option(1, "Ray workers per node (default 1)", checks=(at_least(1),), perf_analyzer=False)
 
 
-# Every group of options, in the order of --help: the settings' groups between the command's own and the outputs.
-COMMAND_LINE: tuple[tuple[str, type], ...] = (
-    ("command (and perf_analyzer's shorthands)", Command),
-    *GROUPS,
-    ("output files and console", Reports),
-    ("Ray (one shard per worker of a cluster)", Cluster),
-)
+def _command_line() -> tuple[tuple[str, type], ...]:
+    """Every group of options in the order of --help: the command's own, then the settings' groups, each followed by
+    the command line's options of the same stage (its output files, its Ray cluster) under the same title."""
+    groups: list[tuple[str, type]] = [("command (and perf_analyzer's shorthands)", Command)]
+    for title, group in GROUPS:
+        groups.append((title, group))
+        groups += [(title, extra) for extra in {Outputs: (Reports,), Shards: (Cluster,)}.get(group, ())]
+    return tuple(groups)
+
+
+COMMAND_LINE = _command_line()
 # `loadgen tune`: the settings it measures with, and its defaults that differ on purpose (each with why).
 TUNE_OPTIONS = (
     "model_name",
@@ -218,11 +222,15 @@ TUNE_OPTIONS = (
     "metrics_url",
     "metrics_interval",
 )
+TUNE_CONCURRENCY = "8"  # tune's load without --concurrency, --request-rate or a mix: one level with room to batch
 TUNE = Variant(
     defaults={"measurement_interval": 2000},
-    helps={"measurement_interval": "window length (default 2000 in tune: every trial measures again, so shorter)"},
+    helps={
+        "measurement_interval": "window length (default 2000 in tune: every trial measures again, so shorter)",
+        "concurrency_range": f"closed-loop load to tune at (default {TUNE_CONCURRENCY}; a mix's comes with --model-mix)",
+        "request_rate_range": "open-loop load to tune at, requests per second",
+    },
 )
-TUNE_CONCURRENCY = "8"  # tune's load without --concurrency, --request-rate or a mix
 MERGE_OPTIONS = ("json", "latency_report_file", "html", "plot")
 
 

@@ -186,7 +186,8 @@ def add_options(
     for title, group in groups:
         items = [item for item in dataclasses.fields(group) if "option" in item.metadata]
         items = [item for item in items if not only or item.name in only]
-        target: Any = parser.add_argument_group(title) if title and items else parser
+        titled = {group.title: group for group in parser._action_groups}  # one group per title, however added
+        target: Any = (titled.get(title) or parser.add_argument_group(title)) if title and items else parser
         for item in items:
             exclusive = meta(item).exclusive
             if exclusive and exclusive not in sets:
@@ -216,8 +217,9 @@ def _default(item: dataclasses.Field[Any]) -> str:
 def option_table(groups: Sequence[tuple[str, type]]) -> str:
     """The README's table of every option: its flags, default, whether perf_analyzer has it, and its help."""
     rows = ["| option | default | perf_analyzer | meaning |", "| --- | --- | --- | --- |"]
-    for title, group in groups:
-        rows.append(f"| **{title}** | | | |")
+    for index, (title, group) in enumerate(groups):
+        if not index or groups[index - 1][0] != title:  # a stage's groups under one title
+            rows.append(f"| **{title}** | | | |")
         for _, item in declared([group]):
             info = meta(item)
             shown = "/".join(flags(item)) + (f" {info.metavar}" if info.metavar else "")

@@ -547,7 +547,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("load (one mode; schedule, calls, workers, limits)", Load),
     ("data (inputs, shapes, strings, sequences)", Data),
     ("measurement (windows, stability, percentiles, counts)", Measurement),
-    ("outputs", Outputs),
+    ("outputs (files, verbosity)", Outputs),
     ("server (metrics, trace: set for the run, restored after it)", Server),
     ("shards (one load over several processes or machines)", Shards),
 )
