@@ -115,8 +115,10 @@ def test_a_server_that_closes_each_keep_alive_connection(transport: str) -> None
         outcomes = _outcomes(_http(fake.url, transport), 5)
         connections = fake.connections
     _one_line(outcomes)
-    if transport == "raw":  # a request on a connection the server closed, nothing received yet, goes again
-        assert outcomes == ["wrong id"] * 5 and connections == 5
+    if transport == "raw":  # a request on a connection the server closed is never sent again: counted, if it fails
+        closed = f"Unreachable: cannot reach Triton at {fake.url}: the server closed a kept-alive connection"
+        assert all(outcome == "wrong id" or outcome.startswith(closed) for outcome in outcomes), outcomes
+        assert outcomes[0] == "wrong id" and connections == outcomes.count("wrong id")
     else:  # aiohttp fails it
         assert outcomes[::2] == ["wrong id"] * 3 and outcomes[1].startswith("Unreachable: cannot reach Triton")
 
@@ -136,6 +138,113 @@ def test_an_http_server_that_never_answers(transport: str) -> None:
     with fake_http1("never_answer", every=2) as fake:
         outcomes = _outcomes(_http(fake.url, transport, request_timeout=200), 4)
     assert outcomes == ["wrong id", "TimedOut: timeout: no answer within 200 ms"] * 2
+
+
+# Misbehaving HTTP/1.1 servers and attacks (issue 24, items 3 to 6): one answer per request, in step, each failure a
+# counted one-line failure naming the server's message or loadgen's limit; time bounded by the tests' timeout.
+
+MALFORMED = "RequestFailed: Triton at {url} sent a malformed inference response: "
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected", "connections"),
+    [
+        ("continue", "wrong id", 1),  # the interim answer skipped, the connection kept in step
+        ("duplicate", "wrong id", 4),  # the second copy closes the connection: counted once
+        ("until_close", "wrong id", 4),  # the body that ends with the connection is whole
+        ("short_length", MALFORMED + "its outputs' binary data add up to 3 bytes, not the 1 after its JSON header", 4),
+        ("bad_outputs", MALFORMED + "output 'OUT' of shape [3] has 2 bytes of binary data", 1),
+        ("deep_error", 'Rejected: HTTP 500: {"error":[[[', 1),
+        (
+            "long_header",
+            "RequestFailed: Triton at {url} sent a response header line over 8192 bytes (loadgen's limit)",
+            4,
+        ),
+    ],
+)
+def test_a_misbehaving_http1_server(fault: str, expected: str, connections: int) -> None:
+    with fake_http1(fault) as fake:
+        outcomes = _outcomes(_http(fake.url, "raw"), 4)
+        assert fake.requests == 4 and fake.connections == connections
+    _one_line(outcomes)
+    for outcome in outcomes:
+        assert outcome.startswith(expected.replace("{url}", fake.url)), outcome
+        assert len(outcome) < 400
+
+
+@pytest.mark.parametrize("fault", ["deep_error", "bad_outputs"])
+def test_a_misbehaving_http1_server_over_the_library(fault: str) -> None:
+    with fake_http1(fault) as fake:
+        outcomes = _outcomes(_http(fake.url, "library"), 2)
+    _one_line(outcomes)
+    prefix = "Rejected: HTTP 500: " if fault == "deep_error" else MALFORMED.format(url=fake.url)
+    assert outcomes[0].startswith(prefix) and len(outcomes[0]) < 400, outcomes  # aiohttp reuses what follows
+
+
+HTTP1_OVER_LIMIT = "RequestFailed: Triton at {url} sent a response over --max-response-bytes (1048576 bytes)"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (
+            "endless_header",
+            "RequestFailed: Triton at {url} sent a response header block over 65536 bytes (loadgen's limit)",
+        ),
+        ("huge_body", HTTP1_OVER_LIMIT),
+        ("endless_chunked", HTTP1_OVER_LIMIT),
+    ],
+)
+def test_an_http1_attack_fails_the_request_it_hits_alone(
+    fault: str, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracemalloc.start()
+    try:
+        with fake_http1(fault, every=2) as fake:
+            outcomes = _outcomes(_http(fake.url, "raw", max_response_bytes=1 << 20), 3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert outcomes == ["wrong id", expected.format(url=fake.url), "wrong id"]
+    assert peak < ATTACK_MEMORY, f"{peak / 2**20:.1f} MiB"
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("fault", ["continue", "duplicate", "deep_error", "endless_header"])
+def test_a_run_counts_each_http1_request_once(fault: str) -> None:
+    with fake_http1(fault, every=3) as fake:
+        result = loadgen.profile_sync(
+            fake.url,
+            "fake",
+            protocol="http",
+            input_data="zero",
+            concurrency=2,
+            request_count=30,
+            max_error_rate=1,
+        )
+        served = fake.requests
+    level = result.levels[0]
+    assert level.request_count + level.error_count == 30 == served
+    assert level.error_count == (0 if fault in ("continue", "duplicate") else 10), level.errors
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_a_run_amid_an_endless_http1_response() -> None:
+    """As over gRPC: reading a 1 GB response never holds the event loop for long; the first SIGINT stops the run."""
+    command = [sys.executable, "-m", "loadgen", "-u", "URL", "-i", "http", "-m", "fake", "--input-data", "zero"]
+    with fake_http1("huge_body") as fake:
+        command[command.index("URL")] = fake.url
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            while fake.flooded < 32 << 20 and process.poll() is None:  # the response is 32 MiB along
+                time.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            _, stderr = process.communicate(timeout=10)
+        finally:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
 
 
 # HTTP/2 (gRPC)

@@ -38,12 +38,17 @@ class Mismatch(RequestFailed):
 def internal(error: BaseException) -> Internal:
     """An unexpected exception on a request's path as a counted failure (its message cut to one short line)."""
     try:
-        text = " ".join(str(error).split())
+        text = clipped(" ".join(str(error).split()))
     except Exception:  # an exception whose own message fails (a half-built one from a broken response)
         text = ""
-    if len(text) > INTERNAL_MESSAGE_CHARS:
-        text = text[:INTERNAL_MESSAGE_CHARS] + f"... ({len(text)} characters)"
     return Internal(f"internal: {type(error).__name__}: {text}" if text else f"internal: {type(error).__name__}")
+
+
+def clipped(text: str) -> str:
+    """A message cut to INTERNAL_MESSAGE_CHARS characters, saying how long it was (a server's can be megabytes)."""
+    if len(text) <= INTERNAL_MESSAGE_CHARS:
+        return text
+    return text[:INTERNAL_MESSAGE_CHARS] + f"... ({len(text)} characters)"
 
 
 def timed_out(timeout_s: float) -> TimedOut:

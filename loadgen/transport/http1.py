@@ -1,5 +1,13 @@
 """HTTP/1.1 for inference calls, on asyncio Protocols: keep-alive connections, one request in flight on each,
-responses parsed with httptools (Content-Length or chunked)."""
+responses parsed with httptools (Content-Length, chunked, or a body that ends when the server closes).
+
+A connection is in one state at a time (IDLE, WAITING, HEAD, BODY, CLOSED). Interim responses (1xx) are skipped
+(RFC 9110, 15.2); bytes that come while no request waits close the connection (a response nobody asked for would
+answer the next request). Every response is bounded: its head (interim responses included) by MAX_HEAD_BYTES, each
+header line by MAX_HEADER_LINE_BYTES, its body by --max-response-bytes; past a limit the request fails with the
+limit's name and the connection closes. No exception leaves `data_received`: whatever the parser or a callback
+raises fails the request in flight and closes the connection alone.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,17 @@ from typing import NamedTuple, cast
 
 import httptools
 
+from loadgen.settings import MAX_RESPONSE_BYTES
 from loadgen.transport.common import ClientTimes
+from loadgen.transport.errors import internal
 
 HEADER_LENGTH = b"inference-header-content-length"
+CONTENT_LENGTH = b"content-length"
+TRANSFER_ENCODING = b"transfer-encoding"
+MAX_HEAD_BYTES = 64 << 10  # a response's status lines and headers, its interim responses' too
+MAX_HEADER_LINE_BYTES = 8 << 10  # one header's name and value
+IDLE, WAITING, HEAD, BODY, CLOSED = "idle", "waiting", "head", "body", "closed"
+_UPGRADE = "a protocol switch (HTTP 101) no request asked for"
 
 
 class Reply(NamedTuple):
@@ -27,86 +43,172 @@ class Reply(NamedTuple):
 
 
 class MalformedResponse(Exception):
-    """The server's bytes are no HTTP/1.1 response."""
+    """The server's bytes are no HTTP/1.1 response, or one past a limit (the message names it)."""
 
 
-class ConnectionClosed(Exception):
-    """The connection closed before the response was complete; `reused` and nothing received: safe to resend."""
+class ConnectionClosed(ConnectionError):
+    """The connection closed before the response was complete (never sent again: the server may have run it)."""
 
-    def __init__(self, message: str, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
+
+def _over(what: str, limit: int) -> MalformedResponse:
+    """A response past one of loadgen's limits, named."""
+    return MalformedResponse(f"a response {what} over {limit} bytes (loadgen's limit)")
 
 
 class Http1Connection(asyncio.Protocol):
     """One keep-alive connection: sends a request, parses its response, then is free again (`on_free`)."""
 
     def __init__(
-        self, on_free: Callable[[Http1Connection], None], on_closed: Callable[[Http1Connection], None]
+        self,
+        on_free: Callable[[Http1Connection], None],
+        on_closed: Callable[[Http1Connection], None],
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.on_free = on_free
         self.on_closed = on_closed
+        self.max_response_bytes = max_response_bytes
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        self.state = IDLE
         self.waiter: asyncio.Future[Reply] | None = None
-        self.body: list[bytes] = []
-        self.header_length: int | None = None
-        self.received = False  # bytes of the current response came
-        self.first_ns = 0  # when
         self.used = False  # answered a request before
-        self.closed = False
+        self._begin()
+
+    def _begin(self) -> None:
+        """Forget the last response: nothing of the next one came yet."""
+        self.body: bytes | bytearray = b""
+        self.header_length: int | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.wire = 0  # the response's bytes as they came (head, body and its framing)
+        self.first_ns = 0  # when its first bytes came
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def send(self, request: bytes) -> asyncio.Future[Reply]:
         """Send a whole request (request line, headers, body); the future gets its response."""
-        assert self.transport is not None
+        assert self.transport is not None and self.state == IDLE
         self.waiter = waiter = asyncio.get_running_loop().create_future()
-        self.body = []
-        self.header_length = None
-        self.received = False
+        self._begin()
+        self.state = WAITING
         self.transport.write(request)
         return waiter
 
     def data_received(self, data: bytes) -> None:
-        if not self.received:
-            self.received = True
+        state = self.state
+        if state == WAITING:
+            self.state = HEAD
             self.first_ns = time.perf_counter_ns()
+        elif state != HEAD and state != BODY:  # IDLE: a response nobody asked for; CLOSED: aborted
+            self.abort(None)
+            return
+        self.wire += len(data)
         try:
             self.parser.feed_data(data)
+            self._check_framing()
+        except MalformedResponse as error:
+            self.abort(error)
+        except httptools.HttpParserCallbackError as error:  # a callback's exception, kept as its context
+            cause = error.__context__
+            self.abort(cause if isinstance(cause, MalformedResponse) else internal(cause or error))
+        except httptools.HttpParserUpgrade:
+            self.abort(MalformedResponse(_UPGRADE))
         except httptools.HttpParserError as error:
             self.abort(MalformedResponse(f"a malformed HTTP response: {error}"))
+        except Exception as error:  # whatever else: the request in flight fails, never the event loop
+            self.abort(internal(error))
+
+    def _check_framing(self) -> None:
+        """Bound what is not body: the head (so far), or a chunked body's framing and trailers."""
+        if self.state == HEAD and self.wire > MAX_HEAD_BYTES:
+            raise _over("header block", MAX_HEAD_BYTES)
+        if self.state == BODY and self.wire - len(self.body) > 2 * MAX_HEAD_BYTES + len(self.body) // 2:
+            raise _over("framing (chunk sizes and trailers)", 2 * MAX_HEAD_BYTES)
+
+    def on_message_begin(self) -> None:
+        if self.state != HEAD:  # a second response in the bytes of the first: out of step
+            raise MalformedResponse("a response nobody asked for")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) == len(HEADER_LENGTH) and name.lower() == HEADER_LENGTH:
-            self.header_length = int(value)
+        if len(name) + len(value) > MAX_HEADER_LINE_BYTES:
+            raise _over("header line", MAX_HEADER_LINE_BYTES)
+        size = len(name)
+        if size == len(HEADER_LENGTH) and name.lower() == HEADER_LENGTH:
+            self.header_length = _digits(value, "Inference-Header-Content-Length")
+        elif size == len(CONTENT_LENGTH) and name.lower() == CONTENT_LENGTH:
+            self.content_length = _digits(value, "Content-Length")
+        elif size == len(TRANSFER_ENCODING) and name.lower() == TRANSFER_ENCODING:
+            self.chunked = b"chunked" in value.lower()
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 101:
+            raise MalformedResponse(_UPGRADE)
+        if status >= 200:
+            self.state = BODY
+            if self.content_length is not None and self.content_length > self.max_response_bytes:
+                raise self._too_large()
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        held = self.body
+        if not held:
+            self.body = body  # one piece: no copy
+        else:
+            if isinstance(held, bytes):
+                held = self.body = bytearray(held)
+            held += body
+        if len(self.body) > self.max_response_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> MalformedResponse:
+        return MalformedResponse(f"a response over --max-response-bytes ({self.max_response_bytes} bytes)")
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # interim (100 Continue, 103 Early Hints): the final response follows
+            self._interim()
+            return
+        self._answer(status, self.parser.should_keep_alive())
+
+    def _interim(self) -> None:
+        """An interim response is over: the next bytes start another (its head still counts)."""
+        wire = self.wire
+        self._begin()
+        self.wire = wire
+        self.first_ns = time.perf_counter_ns()
+
+    def _answer(self, status: int, keep: bool) -> None:
+        """The response is whole: give it to the request and free the connection (or close it)."""
         waiter = self.waiter
         self.waiter = None
-        body = self.body
-        reply = Reply(
-            self.parser.get_status_code(),
-            body[0] if len(body) == 1 else b"".join(body),
-            self.header_length,
-            self.first_ns,
-        )
-        keep = self.parser.should_keep_alive()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(reply)
+        self.state = IDLE
         self.used = True
-        if keep and waiter is not None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Reply(status, cast(bytes, self.body), self.header_length, self.first_ns))
+        if keep:
             self.on_free(self)
-        else:  # the server closes it, or sent a response nobody asked for: out of step
+        else:
             self.abort(None)
 
+    def eof_received(self) -> bool:
+        self._until_close()
+        return False  # close the transport
+
     def connection_lost(self, exc: Exception | None) -> None:
-        reason = f"the connection closed: {exc}" if exc else "the server closed the connection"
-        self._closed(ConnectionClosed(reason, retry=self.used and not self.received))
+        self._until_close()
+        if self.state == WAITING and self.used:
+            reason = "the server closed a kept-alive connection without answering (not sent again: it may have run)"
+        elif exc is not None:
+            reason = f"the connection closed: {exc}"
+        else:
+            reason = "the server closed the connection"
+        self._closed(ConnectionClosed(reason))
+
+    def _until_close(self) -> None:
+        """A body without Content-Length or chunked framing ends when the server closes: the response is whole."""
+        if self.state == BODY and self.content_length is None and not self.chunked:
+            self._answer(self.parser.get_status_code(), keep=False)
 
     def abort(self, error: Exception | None) -> None:
         """Close at once; a request in flight fails with `error`."""
@@ -119,9 +221,16 @@ class Http1Connection(asyncio.Protocol):
         self.waiter = None
         if waiter is not None and not waiter.done() and error is not None:
             waiter.set_exception(error)
-        if not self.closed:
-            self.closed = True
+        if self.state != CLOSED:
+            self.state = CLOSED
             self.on_closed(self)
+
+
+def _digits(value: bytes, name: str) -> int:
+    """A header's decimal value; anything else is a malformed response."""
+    if not value.isdigit() or len(value) > 19:
+        raise MalformedResponse(f"a malformed HTTP response: {name} {value[:32]!r} is not a length")
+    return int(value)
 
 
 class Http1Pool:
@@ -134,51 +243,49 @@ class Http1Pool:
         connect_timeout_s: float,
         tls: ssl.SSLContext | None = None,
         times: ClientTimes | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.times = times or ClientTimes()  # what sending and receiving cost, summed
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
         self.tls = tls  # HTTPS
+        self.max_response_bytes = max_response_bytes
         self.free: list[Http1Connection] = []
         self.connections: set[Http1Connection] = set()
 
     async def request(self, request: bytes, timeout_s: float | None = None) -> Reply:
         """Send a request and return its response; raises ConnectionError (no connection, or it closed before the
-        response was whole), MalformedResponse, or TimeoutError after `timeout_s`."""
+        response was whole: never sent again), MalformedResponse, or TimeoutError after `timeout_s`."""
         clock = time.perf_counter_ns
         times = self.times
-        while True:
-            free = self.free
-            connection = free.pop() if free else await self._open()
-            start = clock()
-            waiter = connection.send(request)
-            times.send_ns += clock() - start
-            times.sends += 1
-            timer = None
-            if timeout_s is not None:
-                timer = asyncio.get_running_loop().call_later(timeout_s, _expire, connection)
-            try:
-                reply = await waiter
-                times.recv_ns += clock() - reply.first_ns
-                times.calls += 1
-                return reply
-            except ConnectionClosed as error:
-                if not error.retry:  # a reused connection the server had closed: send again on another
-                    raise ConnectionError(str(error)) from None
-            except asyncio.CancelledError:
-                connection.abort(None)  # its response would come later: the connection is out of step
-                raise
-            finally:
-                if timer is not None:
-                    timer.cancel()
+        free = self.free
+        connection = free.pop() if free else await self._open()
+        start = clock()
+        waiter = connection.send(request)
+        times.send_ns += clock() - start
+        times.sends += 1
+        timer = None
+        if timeout_s is not None:
+            timer = asyncio.get_running_loop().call_later(timeout_s, _expire, connection)
+        try:
+            reply = await waiter
+        except asyncio.CancelledError:
+            connection.abort(None)  # its response would come later: the connection is out of step
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        times.recv_ns += clock() - reply.first_ns
+        times.calls += 1
+        return reply
 
     async def _open(self) -> Http1Connection:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: Http1Connection(self.free.append, self._closed),
+                    lambda: Http1Connection(self.free.append, self._closed, self.max_response_bytes),
                     self.host,
                     self.port,
                     ssl=self.tls,

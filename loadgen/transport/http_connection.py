@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -44,6 +45,7 @@ from loadgen.transport.errors import (
     Rejected,
     RequestFailed,
     Unreachable,
+    clipped,
     permission_denied,
     timed_out,
 )
@@ -53,6 +55,13 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request headers start with the parameters, so that a sequence's parameters can be put in front of the others.
 _PARAMETERS = b'{"parameters":{'
 T = TypeVar("T")
+# bytes per element of each datatype of a fixed size (BYTES elements are length-prefixed: their size is free)
+ITEM_BYTES = {
+    **dict.fromkeys(("BOOL", "INT8", "UINT8"), 1),
+    **dict.fromkeys(("INT16", "UINT16", "FP16", "BF16"), 2),
+    **dict.fromkeys(("INT32", "UINT32", "FP32"), 4),
+    **dict.fromkeys(("INT64", "UINT64", "FP64"), 8),
+}
 
 
 class HttpRequest(NamedTuple):
@@ -202,7 +211,7 @@ class HttpConnection(Connection):
                 if response.status != 200:
                     raise _failure(response.status, body, self.url)
                 length = response.headers.get(HEADER_LENGTH)
-                return HttpResponse(body, int(length) if length else None)
+                return checked(body, int(length) if length and length.isdigit() else None, self.url)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:  # payload: closed mid-response
             raise Unreachable(f"cannot reach Triton at {self.url}: {error}") from None
         except asyncio.TimeoutError:
@@ -298,13 +307,63 @@ class HttpConnection(Connection):
         await self._call(lambda: self._client.unregister_system_shared_memory(name, headers=self._headers))
 
 
-def _failure(status: int, body: bytes, url: str) -> RequestFailed:
-    """A failed request, described from the server's error message."""
+def checked(body: bytes, header_length: int | None, url: str) -> HttpResponse:
+    """A successful response, once its body is seen to be a well-formed inference response (see `malformed`)."""
+    problem = malformed(body, header_length)
+    if problem is not None:
+        raise RequestFailed(f"Triton at {url} sent a malformed inference response: {problem}")
+    return HttpResponse(body, header_length)
+
+
+def malformed(body: bytes, header_length: int | None) -> str | None:
+    """What is wrong with an inference response's body, or None: its JSON header (alone) parses, and its outputs'
+    binary data match their shapes and add up to the rest of the body."""
+    size = len(body)
+    length = size if header_length is None else header_length
+    if not 0 < length <= size:
+        return f"a JSON header of {length} bytes in a body of {size}"
     try:
-        message = json.loads(body)["error"]
-    except (ValueError, KeyError, TypeError):
+        header = json.loads(body if length == size else body[:length])
+    except (ValueError, RecursionError) as error:
+        return f"its JSON header does not parse ({one_line(str(error))})"
+    outputs = header.get("outputs", []) if isinstance(header, dict) else None
+    if not isinstance(outputs, list):
+        return "its JSON header is no inference response"
+    binary = 0
+    for output in outputs:
+        output_size = _binary_size(output)
+        if isinstance(output_size, str):
+            return output_size
+        binary += output_size
+    if binary != size - length:
+        return f"its outputs' binary data add up to {binary} bytes, not the {size - length} after its JSON header"
+    return None
+
+
+def _binary_size(output: Any) -> int | str:
+    """The size of one output's binary data (0: none), or what is wrong with its description."""
+    if not isinstance(output, dict) or not isinstance(output.get("datatype"), str):
+        return "an output without a datatype"
+    shape = output.get("shape")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        return f"output {str(output.get('name'))[:64]!r} has no valid shape"
+    parameters = output.get("parameters") or {}
+    size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if size is None:
+        return 0
+    item = ITEM_BYTES.get(output["datatype"])
+    if type(size) is not int or size < 0 or (item is not None and size != math.prod(shape) * item):
+        return f"output {str(output.get('name'))[:64]!r} of shape {shape} has {size} bytes of binary data"
+    return size
+
+
+def _failure(status: int, body: bytes, url: str) -> RequestFailed:
+    """A failed request, described from the server's error message (whatever the body holds)."""
+    try:
+        message = str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):  # no JSON, another JSON, or too deep
         message = body.decode(errors="replace")
-    described = _described(status, one_line(str(message)), url)
+    described = _described(status, clipped(one_line(message)), url)
     return PermissionDenied(described) if status in (401, 403) else Rejected(described)
 
 

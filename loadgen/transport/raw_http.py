@@ -11,7 +11,7 @@ from loadgen.errors import OptionError
 from loadgen.transport.common import CONTROL_TIMEOUT_S, ModelInfo, RequestLayout, Sample
 from loadgen.transport.errors import RequestFailed, Unreachable, timed_out
 from loadgen.transport.http1 import Http1Pool, MalformedResponse
-from loadgen.transport.http_connection import HttpConnection, HttpRequest, HttpResponse, HttpWire, _failure
+from loadgen.transport.http_connection import HttpConnection, HttpRequest, HttpResponse, HttpWire, _failure, checked
 from loadgen.transport.options import ConnectionOptions
 
 
@@ -54,7 +54,9 @@ class RawHttpConnection(HttpConnection):
         self.wire = RawHttpWire(options.url, dict(options.headers))
         parts = urllib.parse.urlsplit(f"//{options.url}")
         assert parts.hostname is not None and parts.port is not None
-        self._pool = Http1Pool(parts.hostname, parts.port, CONTROL_TIMEOUT_S, self.tls, self.times)
+        self._pool = Http1Pool(
+            parts.hostname, parts.port, CONTROL_TIMEOUT_S, self.tls, self.times, options.max_response_bytes
+        )
         self.infer = self._raw_infer
 
     async def _raw_infer(self, request: RawHttpRequest) -> HttpResponse:
@@ -69,7 +71,7 @@ class RawHttpConnection(HttpConnection):
             raise RequestFailed(f"Triton at {self.url} sent {error}") from None
         if status != 200:
             raise _failure(status, body, self.url)
-        return HttpResponse(body, header_length)
+        return checked(body, header_length, self.url)
 
     async def close(self) -> None:
         self._pool.close()

@@ -1,0 +1,149 @@
+"""The raw HTTP/1.1 response parser under random input (issue 24): valid responses (Content-Length, chunked, or
+ended by the server's close; after interim 1xx answers) cut at random points parse to the same reply; any bytes at
+all, cut anywhere, end as a reply or a counted failure, never as an exception out of `data_received`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import uvloop
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loadgen.transport.errors import RequestFailed
+from loadgen.transport.http1 import (
+    CLOSED,
+    IDLE,
+    MAX_HEAD_BYTES,
+    ConnectionClosed,
+    Http1Connection,
+    MalformedResponse,
+    Reply,
+)
+from tests.test_raw_parsers import FakeTransport
+
+EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAILURES = (MalformedResponse, ConnectionClosed, RequestFailed)
+
+
+@st.composite
+def responses(draw: st.DrawFn) -> tuple[bytes, int, bytes, int | None, str]:
+    """A valid response's bytes, its status, body, Inference-Header-Content-Length and framing."""
+    status = draw(st.integers(200, 599).filter(lambda code: code not in (204, 304)))
+    body = draw(st.binary(max_size=300))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    header_length = draw(st.none() | st.integers(0, len(body)))
+    head = b"HTTP/1.0" if framing == "close" else b"HTTP/1.1"
+    head += f" {status} X\r\n".encode()
+    for _ in range(draw(st.integers(0, 3))):
+        head += b"X-" + draw(st.text("abcxyz", min_size=1, max_size=8)).encode() + b": v\r\n"
+    if header_length is not None:
+        head += f"Inference-Header-Content-Length: {header_length}\r\n".encode()
+    if framing == "length":
+        wire = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+    elif framing == "chunked":
+        cuts = sorted(draw(st.lists(st.integers(0, len(body)), max_size=4)))
+        pieces = [body[a:b] for a, b in itertools.pairwise([0, *cuts, len(body)]) if b > a]
+        chunks = b"".join(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" for piece in pieces)
+        wire = head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    else:
+        wire = head + b"\r\n" + body
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" * draw(st.integers(0, 2))
+    return interim + wire, status, body, header_length, framing
+
+
+def _cut(data: bytes, points: list[int]) -> list[bytes]:
+    """`data` cut at the given points (any, in any order)."""
+    edges = sorted({0, len(data), *(point % (len(data) + 1) for point in points)})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def _fed(parts: list[bytes], close: bool, max_response_bytes: int = 1 << 20) -> asyncio.Future[Reply]:
+    """Feed the parts to a fresh connection after a request (then the server's close, if `close`)."""
+
+    async def run() -> asyncio.Future[Reply]:
+        connection = Http1Connection(lambda _: None, lambda _: None, max_response_bytes)
+        connection.connection_made(FakeTransport())  # type: ignore[arg-type]
+        waiter = connection.send(b"POST / HTTP/1.1\r\n\r\n")
+        for part in parts:
+            connection.data_received(part)  # raises nothing, whatever the bytes
+        if close:
+            connection.connection_lost(None)
+            assert connection.state == CLOSED and waiter.done()
+        elif waiter.done() and not waiter.exception():
+            assert connection.state in (IDLE, CLOSED)
+        return waiter
+
+    return uvloop.run(run())
+
+
+@EXAMPLES
+@given(responses(), st.lists(st.integers(0, 2000), max_size=6))
+def test_a_valid_response_cut_anywhere_parses_whole(
+    response: tuple[bytes, int, bytes, int | None, str], points: list[int]
+) -> None:
+    wire, status, body, header_length, framing = response
+    waiter = _fed(_cut(wire, points), close=framing == "close")
+    reply = waiter.result()
+    assert (reply.status, bytes(reply.body), reply.header_length) == (status, body, header_length)
+
+
+@EXAMPLES
+@given(
+    responses(),
+    st.lists(st.tuples(st.integers(0, 2000), st.binary(max_size=3)), min_size=1, max_size=4),
+    st.lists(st.integers(0, 2000), max_size=6),
+    st.booleans(),
+)
+def test_a_damaged_response_is_a_reply_or_a_failure(
+    response: tuple[bytes, int, bytes, int | None, str],
+    damage: list[tuple[int, bytes]],
+    points: list[int],
+    close: bool,
+) -> None:
+    wire = bytearray(response[0])
+    for at, replacement in damage:  # bytes replaced, dropped or inserted anywhere
+        at %= len(wire) + 1
+        wire[at : at + len(replacement) % 2 + 1] = replacement
+    waiter = _fed(_cut(bytes(wire), points), close)
+    if waiter.done() and waiter.exception() is not None:
+        error = waiter.exception()
+        assert isinstance(error, FAILURES) and "\n" not in str(error), repr(error)
+
+
+@EXAMPLES
+@given(st.binary(max_size=400), st.lists(st.integers(0, 2000), max_size=6))
+def test_any_bytes_are_a_reply_or_a_failure(data: bytes, points: list[int]) -> None:
+    waiter = _fed(_cut(data, points), close=True)
+    assert waiter.exception() is None or isinstance(waiter.exception(), FAILURES)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(1, 4096), st.sampled_from(["length", "chunked"]), st.lists(st.integers(0, 10_000), max_size=6))
+def test_a_body_past_the_limit_fails_naming_it(limit: int, framing: str, points: list[int]) -> None:
+    body = bytes(limit + 1)
+    if framing == "length":
+        wire = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    else:
+        wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
+    error = _fed(_cut(wire, points), close=False, max_response_bytes=limit).exception()
+    assert str(error) == f"a response over --max-response-bytes ({limit} bytes)"
+
+
+def test_a_head_or_trailers_past_the_limit_fail_naming_it() -> None:
+    endless = b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * MAX_HEAD_BYTES
+    assert "header block over 65536 bytes" in str(_fed([endless[:100], endless[100:]], close=False).exception())
+    interims = b"HTTP/1.1 100 Continue\r\n\r\n" * (MAX_HEAD_BYTES // 25 + 1)  # 1xx answers count in the head
+    assert "header block over 65536 bytes" in str(_fed([interims], close=False).exception())
+    trailers = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n" + b"X-T: t\r\n" * 20_000
+    assert "trailers) over 131072 bytes" in str(_fed([trailers], close=False).exception())
+    line = b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n"
+    assert "header line over 8192 bytes" in str(_fed([line], close=False).exception())
+
+
+def test_a_callback_that_raises_fails_the_request_alone() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nInference-Header-Content-Length: x\r\nContent-Length: 0\r\n\r\n"
+    error = _fed([wire], close=False).exception()
+    assert isinstance(error, MalformedResponse) and "Inference-Header-Content-Length" in str(error)
+    assert "protocol switch" in str(_fed([b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n"], close=False).exception())
