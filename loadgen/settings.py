@@ -750,6 +750,12 @@ def check_rules(target: object, rules: Sequence[Rule]) -> None:
             raise OptionError(rule.message(target))
 
 
+def validate(target: object, group: type) -> None:
+    """One group's own validation, on the group or the whole settings: its fields' checks, then its rules."""
+    check_fields(target, group)
+    check_rules(target, GROUP_RULES.get(group, ()))
+
+
 LOAD_FIELDS = {  # the fields that choose a load mode, each with its off value and its flag
     "concurrency_range": (None, "--concurrency-range"),
     "request_rate_range": (None, "--request-rate-range"),
@@ -774,8 +780,7 @@ class Settings(Shards, Server, Outputs, Measurement, Data, Load, Connection, Mod
         self._connection()
         self._load()
         for _, group in GROUPS:
-            check_fields(self, group)
-            check_rules(self, GROUP_RULES.get(group, ()))
+            validate(self, group)
         check_rules(self, CROSS_RULES)
 
     def group(self, kind: type[G]) -> G:
@@ -964,4 +969,5 @@ __all__ = [  # with the value parsers the rest of loadgen reads from here
     "parse_shape",
     "parse_shard",
     "split_url",
+    "validate",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -18,8 +18,9 @@ from loadgen.cli import (
     profile_parser,
     tune_parser,
 )
+from loadgen.errors import OptionError
 from loadgen.options import declared, flags, meta
-from loadgen.settings import GROUPS, Settings
+from loadgen.settings import GROUPS, Connection, Data, Settings, validate
 from loadgen.tune import TuneSettings
 from tests.perf_analyzer_options import options_table, read_options, readme_options_table
 
@@ -86,3 +87,13 @@ def test_perf_analyzer_names_are_declared_right() -> None:
 
 def test_the_readme_holds_the_current_option_table() -> None:
     assert readme_options_table() == options_table(), "regenerate it: python -m tests.perf_analyzer_options --table"
+
+
+def test_a_group_is_one_stage_of_the_settings_and_validates_itself() -> None:
+    settings = Settings(url="h:1", batch_size=4)
+    connection = settings.group(Connection)
+    assert (connection.url, connection.address) == ("h:1", "h:1") and settings.group(Data).batch_size == 4
+    with pytest.raises(OptionError, match="--batch-size 0: must be at least 1"):
+        validate(replace(settings.group(Data), batch_size=0), Data)
+    with pytest.raises(OptionError, match="--ssl-grpc-use-ssl applies to -i grpc"):
+        validate(replace(connection, protocol="http", ssl_grpc_use_ssl=True), Connection)
