@@ -560,7 +560,7 @@ class Rule:
 
     name: str
     holds: Callable[[Any], bool]
-    message: Callable[[Any], str]
+    message: str | Callable[[Any], str]  # the message, or how to write it from the settings
 
 
 def _needs_ssl(option: str) -> Rule:
@@ -588,14 +588,14 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
         Rule(
             "solo baseline of a mix",
             lambda s: s.model_mix is not None or not s.solo_baseline,
-            lambda s: "--solo-baseline needs --model-mix",
+            "--solo-baseline needs --model-mix",
         ),
     ),
     Connection: (
         Rule(
             "TLS is gRPC's",
             lambda s: not s.ssl_grpc_use_ssl or s.protocol == "grpc",
-            lambda s: "--ssl-grpc-use-ssl applies to -i grpc (for HTTPS: -i http -u https://HOST:PORT)",
+            "--ssl-grpc-use-ssl applies to -i grpc (for HTTPS: -i http -u https://HOST:PORT)",
         ),
         Rule(
             "URL scheme",
@@ -610,14 +610,12 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
         Rule(
             "compression is gRPC's",
             lambda s: s.grpc_compression_algorithm == "none" or s.protocol == "grpc",
-            lambda s: "--grpc-compression-algorithm applies to -i grpc",
+            "--grpc-compression-algorithm applies to -i grpc",
         ),
         Rule(
             "tensor formats are HTTP's",
             lambda s: s.protocol == "http" or (s.input_tensor_format, s.output_tensor_format) == ("binary",) * 2,
-            lambda s: (
-                "--input-tensor-format and --output-tensor-format apply to -i http (gRPC tensors are always binary)"
-            ),
+            "--input-tensor-format and --output-tensor-format apply to -i http (gRPC tensors are always binary)",
         ),
         Rule(
             "HTTPS files need an HTTPS URL",
@@ -627,46 +625,40 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
         Rule(
             "HTTPS client identity",
             lambda s: (s.ssl_https_client_certificate_file is None) == (s.ssl_https_private_key_file is None),
-            lambda s: (
-                "--ssl-https-client-certificate-file and --ssl-https-private-key-file go together (the client identity)"
-            ),
+            "--ssl-https-client-certificate-file and --ssl-https-private-key-file go together (the client identity)",
         ),
         *(_needs_ssl(option) for option in ("root_certifications", "private_key", "certificate_chain")),
         Rule(
             "gRPC client identity",
             lambda s: (s.ssl_grpc_private_key_file is None) == (s.ssl_grpc_certificate_chain_file is None),
-            lambda s: (
-                "--ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file go together (the client identity)"
-            ),
+            "--ssl-grpc-private-key-file and --ssl-grpc-certificate-chain-file go together (the client identity)",
         ),
     ),
     Load: (
         Rule(
             "no synchronous streams",
             lambda s: not s.sync or not s.streaming,
-            lambda s: (
-                "--sync cannot be used with --streaming: a stream is asynchronous (perf_analyzer: can not "
-                "use streaming with synchronous API)"
-            ),
+            "--sync cannot be used with --streaming: a stream is asynchronous (perf_analyzer: can not "
+            "use streaming with synchronous API)",
         ),
         Rule(
             "periodic concurrency streams",
             lambda s: s.mode != "periodic_concurrency" or s.streaming,
-            lambda s: "--periodic-concurrency-range needs --streaming (it counts each stream's responses)",
+            "--periodic-concurrency-range needs --streaming (it counts each stream's responses)",
         ),
         Rule(
             "binary search needs an end",
             lambda s: (
                 not s.binary_search or not (is_open_range(s.concurrency_range) or is_open_range(s.request_rate_range))
             ),
-            lambda s: "--binary-search needs a range with an END (not 0)",
+            "--binary-search needs a range with an END (not 0)",
         ),
     ),
     Shards: (
         Rule(
             "shards log",
             lambda s: parse_shard(s.shard)[1] == 1 or s.hdr_log is not None,
-            lambda s: "--shard needs --hdr-log DIR: each shard logs its windows there for `loadgen merge`",
+            "--shard needs --hdr-log DIR: each shard logs its windows there for `loadgen merge`",
         ),
     ),
 }
@@ -676,22 +668,22 @@ CROSS_RULES: tuple[Rule, ...] = (
     Rule(
         "streams are gRPC's",
         lambda s: not s.streaming or s.protocol == "grpc",
-        lambda s: "--streaming needs -i grpc: Triton streams responses over gRPC only",
+        "--streaming needs -i grpc: Triton streams responses over gRPC only",
     ),
     Rule(
         "shared memory holds binary inputs",
         lambda s: s.shared_memory == "none" or s.input_tensor_format == "binary",
-        lambda s: "--input-tensor-format json cannot be used with --shared-memory (the inputs are not in the request)",
+        "--input-tensor-format json cannot be used with --shared-memory (the inputs are not in the request)",
     ),
     Rule(
         "periodic concurrency is exported",
         lambda s: s.mode != "periodic_concurrency" or s.record_requests > 0,
-        lambda s: "--periodic-concurrency-range reports through --profile-export-file (it measures no windows)",
+        "--periodic-concurrency-range reports through --profile-export-file (it measures no windows)",
     ),
     Rule(
         "fixed schedule sends each entry once",
         lambda s: not s.fixed_schedule or s.request_count == 0,
-        lambda s: "--fixed-schedule sends each entry of the --input-data JSON once: not with --request-count",
+        "--fixed-schedule sends each entry of the --input-data JSON once: not with --request-count",
     ),
     Rule(
         "fixed schedule of one JSON file",
@@ -704,41 +696,39 @@ CROSS_RULES: tuple[Rule, ...] = (
     Rule(
         "requests recorded in one process",
         lambda s: s.record_requests == 0 or s.workers == 1,
-        lambda s: "--profile-export-file records every request in this process: not with --workers (drop --workers)",
+        "--profile-export-file records every request in this process: not with --workers (drop --workers)",
     ),
     Rule(
         "binary search under a threshold",
         lambda s: not s.binary_search or s.latency_threshold is not None,
-        lambda s: "--binary-search needs --latency-threshold (the search finds the highest load under it)",
+        "--binary-search needs --latency-threshold (the search finds the highest load under it)",
     ),
     Rule(
         "binary search over a range",
         lambda s: not s.binary_search or s.mode != "request_intervals",
-        lambda s: "--binary-search searches a --concurrency-range or --request-rate-range",
+        "--binary-search searches a --concurrency-range or --request-rate-range",
     ),
     Rule(
         "window logs of a fixed sweep",
         lambda s: (
             s.hdr_log is None or (s.measurement_mode == "time_windows" and not s.request_count and not s.binary_search)
         ),
-        lambda s: (
-            "--hdr-log logs time windows of a fixed sweep: not with count windows, --request-count or --binary-search"
-        ),
+        "--hdr-log logs time windows of a fixed sweep: not with count windows, --request-count or --binary-search",
     ),
     Rule(
         "shards or workers",
         lambda s: parse_shard(s.shard)[1] == 1 or s.workers == 1,
-        lambda s: "--shard and --workers cannot be combined",
+        "--shard and --workers cannot be combined",
     ),
     Rule(
         "a mix in one process",
         lambda s: s.model_mix is None or s.workers == 1,
-        lambda s: "--model-mix runs its models in one process: not with --workers (split it with --shard i/K)",
+        "--model-mix runs its models in one process: not with --workers (split it with --shard i/K)",
     ),
     Rule(
         "a mix is not exported",
         lambda s: s.model_mix is None or not s.record_requests,
-        lambda s: "--model-mix: the profile export records one model's requests; profile the models one at a time",
+        "--model-mix: the profile export records one model's requests; profile the models one at a time",
     ),
 )
 
@@ -747,7 +737,7 @@ def check_rules(target: object, rules: Sequence[Rule]) -> None:
     """Raise the first rule that does not hold, with its message."""
     for rule in rules:
         if not rule.holds(target):
-            raise OptionError(rule.message(target))
+            raise OptionError(rule.message if isinstance(rule.message, str) else rule.message(target))
 
 
 def validate(target: object, group: type) -> None:
