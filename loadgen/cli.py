@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -333,9 +333,9 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, names: Iterable[str] = Settings.__dataclass_fields__) -> Settings:
     """The library settings a parsed command line stands for (`loadgen`, `loadgen perf-analyzer`, `loadgen tune`):
-    every `Settings` field it has is a flag; perf_analyzer's deprecated and shorthand flags (-t, -c, -d, -z,
+    every `Settings` field of `names` it has is a flag; perf_analyzer's deprecated and shorthand flags (-t, -c, -d, -z,
     --data-directory) are turned into the ones they stand for."""
     kind = getattr(args, "service_kind", "triton")
     if kind != "triton":
@@ -343,7 +343,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton); "
             "tfserving, torchserve, triton_c_api and openai are not built"
         )
-    options = {name: getattr(args, name) for name in Settings.__dataclass_fields__ if hasattr(args, name)}
+    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
     if getattr(args, "ray_address", None):  # the cluster's workers are the shards; the driver's settings: the whole
         options["hdr_log"] = None
     if hasattr(args, "deprecated_concurrency"):
@@ -498,7 +498,7 @@ def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
     if args.concurrency_range is None and args.request_rate_range is None and args.model_mix is None:
         args.concurrency_range = TUNE_CONCURRENCY
     tuning = {name: getattr(args, name) for name in TUNE_FIELDS}
-    settings = TuneSettings(settings_from(args), **tuning)
+    settings = TuneSettings(settings_from(args, TUNE_OPTIONS), **tuning)
     if args.html:
         from loadgen.reports import html  # noqa: F401  (the `report` extra: checked before tuning, not after it)
     for flag, path in (("--json", args.json), ("--html", args.html)):
