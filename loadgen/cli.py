@@ -37,6 +37,7 @@ from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.console import print_comparison
 from loadgen.reports.files import ReportFile, report_files, write_reports
 from loadgen.reports.perf_analyzer import (
+    EXIT_NO_REQUESTS,
     MAX_THREADS_WARNING,
     PERF_ANALYZER_VERSION,
     PerfAnalyzerReport,
@@ -479,12 +480,20 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
             progress.finished(result)
         else:
             status = report.finished(result)
+            files = perf_analyzer_files(files, status)
     written = _write(result, files, errors)
     if report is None or signum is not None or not written:
         status = _exit_status(result, written, signum)
     if signum is not None:  # stopped: what was measured is written; exit now, not after the interpreter's cleanup
         _exit_at_once(status)  # (a large input file, abandoned mid-load, would hold it up for seconds)
     return status
+
+
+def perf_analyzer_files(files: list[ReportFile], status: int) -> list[ReportFile]:
+    """The files perf_analyzer writes for a run that exits with `status`: none of its own (CSV, profile export) when
+    its profiling failed (2 or 3: it throws before it writes them)."""
+    failed = status in (EXIT_UNSTABLE, EXIT_NO_REQUESTS)
+    return [file for file in files if not (failed and file.flag in ("-f", "--profile-export-file"))]
 
 
 def _exit_at_once(status: int) -> NoReturn:
@@ -574,12 +583,26 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
     console.print(f"Starting tritonserver with {args.model_repository} ...")
     with server:
         console.print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
-        console.print(f"Server log: {server.log_path}; Ctrl-C stops it.")
+        console.print(f"Server log: {server.log_path} (removed when Triton stops); Ctrl-C stops it.")
         while not stop.wait(0.5):
             if not server.running:
                 raise LoadgenError(f"tritonserver exited: {server.log_tail(5)}")
     console.print("Triton stopped.")
     return EXIT_SUCCESS
+
+
+def _check_text(argv: Sequence[str]) -> None:
+    """Every argument is text that UTF-8 can carry: bytes the terminal's encoding could not decode (Python keeps
+    them as lone surrogates) are a one-line error here, not a traceback where the value is first sent."""
+    for argument in argv:
+        try:
+            argument.encode()
+        except UnicodeEncodeError:
+            try:  # the bytes as they were typed
+                shown = repr(argument.encode("utf-8", "surrogateescape"))[2:-1]
+            except UnicodeEncodeError:
+                shown = argument.encode("utf-8", "backslashreplace").decode()
+            raise OptionError(f"{shown}: not valid UTF-8 text (check the shell's quoting and encoding)") from None
 
 
 def perf_analyzer(argv: Sequence[str] | None = None) -> int:
@@ -589,6 +612,7 @@ def perf_analyzer(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     errors = make_console(stderr=True)
     try:
+        _check_text(argv)
         return _profile(argv, console, errors, perf_analyzer=True)
     except LoadgenError as error:
         errors.print(f"error: {error}", soft_wrap=True)
@@ -604,6 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = make_console()
     errors = make_console(stderr=True)
     try:
+        _check_text(argv)
         if argv[:1] == ["serve"]:
             return _serve(argv[1:], console, errors)
         if argv[:1] == ["tune"]:

@@ -231,7 +231,8 @@ def interval(histogram: HdrHistogram, percentile: float, confidence: float) -> t
 
 
 def mean_interval(values: Sequence[float], confidence: float) -> tuple[float, float] | None:
-    """A two-sided Student t interval on the mean of `values` at `confidence`; None for fewer than two values.
+    """A two-sided Student t interval on the mean of `values` (never negative, as a rate) at `confidence`; None for
+    fewer than two values.
 
     It assumes the values independent and about normal: for a level's throughput, its windows' throughputs, each the
     mean of many requests."""
@@ -239,7 +240,7 @@ def mean_interval(values: Sequence[float], confidence: float) -> tuple[float, fl
         return None
     mean = statistics.fmean(values)
     half = student_t_quantile((1 + confidence) / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
+    return max(mean - half, 0.0), mean + half
 
 
 def percentiles_of(percentile: int | None) -> tuple[float, ...]:

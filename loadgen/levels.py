@@ -5,12 +5,22 @@ The sweep applies it to windows as they are measured; `loadgen merge` applies it
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from loadgen.analysis import Observation, Reference, diagnose, verdict
 from loadgen.confidence import level_confidence
-from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, Window, WindowSummary, is_stable, merge, summarize
+from loadgen.measurement import (
+    STABILITY_WINDOWS,
+    LatencyStats,
+    Window,
+    WindowSummary,
+    is_stable,
+    last_windows,
+    merge,
+    summarize,
+)
 from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import LevelRule, Load
 from loadgen.results import LevelResult, SendLag
@@ -22,6 +32,8 @@ from loadgen.server.statistics import Composition, Snapshot, add, figures
 DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
 SEND_RATE_SHORTFALL = 0.95  # achieved send rate more than 5 % below the requested rate
 CLIENT_BUSY_SHARE = 0.5  # a loop busier than this that sends late is the client's own limit; idler: the machine's
+
+TREND_WINDOWS = 1000  # a level's trend keeps its last this many windows (a day-long soak stays bounded)
 
 
 class Level:
@@ -50,13 +62,21 @@ class Level:
         self.cores = cores
         self.models = dict(models or {})
         self.solo = dict(solo or {})
-        self.windows: list[Window] = []
-        self.server: list[Snapshot] = []
-        self.metrics: list[ServerMetrics] = []
-        self.summaries: list[WindowSummary] = []
+        # a level can run for a day (a soak): what it keeps per window is bounded. Its figures merge the last
+        # STABILITY_WINDOWS windows, whole; the trend keeps the last TREND_WINDOWS windows' summaries
+        self.count = 0  # windows measured
+        self.windows: deque[Window] = deque(maxlen=STABILITY_WINDOWS)
+        self.server: deque[Snapshot] = deque(maxlen=STABILITY_WINDOWS)
+        self.metrics: deque[ServerMetrics] = deque(maxlen=STABILITY_WINDOWS)
+        self.summaries: deque[WindowSummary] = deque(maxlen=TREND_WINDOWS)
+        self.bounds: list[int] | None = None  # every window's start and end, when `keep_bounds` was called
         self.throughput_only = False  # stable on throughput alone (`settle_on_throughput`)
         self.in_flight: int | None = None  # loadgen's requests in flight at the last window's end (None: no audit)
-        self.sharing: list[Sharing] = []  # each window's server count beside loadgen's, once `begin` was called
+        self.sharing: deque[Sharing] = deque(maxlen=STABILITY_WINDOWS)  # each window's server count beside loadgen's
+
+    def keep_bounds(self) -> None:
+        """Keep every window's boundaries (the profile export places its requests in them)."""
+        self.bounds = []
 
     def begin(self, window: Window, parts: Mapping[str, Window]) -> None:
         """Compare every window's server count of the model with loadgen's own (see `server.sharing`), from
@@ -95,6 +115,9 @@ class Level:
             assert parts is not None  # a mix's window always comes with its models' parts
             level.add(parts[name], server, metrics)
         self._audit(window, server)
+        if self.bounds is not None:
+            self.bounds += (window.start_ns, window.end_ns) if not self.bounds else (window.end_ns,)
+        self.count += 1
         self.windows.append(window)
         self.server.append(server)
         if metrics is not None:
@@ -106,7 +129,7 @@ class Level:
     def stable(self) -> bool:
         """perf_analyzer's rule: the last three windows agree (one window of --request-count needs no agreement);
         a mix's level, when every model's does too."""
-        own = bool(self.windows) if self.rule.single else is_stable(self.summaries, self.rule.stability_percentage)
+        own = bool(self.count) if self.rule.single else is_stable(self.summaries, self.rule.stability_percentage)
         return (own or self.throughput_only) and all(level.stable for level in self.models.values())
 
     def settle_on_throughput(self) -> bool:
@@ -118,13 +141,12 @@ class Level:
     def result(self, complete: bool = True) -> LevelResult:
         """The level's figures, merged from its last three windows (fewer when it has fewer); a mix's, with each
         model's figures."""
-        last = slice(-STABILITY_WINDOWS, None)
         server: Snapshot = {}
-        for window_delta in self.server[last]:
+        for window_delta in self.server:
             server = add(server, window_delta)
-        scraped = [window for window in self.metrics[last] if window.samples]
+        scraped = [window for window in self.metrics if window.samples]
         metrics = server_metrics.combine(scraped) if scraped else None
-        total = _figures(self, merge(self.windows[last]), server, metrics, self.stable and complete, complete)
+        total = _figures(self, merge(list(self.windows)), server, metrics, self.stable and complete, complete)
         if not self.models:
             return total
         models = tuple(
@@ -200,10 +222,12 @@ def _figures(
             "response_throughput": merged.responses / duration if duration else 0.0,
             "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
         }
+    if merged.sequences:
+        extra |= {"sequence_count": merged.sequences, "sequence_rate": merged.sequences / duration if duration else 0.0}
     percentile = rule.percentile
     loop_busy = merged.loop_cpu_ns / 1e9 / duration if duration else 0.0
     diagnosis, bottleneck = None, None
-    sharing = combined(level.sharing[-STABILITY_WINDOWS:])  # over the windows the figures come from
+    sharing = combined(list(level.sharing))  # over the windows the figures come from
     if server_figures is not None:
         observation = Observation(
             load=level.load,
@@ -231,7 +255,7 @@ def _figures(
         error_count=merged.error_count,
         stable=stable,
         latency_us=latency,
-        windows=len(level.windows),
+        windows=level.count,
         duration_s=duration,
         errors=dict(merged.errors.most_common()),
         percentile=percentile,
@@ -249,7 +273,7 @@ def _figures(
         client_recv_us=merged.client_recv_ns / 1000 / calls if calls else 0.0,
         confidence=level_confidence(
             merged,
-            [summary.throughput for summary in level.summaries[-STABILITY_WINDOWS:]],
+            [summary.throughput for summary in last_windows(level.summaries)],
             percentile,
             rule.confidence,
         ),

@@ -30,6 +30,7 @@ from loadgen.transport import (
     StreamCheck,
     StreamMux,
     Unreachable,
+    clipped,
     decode_message,
     internal,
     stream_counted,
@@ -80,16 +81,21 @@ class _Failures:
         self.rejection = rejection or asyncio.Event()  # shared by the models of a mix
 
     def describe(self, error: Exception) -> RequestFailed:
-        """A failed request's error as loadgen's kind: the transport maps its own errors; anything else raised on
-        a request's path is an `internal` failure, counted like any other (the slot goes on)."""
+        """A failed request's error as loadgen's kind, its message one short printable line: the transport maps
+        its own errors; anything else raised on a request's path is an `internal` failure, counted like any other
+        (the slot goes on)."""
         if isinstance(error, RequestFailed):
-            return error
-        if isinstance(error, self.errors):
+            failed = error
+        elif isinstance(error, self.errors):
             try:
-                return self.failure(error)
+                failed = self.failure(error)
             except Exception as unmapped:  # a mapping that fails on a server's odd answer is still a failure
                 return internal(unmapped)
-        return internal(error)
+        else:
+            return internal(error)
+        text = str(failed)
+        shown = clipped(text)
+        return failed if shown == text else type(failed)(shown)
 
     async def record(self, error: Exception, generation: int) -> None:
         failed = self.describe(error)
@@ -170,6 +176,11 @@ class _Slots:
         raise NotImplementedError
 
 
+def _ends_sequence(source: Iterator[Payload]) -> bool:
+    """Whether the request a slot's source just gave ends its sequence (a sequence model's slot)."""
+    return isinstance(source, SequenceSlot) and source.current is None
+
+
 class ClosedLoop(_Slots):
     """Keeps exactly `concurrency` requests in flight; each worker sends its next request when one returns."""
 
@@ -189,6 +200,7 @@ class ClosedLoop(_Slots):
             payload = next(requests, None)
             if payload is None:  # the budget is spent
                 break
+            ends = _ends_sequence(source)
             generation = begin()
             start = clock()
             try:
@@ -196,6 +208,8 @@ class ClosedLoop(_Slots):
             except Exception as error:  # whatever it is, a counted failure: the slot goes on
                 await self._failures.record(error, generation)
                 continue
+            if ends:
+                self._recorder.record_sequence_end(generation)
             record((clock() - start) // 1000, generation)
         ending = self._ending(source)
         if ending is not None:  # right after its last request: the server frees the sequence's slot at once
@@ -233,6 +247,7 @@ class StreamingLoop(_Slots):
                 payload = next(requests, None)
                 if payload is None:  # the budget is spent
                     break
+                ends = _ends_sequence(source)
                 generation = begin()
                 start = clock()
                 try:
@@ -245,6 +260,8 @@ class StreamingLoop(_Slots):
                     stream = self._open_stream()
                     await self._failures.record(error, generation)
                     continue
+                if ends:
+                    self._recorder.record_sequence_end(generation)
                 record((first - start) // 1000, (clock() - start) // 1000, responses, generation)
             ending = self._ending(source)
             if ending is not None:  # right after its last request: the server frees the sequence's slot at once
@@ -361,7 +378,9 @@ class OpenLoop:
                 task = loop.create_task(self._one(next(payloads), due, generation))
             else:
                 lane = next(self._lane_of)
-                task = loop.create_task(self._one(next(payloads), due, generation, self._lanes[lane]))
+                payload = next(payloads)
+                ends = _ends_sequence(self._slots[lane])
+                task = loop.create_task(self._one(payload, due, generation, self._lanes[lane], ends))
                 self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
@@ -385,7 +404,12 @@ class OpenLoop:
             await self._call(ending)
 
     async def _one(
-        self, payload: Payload, due: int, generation: int, previous: asyncio.Task[None] | None = None
+        self,
+        payload: Payload,
+        due: int,
+        generation: int,
+        previous: asyncio.Task[None] | None = None,
+        ends: bool = False,
     ) -> None:
         if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
             self._recorder.record_limit_hit()
@@ -402,6 +426,8 @@ class OpenLoop:
             await self._failures.record(error, generation)
         else:
             done = clock()
+            if ends:
+                recorder.record_sequence_end(generation)
             if self._streaming:
                 first, responses = result
                 recorder.record_stream_response(
@@ -465,6 +491,10 @@ class Generator(Protocol):
     rejection: asyncio.Event
     """Set when the model rejected a request before any request of the run succeeded (see `_Failures`)."""
 
+    failing: asyncio.Event
+    """Set when the current window's share of failed requests passed --max-error-rate (see `Recorder`); worker
+    processes answer only when asked, so over them the share is checked at the window's end alone."""
+
     @property
     def rejected(self) -> RequestFailed | None:
         """That first rejected request."""
@@ -521,18 +551,20 @@ class LocalGenerator:
         shard: Shard | None = None,
         select: Callable[[Iterator[int]], Iterator[int]] | None = None,
         rejection: asyncio.Event | None = None,
+        failing: asyncio.Event | None = None,
     ) -> None:
         """`select` takes this generator's part of an open loop's schedule (a model's in a mix, shard included: see
-        `mix.selector`); without it, the shard takes its part."""
+        `mix.selector`); without it, the shard takes its part. A mix's models share `rejection` and `failing`."""
         settings = run.settings
         self.run = run
         self.shard = shard or run.shard
         self.select = select
-        self.recorder = Recorder(open_loop=not run.closed_loop, streaming=settings.streaming)
+        self.recorder = Recorder(not run.closed_loop, settings.streaming, settings.max_error_rate, failing)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
         self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
+        self.failing = self.recorder.failing
         self.connection = connection
         self.requests = requests
         call: InferCall = connection.infer

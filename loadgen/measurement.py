@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -18,7 +18,11 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour; a longer latency is recorded as one hour and counted as clamped
 SIGNIFICANT_DIGITS = 3
 STABILITY_WINDOWS = 3  # perf_analyzer's rule: the last three windows agree
+FAILING_MIN_COMPLETED = 100  # a window's share of failures stops a run early once this many requests completed
+MAX_ERROR_KINDS = 20  # failures of more kinds in one window or level are counted together, as OTHER_ERRORS
+OTHER_ERRORS = "other failures (more kinds than are kept)"
 LATE_US = 1000  # a request that left more than 1 ms after its scheduled time counts as delayed
+T = TypeVar("T")
 
 
 def new_histogram() -> HdrHistogram:
@@ -123,6 +127,7 @@ class Window:
     clamped: int = field(default=0, metadata=SUMMED)  # values outside the histograms' range (any histogram)
     stale: int = field(default=0, metadata=SUMMED)  # requests of an earlier level that completed here: not counted
     responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
+    sequences: int = field(default=0, metadata=SUMMED)  # sequence models: requests that ended their sequence
     loop_cpu_ns: int = field(default=0, metadata=BUSIEST)  # the event loop's thread CPU time
     process_cpu_ns: int = field(default=0, metadata=SUMMED)  # the whole process's CPU time
     client_send_ns: int = field(default=0, metadata=SUMMED)  # handing requests to the connection (`ClientTimes`)
@@ -188,11 +193,22 @@ def _reduce(windows: Sequence[Window], parallel: bool) -> Window:
         if item.metadata.get("histogram"):
             values[item.name] = _added(parts)
         elif item.name == "errors":
-            values[item.name] = sum(parts, Counter())
+            values[item.name] = bounded_errors(parts)
         else:
             reducer = item.metadata.get("reduce") or (item.metadata["parallel"] if parallel else sum)
             values[item.name] = reducer(parts)
     return Window(**values)
+
+
+def bounded_errors(parts: Iterable[Counter[str]]) -> Counter[str]:
+    """Failure counts added up, the first MAX_ERROR_KINDS kinds by name and the rest as other."""
+    total: Counter[str] = Counter()
+    for part in parts:
+        for description, count in part.items():
+            if description not in total and len(total) >= MAX_ERROR_KINDS:
+                description = OTHER_ERRORS
+            total[description] += count
+    return total
 
 
 def merge(windows: Sequence[Window]) -> Window:
@@ -231,26 +247,39 @@ class Recorder:
         "_answered",
         "_completed",
         "_drained",
+        "_failed",
         "_filled",
         "_first",
         "_full",
         "_histogram",
         "_lag",
         "_loop_cpu_ns",
+        "_max_error_rate",
         "_old",
         "_process_cpu_ns",
         "_service",
         "_target",
         "_window",
+        "failing",
         "generation",
         "in_flight",
         "open_loop",
         "streaming",
     )
 
-    def __init__(self, open_loop: bool = False, streaming: bool = False) -> None:
+    def __init__(
+        self,
+        open_loop: bool = False,
+        streaming: bool = False,
+        max_error_rate: float = 1.0,
+        failing: asyncio.Event | None = None,
+    ) -> None:
+        """`failing` is set as soon as the current window's share of failed requests passes `max_error_rate` (after
+        FAILING_MIN_COMPLETED completions), so that a run stops as failures arrive, not at the window's end."""
         self.open_loop = open_loop
         self.streaming = streaming
+        self._max_error_rate = max_error_rate
+        self.failing = failing or asyncio.Event()
         self._full = asyncio.Event()
         self._drained = asyncio.Event()
         self._target = 0
@@ -275,6 +304,7 @@ class Recorder:
         self._lag = window.lag
         self._first = window.first_response
         self._completed = 0
+        self._failed = 0
         self._loop_cpu_ns = time.thread_time_ns()
         self._process_cpu_ns = time.process_time_ns()
 
@@ -373,12 +403,24 @@ class Recorder:
         self._clamp(self._service, service_us)
         self._completion()
 
+    def record_sequence_end(self, generation: int) -> None:
+        """A successful request that ended its sequence completes (before it is recorded, which may close the
+        window): perf_analyzer's sequence count."""
+        if generation == self.generation:
+            self._window.sequences += 1
+
     def record_error(self, description: str, generation: int) -> None:
-        """Count one failed request under its one-line description."""
+        """Count one failed request under its one-line description (past MAX_ERROR_KINDS kinds, as other)."""
         if not self._ours(generation):
             return
-        self._window.errors[description] += 1
+        errors = self._window.errors
+        if description not in errors and len(errors) >= MAX_ERROR_KINDS:
+            description = OTHER_ERRORS
+        errors[description] += 1
         self._completion()
+        self._failed += 1
+        if self._completed >= FAILING_MIN_COMPLETED and self._failed > self._max_error_rate * self._completed:
+            self.failing.set()
 
     def record_limit_hit(self) -> None:
         """Open loop: a request had to wait because the in-flight limit was reached."""
@@ -417,6 +459,7 @@ class Recorder:
         window.loop_cpu_ns = time.thread_time_ns() - self._loop_cpu_ns
         window.process_cpu_ns = time.process_time_ns() - self._process_cpu_ns
         self._reset(now)
+        self.failing.clear()  # a new window, whose failures are counted anew
         return window
 
 
@@ -479,11 +522,16 @@ def _within(values: Sequence[float], percentage: float) -> bool:
     return low > 0 and max(values) / low <= 1 + percentage / 100
 
 
+def last_windows(windows: Sequence[T]) -> list[T]:
+    """The last STABILITY_WINDOWS items (of a list or a bounded deque, which cannot be sliced)."""
+    return [windows[index] for index in range(max(len(windows) - STABILITY_WINDOWS, 0), len(windows))]
+
+
 def is_stable(windows: Sequence[WindowSummary], percentage: float, latency: bool = True) -> bool:
     """True when the last three windows' throughput and latency (average or percentile; not without `latency`)
     agree within `percentage`."""
     if len(windows) < STABILITY_WINDOWS:
         return False
-    last = windows[-STABILITY_WINDOWS:]
+    last = last_windows(windows)
     settled = _within([w.throughput for w in last], percentage)
     return settled and (not latency or _within([w.latency_us for w in last], percentage))

@@ -74,12 +74,14 @@ class MixGenerator:
         closed_loop: bool,
         windows: Windows,
         rejection: asyncio.Event,
+        failing: asyncio.Event,
     ) -> None:
         self.members = dict(members)
         self.mix = dict(mix)
         self.closed_loop = closed_loop
         self.windows = windows
         self.rejection = rejection  # shared by the members' failure counters
+        self.failing = failing  # and this by their recorders
         self.parts: dict[str, Window] = {}
 
     @property

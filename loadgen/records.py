@@ -12,7 +12,7 @@ import bisect
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loadgen.results import RequestRecord
@@ -185,15 +185,28 @@ class RequestLog:
         return perf_ns + self.offset_ns
 
 
+def first_of_batch(tensor: Tensor, batch_size: int) -> Tensor:
+    """A batched input's first element (shape [1, ...]); any other tensor as it is."""
+    if batch_size <= 1 or not tensor.shape or tensor.shape[0] != batch_size:
+        return tensor
+    if tensor.datatype == "BYTES":  # elements one after another, each after its 4-byte length
+        size = 4 + int.from_bytes(tensor.content[:4], "little")
+    else:
+        size = len(tensor.content) // batch_size
+    return replace(tensor, shape=(1, *tensor.shape[1:]), content=tensor.content[:size])
+
+
 def request_records(
     exchanges: Sequence[Exchange],
     wire: Wire,
     outputs: Iterable[TensorSpec],
     streaming: bool,
     offset_ns: int,
+    batch_size: int = 1,
 ) -> tuple[RequestRecord, ...]:
-    """The recorded requests decoded: inputs from their payloads (each payload once), each response's `outputs`
-    (the requested ones), times in ns since the UNIX epoch."""
+    """The recorded requests decoded: inputs from their payloads (each payload once; of a batch, its first element,
+    as perf_analyzer records them), each response's `outputs` (the requested ones), times in ns since the UNIX
+    epoch."""
     specs = tuple(outputs)
     decode = stream_outputs if streaming else (lambda response: wire.decode_response(response)[1])
     decoded: dict[int, tuple[int, tuple[Tensor, ...]]] = {}
@@ -201,7 +214,8 @@ def request_records(
     for exchange in exchanges:
         key = id(exchange.payload)
         if key not in decoded:
-            decoded[key] = wire.decode_request(exchange.payload)
+            sequence_id, tensors = wire.decode_request(exchange.payload)
+            decoded[key] = sequence_id, tuple(first_of_batch(tensor, batch_size) for tensor in tensors)
         sequence_id, inputs = decoded[key]
         responses = []
         for response in exchange.responses:

@@ -50,6 +50,7 @@ class RunDescription:
     loads: tuple[Load, ...] = ()
     decoupled: bool = False  # the model may answer a request with several responses (over a stream)
     sequence: bool = False  # a stateful model: requests carry correlation IDs
+    streams: tuple[int, ...] = ()  # JSON data: each stream's steps (perf_analyzer says it read them)
 
     @property
     def closed_loop(self) -> bool:
@@ -100,6 +101,8 @@ class LevelResult:
     first_response_latency_us: LatencyStats | None = None  # streaming: to each request's first response
     response_throughput: float | None = None  # streaming: responses per second
     responses_per_request: float | None = None  # streaming
+    sequence_count: int | None = None  # sequence models: requests that ended their sequence in the windows
+    sequence_rate: float | None = None  # those per second
     client_send_us: float = 0.0  # per request: loadgen's time to hand the request to the connection
     client_recv_us: float = 0.0  # per request: from the response's arrival to its completion in loadgen
     model: str | None = None  # in a mix: the model these figures are of (None: the run's model, or the mix's total)
@@ -152,6 +155,8 @@ _MODE_KEYS = (
     "first_response_latency_us",
     "response_throughput",
     "responses_per_request",
+    "sequence_count",
+    "sequence_rate",
     "model",
     "solo",
     "mix_diagnosis",

@@ -216,6 +216,7 @@ class _Session:
             self.run.loads,
             any(model.info.is_decoupled for model in models),
             any(model.info.is_sequence for model in models),
+            _json_streams(models[0].requests),
         )
         log = WindowLog(self.settings.hdr_log, self.run.shard) if self.settings.hdr_log else None
         if mix is not None and self.settings.solo_baseline:
@@ -323,6 +324,11 @@ class _Session:
         return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
 
 
+def _json_streams(requests: Requests) -> tuple[int, ...]:
+    """Each stream's steps, when the data was JSON."""
+    return tuple(len(stream) for stream in requests.streams) if requests.json else ()
+
+
 async def _in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     """Run a blocking function in a daemon thread: if the run is stopped meanwhile, it is left behind and does not
     hold up the process's exit (as a thread of the default executor would)."""
@@ -421,6 +427,10 @@ async def binary_search(loads: Sequence[Load], measure: Measure, over: Judge) ->
             break
         low, high = (low, middle) if over(level) else (middle, high)
     return levels
+
+
+class _Failing(Exception):
+    """The window's share of failed requests passed --max-error-rate before it ended."""
 
 
 class _Abort(Exception):
@@ -537,16 +547,16 @@ class _Sweep:
         """A generator per model, each on a connection of its own (its send and receive times are its own), driven
         as one: an open loop deals the mix's one schedule out to them in their shares."""
         pattern = dealing(list(mix.values()))
-        rejection = asyncio.Event()
+        rejection, failing = asyncio.Event(), asyncio.Event()
         members = {}
         for index, model in enumerate(self.models):
             connection = connect(self.session.options)
             self.connections.append(connection)
             select = None if self.run.closed_loop else selector(pattern, index, self.run.shard)
             members[model.info.name] = LocalGenerator(
-                connection, model.requests, model.run, select=select, rejection=rejection
+                connection, model.requests, model.run, select=select, rejection=rejection, failing=failing
             )
-        return MixGenerator(members, mix, self.run.closed_loop, self.run.windows, rejection)
+        return MixGenerator(members, mix, self.run.closed_loop, self.run.windows, rejection, failing)
 
     async def _ramp(self, start: int, end: int, step: int) -> None:
         """perf_analyzer's periodic concurrency: no levels, no windows; every request goes to the profile export."""
@@ -574,6 +584,7 @@ class _Sweep:
                     self._outputs(),
                     self.settings.streaming,
                     self.records.offset_ns,
+                    self.settings.batch_size if self.info.max_batch_size > 0 else 1,
                 ),
                 window_boundaries=boundaries,
             )
@@ -585,11 +596,11 @@ class _Sweep:
         asked = set(self.settings.output)
         return tuple(spec for spec in self.info.outputs if not asked or spec.name in asked)
 
-    def _record(self, load: Load, windows: Sequence[Window]) -> None:
+    def _record(self, load: Load, level: Level) -> None:
         """Keep the requests that completed in a level's windows, with the windows' boundaries."""
-        if self.records is None or not windows:
+        if self.records is None or not level.bounds:
             return
-        boundaries = (windows[0].start_ns, *(window.end_ns for window in windows))
+        boundaries = tuple(level.bounds)
         exchanges = self.records.take(boundaries[0], boundaries[-1])
         self.recorded.append((load, exchanges, tuple(self.records.epoch(ns) for ns in boundaries)))
 
@@ -604,19 +615,24 @@ class _Sweep:
             notify=self.session._note,
         ).start()
 
-    async def _guarded(self, step: Awaitable[T]) -> T:
-        """Await a step of the run unless the user stops it, the server goes away or the model rejects the data."""
+    async def _guarded(self, step: Awaitable[T], failing: bool = False) -> T:
+        """Await a step of the run unless the user stops it, the server goes away or the model rejects the data
+        (with `failing`, also unless the window's failures pass --max-error-rate: `_Failing`)."""
         task = asyncio.ensure_future(step)
-        rejection = asyncio.ensure_future(self.generator.rejection.wait())
+        events = [self.generator.rejection, *([self.generator.failing] if failing else [])]
+        waits = [asyncio.ensure_future(event.wait()) for event in events]
         try:
-            await asyncio.wait({task, self.stopping, self.watching, rejection}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, self.stopping, self.watching, *waits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            rejection.cancel()
-        if task.done() and not self.generator.rejection.is_set():
+            for wait in waits:
+                wait.cancel()
+        if task.done() and not any(event.is_set() for event in events):
             return task.result()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         self._check_rejected()
+        if failing and self.generator.failing.is_set() and not self.stopping.done() and not self.watching.done():
+            raise _Failing
         if self.stopping.done():
             raise _Abort("interrupted", "interrupted: stopped before the sweep finished")
         raise _Abort("failed", self.watching.result())
@@ -669,11 +685,16 @@ class _Sweep:
             load, self.run.rule, self.trees, self.settings.model_mix, least, self.run.server_cores, self._solo(number)
         )
         self._audit(level, before)
+        if self.records is not None:
+            level.keep_bounds()
         try:
-            while (not level.stable or self.log) and first + len(level.windows) < windows.max_windows:
-                index = first + len(level.windows)  # its place in the level (a logged run's on the grid)
+            while (not level.stable or self.log) and first + level.count < windows.max_windows:
+                index = first + level.count  # its place in the level (a logged run's on the grid)
                 deadline = self.grid.boundary(number, index + 1) if self.grid is not None else None
-                window = await self._guarded(next_window(self.generator, windows, deadline))
+                try:
+                    window = await self._guarded(next_window(self.generator, windows, deadline), failing=True)
+                except _Failing:  # the window ends here: its failures are over the limit (said below)
+                    window = await self.generator.rotate()
                 self._check_rejected()
                 previous, reading = reading, await self._statistics()
                 metrics = self.metrics.window() if self.metrics is not None else None
@@ -684,20 +705,20 @@ class _Sweep:
                 if self.log:
                     self.log.window(LoggedWindow(load, number, index, window, server, metrics, parts))
                 if self.session.progress:
-                    self.session.progress.window(load, len(level.windows), summary, level.stable)
+                    self.session.progress.window(load, level.count, summary, level.stable)
                 self._check_errors(load, window)
         except _Abort:
-            if not level.windows or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
+            if not level.count or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
                 window = await self.generator.rotate()  # what completed of the window cut short
                 level.add(window, {}, None, self.mix.parts if self.mix is not None else {})
                 self.tally.measured(window)
-            if level.windows[-1].request_count or level.windows[-1].error_count or len(level.windows) > 1:
+            if level.windows[-1].request_count or level.windows[-1].error_count or level.count > 1:
                 self._keep(level.result(complete=False))
-            self._record(load, level.windows)
+            self._record(load, level)
             raise
         if not level.stable and self._asynchronous() and level.settle_on_throughput():
             self.session._note(LATENCY_NOT_SETTLING)
-        self._record(load, level.windows)
+        self._record(load, level)
         return self._keep(level.result())
 
     def _asynchronous(self) -> bool:

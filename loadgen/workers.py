@@ -79,6 +79,7 @@ class ProcessGenerator:
         self.count = count
         self.links: list[_Link] = []
         self.rejection = asyncio.Event()
+        self.failing = asyncio.Event()  # never set: workers answer only when asked (their windows are checked)
         self.rejected: RequestFailed | None = None
 
     async def start(self) -> None:

@@ -58,8 +58,9 @@ OK = (
 )
 ERROR = b'HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 28\r\n\r\n{"error":"injected failure"}'
 CHUNKED = (
-    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-    + b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (HEADER[:10], HEADER[10:]))
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+    + f"Inference-Header-Content-Length: {len(HEADER)}\r\n\r\n".encode()
+    + b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (HEADER[:10], HEADER[10:] + b"abc"))
     + b"0\r\n\r\n"
 )
 DEPTH = 100_000  # past any recursion limit

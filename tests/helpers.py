@@ -121,11 +121,13 @@ def serve_process(command: list[str], **popen: object) -> Iterator[subprocess.Po
 
 
 def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:
-    """Stop `loadgen serve` with a signal: it must say so and exit 0; its output."""
+    """Stop `loadgen serve` with a signal: it must say so, exit 0 and leave no work files behind; its output."""
     process.send_signal(sig)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "Triton stopped" in out
+    logs = [line.split()[2] for line in out.splitlines() if line.startswith("Server log: ")]
+    assert logs and not any(Path(log).parent.exists() for log in logs), out  # its folder is gone
     return out
 
 

@@ -15,7 +15,7 @@ import pytest
 import loadgen
 from loadgen.errors import RunFailed
 from loadgen.load import ClosedLoop, OpenLoop, _Failures
-from loadgen.measurement import Recorder
+from loadgen.measurement import FAILING_MIN_COMPLETED, Recorder
 from loadgen.plan import Shard
 from loadgen.server import EmbeddedServer
 from loadgen.transport import RequestFailed
@@ -219,9 +219,10 @@ def test_a_spent_budget_draws_no_further_request() -> None:
     assert drawn == 5
 
 
-def test_a_run_that_had_only_failures_keeps_them(test_server: EmbeddedServer) -> None:
-    """Every request times out: the run stops over --max-error-rate, and its result still holds the level with its
-    failures (it used to hold no level at all)."""
+def test_a_run_that_had_only_failures_keeps_them_and_stops_as_they_arrive(test_server: EmbeddedServer) -> None:
+    """Every request times out: the run stops over --max-error-rate as soon as a hundred requests failed (not at the
+    end of its 20 s window, thousands of failures later), and its result still holds the level with its failures (it
+    used to hold no level at all)."""
     with pytest.raises(RunFailed) as failed:
         loadgen.profile_sync(
             test_server.grpc_url,
@@ -230,13 +231,76 @@ def test_a_run_that_had_only_failures_keeps_them(test_server: EmbeddedServer) ->
             shape={"INPUT0": [4]},
             concurrency_range="2",
             request_timeout=2,  # ms; the model sleeps 20
-            **QUICK,  # type: ignore[arg-type]
+            measurement_interval=20_000,
         )
     result = failed.value.result
     assert result is not None
     [level] = result.levels
-    assert level.request_count == 0 and level.error_count > 0
+    assert level.request_count == 0 and FAILING_MIN_COMPLETED <= level.error_count < 2 * FAILING_MIN_COMPLETED
     assert all(text.startswith("timeout") for text in level.errors), level.errors
     assert result.to_dict()["levels"][0]["error_count"] == level.error_count
     # Client Send is averaged over every request sent, failed ones too (it was over successful calls: none here)
     assert level.client_send_us > 0
+
+
+def test_a_servers_message_is_one_short_safe_line() -> None:
+    """Escape sequences (a window title, a clear screen) never reach the terminal, and a 20 MB message is cut with its
+    length said, on the failure path alone."""
+    from loadgen.transport import Rejected, clipped
+
+    huge = "\x1b]0;owned\x07\x1b[2J" + "model failed: " + "x" * 20_000_000
+    shown = clipped(huge)
+    assert "\x1b" not in shown and "\x07" not in shown
+    assert len(shown) < 400 and shown.endswith(f"({len(huge)} characters)")
+
+    recorder = Recorder()
+    failures = _Failures(recorder, (RequestFailed,), lambda error: RequestFailed(str(error)))
+    asyncio.run(failures.record(Rejected(huge), recorder.start()))
+    [(text, count)] = recorder.rotate().errors.items()
+    assert count == 1 and text == shown
+
+
+def test_failures_of_many_kinds_are_kept_to_a_bounded_number() -> None:
+    """20,000 distinct messages: the first kinds by name, the rest counted together; no failure is lost."""
+    from loadgen.measurement import MAX_ERROR_KINDS, OTHER_ERRORS, merge
+
+    recorder = Recorder()
+    windows = []
+    for window in range(4):
+        for index in range(5000):
+            recorder.record_error(f"error {window}-{index}", recorder.start())
+        windows.append(recorder.rotate())
+    assert all(len(window.errors) == MAX_ERROR_KINDS + 1 for window in windows)
+    merged = merge(windows)
+    assert len(merged.errors) == MAX_ERROR_KINDS + 1
+    assert merged.error_count == 20_000
+    assert merged.errors[OTHER_ERRORS] == 20_000 - MAX_ERROR_KINDS
+
+
+def test_text_that_utf8_cannot_carry_is_a_one_line_error() -> None:
+    """A lone surrogate in a JSON string input, or bytes the shell could not decode in an argument (the model name,
+    --string-data), is an option error (exit 3), not a UnicodeEncodeError traceback."""
+    from loadgen.errors import OptionError
+    from loadgen.inputs import _string
+    from tests.helpers import run_cli
+
+    with pytest.raises(OptionError, match="not valid text"):
+        _string("\ud800", "--input-data data.json: INPUT0")
+    done = run_cli("-u", "localhost:1", "-m", "model\udcff", "--concurrency-range", "1")
+    assert done.returncode == 3
+    assert done.stderr.strip() == r"error: model\xff: not valid UTF-8 text (check the shell's quoting and encoding)"
+    assert "Traceback" not in done.stderr
+
+
+def test_a_window_says_it_is_failing_once_its_share_of_failures_passes_the_limit() -> None:
+    recorder = Recorder(max_error_rate=0.1)
+    for _ in range(FAILING_MIN_COMPLETED):
+        recorder.record(100, recorder.start())
+    for _ in range(11):
+        recorder.record_error("UNAVAILABLE: gone", recorder.start())
+    assert not recorder.failing.is_set()  # 11 of 111: under a tenth
+    for _ in range(2):
+        recorder.record_error("UNAVAILABLE: gone", recorder.start())
+    assert recorder.failing.is_set()  # 13 of 113
+    recorder.rotate()
+    assert not recorder.failing.is_set()  # a new window counts anew

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from loadgen.levels import Level, outcome
+import gc
+import os
+
+from loadgen.levels import TREND_WINDOWS, Level, outcome
 from loadgen.measurement import Recorder, Window
 from loadgen.plan import LevelRule, Load
 from loadgen.server.statistics import Composition
@@ -75,3 +78,27 @@ def test_a_level_where_nothing_returned_says_so() -> None:
     silent = _level([_open_window(3, 0, 0, 0.01)] * 3, Load(concurrency=2)).result()
     status, message = outcome([silent])
     assert status == "unstable" and message.startswith("no request completed at concurrency 2 in 3 windows")
+
+
+def _rss_bytes() -> int:
+    """This process's resident memory now (not its peak)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_thousand_windows_keep_a_level_within_a_bound() -> None:
+    """A soak's level keeps the windows its figures come from whole and a bounded trend: each window's histograms
+    (about 180 KB each, three in an open loop's) are let go once they fall out of the last three."""
+    level = Level(Load(rate=100.0), RULE, MODEL)
+    for _ in range(50):  # the allocator's pools settle first
+        level.add(_open_window(20, 0, 20, loop_busy=0.1), {})
+    gc.collect()
+    before = _rss_bytes()
+    for _ in range(1000):
+        level.add(_open_window(20, 0, 20, loop_busy=0.1), {})
+    gc.collect()
+    assert level.count == 1050
+    assert _rss_bytes() - before < 20_000_000  # kept whole, 1000 windows would hold over 500 MB
+    result = level.result()
+    assert result.windows == 1050 and result.request_count == 3 * 20
+    assert len(result.trend) == TREND_WINDOWS

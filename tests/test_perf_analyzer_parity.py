@@ -10,6 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,88 @@ def test_4_an_open_rate_range_prints_no_rate_limit(test_server: EmbeddedServer, 
     for ran in (theirs, ours):
         assert "Measured latency went over the set limit of 1 msec." in ran.err
         assert ran.lines("Request Rate: ") == ["Request Rate: 10 inference requests per seconds"]
+
+
+def shaped(lines: list[str]) -> list[str]:
+    """Lines with every number as N: what is compared where the figures differ run to run."""
+    return [re.sub(r"\d+(\.\d+)?", "N", line) for line in lines]
+
+
+def test_8_a_sequence_models_json_data_and_sequence_count(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """The data loader's line before the settings, and the Client block's sequence count."""
+    data = _accumulating_stream(tmp_path)
+    theirs, ours = both(tmp_path, "-m", "accumulator", "-u", test_server.http_url, "--input-data", data, *QUICK)
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    read = " Successfully read data for 1 stream/streams with 3 step/steps."
+    assert ours.out.splitlines()[0] == theirs.out.splitlines()[0] == read
+    assert shaped(ours.lines("    Sequence count: ")) == shaped(theirs.lines("    Sequence count: "))
+    assert shaped(ours.lines("    Sequence count: ")) == ["    Sequence count: N (N seq/sec)"]
+
+
+def test_8_a_warm_up_and_verbose_grpc_lines(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """`Request concurrency: 1` for the warm-up, then for the level; -v over gRPC splits marshal and unmarshal."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.grpc_url, "-i", "grpc", "--shape", "INPUT0:4",
+        "--warmup-request-count", "2", "-v", *QUICK,
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert (
+        ours.lines("Request concurrency: ") == theirs.lines("Request concurrency: ") == ["Request concurrency: 1"] * 2
+    )
+    grpc = ["    Avg gRPC time: N usec (marshal N usec + response wait N usec + unmarshal N usec)"]
+    assert shaped(ours.lines("    Avg gRPC time: ")) == shaped(theirs.lines("    Avg gRPC time: ")) == grpc
+    assert shaped(ours.lines("  Pass [")) == shaped(theirs.lines("  Pass ["))
+
+
+def test_8_request_intervals_have_no_request_rate_header(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """--request-intervals: no "Request Rate:" line before the level; the summary names the rate."""
+    intervals = tmp_path / "intervals.txt"
+    intervals.write_text("2000\n3000\n")
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-intervals",
+        intervals, *QUICK,
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    for ran in (theirs, ours):
+        assert not ran.lines("Request Rate: ") or all(", throughput: " in line for line in ran.lines("Request Rate: "))
+        assert "inference requests per seconds" not in ran.out
+    assert shaped(ours.lines("Request Rate: ")) == shaped(theirs.lines("Request Rate: "))
+
+
+def _first_request(ran: Ran) -> dict[str, Any]:
+    return json.loads((ran.folder / "export.json").read_text())["experiments"][0]["requests"][0]  # type: ignore[no-any-return]
+
+
+def test_10_an_unstable_first_level_writes_no_files(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """Status 2 (windows that never agree within 0.0001 %): neither writes its CSV or profile export."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "-p", "200", "-s", "0.0001",
+        "-r", "3", "-f", "report.csv", "--profile-export-file", "export.json",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (2, 2), theirs.err + ours.err
+    assert list(theirs.folder.iterdir()) == list(ours.folder.iterdir()) == []
+
+
+def test_10_unstable_request_intervals_exit_0(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """--request-intervals is no search: a level that never settles says so and the run exits 0."""
+    intervals = tmp_path / "intervals.txt"
+    intervals.write_text("2000\n3000\n")
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-intervals",
+        intervals, "-p", "200", "-s", "0.0001", "-r", "3",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert "Failed to obtain stable measurement." in theirs.err and "Failed to obtain stable measurement." in ours.err
+
+
+def test_10_a_batchs_export_records_one_element(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """-b 2 on a model of FP32 [4]: request_inputs hold one element (4 values), the outputs the batch (8)."""
+    theirs, ours = both(
+        tmp_path, "-m", "batched_double", "-u", test_server.http_url, "-b", "2", *QUICK,
+        "--profile-export-file", "export.json",
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    for ran in (theirs, ours):
+        request = _first_request(ran)
+        assert len(request["request_inputs"]["INPUT0"]) == 4
+        assert len(request["response_outputs"][0]["OUTPUT0"]) == 8

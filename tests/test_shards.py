@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import time
+import tracemalloc
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -387,3 +391,87 @@ def test_a_merged_level_stops_at_its_first_three_windows_that_agree(tmp_path: Pa
     for level in merged.levels:
         assert level.windows == 3
         assert level.request_count == 2 * (100 + 110 + 120)  # windows 0 to 2, not the last three
+
+
+# Forged logs (issue 24, item 9): checked against a schema, never a file opened, histograms decompressed with a bound;
+# each refused in one line naming the file, the line and the field, exit 3.
+
+
+def _forged(path: Path, line: int, change: Any) -> None:
+    """Rewrite line `line` (0: the header) of a log: `change` edits its JSON object in place."""
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[line])
+    change(record)
+    lines[line] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _bomb() -> str:
+    """An HdrHistogram-shaped encoding whose payload inflates to 256 MB of zeros (about 250 KB on the wire)."""
+    deflater = zlib.compressobj(9)
+    block = bytes(1 << 20)
+    compressed = b"".join(deflater.compress(block) for _ in range(256)) + deflater.flush()
+    return base64.b64encode(struct.pack(">II", 0x1C849314, len(compressed)) + compressed).decode()
+
+
+def _refused(logs: list[Path], expected: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["merge", *map(str, logs)]) == 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert expected in line and "Traceback" not in line, line
+    return line
+
+
+@pytest.mark.parametrize(
+    ("line", "change", "expected"),
+    [
+        (0, lambda r: r.pop("shard"), "line 1: field 'shard': missing"),
+        (0, lambda r: r.pop("model"), "line 1: field 'model': missing"),
+        (0, lambda r: r.update(version=0), "a window log of version 0"),
+        (0, lambda r: r.update(version=-1), "a window log of version -1"),
+        (0, lambda r: r.update(shard=[2, 2]), "field 'shard': [2, 2] is not [index, count]"),
+        (2, lambda r: r.update(errors="abc"), "line 3: field 'errors': \"abc\" is not a map"),
+        (2, lambda r: r.update(sent=-5), "field 'sent': -5 is not a whole number from 0"),
+        (2, lambda r: r.update(histogram="not base64!"), "field 'histogram': not base64"),
+        (2, lambda r: r.update(level="0"), "field 'level': \"0\" is not a whole number"),
+        (2, lambda r: r.update(end_ns=0), "field 'end_ns': before start_ns"),
+        (1, lambda r: r.update(interval_ns=0), "line 2: field 'interval_ns': 0 is not a whole number from 1"),
+        (2, lambda r: r.update(kind="nope"), "field 'kind': 'nope' is none of"),
+    ],
+)
+def test_a_forged_log_is_refused_naming_its_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: int, change: Any, expected: str
+) -> None:
+    logs = [_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1)]
+    _forged(logs[1], line, change)
+    assert str(logs[1]) in _refused(logs, expected, capsys)
+
+
+def test_a_histogram_bomb_is_refused_within_a_bounded_memory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = [_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1)]
+    bomb = _bomb()
+    _forged(logs[1], 2, lambda r: r.update(histogram=bomb))
+    tracemalloc.start()
+    try:
+        _refused(logs, "field 'histogram': its payload is not 40 to", capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak / 2**20:.1f} MiB"
+
+
+def test_a_log_never_makes_merge_open_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET-VALUE\n")
+    logs = [_synthetic_log(tmp_path, 0), _synthetic_log(tmp_path, 1)]
+    for log in logs:
+        _forged(
+            log,
+            0,
+            lambda r: r["settings"].update(request_intervals=str(secret), ssl_https_ca_certificates_file=str(secret)),
+        )
+    code = main(["merge", *map(str, logs)])
+    output = capsys.readouterr()
+    assert "SECRET" not in output.out + output.err
+    assert code == 0, output.err  # merged as the open loop it was

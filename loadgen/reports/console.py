@@ -346,7 +346,9 @@ def unmeasured_line(unmeasured: Unmeasured) -> str:
 def confidence_line(confidence: LevelConfidence) -> str:
     """A level's interval on throughput and upper bounds on its percentiles, in one line."""
     throughput = confidence.throughput
-    parts = [f"{throughput[0]:.1f}-{throughput[1]:.1f} infer/s" if throughput else "one window: no throughput interval"]
+    parts = [
+        f"{throughput[0]:.1f} to {throughput[1]:.1f} infer/s" if throughput else "one window: no throughput interval"
+    ]
     parts += [f"{name} <= {bound.upper_bound} us" for name, bound in confidence.latency_us.items() if bound.enough]
     return f"at {confidence.level:.4g} confidence: " + ", ".join(parts)
 

@@ -22,6 +22,10 @@ NO_REQUESTS = "No valid requests recorded within time interval. Please use a lar
 UNSTABLE = "Failed to obtain stable measurement."
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_MAX_THREADS = 16  # perf_analyzer's threads for a concurrency sweep without --max-threads
+WARMUP_CONCURRENCY_WARNING = (
+    "WARNING: The number of concurrent requests exceeds the warmup request count. Adjusting warmup concurrency to "
+    "match the warmup request count."
+)
 MAX_THREADS_WARNING = "WARNING: The maximum attainable concurrency will be limited by max_threads specification."
 
 
@@ -97,6 +101,7 @@ class PerfAnalyzerReport:
         self._announced: Load | None = None
         self.reported: list[LevelResult] = []  # stable levels under the threshold: the summary's and the CSV's rows
         self.decoupled = False
+        self.sequence = False  # a sequence model: its Client block counts sequences
         self.fixed = False  # perf_analyzer's cout turned to fixed, two decimals, by its delayed-requests warning
 
     def _number(self, value: float) -> str:
@@ -114,6 +119,10 @@ class PerfAnalyzerReport:
         settings, windows = self.settings, run.windows
         self.rule = run.rule
         self.decoupled = run.decoupled
+        self.sequence = run.sequence
+        if run.streams:  # JSON data, as perf_analyzer's data loader says it read it
+            steps = f" with {run.streams[0]} step/steps" if len(run.streams) == 1 else ""
+            self._print(f" Successfully read data for {len(run.streams)} stream/streams{steps}.")
         lines = ["*** Measurement Settings ***", f"  Batch size: {settings.batch_size}", "  Service Kind: TRITON"]
         if settings.warmup_request_count:
             plural = "s" if settings.warmup_request_count > 1 else ""
@@ -161,12 +170,19 @@ class PerfAnalyzerReport:
         return lines
 
     def _announce(self, load: Load) -> None:
+        """The level's first line, as perf_analyzer's load managers print it: a concurrency level after its warm-up's
+        own line (at most the warm-up's count); a rate; nothing for --request-intervals."""
         if self._announced == load:
             return
         self._announced = load
+        warmup = self.settings.warmup_request_count
         if load.concurrency is not None:
+            if warmup and load.concurrency > warmup:
+                self._print(WARMUP_CONCURRENCY_WARNING, err=True)
+            if warmup:
+                self._print(f"Request concurrency: {min(load.concurrency, warmup)}")
             self._print(f"Request concurrency: {load.concurrency}")
-        else:
+        elif self.settings.mode != "request_intervals":
             self._print(f"Request Rate: {self._number(load.rate or 0)} inference requests per seconds")
 
     def window(self, load: Load, index: int, summary: WindowSummary, stable: bool) -> None:
@@ -231,6 +247,9 @@ class PerfAnalyzerReport:
                 "    [WARNING] Perf Analyzer was not able to keep up with the desired request rate. "
                 f"{(level.delayed_share or 0) * 100:.2f}% of the requests were delayed. "
             )
+        if self.sequence:
+            count, rate = level.sequence_count or 0, level.sequence_rate or 0.0
+            lines.append(f"    Sequence count: {count} ({self._number(rate)} seq/sec)")
         lines.append(f"    Throughput: {self._number(level.throughput)} infer/sec")
         if self.decoupled and level.response_throughput is not None:
             lines.append(f"    Response Throughput: {self._number(level.response_throughput)} infer/sec")
@@ -243,18 +262,21 @@ class PerfAnalyzerReport:
         if self.decoupled:
             lines.append("    ")
         else:
-            send = int(level.client_send_us + level.client_recv_us)
-            wait = max(int(lat.avg) - send, 0)
-            if self.settings.protocol == "grpc":
-                lines.append(
-                    f"    Avg gRPC time: {int(lat.avg)} usec ((un)marshal request/response {send} usec + response "
-                    f"wait {wait} usec)"
-                )
-            else:
-                lines.append(
-                    f"    Avg HTTP time: {int(lat.avg)} usec (send/recv {send} usec + response wait {wait} usec)"
-                )
+            lines.append(self._library_time(level))
         return lines
+
+    def _library_time(self, level: LevelResult) -> str:
+        """The "Avg gRPC time" or "Avg HTTP time" line; with -v, its send and receive apart, as perf_analyzer does."""
+        average = int(level.latency_us.avg)
+        send, receive = int(level.client_send_us), int(level.client_recv_us)
+        wait = max(average - send - receive, 0)
+        grpc = self.settings.protocol == "grpc"
+        line = f"    Avg {'gRPC' if grpc else 'HTTP'} time: {average} usec ("
+        if self.verbose:
+            out, back = ("marshal", "unmarshal") if grpc else ("send", "receive")
+            return line + f"{out} {send} usec + response wait {wait} usec + {back} {receive} usec)"
+        both = "(un)marshal request/response" if grpc else "send/recv"
+        return line + f"{both} {send + receive} usec + response wait {wait} usec)"
 
     def _server(self, level: LevelResult) -> list[str]:
         if level.server is None:
@@ -299,14 +321,15 @@ class PerfAnalyzerReport:
 
     def exit_status(self, result: ProfileResult) -> int:
         """0; 3 and "Please use a larger time window" when a level's last windows saw no request; 2 when the first
-        level never settled; 99 when the run failed."""
+        level of a search (not --request-intervals) never settled; 99 when the run failed."""
         if result.status == "failed":
             return EXIT_OTHER
         if ended_without_requests(result):
             self._print(NO_REQUESTS + "\n", err=True)
             return EXIT_NO_REQUESTS
         last = result.levels[-1] if result.levels else None
-        if last is not None and len(result.levels) == 1 and not last.stable and last.complete:
+        searched = self.settings.mode != "request_intervals"  # its intervals are no search: no stability error
+        if searched and last is not None and len(result.levels) == 1 and not last.stable and last.complete:
             self._print(UNSTABLE + "\n", err=True)
             return EXIT_UNSTABLE
         return EXIT_SUCCESS

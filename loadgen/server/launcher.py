@@ -245,8 +245,10 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after a grace period), whatever is left of its process group
-        (model stubs orphaned by a server killed with SIGKILL), and remove its work files."""
+        (model stubs orphaned by a server killed with SIGKILL), and remove its work files: all of them, unless the
+        server had exited by itself, whose log (in them, unless it was given a path) is kept to be read."""
         process, self._process = self._process, None
+        exited = process is not None and process.poll() is not None
         if process is not None:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -259,7 +261,7 @@ class EmbeddedServer:
         if self._workdir is not None:
             for region in Path(SHM_DIR).glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)  # left by a server (or its model stubs) that was killed
-            keep_log = self.log_path is not None and self._workdir in self.log_path.parents
+            keep_log = exited and self.log_path is not None and self._workdir in self.log_path.parents
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
             if not keep_log:
                 shutil.rmtree(self._workdir, ignore_errors=True)

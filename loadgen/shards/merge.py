@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dacite import DaciteError
+
 from loadgen.errors import LoadgenError, OptionError
 from loadgen.levels import Level, ends_sweep, outcome, start_level
 from loadgen.measurement import combine
@@ -23,7 +25,32 @@ from loadgen.results import InputDescription, LevelResult, ProfileResult
 from loadgen.server.statistics import Composition
 from loadgen.settings import Settings
 from loadgen.shards.grid import alignment_tolerance_ns
-from loadgen.shards.log import VERSION, LoggedStart, LoggedWindow, read_compositions, read_start, read_window
+from loadgen.shards.log import (
+    VERSION,
+    LogError,
+    LoggedStart,
+    LoggedWindow,
+    check_record,
+    read_compositions,
+    read_start,
+    read_window,
+)
+from loadgen.transport.common import one_line
+
+MAX_LINE_CHARS = 64 << 20  # a window line holds a few histograms of at most MAX_HISTOGRAM_CHARS each
+# settings that name files a run reads: a log's are dropped, never opened (--hdr-log, a folder the run wrote, stays)
+PATH_SETTINGS = frozenset(
+    {
+        "request_intervals",
+        "input_data",
+        "ssl_grpc_root_certifications_file",
+        "ssl_grpc_private_key_file",
+        "ssl_grpc_certificate_chain_file",
+        "ssl_https_ca_certificates_file",
+        "ssl_https_client_certificate_file",
+        "ssl_https_private_key_file",
+    }
+)
 
 
 @dataclass
@@ -40,31 +67,72 @@ class _Shard:
 
 
 def _read(path: Path) -> _Shard:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise OptionError(f"merge: cannot read {path}: {error}") from None
-    if not records or records[0].get("kind") != "header":
+    """A shard's log, each line checked against its kind's schema; a line that fails is refused naming the file, the
+    line and the field."""
+    records = _records(path)
+    if not records or records[0][1].get("kind") != "header":
         raise OptionError(f"merge: {path} is not a loadgen window log (no header line)")
-    version = records[0].get("version")
-    if not isinstance(version, int) or version > VERSION:
+    version = records[0][1].get("version")
+    if not (type(version) is int and 1 <= version <= VERSION):
         raise OptionError(
-            f"merge: {path} is a window log of version {version}; this loadgen reads versions 1 to {VERSION}"
+            f"merge: {path} is a window log of version {str(version)[:20]}; this loadgen reads versions 1 to {VERSION}"
         )
-    shard = _Shard(path, records[0], {}, None)
-    try:
-        for record in records[1:]:
-            if record["kind"] == "window":
-                logged = read_window(record)
-                shard.windows[(logged.level, logged.index)] = logged
-            elif record["kind"] == "grid":
-                shard.start = read_start(record)
-            elif record["kind"] == "end":
-                shard.status = record["status"]
-    except (KeyError, TypeError, ValueError) as error:
-        raise OptionError(f"merge: {path} has a malformed window line: {error!r}") from None
+    shard: _Shard | None = None
+    for number, record in records:
+        try:
+            kind = check_record(record)
+            if shard is None:
+                shard = _Shard(path, record, {}, None)
+            else:
+                _add(shard, kind, record)
+        except LogError as error:
+            raise OptionError(f"merge: {path} line {number}: {error}") from None
+        except (KeyError, TypeError, ValueError, DaciteError) as error:  # what the schema leaves to the decoders
+            raise OptionError(f"merge: {path} line {number} is malformed: {one_line(str(error))[:200]}") from None
+    assert shard is not None
     return shard
+
+
+def _records(path: Path) -> list[tuple[int, Any]]:
+    """A log's lines as JSON values, numbered from 1; a line longer than MAX_LINE_CHARS is refused unread."""
+    records = []
+    try:
+        with path.open(encoding="utf-8") as file:
+            for number, line in enumerate(iter(lambda: file.readline(MAX_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise OptionError(f"merge: {path} line {number} is over {MAX_LINE_CHARS} characters")
+                if line.strip():
+                    records.append((number, json.loads(line)))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise OptionError(f"merge: cannot read {path}: {one_line(str(error))[:200]}") from None
+    return records
+
+
+def _add(shard: _Shard, kind: str, record: dict[str, Any]) -> None:
+    """One line after the header, as its kind says."""
+    if kind == "window":
+        logged = read_window(record)
+        shard.windows[(logged.level, logged.index)] = logged
+    elif kind == "grid":
+        shard.start = read_start(record)
+    elif kind == "end":
+        shard.status = record["status"]
+    else:
+        raise LogError("kind", "a second header")
+
+
+def _settings(shard: _Shard) -> Settings:
+    """The run's settings as the first log records them, less those that name files: a log never makes merge open
+    a file (a --request-intervals run merges as the open loop it was, its rates from the logged windows)."""
+    recorded = {name: value for name, value in shard.header["settings"].items() if name not in PATH_SETTINGS}
+    if shard.header["settings"].get("request_intervals") is not None:
+        recorded |= {"request_rate_range": "1", "concurrency_range": None}  # an open loop; its rates are logged
+    try:
+        return Settings.from_dict(recorded)
+    except (LoadgenError, TypeError, ValueError) as error:
+        raise OptionError(
+            f"merge: {shard.path} records settings loadgen cannot read: {one_line(str(error))[:200]}"
+        ) from None
 
 
 def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
@@ -85,10 +153,7 @@ def merge_logs(paths: Sequence[str | Path]) -> ProfileResult:
     problems = [f"shard {i}/{count} has no log" for i in range(count) if i not in indexes]
     problems += [f"shard {s.index} stopped before its end" for s in shards if s.status is None]
     problems += _late(shards)
-    try:
-        settings = Settings.from_dict(first["settings"])
-    except LoadgenError as error:
-        raise OptionError(f"merge: {shards[0].path} records settings loadgen cannot read: {error}") from None
+    settings = _settings(shards[0])
     by_level, missing = _merge_windows(shards, count, settings)
     if missing:
         problems.append("windows missing from some shard (left out): " + ", ".join(missing))
@@ -200,8 +265,8 @@ def _compositions(shard: _Shard, settings: Settings) -> dict[str, Composition]:
     """The composition of the run's model, or of each model of its mix."""
     try:
         trees = read_compositions(shard.header)
-    except (KeyError, TypeError) as error:
-        raise OptionError(f"merge: {shard.path} has a malformed header: {error!r}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
+        raise OptionError(f"merge: {shard.path} has a malformed header: {one_line(repr(error))[:200]}") from None
     if settings.model_mix is not None and set(trees) != set(settings.model_mix):
         raise OptionError(
             f"merge: {shard.path} logs a mix without each model's windows (a log from before loadgen logged them); "

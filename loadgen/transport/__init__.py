@@ -29,6 +29,7 @@ from loadgen.transport.errors import (
     RequestFailed,
     TimedOut,
     Unreachable,
+    clipped,
     internal,
 )
 from loadgen.transport.grpc_connection import (
@@ -74,6 +75,7 @@ __all__ = [
     "Tls",
     "Unreachable",
     "Wire",
+    "clipped",
     "connect",
     "decode_message",
     "internal",

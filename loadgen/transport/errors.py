@@ -3,7 +3,9 @@ only), so that nothing above the transport imports grpc or aiohttp or reads a me
 
 from __future__ import annotations
 
-INTERNAL_MESSAGE_CHARS = 200
+import unicodedata
+
+MESSAGE_CHARS = 300  # a failure's description is cut to this many characters, its full length said
 
 
 class RequestFailed(Exception):
@@ -38,17 +40,23 @@ class Mismatch(RequestFailed):
 def internal(error: BaseException) -> Internal:
     """An unexpected exception on a request's path as a counted failure (its message cut to one short line)."""
     try:
-        text = clipped(" ".join(str(error).split()))
+        text = clipped(str(error))
     except Exception:  # an exception whose own message fails (a half-built one from a broken response)
         text = ""
     return Internal(f"internal: {type(error).__name__}: {text}" if text else f"internal: {type(error).__name__}")
 
 
 def clipped(text: str) -> str:
-    """A message cut to INTERNAL_MESSAGE_CHARS characters, saying how long it was (a server's can be megabytes)."""
-    if len(text) <= INTERNAL_MESSAGE_CHARS:
-        return text
-    return text[:INTERNAL_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    """A server's or a library's message as one short line that is safe on a terminal: control characters (escape
+    sequences that set a window title or clear the screen) become spaces, whitespace runs one space, and a message
+    over MESSAGE_CHARS (a server's can be megabytes) is cut there with its length said."""
+    full = len(text)
+    cleaned = " ".join(
+        "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text[: 4 * MESSAGE_CHARS]).split()
+    )
+    if full > 4 * MESSAGE_CHARS or len(cleaned) > MESSAGE_CHARS:
+        return f"{cleaned[:MESSAGE_CHARS]}... ({full} characters)"
+    return cleaned
 
 
 def timed_out(timeout_s: float) -> TimedOut:

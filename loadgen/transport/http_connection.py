@@ -62,6 +62,9 @@ ITEM_BYTES = {
     **dict.fromkeys(("INT32", "UINT32", "FP32"), 4),
     **dict.fromkeys(("INT64", "UINT64", "FP64"), 8),
 }
+WELL_FORMED_KEPT = 64  # JSON headers known well-formed, by their bytes (with the binary size after them)
+WELL_FORMED_BYTES = 4096  # of at most this size
+_WELL_FORMED: dict[bytes, int] = {}
 
 
 class HttpRequest(NamedTuple):
@@ -322,8 +325,21 @@ def malformed(body: bytes, header_length: int | None) -> str | None:
     length = size if header_length is None else header_length
     if not 0 < length <= size:
         return f"a JSON header of {length} bytes in a body of {size}"
+    text = bytes(body[:length]) if length < size or type(body) is not bytes else body  # bytearray: unhashable
+    if _WELL_FORMED.get(text) == size - length:  # a header seen before (a run's responses repeat theirs): no parse
+        return None
+    problem = _header_problem(text, size - length)
+    if problem is None and length <= WELL_FORMED_BYTES:
+        if len(_WELL_FORMED) >= WELL_FORMED_KEPT:
+            _WELL_FORMED.clear()
+        _WELL_FORMED[text] = size - length
+    return problem
+
+
+def _header_problem(text: bytes, binary_size: int) -> str | None:
+    """What is wrong with a response's JSON header, given the size of the binary data after it."""
     try:
-        header = json.loads(body if length == size else body[:length])
+        header = json.loads(text)
     except (ValueError, RecursionError) as error:
         return f"its JSON header does not parse ({one_line(str(error))})"
     outputs = header.get("outputs", []) if isinstance(header, dict) else None
@@ -335,8 +351,8 @@ def malformed(body: bytes, header_length: int | None) -> str | None:
         if isinstance(output_size, str):
             return output_size
         binary += output_size
-    if binary != size - length:
-        return f"its outputs' binary data add up to {binary} bytes, not the {size - length} after its JSON header"
+    if binary != binary_size:
+        return f"its outputs' binary data add up to {binary} bytes, not the {binary_size} after its JSON header"
     return None
 
 
