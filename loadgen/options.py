@@ -117,12 +117,7 @@ def check_fields(target: object, group: type) -> None:
         value = getattr(target, item.name)
         for rule in meta(item).all_checks:
             if value is not None and not rule.holds(value):
-                raise OptionError(rule.message(meta(item).short[0] if _shown(item) else flag(item.name), value))
-
-
-def _shown(item: dataclasses.Field[Any]) -> bool:
-    """Whether messages name the field by its short flag (-i, -u, -H, as perf_analyzer users write them)."""
-    return item.name in ("protocol", "url", "header")
+                raise OptionError(rule.message(flag(item.name), value))
 
 
 def whole(text: str) -> int:
