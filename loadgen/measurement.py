@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import math
 import time
 from collections import Counter
@@ -23,6 +24,19 @@ MAX_ERROR_KINDS = 20  # failures of more kinds in one window or level are counte
 OTHER_ERRORS = "other failures (more kinds than are kept)"
 LATE_US = 1000  # a request that left more than 1 ms after its scheduled time counts as delayed
 T = TypeVar("T")
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 64 * 1024
+
+
+def keep_memory_flat() -> None:
+    """Have glibc serve every allocation of 64 KiB or more (a window's histograms: a few hundred KB each, made and
+    dropped every window) straight from the system, so that a day-long run's memory stays flat: with glibc's
+    default, its threshold rises after the first such allocations are freed and they fragment the heap (about
+    10 MB more per thousand windows, never returned). Elsewhere than glibc it does nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
 
 
 def new_histogram() -> HdrHistogram:

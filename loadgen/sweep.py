@@ -16,7 +16,7 @@ from loadgen.errors import LoadgenError, ModelRejectedError, OptionError, RunFai
 from loadgen.inputs import GENERATED, InputData, Requests, Sample, encode_requests, load_data
 from loadgen.levels import Level, ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
-from loadgen.measurement import Unfinished, Window, WindowSummary
+from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
@@ -24,6 +24,7 @@ from loadgen.results import Experiment, InputDescription, LevelResult, ProfileRe
 from loadgen.sequences import check_sequence_ids
 from loadgen.server.idle import Idle, idle_timeout_s, wait_until_idle
 from loadgen.server.metrics import MetricsCollector, metrics_url
+from loadgen.server.sharing import server_requests
 from loadgen.server.statistics import Composition, Snapshot, composition, delta, snapshot
 from loadgen.server.trace import traced
 from loadgen.settings import Settings, make_settings
@@ -39,6 +40,8 @@ from loadgen.workers import ProcessGenerator
 STOP_GRACE_S = 2.0
 UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-concurrency run
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
+STATISTICS_SETTLE_S = 2.0  # how long the statistics after a --request-count window may take to count all of it
+STATISTICS_POLL_S = 0.02
 # perf_analyzer's warning when an asynchronous level is taken on its throughput alone
 LATENCY_NOT_SETTLING = "Warning: Request latency is not stabilizing. Please try lowering the request rate."
 T = TypeVar("T")
@@ -146,6 +149,7 @@ async def profile_against(
     """`profile`, with an earlier, less loaded level as the reference for how much the steps' compute grew (a
     mix's level: each model's against its own figures there; tune compares every trial with its first
     measurement)."""
+    keep_memory_flat()
     session = _Session(plan(settings), ConnectionOptions.from_settings(settings), progress, stop or asyncio.Event())
     session.reference = reference
     try:
@@ -536,6 +540,18 @@ class _Sweep:
         self.warmed_up = True
         return warm
 
+    async def _warm_up_apart(self, load: Load) -> Snapshot:
+        """perf_analyzer's warm-up before a --request-count level: exactly its requests, every one returned and
+        booked by the server before the level starts; the server's statistics then (the level's server figures hold
+        its own requests alone)."""
+        start = await self._statistics()
+        count = self.settings.warmup_request_count
+        self.tally.before(await self._guarded(self.generator.apply(load, time.perf_counter_ns(), count)), False)
+        warm = await self._guarded(self.generator.fill(count, WARMUP_TIMEOUT_S))
+        self.tally.before(warm, True)
+        self.warmed_up = True
+        return await self._booked(start, warm.request_count + warm.error_count)
+
     async def _on_grid(self, grid: Grid) -> None:
         """A logged run: every level in its place on the grid (its shards all measure every level; the merge applies
         the rule to the whole); a run that came late joins at the next window, leaving out what it missed."""
@@ -656,6 +672,9 @@ class _Sweep:
         windows = self.run.windows
         number = len(self.finished) if number is None else number
         start_ns = self.grid.boundary(number, first) if self.grid is not None else None  # when window `first` starts
+        initial = None  # a --request-count level's statistics before any of its requests
+        if windows.single and self.mix is None:
+            initial = await self._warm_up_apart(load) if not self.warmed_up else await self._statistics()
         count = None
         if windows.single:  # exactly --request-count requests (and the warm-up's) reach the server
             count = (windows.count or 0) + (0 if self.warmed_up else self.settings.warmup_request_count)
@@ -677,7 +696,7 @@ class _Sweep:
         self.tally.before(before, warmup)
         if self.records is not None:
             self.records.drop_before(before.end_ns)
-        reading = await self._statistics()
+        reading = initial if initial is not None else await self._statistics()
         if self.metrics is not None:
             self.metrics.window()  # nor what was scraped before
         least = self.finished[0] if self.finished else self.session.reference  # the least-loaded level
@@ -696,7 +715,7 @@ class _Sweep:
                 except _Failing:  # the window ends here: its failures are over the limit (said below)
                     window = await self.generator.rotate()
                 self._check_rejected()
-                previous, reading = reading, await self._statistics()
+                previous, reading = reading, await self._statistics_after(reading, window)
                 metrics = self.metrics.window() if self.metrics is not None else None
                 server = delta(previous, reading)
                 parts = self.mix.parts if self.mix is not None else {}
@@ -766,6 +785,23 @@ class _Sweep:
         if self.session.progress:
             self.session.progress.level(level)
         return level
+
+    async def _statistics_after(self, previous: Snapshot, window: Window) -> Snapshot:
+        """The server's statistics after a window; after a --request-count window, once they count all of it."""
+        if not self.run.windows.single or self.mix is not None:
+            return await self._statistics()
+        return await self._booked(previous, window.request_count + window.error_count)
+
+    async def _booked(self, previous: Snapshot, expected: int) -> Snapshot:
+        """The server's statistics once they count `expected` requests of the model since `previous`, read again
+        for a bounded while: a request's response reaches loadgen before the server books it."""
+        reading = await self._statistics()
+        tree = self.trees[self.info.name]
+        deadline = time.perf_counter() + STATISTICS_SETTLE_S
+        while server_requests(tree, delta(previous, reading)) < expected and time.perf_counter() < deadline:
+            await asyncio.sleep(STATISTICS_POLL_S)
+            reading = await self._statistics()
+        return reading
 
     async def _statistics(self) -> Snapshot:
         try:

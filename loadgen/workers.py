@@ -24,7 +24,7 @@ import uvloop
 from loadgen.errors import LoadgenError
 from loadgen.inputs import Requests
 from loadgen.load import LocalGenerator
-from loadgen.measurement import Unfinished, Window, combine
+from loadgen.measurement import Unfinished, Window, combine, keep_memory_flat
 from loadgen.plan import Load, RunPlan, Shard
 from loadgen.transport import ConnectionOptions, Rejected, RequestFailed, connect
 
@@ -143,6 +143,7 @@ class ProcessGenerator:
 def _worker_main(pipe: Pipe, requests: Requests, run: RunPlan, options: ConnectionOptions, shard: Shard) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)  # the parent stops its workers; a signal would only print tracebacks
+    keep_memory_flat()
     uvloop.run(_serve(pipe, requests, run, options, shard))
 
 

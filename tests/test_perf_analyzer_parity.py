@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from loadgen.server import EmbeddedServer
-from tests.helpers import real_perf_analyzer
+from tests.helpers import real_perf_analyzer, successes
 
 # a level settles at once on a noisy machine: windows agree within 1000 %
 QUICK = ["-p", "300", "-s", "1000", "-r", "3"]
@@ -278,3 +278,22 @@ def test_10_a_batchs_export_records_one_element(test_server: EmbeddedServer, tmp
         request = _first_request(ran)
         assert len(request["request_inputs"]["INPUT0"]) == 4
         assert len(request["response_outputs"][0]["OUTPUT0"]) == 8
+
+
+@pytest.mark.parametrize("warmup", [0, 100])
+def test_11_a_request_counts_server_block_holds_all_of_it(
+    test_server: EmbeddedServer, tmp_path: Path, warmup: int
+) -> None:
+    """--request-count 300 (after a warm-up of its own, if any): the Server block counts the 300 requests, as the
+    server's own statistics do (its count grows by them and the warm-up's); perf_analyzer measures the same 300."""
+    args = [
+        "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--request-count", "300",
+        "--concurrency-range", "4", "--warmup-request-count", str(warmup),
+    ]  # fmt: skip
+    theirs = _run([real_perf_analyzer(), *args], tmp_path / "theirs", 180)
+    before = successes(test_server, "fast_step")
+    ours = _run([sys.executable, "-m", "loadgen", "perf-analyzer", *args], tmp_path / "ours", 180)
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert successes(test_server, "fast_step") - before == 300 + warmup
+    assert theirs.lines("    Request count: ") == ours.lines("    Request count: ") == ["    Request count: 300"]
+    assert ours.lines("    Successful request count: ") == ["    Successful request count: 300"]
