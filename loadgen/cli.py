@@ -64,7 +64,24 @@ class _Parser(argparse.ArgumentParser):
         self.error_status = error_status
 
     def error(self, message: str) -> NoReturn:
-        self.exit(self.error_status, f"{self.prog}: error: {message}\n")
+        usage = self.format_help() if self.prog == "perf_analyzer" else ""  # perf_analyzer prints its usage too
+        self.exit(self.error_status, f"{self.prog}: error: {message}\n{usage}")
+
+
+class _Help(argparse.Action):
+    """perf_analyzer's --help: the usage on stderr, and its status 99."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **options: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **options)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option: str | None = None,
+    ) -> None:
+        parser.exit(EXIT_OTHER, parser.format_help())
 
 
 class _Refused(argparse.Action):
@@ -92,6 +109,10 @@ REFUSED = {
     "build: it talks to a running server over HTTP or gRPC (`loadgen serve --model-repository` starts one)",
     "--endpoint": "an option of the openai service kind, which loadgen does not build (it drives Triton only)",
 }
+SEQUENCE_ID_WARNING = (
+    "WARNING: using an invalid start sequence id. Perf Analyzer will use default value if it is measuring on "
+    "sequence model."
+)
 EXPORT_LIMIT = 1_000_000  # requests recorded for --profile-export-file unless --record-requests says otherwise
 SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
 
@@ -242,6 +263,7 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         parser = _Parser(
             EXIT_OTHER,
             abbreviations=True,
+            add_help=False,
             prog="perf_analyzer",
             description="perf_analyzer's command line, its defaults, console report, files and exit codes, over "
             "loadgen.",
@@ -253,6 +275,8 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
             "(`loadgen serve --help` for the embedded server, `loadgen tune --help` to move the bottleneck, "
             "`loadgen perf-analyzer --help` for perf_analyzer's own defaults and output).",
         )
+    if perf_analyzer:
+        parser.add_argument("-h", "--help", action=_Help, help="print this usage on stderr and exit (status 99)")
     add_options(parser, COMMAND_LINE, Variant(perf_analyzer=perf_analyzer))
     refused = parser.add_argument_group("perf_analyzer options loadgen refuses (each says why)")
     for option_flag in REFUSED:
@@ -310,9 +334,14 @@ def merge_parser() -> argparse.ArgumentParser:
 def serve_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
-    parser.add_argument("--grpc-port", type=whole, default=8001)
-    parser.add_argument("--http-port", type=whole, default=8000)
-    parser.add_argument("--metrics-port", type=whole, default=8002)
+    parser.add_argument("--grpc-port", type=whole, default=8001, help="gRPC (default 8001; 0: a free port)")
+    parser.add_argument("--http-port", type=whole, default=8000, help="HTTP (default 8000; 0: a free port)")
+    parser.add_argument(
+        "--metrics-port",
+        type=whole,
+        default=8002,
+        help="Prometheus metrics (default 8002; 0: a free port); loadgen finds a local server's on its own",
+    )
     parser.add_argument(
         "--host",
         default=LOOPBACK,
@@ -367,6 +396,37 @@ def _sources(args: argparse.Namespace) -> list[str]:
             raise OptionError("-z (zero input data) cannot be combined with --input-data or --data-directory")
         sources = ["zero"]
     return sources
+
+
+def _check_as_perf_analyzer(parser: argparse.ArgumentParser, args: argparse.Namespace, errors: Console) -> None:
+    """perf_analyzer's checks of its options that loadgen's own mode does not make (its command_line_parser's
+    VerifyOptions): each ends the run with its message and the usage, status 99. A start of 0 in
+    --sequence-id-range is its 1, with its warning."""
+    (start, end), (rate_start, rate_end) = _ranges(args).ends()
+    rates = args.request_rate_range is not None
+    if args.binary_search and (end < start or rate_end < rate_start):
+        parser.error("The end of the range can not be less than start of the range for binary search mode.")
+    if args.request_count and not rates and args.request_intervals is None:
+        if args.request_count < start:
+            parser.error("--request-count can not be less than concurrency")
+        if start < end:
+            parser.error("--request-count not supported with multiple concurrency values in one run")
+    if args.request_count and rates:
+        if args.request_count < int(rate_start):
+            parser.error("--request-count can not be less than request rate")
+        if rate_start < rate_end:
+            parser.error("--request-count not supported with multiple request rate values in one run")
+    if args.request_parameter and args.protocol.lower() != "grpc":
+        parser.error("The --request-parameter option is currently only supported by gRPC protocol.")
+    for flag, given in (
+        ("--metrics-url", args.metrics_url is not None),
+        ("--metrics-interval", args.metrics_interval != 1000),
+    ):
+        if given and not args.collect_metrics:
+            parser.error(f"Must specify --collect-metrics when using the {flag} option.")
+    if args.sequence_id_range is not None and args.sequence_id_range.split(":")[0].strip() == "0":
+        errors.print(SEQUENCE_ID_WARNING, soft_wrap=True)
+        args.sequence_id_range = "1" + args.sequence_id_range.strip()[1:]
 
 
 def _ranges(args: argparse.Namespace) -> Ranges:
@@ -449,7 +509,10 @@ def _exit_status(result: ProfileResult, written: bool, signum: int | None = None
 
 
 def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyzer: bool = False) -> int:
-    args = profile_parser(perf_analyzer).parse_args(argv)
+    parser = profile_parser(perf_analyzer)
+    args = parser.parse_args(argv)
+    if perf_analyzer:
+        _check_as_perf_analyzer(parser, args, errors)
     settings = settings_from(args)
     files = _report_files(args, perf_analyzer)
     if settings.hdr_log:

@@ -110,7 +110,7 @@ def load_data(model: ModelInfo, settings: Settings) -> InputData:
         return InputData((tuple(builder.directory(path)),))
     if not path.is_file():
         raise OptionError(f"--input-data {source}: no such file or directory (or use 'random' or 'zero')")
-    if path.suffix.lower() == ".json":
+    if path.suffix.lower() == ".json" or settings.perf_analyzer_rules:  # perf_analyzer reads every file as JSON
         return builder.json_file(path)
     if len(model.inputs) != 1:
         raise OptionError(

@@ -7,7 +7,6 @@ derived here once, and nothing downstream derives it again.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import os
 import statistics
@@ -15,10 +14,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from loadgen.confidence import CONFIDENCE
 from loadgen.errors import OptionError
+from loadgen.server.local import is_local
 from loadgen.settings import (
     MAX_CONCURRENCY,
     Mode,
@@ -219,7 +218,7 @@ def plan(settings: Settings) -> RunPlan:
         shard=Shard(index, shards),
         sequence_ids=sequence_ids(settings.sequence_id_range),
         intervals_us=intervals,
-        server_cores=os.cpu_count() if _loopback(settings.address) else None,
+        server_cores=os.cpu_count() if is_local(settings.address) else None,
         max_in_flight=(settings.max_threads or SYNC_THREADS) if _synchronous(settings) else settings.max_in_flight,
         periodic=periodic,
     )
@@ -259,17 +258,6 @@ def level_rule(settings: Settings) -> LevelRule:
         settings.request_count > 0 or settings.fixed_schedule,
         settings.confidence,
     )
-
-
-def _loopback(url: str) -> bool:
-    """Whether `HOST:PORT` names this machine by a loopback name or address."""
-    host = urlsplit(f"//{url}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_load(settings: Settings, loads: tuple[Load, ...], shards: int) -> None:

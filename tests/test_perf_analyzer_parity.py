@@ -297,3 +297,49 @@ def test_11_a_request_counts_server_block_holds_all_of_it(
     assert successes(test_server, "fast_step") - before == 300 + warmup
     assert theirs.lines("    Request count: ") == ours.lines("    Request count: ") == ["    Request count: 300"]
     assert ours.lines("    Successful request count: ") == ["    Successful request count: 300"]
+
+
+REFUSED_BY_BOTH = {  # perf_analyzer's command_line_parser checks (and its data loader's), each refused with 99
+    "not-json": ["--input-data", "{not_json}"],
+    "binary-without-end": ["--concurrency-range", "4", "--binary-search", "-l", "10"],
+    "binary-rate-without-end": ["--request-rate-range", "20", "--binary-search", "-l", "10"],
+    "count-below-concurrency": ["--concurrency-range", "2", "--request-count", "1"],
+    "count-over-levels": ["--concurrency-range", "1:2", "--request-count", "10"],
+    "count-below-rate": ["--request-rate-range", "50", "--request-count", "10"],
+    "parameter-over-http": ["--request-parameter", "max_tokens:8:int"],
+    "metrics-url-alone": ["--metrics-url", "localhost:8002/metrics"],
+    "metrics-interval-alone": ["--metrics-interval", "500"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BY_BOTH))
+def test_9_options_perf_analyzer_refuses(test_server: EmbeddedServer, tmp_path: Path, case: str) -> None:
+    """Each ends both with 99 before measuring; a parse error comes with the usage."""
+    not_json = tmp_path / "data.txt"
+    not_json.write_text("not JSON\n")
+    args = [arg.format(not_json=not_json) for arg in REFUSED_BY_BOTH[case]]
+    theirs, ours = both(tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", *args, *QUICK)
+    assert (theirs.status, ours.status) == (99, 99), theirs.err + ours.out + ours.err
+    assert "Request concurrency" not in ours.out + theirs.out
+    if case != "not-json":
+        assert "usage: perf_analyzer" in ours.err.lower() and "usage: " in theirs.err.lower()
+
+
+def test_9_a_reversed_range_and_a_start_id_of_0_run(test_server: EmbeddedServer, tmp_path: Path) -> None:
+    """--concurrency-range 4:2 is the one level 4; a --sequence-id-range from 0 starts at 1, with a warning."""
+    theirs, ours = both(
+        tmp_path, "-m", "fast_step", "-u", test_server.http_url, "--shape", "INPUT0:4", "--concurrency-range", "4:2",
+        "--sequence-id-range", "0:5", *QUICK,
+    )  # fmt: skip
+    assert (theirs.status, ours.status) == (0, 0), theirs.err + ours.err
+    assert ours.lines("Request concurrency: ") == theirs.lines("Request concurrency: ") == ["Request concurrency: 4"]
+    assert (
+        "WARNING: using an invalid start sequence id." in theirs.err and "WARNING: using an invalid start" in ours.err
+    )
+
+
+def test_9_help_is_the_usage_on_stderr_with_99(tmp_path: Path) -> None:
+    theirs, ours = both(tmp_path, "--help")
+    assert (theirs.status, ours.status) == (99, 99)
+    assert theirs.out == ours.out == ""
+    assert "Usage:" in theirs.err and ours.err.startswith("usage: perf_analyzer ")

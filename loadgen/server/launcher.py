@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -84,11 +85,27 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _check_numpy() -> None:
+    """The Python backend's stub (nvidia-pytriton 0.7) runs its models on this environment's numpy, and needs numpy 1:
+    with numpy 2 every model fails with errors that do not say why, so the server is not started."""
+    try:
+        installed = importlib.metadata.version("numpy")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    if installed is None or int(installed.split(".")[0]) >= 2:
+        found = f"numpy {installed} is installed" if installed else "numpy is not installed"
+        raise ServerStartError(
+            f"{found}, but the embedded Triton server's Python backend (nvidia-pytriton 0.7) needs numpy 1: "
+            "pip install 'numpy<2'"
+        )
+
+
 def _pytriton_root() -> tuple[Path, Path]:
-    """The wheel's `pytriton/tritonserver` directory and its bundled shared libraries."""
+    """The wheel's `pytriton/tritonserver` directory and its bundled shared libraries; the environment checked."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise ServerStartError("the embedded Triton server needs the 'server' extra: pip install 'loadgen[server]'")
+    _check_numpy()
     package = Path(next(iter(spec.submodule_search_locations)))
     return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
 

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.clock import WallClock
 from loadgen.errors import LoadgenError
+from loadgen.server.local import is_local, local_metrics_port
 
 DEFAULT_PORT = 8002
 DEFAULT_INTERVAL_MS = 1000
@@ -338,10 +339,15 @@ def summary_line(metrics: ServerMetrics) -> str:
 
 
 def metrics_url(server_url: str, url: str | None = None) -> str:
-    """perf_analyzer's --metrics-url: `url` made absolute (http, path /metrics), else port 8002 of the server's host."""
+    """perf_analyzer's --metrics-url: `url` made absolute (http, path /metrics), else the server's host at port 8002,
+    or, for a tritonserver on this machine, at the metrics port its command line gives."""
     if url is None:
-        host = urlsplit(f"//{server_url}").hostname or "localhost"
-        url = f"[{host}]:{DEFAULT_PORT}" if ":" in host else f"{host}:{DEFAULT_PORT}"
+        address = urlsplit(f"//{server_url}")
+        host = address.hostname or "localhost"
+        port = DEFAULT_PORT
+        if is_local(server_url) and address.port is not None:
+            port = local_metrics_port(address.port) or DEFAULT_PORT
+        url = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if "://" not in url:
         url = f"http://{url}"
     return url if urlsplit(url).path not in ("", "/") else f"{url.rstrip('/')}/metrics"
@@ -451,7 +457,10 @@ class MetricsCollector:
             self.recorder.fail()
             if self.notice is None:
                 reason = str(error) or type(error).__name__
-                self.notice = f"no server metrics from {self.url} ({reason}); going on without them"
+                self.notice = (
+                    f"no server metrics from {self.url} ({reason}); going on without them (give the server's with "
+                    "--metrics-url HOST:PORT; `loadgen serve` prints its)"
+                )
                 if self.notify is not None:
                     self.notify(self.notice)
             return
