@@ -104,7 +104,7 @@ class _Server(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writable = asyncio.Event()
         self.writable.set()
-        self.flood: asyncio.Task[None] | None = None
+        self.floods: dict[int, asyncio.Task[None]] = {}  # by stream (0: the connection's)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -115,11 +115,12 @@ class _Server(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.writable.set()  # a flood sees the transport closing and stops
 
-    def _pour(self, first: bytes, chunk: bytes) -> None:
-        """Write `first`, then `chunk` again and again while the client reads (and the connection is open)."""
+    def _pour(self, stream_id: int, first: bytes, chunk: bytes) -> None:
+        """Write `first`, then `chunk` again and again while the client reads, until it resets the stream or
+        closes the connection."""
         assert self.transport is not None
         self.transport.write(first)
-        self.flood = asyncio.ensure_future(self._flood(chunk))
+        self.floods[stream_id] = asyncio.ensure_future(self._flood(chunk))
 
     async def _flood(self, chunk: bytes) -> None:
         transport = self.transport
@@ -168,8 +169,9 @@ class _Server(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamReset):
                 with self.state.lock:
                     self.state.resets += 1
-                if self.flood is not None:  # the client refused what the flood writes
-                    self.flood.cancel()
+                flood = self.floods.pop(event.stream_id, None)
+                if flood is not None:  # the client refused what the flood writes
+                    flood.cancel()
             if self.transport is None or self.transport.is_closing():
                 return
         self._flush()
@@ -222,7 +224,7 @@ class _Server(asyncio.Protocol):
         self._flush()
         block = hpack.Encoder().encode([(":status", "200", True)], huffman=False)
         continuation = _frame(9, 0, stream_id, b"\0" * 16_384)  # CONTINUATION, never END_HEADERS
-        self._pour(_frame(1, 0, stream_id, block), _repeated(continuation))
+        self._pour(stream_id, _frame(1, 0, stream_id, block), _repeated(continuation))
 
     def _huge_trailer(self, stream_id: int, message: bytes) -> None:
         self._respond(stream_id, message, (("grpc-status", "13"), ("grpc-message", HUGE_MESSAGE)))
@@ -232,7 +234,7 @@ class _Server(asyncio.Protocol):
         assert self.transport is not None
         self.transport.pause_reading()  # reads nothing from now on
         control = _frame(6, 0, 0, b"12345678") if self.state.fault == "ping_flood" else _frame(4, 0, 0)
-        self._pour(b"", _repeated(control))
+        self._pour(0, b"", _repeated(control))
 
     def _large_response(self, stream_id: int, message: bytes) -> None:
         self._respond(stream_id, bytes(LARGE_RESPONSE))
@@ -241,7 +243,7 @@ class _Server(asyncio.Protocol):
         self.connection.send_headers(stream_id, [(":status", "200"), ("content-type", "application/grpc")])
         self._flush()
         data = _frame(0, 0, stream_id, bytes(16_384))  # DATA, never END_STREAM
-        self._pour(_frame(0, 0, stream_id, _framed(bytes(16))), _repeated(data))
+        self._pour(stream_id, _frame(0, 0, stream_id, _framed(bytes(16))), _repeated(data))
 
 
 ATTACKS = {

@@ -121,9 +121,12 @@ def serve_process(command: list[str], **popen: object) -> Iterator[subprocess.Po
 
 
 def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:
-    """Stop `loadgen serve` with a signal: it must say so, exit 0 and leave no work files behind; its output."""
+    """Stop `loadgen serve` with a signal: it must say so, exit 0 and leave no work files behind; the rest of its
+    output (read from the stream, not the pipe: a readline before may have buffered lines past its own)."""
+    assert process.stdout is not None and process.stderr is not None
     process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
+    out, err = process.stdout.read(), process.stderr.read()  # pytest's timeout bounds a server that never stops
+    process.wait(timeout=60)
     assert process.returncode == 0, err
     assert "Triton stopped" in out
     logs = [line.split()[2] for line in out.splitlines() if line.startswith("Server log: ")]

@@ -48,7 +48,7 @@ def _shard(
 def _two_shards_merged(url: str, load: list[str], tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """Two shards of a load, run to their end, and their logs merged: the logs' folder and the merged JSON."""
     logs = tmp_path / "logs"
-    start_at = time.time() + 4
+    start_at = time.time() + 10  # room for a busy machine: a shard ready after it joins late (windows missing)
     shards = [_shard(url, i, 2, start_at, logs, load) for i in range(2)]
     for shard in shards:
         _, err = shard.communicate(timeout=120)
@@ -107,7 +107,7 @@ def test_two_shards_merge_exactly(examples_server: EmbeddedServer, tmp_path: Pat
 
 def test_a_shard_that_dies_leaves_its_windows_missing(examples_server: EmbeddedServer, tmp_path: Path) -> None:
     logs = tmp_path / "logs"
-    start_at = time.time() + 4
+    start_at = time.time() + 10  # room for a busy machine: a shard ready after it joins late (windows missing)
     survivor = _shard(examples_server.grpc_url, 0, 2, start_at, logs)
     victim = _shard(examples_server.grpc_url, 1, 2, start_at, logs)
     victim_log = logs / "shard-1-of-2.jsonl"
@@ -183,7 +183,7 @@ def test_the_kubernetes_indexed_job_runs_as_rendered(examples_server: EmbeddedSe
     assert job["spec"]["completionMode"] == "Indexed"
     count = job["spec"]["completions"]
     assert job["spec"]["parallelism"] == count
-    start_at = f"{time.time() + 6:.0f}"
+    start_at = f"{time.time() + 12:.0f}"  # room for a busy machine to start every shard before it
     commands = [_render(job, i, start_at) for i in range(count)]
     for index, command in enumerate(commands):
         assert command[command.index("--shard") + 1] == f"{index}/{count}"

@@ -24,12 +24,29 @@ import loadgen.transport.http2 as http2
 from loadgen.transport.common import CONTROL_TIMEOUT_S
 from loadgen.transport.errors import RequestFailed
 from loadgen.transport.grpc_connection import INFER_METHOD, STREAM_METHOD, GrpcConnection, rpc_failure
+from loadgen.transport.grpc_http2 import (
+    CANCELLED,
+    DEADLINE_EXCEEDED,
+    INTERNAL,
+    MAX_MESSAGE_BYTES,
+    RESOURCE_EXHAUSTED,
+    UNAVAILABLE,
+    Failure,
+    GrpcCall,
+    MessageReader,
+    MessageTooLarge,
+    grpc_message,
+)
+from loadgen.transport.h2_frames import CANCEL, Request, prepare, request_block
 from loadgen.transport.options import ConnectionOptions, Tls, load_identity
 
 ATTEMPTS = 3  # sends of one request the server refused unprocessed (GOAWAY, REFUSED_STREAM) before it fails
 PREPARED_MAX = 1024  # payloads whose frames are kept (a sequence's requests are new payloads: built per request)
 PREPARED_MAX_BYTES = 64 << 20
 RESPONSE_LIMIT = "--max-response-bytes"  # the limit's name in failures
+PARSED_MAX = 256  # small responses known to parse, kept so that a repeated one is not parsed again
+PARSED_MAX_BYTES = 4096
+_PARSED: set[bytes] = set()
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -37,15 +54,14 @@ class _Refused(Exception):
     """The server did not process the request: it can be sent again."""
 
 
-class UnaryCall(http2.Call):
+class UnaryCall(GrpcCall):
     """A `ModelInfer` call: its response message, its deadline."""
 
     __slots__ = ("chunks", "first_ns", "future", "max_bytes", "size", "timer")
 
-    def __init__(
-        self, failure: http2.Failure, future: asyncio.Future[bytes], max_bytes: int = http2.MAX_MESSAGE_BYTES
-    ) -> None:
-        super().__init__(failure)
+    def __init__(self, failure: Failure, future: asyncio.Future[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        super().__init__()
+        self.failure = failure
         self.future = future
         self.max_bytes = max_bytes  # the largest response message: past it the call fails
         self.chunks: list[bytes] = []  # the response's DATA as it came, joined once at the end
@@ -55,12 +71,12 @@ class UnaryCall(http2.Call):
 
     def on_data(self, data: bytes) -> None:
         chunks = self.chunks
-        if not chunks:
-            self.first_ns = time.perf_counter_ns()
-            if len(data) >= 5 and int.from_bytes(data[1:5], "big") > self.max_bytes:
-                return self.too_large()  # the prefix says so: no need to read it
         chunks.append(data)
         self.size += len(data)
+        if len(chunks) == 1:
+            self.first_ns = time.perf_counter_ns()
+        elif len(chunks) == 2 and int.from_bytes(chunks[0][1:5], "big") > self.max_bytes:
+            return self.too_large()  # the message goes on past this frame, and its prefix says it is too large
         if self.size > self.max_bytes + 5:
             self.too_large()
         return None
@@ -68,7 +84,7 @@ class UnaryCall(http2.Call):
     def too_large(self) -> None:
         """The response is over the limit: the stream is reset, the call fails naming the limit."""
         self.chunks = []
-        self.fail(http2.RESOURCE_EXHAUSTED, too_large(self.max_bytes))
+        self.fail(RESOURCE_EXHAUSTED, too_large(self.max_bytes))
 
     def finish(self, code: int, message: str) -> None:
         if self.timer is not None:
@@ -76,16 +92,18 @@ class UnaryCall(http2.Call):
         future = self.future
         if future.done():
             return
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if code:
-            future.set_exception(self.failure(code, message))
-        elif len(body) < 5 or len(body) != 5 + int.from_bytes(body[1:5], "big"):
-            future.set_exception(self.failure(http2.INTERNAL, "the server sent no whole response message"))
-        elif body[0]:
-            future.set_exception(self.failure(http2.INTERNAL, "the server sent a compressed message"))
-        else:
-            future.set_result(body[5:])
+            return future.set_exception(self.failure(code, message))
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # joined once (a large response: many frames)
+        if self.size < 5 or self.size - 5 != int.from_bytes(body[1:5], "big"):
+            return future.set_exception(self.failure(INTERNAL, "the server sent no whole response message"))
+        if body[0]:
+            return future.set_exception(self.failure(INTERNAL, "the server sent a compressed message"))
+        response = body[5:]
+        if (len(response) > PARSED_MAX_BYTES or response not in _PARSED) and not _parses(response):
+            return future.set_exception(self.failure(INTERNAL, "the server's response is no ModelInferResponse"))
+        return future.set_result(response)
 
     def failed(self, error: Exception) -> None:
         if self.timer is not None:
@@ -100,17 +118,32 @@ class UnaryCall(http2.Call):
     def expire(self) -> None:
         """The request timeout passed: the stream is cancelled (RST_STREAM CANCEL)."""
         self.timer = None
-        self.fail(http2.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        self.fail(DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
-class StreamCall(http2.Call):
+def _parses(message: bytes) -> bool:
+    """`message` parses as a `ModelInferResponse`. Small responses repeat (the same outputs, the same id): those
+    that parsed are kept in _PARSED, which `finish` looks in first."""
+    try:
+        service_pb2.ModelInferResponse.FromString(message)
+    except DecodeError:
+        return False
+    if len(message) <= PARSED_MAX_BYTES:
+        if len(_PARSED) >= PARSED_MAX:
+            _PARSED.clear()
+        _PARSED.add(message)
+    return True
+
+
+class StreamCall(GrpcCall):
     """A `ModelStreamInfer` call: responses queue up until read."""
 
     __slots__ = ("error", "reader", "responses", "waiter")
 
-    def __init__(self, failure: http2.Failure, max_bytes: int = http2.MAX_MESSAGE_BYTES) -> None:
-        super().__init__(failure)
-        self.reader = http2.MessageReader(max_bytes)
+    def __init__(self, failure: Failure, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
+        super().__init__()
+        self.failure = failure
+        self.reader = MessageReader(max_bytes)
         self.responses: collections.deque[Any] = collections.deque()
         self.waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None  # set once the stream is over; EOF when it ended well
@@ -118,10 +151,10 @@ class StreamCall(http2.Call):
     def on_data(self, data: bytes) -> None:
         try:
             self.reader.feed(data, self.on_message)
-        except http2.MessageTooLarge:
-            self.fail(http2.RESOURCE_EXHAUSTED, too_large(self.reader.max_bytes))
+        except MessageTooLarge:
+            self.fail(RESOURCE_EXHAUSTED, too_large(self.reader.max_bytes))
         except (ValueError, DecodeError) as error:
-            self.fail(http2.INTERNAL, f"cannot read the server's message: {error}")
+            self.fail(INTERNAL, f"cannot read the server's message: {error}")
 
     def on_message(self, message: bytes) -> None:
         self.responses.append(service_pb2.ModelStreamInferResponse.FromString(message))
@@ -175,11 +208,11 @@ class RawStream:
         if connection is None:
             error = call.error
             raise (
-                self._owner.status_failure(http2.INTERNAL, "the server ended the stream")
+                self._owner.status_failure(INTERNAL, "the server ended the stream")
                 if (error is None or isinstance(error, _EndOfStream))
                 else error
             )
-        connection.send(call, http2.grpc_message(payload, self._owner.compression))
+        connection.send_data(call, grpc_message(payload, self._owner.compression))
 
     async def read(self) -> Any:
         call = self._call
@@ -197,8 +230,8 @@ class RawStream:
         call = self._call
         if call.error is not None:
             return False
-        call.close_stream(http2.CANCEL)
-        call.failed(self._owner.status_failure(http2.CANCELLED, "the stream was cancelled"))
+        call.cancel(CANCEL)
+        call.failed(self._owner.status_failure(CANCELLED, "the stream was cancelled"))
         return True
 
 
@@ -253,10 +286,10 @@ class RawGrpcConnection(GrpcConnection):
             common += [("grpc-encoding", self.compression), ("grpc-accept-encoding", "identity")]
         if self.request_timeout_s is not None:  # the server learns the deadline too, as from grpcio
             common.append(("grpc-timeout", _grpc_timeout(self.request_timeout_s)))
-        self.infer_block = http2.request_block([(":path", INFER_METHOD), *common])
-        self.stream_block = http2.request_block([(":path", STREAM_METHOD), *common])
+        self.infer_block = request_block([(":path", INFER_METHOD), *common])
+        self.stream_block = request_block([(":path", STREAM_METHOD), *common])
         self.pool = http2.Pool(self._open, self.status_failure)
-        self._prepared: dict[bytes, http2.Request] = {}
+        self._prepared: dict[bytes, Request] = {}
         self._prepared_bytes = 0
         self.infer = self._infer
 
@@ -265,8 +298,8 @@ class RawGrpcConnection(GrpcConnection):
         status = _STATUS.get(code, grpc.StatusCode.UNKNOWN)
         return rpc_failure(grpc.aio.AioRpcError(status, details=details), self.url, self.request_timeout_s, self.tls)
 
-    def _prepare(self, payload: bytes) -> http2.Request:
-        request = http2.prepare(self.infer_block, http2.grpc_message(payload, self.compression))
+    def _prepare(self, payload: bytes) -> Request:
+        request = prepare(self.infer_block, grpc_message(payload, self.compression))
         if len(self._prepared) < PREPARED_MAX and self._prepared_bytes < PREPARED_MAX_BYTES:
             self._prepared[payload] = request
             self._prepared_bytes += len(payload)
@@ -279,14 +312,16 @@ class RawGrpcConnection(GrpcConnection):
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         times = self.times
+        failure = self.status_failure
         for _ in range(ATTEMPTS):
             connection = pool.current
             if connection is None or not connection.has_room:
                 connection = await pool.connection()
-            call = UnaryCall(self.status_failure, loop.create_future(), self.max_response_bytes)
+            call = UnaryCall(failure, loop.create_future(), self.max_response_bytes)
             start = clock()
             connection.start(call, request)
             times.send_ns += clock() - start
+            times.sends += 1
             if timeout_s is not None:
                 call.timer = loop.call_later(timeout_s, call.expire)
             try:
@@ -297,11 +332,11 @@ class RawGrpcConnection(GrpcConnection):
             except _Refused:
                 continue
             except asyncio.CancelledError:
-                call.close_stream(http2.CANCEL)
+                call.cancel(CANCEL)
                 if call.timer is not None:
                     call.timer.cancel()
                 raise
-        raise self.status_failure(http2.UNAVAILABLE, f"the server refused the request {ATTEMPTS} times unprocessed")
+        raise self.status_failure(UNAVAILABLE, f"the server refused the request {ATTEMPTS} times unprocessed")
 
     def open_stream(self) -> RawStream:
         """A bidirectional `ModelStreamInfer` stream on the raw path."""
@@ -314,7 +349,7 @@ class RawGrpcConnection(GrpcConnection):
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: http2.Connection(self.status_failure, peer, on_retired),
+                    lambda: http2.Connection(self.status_failure, peer, on_retired, self.times),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -323,21 +358,21 @@ class RawGrpcConnection(GrpcConnection):
                 CONTROL_TIMEOUT_S,
             )
         except ssl.SSLError as error:
-            raise self.status_failure(http2.UNAVAILABLE, f"ssl handshake failed: {error}") from None
+            raise self.status_failure(UNAVAILABLE, f"ssl handshake failed: {error}") from None
         except (OSError, asyncio.TimeoutError) as error:
-            raise self.status_failure(http2.UNAVAILABLE, str(error) or "no connection within 10 s") from None
+            raise self.status_failure(UNAVAILABLE, str(error) or "no connection within 10 s") from None
         if self._ssl is not None:
             assert connection.transport is not None
             chosen = connection.transport.get_extra_info("ssl_object").selected_alpn_protocol()
             if chosen != "h2":
                 connection.close()
-                raise self.status_failure(http2.UNAVAILABLE, f"ssl handshake: the server chose ALPN {chosen!r}, not h2")
+                raise self.status_failure(UNAVAILABLE, f"ssl handshake: the server chose ALPN {chosen!r}, not h2")
         try:
             await asyncio.wait_for(asyncio.shield(connection.ready), CONTROL_TIMEOUT_S)
         except asyncio.TimeoutError:
             connection.close()
             raise self.status_failure(
-                http2.UNAVAILABLE, f"no HTTP/2 SETTINGS from the server within {CONTROL_TIMEOUT_S:g} s"
+                UNAVAILABLE, f"no HTTP/2 SETTINGS from the server within {CONTROL_TIMEOUT_S:g} s"
             ) from None
         return connection
 
