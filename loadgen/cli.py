@@ -379,7 +379,8 @@ def settings_from(args: argparse.Namespace, names: Iterable[str] = Settings.__da
     if hasattr(args, "deprecated_concurrency"):
         options["concurrency_range"] = _concurrency(args)
     if options.get("perf_analyzer_rules"):
-        options["concurrency_range"], options["request_rate_range"] = _ranges(args).swept(args.binary_search)
+        given = Ranges(_concurrency(args), args.request_rate_range)  # an open END: capped once the model is known
+        options["concurrency_range"], options["request_rate_range"] = given.swept(args.binary_search)
     options["input_data"] = _sources(args) or "random"
     if getattr(args, "profile_export_file", None) and not args.record_requests:
         options["record_requests"] = EXPORT_LIMIT

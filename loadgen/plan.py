@@ -23,6 +23,7 @@ from loadgen.settings import (
     Mode,
     Settings,
     is_closed_loop,
+    is_open_range,
     parse_periodic_range,
     parse_range,
     parse_rate_range,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
 SYNC_THREADS = 4  # perf_analyzer's default --max-threads: with --sync, the open loop's requests in flight
+DEFAULT_MAX_THREADS = 16  # perf_analyzer's threads for a concurrency sweep without --max-threads
 PERF_ANALYZER_WINDOW_FACTOR = 1.2  # perf_analyzer sleeps 1.2 x --measurement-interval per time window
 
 
@@ -222,6 +224,20 @@ def plan(settings: Settings) -> RunPlan:
         max_in_flight=(settings.max_threads or SYNC_THREADS) if _synchronous(settings) else settings.max_in_flight,
         periodic=periodic,
     )
+
+
+def capped_at_threads(run: RunPlan, sequence: bool) -> RunPlan:
+    """perf_analyzer's open concurrency range (END 0), once the model is known: with synchronous calls its threads
+    cap it (--max-threads, else 16); a sequence model's asynchronous calls (its default) refuse it."""
+    settings = run.settings
+    if not settings.perf_analyzer_rules or not is_open_range(settings.concurrency_range):
+        return run
+    if sequence and not settings.sync:
+        raise OptionError("The 'end' concurrency can not be 0 for sequence models when using asynchronous API.")
+    if settings.asynchronous or settings.streaming:
+        return run
+    threads = settings.max_threads or DEFAULT_MAX_THREADS
+    return replace(run, loads=tuple(load for load in run.loads if (load.concurrency or 0) <= threads))
 
 
 def _synchronous(settings: Settings) -> bool:

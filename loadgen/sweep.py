@@ -18,7 +18,7 @@ from loadgen.levels import Level, ends_sweep, outcome, start_level
 from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_window
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
-from loadgen.plan import Load, RunPlan, Windows, plan, with_schedule
+from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription, Unmeasured
 from loadgen.sequences import check_sequence_ids
@@ -314,6 +314,7 @@ class _Session:
             self._note(f"loading {size / 1e6:.0f} MB of input data ...")
         data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
+        run = capped_at_threads(run, info.is_sequence)
         if data.timestamps_ms is not None:
             run = with_schedule(run, data.timestamps_ms)
         placements = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from loadgen.errors import EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE
 from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
-from loadgen.plan import LevelRule, Load
+from loadgen.plan import DEFAULT_MAX_THREADS, LevelRule, Load
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult, ProfileResult, RunDescription
@@ -21,7 +21,6 @@ EXIT_NO_REQUESTS = 3  # perf_analyzer's OPTION_ERROR, which it returns for a win
 NO_REQUESTS = "No valid requests recorded within time interval. Please use a larger time window."
 UNSTABLE = "Failed to obtain stable measurement."
 PERCENTILES = (50, 90, 95, 99)
-DEFAULT_MAX_THREADS = 16  # perf_analyzer's threads for a concurrency sweep without --max-threads
 WARMUP_CONCURRENCY_WARNING = (
     "WARNING: The number of concurrent requests exceeds the warmup request count. Adjusting warmup concurrency to "
     "match the warmup request count."
