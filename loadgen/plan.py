@@ -34,6 +34,20 @@ if TYPE_CHECKING:
     from loadgen.results import LevelResult
 
 COUNT_WINDOW_TIMEOUT_FACTOR = 20  # a count window waits at most this many measurement intervals
+
+
+def longest_wait_s(interval_ms: float) -> float:
+    """The longest a count window waits for its requests."""
+    return interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
+
+
+def stall_timeout_s(interval_ms: float) -> float:
+    """How long a request may go unanswered when no --request-timeout is given: half the longest a count window
+    waits, so that a silent server's requests fail as timeouts inside the window that waits for them (a request
+    that slow could never be measured anyway) instead of holding the run."""
+    return longest_wait_s(interval_ms) / 2
+
+
 SYNC_THREADS = 4  # perf_analyzer's default --max-threads: with --sync, the open loop's requests in flight
 DEFAULT_MAX_THREADS = 16  # perf_analyzer's threads for a concurrency sweep without --max-threads
 PERF_ANALYZER_WINDOW_FACTOR = 1.2  # perf_analyzer sleeps 1.2 x --measurement-interval per time window
@@ -99,7 +113,7 @@ class Windows:
     @property
     def timeout_s(self) -> float:
         """The longest a count window waits for its requests."""
-        return self.interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR + self.schedule_s
+        return longest_wait_s(self.interval_ms) + self.schedule_s
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,28 @@ def test_an_http_server_that_never_answers(transport: str) -> None:
     assert outcomes == ["wrong id", "TimedOut: timeout: no answer within 200 ms"] * 2
 
 
+@TRANSPORTS
+@pytest.mark.timeout(60)  # a hang, not a speed: without a default timeout the run never ended
+def test_a_request_count_against_a_server_that_never_answers_ends(transport: str) -> None:
+    """No --request-timeout: a request unanswered for half as long as a count window waits (10 windows of 100 ms
+    here) fails as a timeout, so that --request-count against a silent server ends, every request counted."""
+    with fake_http1("never_answer", every=3) as fake:
+        result = loadgen.profile_sync(
+            fake.url,
+            "fake",
+            protocol="http",
+            transport=transport,
+            input_data="zero",
+            concurrency=3,
+            request_count=6,
+            measurement_interval=100,
+            max_error_rate=1,
+        )
+    level = result.levels[0]
+    assert level.request_count + level.error_count == 6
+    assert level.errors == {"timeout: no answer within 1000 ms": 2}
+
+
 # Misbehaving HTTP/1.1 servers and attacks (issue 24, items 3 to 6): one answer per request, in step, each failure a
 # counted one-line failure naming the server's message or loadgen's limit; time bounded by the tests' timeout.
 

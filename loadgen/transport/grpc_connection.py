@@ -194,7 +194,7 @@ class GrpcConnection(Connection):
         self._channel = _channel(options)
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._metadata = options.headers or None
-        self.request_timeout_s = options.request_timeout_s
+        self.request_timeout_s = options.request_timeout_s or options.stall_timeout_s  # grpcio: a deadline, cheap
         self.times = ClientTimes()
         # Identity (de)serialisers: requests are serialised once before the run, responses stay bytes.
         unary = self._channel.unary_unary(INFER_METHOD)

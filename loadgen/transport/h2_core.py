@@ -79,6 +79,7 @@ MAX_DROPPED_BLOCK = 16 << 20  # a header block read this far without its end (al
 MAX_BLOCK_FRAMES = 2048  # a header block in more frames ends the connection (CONTINUATION floods)
 MAX_CACHED_BLOCK = 4096  # larger header blocks are decoded each time, never kept
 HEADER_CACHE_SIZE = 256
+BIG_READ = 64 << 10  # a read this large completes the frame an earlier one began without copying all of it
 MAX_QUEUED_WRITES = 256  # frames queued before the I/O layer is asked to write them at once (a flood of PINGs)
 MAX_QUEUED_CONTROL = 1000  # PING and SETTINGS answered while the server reads nothing, before GOAWAY
 MAX_DEBUG = 256  # bytes of a message in a GOAWAY's debug data
@@ -139,10 +140,11 @@ class Window:
         self.outbound = size
         return True
 
-    def take(self, size: int) -> int | None:
-        """Count `size` bytes received: the increment to grant back now (0: not yet), None past the window."""
+    def take(self, size: int, refill: int = WINDOW_REFILL) -> int | None:
+        """Count `size` bytes received: the increment to grant back now (0: not yet, under `refill`), None past the
+        window."""
         taken = self.taken + size
-        if taken < WINDOW_REFILL:
+        if taken < refill:
             self.taken = taken
             return 0
         if taken > MAX_WINDOW:
@@ -321,7 +323,7 @@ class ClientConnection:
         self.wake = wake  # called when `out` gets its first bytes since it was last taken: write them soon
         self.peer = peer
         self.state = ConnectionState.AWAITING_SETTINGS
-        self.out: list[bytes] = []
+        self.out: list[bytes | memoryview] = []
         self.streams: dict[int, Stream] = {}
         self.next_id = 1
         self.last_id = 0  # the last stream the client opened
@@ -363,12 +365,13 @@ class ClientConnection:
         """Takes one more stream."""
         return self.state <= _LIVE and len(self.streams) < self.max_streams
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | memoryview) -> None:
         out = self.out
         out.append(data)
-        if len(out) == 1:
+        queued = len(out)
+        if queued == 1:
             self.wake()
-        elif len(out) >= MAX_QUEUED_WRITES:
+        elif queued >= MAX_QUEUED_WRITES:
             self.events.flush()
 
     def initiate(self) -> None:
@@ -537,7 +540,8 @@ class ClientConnection:
                 return False  # a window is shut (or below 0): wait for WINDOW_UPDATE
             last = size == len(chunk)
             ended = last and len(held) == 1 and stream.ending
-            self._write(frame(DATA, END_STREAM if ended else 0, stream.stream_id, bytes(chunk[:size])))
+            self._write(_data_header(size, END_STREAM if ended else 0, stream.stream_id))
+            self._write(chunk[:size])  # a view of the body: `out` is joined once, when written
             window.outbound -= size
             stream.outbound -= size
             if last:
@@ -580,10 +584,15 @@ class ClientConnection:
 
     def receive(self, data: bytes) -> None:
         """Take what the server sent; nothing it sends raises: a fault ends the connection or resets a stream."""
-        if self._buffer:
-            data = self._buffer + data
-        size = len(data)
         at = 0
+        if self._buffer:  # a frame begun in an earlier read
+            if len(data) < BIG_READ:
+                data = self._buffer + data
+            else:
+                at = self._complete(data)
+                if at < 0:
+                    return None
+        size = len(data)
         unpack = _FRAME_HEADER.unpack_from
         handlers = self._handlers
         try:
@@ -611,6 +620,21 @@ class ClientConnection:
             return self.fault(INTERNAL_ERROR, str(internal(error)))
         self._buffer = data[at:] if at < size else b""
         return None
+
+    def _complete(self, data: bytes) -> int:
+        """Take the frame an earlier read began, completed from a big read: where in `data` the next frame starts
+        (-1: nothing more to read now). Only that frame is copied, not the whole read (a large response's)."""
+        buffer = self._buffer
+        head = buffer[:9] if len(buffer) >= 9 else buffer + data[: 9 - len(buffer)]
+        length = int.from_bytes(head[:3], "big")
+        need = 9 + length - len(buffer)
+        if len(head) < 9 or length > MIN_FRAME_SIZE or len(data) < need:
+            self._buffer = b""  # the frame loop takes it from here: it waits for more, or refuses the length
+            self.receive(buffer + data)
+            return -1
+        self._buffer = b""
+        self.receive(buffer + data[:need])
+        return need if self.state != _OVER else -1
 
     def _check_order(self, kind: int, flags: int) -> None:
         """Frames only some states take: the server's SETTINGS first, nothing inside a header block."""
@@ -870,6 +894,11 @@ class ClientConnection:
                 return self._violation(stream, FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
         if self.blocked:
             self._flush()
+
+
+def _data_header(size: int, flags: int, stream_id: int) -> bytes:
+    """A DATA frame's 9-byte header (its payload is written after it, as it is)."""
+    return size.to_bytes(3, "big") + bytes((DATA, flags)) + stream_id.to_bytes(4, "big")
 
 
 def _strip(flags: int, payload: bytes) -> bytes:

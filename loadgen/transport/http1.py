@@ -29,6 +29,7 @@ TRANSFER_ENCODING = b"transfer-encoding"
 MAX_HEAD_BYTES = 64 << 10  # a response's status lines and headers, its interim responses' too
 MAX_HEADER_LINE_BYTES = 8 << 10  # one header's name and value
 IDLE, WAITING, HEAD, BODY, CLOSED = "idle", "waiting", "head", "body", "closed"
+ANSWERING = (WAITING, HEAD, BODY)  # a request is out and its answer not whole
 _UPGRADE = "a protocol switch (HTTP 101) no request asked for"
 
 
@@ -72,6 +73,7 @@ class Http1Connection(asyncio.Protocol):
         self.state = IDLE
         self.waiter: asyncio.Future[Reply] | None = None
         self.used = False  # answered a request before
+        self.sent_ns = 0  # when its request left (the pool's stall guard reads it)
         self._begin()
 
     def _begin(self) -> None:
@@ -244,8 +246,13 @@ class Http1Pool:
         tls: ssl.SSLContext | None = None,
         times: ClientTimes | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        stall_timeout_s: float | None = None,
     ) -> None:
+        """`stall_timeout_s`: requests sent without a timeout of their own fail after about that long unanswered
+        (between 1 and 1.25 times it), checked by one timer for the pool instead of one per request."""
         self.times = times or ClientTimes()  # what sending and receiving cost, summed
+        self.stall_ns = int(stall_timeout_s * 1e9) if stall_timeout_s else 0
+        self._sweeping: asyncio.TimerHandle | None = None
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -263,11 +270,14 @@ class Http1Pool:
         connection = free.pop() if free else await self._open()
         start = clock()
         waiter = connection.send(request)
+        connection.sent_ns = start
         times.send_ns += clock() - start
         times.sends += 1
         timer = None
         if timeout_s is not None:
             timer = asyncio.get_running_loop().call_later(timeout_s, _expire, connection)
+        elif self._sweeping is None and self.stall_ns:
+            self._sweep_later()
         try:
             reply = await waiter
         except asyncio.CancelledError:
@@ -305,8 +315,24 @@ class Http1Pool:
         if connection in self.free:
             self.free.remove(connection)
 
+    def _sweep_later(self) -> None:
+        self._sweeping = asyncio.get_running_loop().call_later(self.stall_ns / 4e9, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail the requests unanswered for longer than the stall timeout; look again while connections are open."""
+        self._sweeping = None
+        oldest = time.perf_counter_ns() - self.stall_ns
+        for connection in list(self.connections):
+            if connection.state in ANSWERING and connection.sent_ns < oldest:
+                _expire(connection)
+        if self.connections:
+            self._sweep_later()
+
     def close(self) -> None:
         """Close every connection; requests in flight fail."""
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
         for connection in list(self.connections):
             connection.abort(ConnectionError("the connection was closed"))
 

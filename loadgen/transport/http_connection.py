@@ -182,7 +182,7 @@ class HttpConnection(Connection):
     def __init__(self, options: ConnectionOptions) -> None:
         self.url = options.url
         self._headers = dict(options.headers) or None
-        self.request_timeout_s = options.request_timeout_s
+        self.request_timeout_s = options.request_timeout_s or options.stall_timeout_s
         self.times = ClientTimes()
         self.tls = options.https.context() if options.https is not None else None
         self._client = InferenceServerClient(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from loadgen.errors import OptionError
+from loadgen.plan import stall_timeout_s
 from loadgen.settings import MAX_RESPONSE_BYTES, Settings, flag, split_url
 
 Protocol = Literal["grpc", "http"]
@@ -56,7 +57,8 @@ class ConnectionOptions:
     tls: Tls | None = None  # gRPC over TLS
     https: Https | None = None  # HTTP over TLS (-u https://HOST:PORT)
     headers: tuple[tuple[str, str], ...] = ()
-    request_timeout_s: float | None = None
+    request_timeout_s: float | None = None  # --request-timeout: each request timed precisely
+    stall_timeout_s: float | None = None  # without it: a request unanswered this long fails (checked coarsely)
     compression: str = "none"  # gRPC: how requests are compressed (none, gzip or deflate)
     max_response_bytes: int = MAX_RESPONSE_BYTES  # raw gRPC: a larger response message fails
 
@@ -71,6 +73,7 @@ class ConnectionOptions:
             https=_https(settings) if split_url(settings.url)[0] == "https" else None,
             headers=tuple(settings.header.items()),
             request_timeout_s=settings.request_timeout / 1000 if settings.request_timeout else None,
+            stall_timeout_s=None if settings.request_timeout else stall_timeout_s(settings.measurement_interval),
             compression=settings.grpc_compression_algorithm,
             max_response_bytes=settings.max_response_bytes,
         )

@@ -46,6 +46,8 @@ PREPARED_MAX_BYTES = 64 << 20
 RESPONSE_LIMIT = "--max-response-bytes"  # the limit's name in failures
 PARSED_MAX = 256  # small responses known to parse, kept so that a repeated one is not parsed again
 PARSED_MAX_BYTES = 4096
+PARSED_WHOLE = 1 << 20  # a larger response's raw output contents are not copied to check that it parses
+RAW_OUTPUT_CONTENTS_TAG = 6 << 3 | 2  # ModelInferResponse.raw_output_contents: field 6, length-delimited
 _PARSED: set[bytes] = set()
 _STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -94,13 +96,10 @@ class UnaryCall(GrpcCall):
             return
         if code:
             return future.set_exception(self.failure(code, message))
-        chunks = self.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # joined once (a large response: many frames)
-        if self.size < 5 or self.size - 5 != int.from_bytes(body[1:5], "big"):
-            return future.set_exception(self.failure(INTERNAL, "the server sent no whole response message"))
-        if body[0]:
-            return future.set_exception(self.failure(INTERNAL, "the server sent a compressed message"))
-        response = body[5:]
+        try:
+            response = _message(self.chunks, self.size)
+        except ValueError as error:
+            return future.set_exception(self.failure(INTERNAL, str(error)))
         if (len(response) > PARSED_MAX_BYTES or response not in _PARSED) and not _parses(response):
             return future.set_exception(self.failure(INTERNAL, "the server's response is no ModelInferResponse"))
         return future.set_result(response)
@@ -121,11 +120,31 @@ class UnaryCall(GrpcCall):
         self.fail(DEADLINE_EXCEEDED, "Deadline Exceeded")
 
 
+def _message(chunks: list[bytes], size: int) -> bytes:
+    """The one message a unary response's DATA holds (`size` bytes in `chunks`), without its gRPC prefix (a message
+    in many frames is joined once); raises ValueError when it is not one whole, uncompressed message."""
+    first = chunks[0] if chunks else b""
+    head = first if len(first) >= 5 else b"".join(chunks)[:5]
+    if size < 5 or size - 5 != int.from_bytes(head[1:5], "big"):
+        raise ValueError("the server sent no whole response message")
+    if head[0]:
+        raise ValueError("the server sent a compressed message")
+    if len(chunks) == 1:
+        return first[5:]
+    if len(first) >= 5:
+        chunks[0] = first[5:]
+        return b"".join(chunks)
+    return b"".join(chunks)[5:]
+
+
 def _parses(message: bytes) -> bool:
     """`message` parses as a `ModelInferResponse`. Small responses repeat (the same outputs, the same id): those
-    that parsed are kept in _PARSED, which `finish` looks in first."""
+    that parsed are kept in _PARSED, which `finish` looks in first. In a large one, the outputs' raw contents
+    (bytes: any content parses) are stepped over rather than copied."""
     try:
-        service_pb2.ModelInferResponse.FromString(message)
+        service_pb2.ModelInferResponse.FromString(
+            message if len(message) <= PARSED_WHOLE else _without_contents(message)
+        )
     except DecodeError:
         return False
     if len(message) <= PARSED_MAX_BYTES:
@@ -133,6 +152,44 @@ def _parses(message: bytes) -> bool:
             _PARSED.clear()
         _PARSED.add(message)
     return True
+
+
+def _without_contents(message: bytes) -> bytes:
+    """A serialised `ModelInferResponse` without its `raw_output_contents` fields, each checked to be a whole
+    length-delimited field; raises DecodeError where the message's top level is not protobuf's wire format."""
+    kept = []
+    at = 0
+    while at < len(message):
+        start = at
+        tag, at = _varint(message, at)
+        kind = tag & 7
+        if kind == 0:
+            _, at = _varint(message, at)
+        elif kind == 2:
+            length, at = _varint(message, at)
+            at += length
+        elif kind in (1, 5):
+            at += 8 if kind == 1 else 4
+        else:
+            raise DecodeError(f"wire type {kind} at byte {start}")
+        if at > len(message):
+            raise DecodeError(f"a field at byte {start} runs past the message's end")
+        if tag != RAW_OUTPUT_CONTENTS_TAG:
+            kept.append(message[start:at])
+    return b"".join(kept)
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """A protobuf varint at `at`: its value and where it ends."""
+    value = shift = 0
+    while at < len(data) and shift < 64:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise DecodeError("a varint that does not end")
 
 
 class StreamCall(GrpcCall):
@@ -270,6 +327,7 @@ class RawGrpcConnection(GrpcConnection):
 
     def __init__(self, options: ConnectionOptions) -> None:
         super().__init__(options)
+        self.request_timeout_s = options.request_timeout_s  # --request-timeout only: a timer per request here
         self._host, self._port = _host_port(options.url)
         self._ssl = _ssl_context(options.tls) if options.tls is not None else None
         common = [

@@ -55,13 +55,20 @@ class RawHttpConnection(HttpConnection):
         parts = urllib.parse.urlsplit(f"//{options.url}")
         assert parts.hostname is not None and parts.port is not None
         self._pool = Http1Pool(
-            parts.hostname, parts.port, CONTROL_TIMEOUT_S, self.tls, self.times, options.max_response_bytes
+            parts.hostname,
+            parts.port,
+            CONTROL_TIMEOUT_S,
+            self.tls,
+            self.times,
+            options.max_response_bytes,
+            options.stall_timeout_s,
         )
+        self._timeout_s = options.request_timeout_s  # timed per request; the stall guard is the pool's
         self.infer = self._raw_infer
 
     async def _raw_infer(self, request: RawHttpRequest) -> HttpResponse:
         try:
-            status, body, header_length, _ = await self._pool.request(request.data, self.request_timeout_s)
+            status, body, header_length, _ = await self._pool.request(request.data, self._timeout_s)
         except TimeoutError:
             assert self.request_timeout_s is not None
             raise timed_out(self.request_timeout_s) from None
