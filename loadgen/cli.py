@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,6 +31,7 @@ from loadgen.errors import (
     OptionError,
     RunFailed,
 )
+from loadgen.options import Variant, add_options, at_least, check_fields, number, option, whole
 from loadgen.outputs import check_directory, check_file, write_file
 from loadgen.reports import ConsoleProgress, TuneReport, make_console
 from loadgen.reports.console import print_comparison
@@ -45,31 +47,11 @@ from loadgen.reports.perf_analyzer import (
 from loadgen.results import ProfileResult, load_result
 from loadgen.server import EmbeddedServer
 from loadgen.server.launcher import LOOPBACK
-from loadgen.settings import (
-    ALIASES,
-    COMPRESSION_ALGORITHMS,
-    DEFAULT_URLS,
-    KEY_TYPES,
-    MAX_RESPONSE_BYTES,
-    MEASUREMENT_MODES,
-    OUTPUT_SHARED_MEMORY_SIZE,
-    PROTOCOLS,
-    SHARED_MEMORY,
-    STRING_LENGTH,
-    TENSOR_FORMATS,
-    TRACE_LEVELS,
-    TRANSPORTS,
-    Settings,
-    is_open_range,
-    parse_header,
-    parse_input_range,
-    parse_request_parameter,
-    parse_shape,
-    worker_count,
-)
+from loadgen.settings import GROUPS, Outputs, Settings, Shards
 from loadgen.shards.merge import merge_logs
 from loadgen.sweep import Progress
-from loadgen.tune import MAX_CONCURRENCY, TuneSettings, tune
+from loadgen.tune import TUNE_FIELDS, TuneSettings, tune
+from loadgen.values import is_open_range
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,49 +143,117 @@ class _Version(argparse.Action):
         parser.exit(EXIT_SUCCESS)
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+@dataclass(frozen=True)
+class Command:
+    """The command line's own options around the settings: the version, perf_analyzer's shorthands and kinds."""
 
-
-def _workers(text: str) -> int:
-    try:
-        return worker_count(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def _aliases(field: str) -> list[str]:
-    """The short flags of a settings field, from the aliases the library accepts too."""
-    return [f"--{alias.replace('_', '-')}" for alias, name in ALIASES.items() if name == field]
-
-
-def _connection_flags(parser: argparse.ArgumentParser, protocol: str = "grpc") -> None:
-    parser.add_argument(
-        "-u",
-        "--url",
-        default="",
-        metavar="HOST:PORT",
-        help=f"Triton endpoint (default {DEFAULT_URLS['grpc']} for gRPC, {DEFAULT_URLS['http']} for HTTP; "
-        "https://HOST:PORT for HTTPS)",
+    version: bool = option(False, "print the version and exit", action=_Version, perf_analyzer=True)
+    service_kind: str = option(
+        "triton", "triton (the only kind loadgen drives; the others are refused)", choices=SERVICE_KINDS
     )
-    parser.add_argument(
-        "-i",
-        "--protocol",
-        type=str.lower,
-        choices=PROTOCOLS,
-        default=protocol,
-        help=f"talk to Triton over grpc or http (default {protocol})",
+    deprecated_concurrency: int | None = option(
+        help="perf_analyzer's deprecated concurrency (= --concurrency-range N)", short=("-t",), long=False, hidden=True
     )
+    deprecated_max_concurrency: int | None = option(
+        help="perf_analyzer's deprecated maximum concurrency (with -d: --concurrency-range T:C)",
+        short=("-c",),
+        long=False,
+        hidden=True,
+    )
+    deprecated_dynamic: bool = option(
+        False,
+        "perf_analyzer's deprecated dynamic concurrency (a sweep from -t up to -c, or until -l)",
+        short=("-d",),
+        long=False,
+        hidden=True,
+    )
+    zero_data: bool = option(False, "zeros as input data (= --input-data zero)", short=("-z",), long=False)
+    data_directory: str | None = option(help="a directory of input files (= --input-data DIR)", metavar="DIR")
+    serial_sequences: bool = option(
+        False,
+        "at most one request of a sequence in flight: always so in loadgen (a sequence's requests must reach the "
+        "model in order)",
+    )
+
+
+@dataclass(frozen=True)
+class Reports:
+    """Where a run's result goes (files), and how much the console says while it runs."""
+
+    json: str | None = option(help="write the result as JSON", metavar="FILE", perf_analyzer=False)
+    latency_report_file: str | None = option(
+        help="perf_analyzer's CSV latency report (+ one per step)", short=("-f",), metavar="FILE"
+    )
+    profile_export_file: str | None = option(
+        help="perf_analyzer's JSON export of every request: timestamps, inputs and outputs", metavar="FILE"
+    )
+    html: str | None = option(
+        help="a self-contained HTML report: table, plots, verdict, settings (needs matplotlib)",
+        metavar="FILE",
+        perf_analyzer=False,
+    )
+    plot: str | None = option(
+        help="the p99 latency vs throughput curve as a PNG (needs matplotlib)", metavar="FILE.png", perf_analyzer=False
+    )
+    verbose: int = option(
+        0, "print every measurement window (-v -v: the same)", short=("-v",), action="count", exclusive="console"
+    )
+    quiet: bool = option(
+        False,
+        "no progress while the sweep runs; the summary at the end",
+        short=("-q",),
+        exclusive="console",
+        perf_analyzer=False,
+    )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One shard per worker of a Ray cluster."""
+
+    ray_address: str | None = option(
+        help="run one shard per worker on a Ray cluster (`ray` extra)", metavar="auto|HOST:PORT", perf_analyzer=False
+    )
+    workers_per_node: int = option(1, "Ray workers per node (default 1)", checks=(at_least(1),), perf_analyzer=False)
+
+
+def _command_line() -> tuple[tuple[str, type], ...]:
+    """Every group of options in the order of --help: the command's own, then the settings' groups, each followed by
+    the command line's options of the same stage (its output files, its Ray cluster) under the same title."""
+    groups: list[tuple[str, type]] = [("command (and perf_analyzer's shorthands)", Command)]
+    for title, group in GROUPS:
+        groups.append((title, group))
+        groups += [(title, extra) for extra in {Outputs: (Reports,), Shards: (Cluster,)}.get(group, ())]
+    return tuple(groups)
+
+
+COMMAND_LINE = _command_line()
+# `loadgen tune`: the settings it measures with, and its defaults that differ on purpose (each with why).
+TUNE_OPTIONS = (
+    "model_name",
+    "model_mix",
+    "url",
+    "protocol",
+    "input_data",
+    "shape",
+    "batch_size",
+    "concurrency_range",
+    "request_rate_range",
+    "measurement_interval",
+    "stability_percentage",
+    "metrics_url",
+    "metrics_interval",
+)
+TUNE_CONCURRENCY = "8"  # tune's load without --concurrency, --request-rate or a mix: one level with room to batch
+TUNE = Variant(
+    defaults={"measurement_interval": 2000},
+    helps={
+        "measurement_interval": "window length (default 2000 in tune: every trial measures again, so shorter)",
+        "concurrency_range": f"closed-loop load to tune at (default {TUNE_CONCURRENCY}; a mix's comes with --model-mix)",
+        "request_rate_range": "open-loop load to tune at, requests per second",
+    },
+)
+MERGE_OPTIONS = ("json", "latency_report_file", "html", "plot")
 
 
 def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
@@ -227,401 +277,10 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
         )
     if perf_analyzer:
         parser.add_argument("-h", "--help", action=_Help, help="print this usage on stderr and exit (status 99)")
-    parser.add_argument("--version", action=_Version, help="print the version and exit")
-    parser.add_argument(
-        "-m",
-        "--model-name",
-        *_aliases("model_name"),
-        required=perf_analyzer,
-        help="model to profile" + ("" if perf_analyzer else " (default: the server's only ensemble or model)"),
-    )
-    parser.add_argument("-x", "--model-version", default="", help="model version (default: the server's choice)")
-    parser.add_argument(
-        "--model-mix",
-        metavar="A:N,B:N",
-        help="several models at once: each one's share of --request-rate-range's requests, or (closed loop) its "
-        "concurrency; give a model its own data, shapes or BLS models as MODEL=... in --input-data, --shape and "
-        "--bls-composing-models",
-    )
-    parser.add_argument(
-        "--solo-baseline",
-        action="store_true",
-        help="with --model-mix: first measure each model alone at its load, to see what the mix costs it",
-    )
-    _connection_flags(parser, "http" if perf_analyzer else "grpc")
-    parser.add_argument(
-        "--transport",
-        choices=TRANSPORTS,
-        default="raw",
-        help="inference calls over loadgen's own HTTP/1.1 and HTTP/2 (raw, default) or over grpcio / aiohttp (library)",
-    )
-    parser.add_argument(
-        "--service-kind",
-        choices=SERVICE_KINDS,
-        default="triton",
-        help="triton (the only kind loadgen drives; the others are refused)",
-    )
-    load = parser.add_argument_group("load (one mode)")
-    load.add_argument(
-        "--concurrency-range",
-        *_aliases("concurrency_range"),
-        metavar="START[:END[:STEP]]",
-        help="closed loop: requests kept in flight, one level per step (the default mode, at 1); END 0: on until -l",
-    )
-    load.add_argument(
-        "--request-rate-range",
-        *_aliases("request_rate_range"),
-        metavar="START[:END[:STEP]]",
-        help="open loop: requests per second, sent on schedule whether or not earlier ones returned; END 0: on "
-        "until -l",
-    )
-    load.add_argument(
-        "--request-distribution", choices=("constant", "poisson"), default="constant", help="gaps of the rate schedule"
-    )
-    load.add_argument("--request-intervals", metavar="FILE", help="open loop: one gap in microseconds per line, looped")
-    load.add_argument(
-        "--periodic-concurrency-range",
-        metavar="START:END[:STEP]",
-        help="streams: START requests in flight, STEP more each time every one has --request-period responses, up "
-        "to END (needs --streaming and --profile-export-file)",
-    )
-    load.add_argument(
-        "--request-period", type=_int, default=10, help="responses per request between steps (default 10)"
-    )
-    load.add_argument(
-        "--fixed-schedule",
-        action="store_true",
-        help='send each entry of the --input-data JSON once, at its "timestamp" (ms after the start)',
-    )
-    load.add_argument("-t", dest="deprecated_concurrency", type=_int, help=argparse.SUPPRESS)
-    load.add_argument("-c", dest="deprecated_max_concurrency", type=_int, help=argparse.SUPPRESS)
-    load.add_argument("-d", dest="deprecated_dynamic", action="store_true", help=argparse.SUPPRESS)
-    load.add_argument(
-        "--max-in-flight", type=_int, default=1024, help="open loop safety limit on requests in flight (default 1024)"
-    )
-    calls = load.add_mutually_exclusive_group()
-    calls.add_argument(
-        "-a",
-        "--async",
-        "--asynchronous",
-        dest="asynchronous",
-        action="store_true",
-        help="asynchronous calls (loadgen's only kind: every slot is a coroutine; accepted for perf_analyzer)",
-    )
-    calls.add_argument(
-        "--sync",
-        action="store_true",
-        help="open loop: at most --max-threads requests in flight, as perf_analyzer's synchronous threads (late "
-        "requests wait and count as delayed); a closed loop is unchanged (each slot already waits for its answer)",
-    )
-    load.add_argument(
-        "--max-threads",
-        type=_int,
-        metavar="N",
-        help="perf_analyzer's thread count: here the open loop's in-flight cap with --sync (default 4); otherwise "
-        "no effect (loadgen's slots are coroutines, not threads)",
-    )
-    load.add_argument(
-        "--workers",
-        type=_workers,
-        default=1,
-        metavar="N|auto",
-        help="processes that generate the load, each with its own event loop (default 1; auto: one per core)",
-    )
-    load.add_argument(
-        "--binary-search", action="store_true", help="bisect the range for the highest load under --latency-threshold"
-    )
-    parser.add_argument(
-        "--input-data",
-        action="append",
-        help="'random' (default), 'zero', a file sent as raw bytes, a directory of files, or perf_analyzer's JSON "
-        "format (repeatable for several JSON files)",
-    )
-    parser.add_argument("--data-directory", metavar="DIR", help="a directory of input files (= --input-data DIR)")
-    parser.add_argument("-z", dest="zero_data", action="store_true", help="zeros as input data (= --input-data zero)")
-    parser.add_argument(
-        "--input-range",
-        action="append",
-        default=[],
-        metavar="[NAME:]MIN:MAX",
-        help="bounds of random numbers for one input, or every numeric input (e.g. indices into an embedding table)",
-    )
-    parser.add_argument("--string-data", help="the string every generated BYTES element holds")
-    parser.add_argument(
-        "--string-length", type=_int, default=STRING_LENGTH, help="length of random strings (default 128)"
-    )
-    parser.add_argument(
-        "--output", action="append", default=[], metavar="NAME", help="request only this output (repeatable)"
-    )
-    parser.add_argument(
-        "--shape",
-        action="append",
-        default=[],
-        metavar="NAME:D1[,D2...]",
-        help="shape of an input (repeatable)",
-    )
-    parser.add_argument(
-        "--request-parameter",
-        action="append",
-        default=[],
-        metavar="NAME:VALUE:TYPE",
-        help="a parameter sent with every request, TYPE bool, int or string (repeatable)",
-    )
-    sequences = parser.add_argument_group("sequence (stateful) models")
-    sequences.add_argument(
-        "--sequence-length",
-        type=_int,
-        help="requests per sequence, varied (default: each JSON stream whole, from its first step; other data 20)",
-    )
-    sequences.add_argument(
-        "--sequence-length-variation",
-        type=_float,
-        default=20.0,
-        metavar="PERCENT",
-        help="sequence lengths vary at random by up to this (default 20)",
-    )
-    sequences.add_argument(
-        "--sequence-id-range", metavar="START[:END]", help="correlation IDs to use (default from 1, no end)"
-    )
-    sequences.add_argument(
-        "--num-of-sequences", type=_int, default=4, help="open loop: sequences in flight at once (default 4)"
-    )
-    sequences.add_argument(
-        "--serial-sequences",
-        action="store_true",
-        help="at most one request of a sequence in flight: always so in loadgen (a sequence's requests must reach "
-        "the model in order)",
-    )
-    parser.add_argument(
-        "--bls-composing-models",
-        action="append",
-        default=[],
-        metavar="A[:VERSION],B",
-        help="models a BLS model calls: their statistics join the breakdown and the bottleneck analysis",
-    )
-    parser.add_argument(
-        "--streaming",
-        action="store_true",
-        help="send over gRPC streams (decoupled models): latency to the first and the last response",
-    )
-    parser.add_argument("-b", "--batch-size", type=_int, default=1, help="batch size of each request (default 1)")
-    parser.add_argument(
-        "--shared-memory",
-        choices=SHARED_MEMORY,
-        default="none",
-        help="system: inputs and outputs go through shared-memory regions registered with a local server",
-    )
-    parser.add_argument(
-        "--output-shared-memory-size",
-        type=_int,
-        default=OUTPUT_SHARED_MEMORY_SIZE,
-        metavar="BYTES",
-        help="region size per output and request of the batch, for outputs whose size the metadata does not fix "
-        "(times --batch-size; default 102400)",
-    )
-    parser.add_argument(
-        "--input-tensor-format",
-        type=str.lower,
-        choices=TENSOR_FORMATS,
-        default="binary",
-        help="HTTP: inputs as binary data (default) or JSON",
-    )
-    parser.add_argument(
-        "--output-tensor-format",
-        type=str.lower,
-        choices=TENSOR_FORMATS,
-        default="binary",
-        help="HTTP: outputs asked for as binary data (default) or JSON",
-    )
-    parser.add_argument(
-        "--grpc-compression-algorithm",
-        choices=COMPRESSION_ALGORITHMS,
-        default="none",
-        help="gRPC: compress requests (none, gzip, deflate)",
-    )
-    measurement = parser.add_argument_group("measurement")
-    measurement.add_argument(
-        "-p",
-        "--measurement-interval",
-        type=_int,
-        default=5000,
-        metavar="MS",
-        help="window length (default 5000)",
-    )
-    measurement.add_argument(
-        "-s",
-        "--stability-percentage",
-        type=_float,
-        default=10.0,
-        help="allowed spread of 3 windows (default 10)",
-    )
-    measurement.add_argument("-r", "--max-trials", type=_int, default=10, help="windows per level at most (default 10)")
-    measurement.add_argument(
-        "--measurement-mode",
-        choices=MEASUREMENT_MODES,
-        default="time_windows",
-        help="time_windows (default), or count_windows: at least --measurement-request-count requests and at least "
-        "a second per window",
-    )
-    measurement.add_argument(
-        "--measurement-request-count", type=_int, default=50, help="requests per window in count_windows (default 50)"
-    )
-    measurement.add_argument(
-        "--request-count", type=_int, default=0, help="measure one window of exactly N requests, no stability check"
-    )
-    measurement.add_argument(
-        "--warmup-request-count", type=_int, default=0, help="requests sent and discarded before measuring"
-    )
-    measurement.add_argument(
-        "--percentile", type=_int, metavar="P", help="stabilise on (and report) the P-th percentile latency"
-    )
-    measurement.add_argument(
-        "--confidence",
-        type=_float,
-        default=CONFIDENCE,
-        metavar="C",
-        help="of each level's bounds: an interval on throughput from the windows, an upper bound on each percentile "
-        f"from its sample count, or how many samples it lacks (default {CONFIDENCE})",
-    )
-    measurement.add_argument(
-        "-l",
-        "--latency-threshold",
-        type=_float,
-        metavar="MS",
-        help="stop the sweep at the first level over it (0: no limit)",
-    )
-    measurement.add_argument(
-        "--perf-analyzer-rules",
-        action="store_true",
-        default=perf_analyzer,
-        help="measure as perf_analyzer does (`loadgen perf-analyzer` always does): latency from the actual send, not "
-        "from an open loop's schedule; time windows of 1.2 x -p; a --request-count window of whole seconds; with "
-        "asynchronous calls, a level whose throughput settled is stable after its last window",
-    )
-    files = parser.add_argument_group("output files")
-    files.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    files.add_argument(
-        "-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report (+ one per step)"
-    )
-    files.add_argument(
-        "--verbose-csv", action="store_true", help="-f adds perf_analyzer's verbose columns and the GPU metrics"
-    )
-    files.add_argument(
-        "--profile-export-file",
-        metavar="FILE",
-        help="perf_analyzer's JSON export of every request: timestamps, inputs and outputs",
-    )
-    files.add_argument(
-        "--record-requests",
-        type=_int,
-        default=0,
-        metavar="N",
-        help=f"requests recorded for --profile-export-file at most (default {EXPORT_LIMIT} with it); each costs its "
-        "timestamps and outputs in memory",
-    )
-    files.add_argument(
-        "--html",
-        metavar="FILE",
-        help="a self-contained HTML report: table, plots, verdict, settings (needs matplotlib)",
-    )
-    files.add_argument(
-        "--plot", metavar="FILE.png", help="the p99 latency vs throughput curve as a PNG (needs matplotlib)"
-    )
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument(
-        "-v", "--verbose", action="count", default=0, help="print every measurement window (-v -v: the same)"
-    )
-    output.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress while the sweep runs; the summary at the end"
-    )
-    metrics = parser.add_argument_group("server metrics (Triton's Prometheus endpoint)")
-    metrics.add_argument(
-        "--collect-metrics",
-        action=argparse.BooleanOptionalAction,
-        default=not perf_analyzer,
-        help="scrape the server's metrics during every window: host CPU and memory, GPUs, pending requests "
-        + (
-            "(default off, as in perf_analyzer)"
-            if perf_analyzer
-            else "(default: on when the endpoint answers; --no-collect-metrics turns it off)"
-        ),
-    )
-    metrics.add_argument("--metrics-url", metavar="URL", help="default: the server's host, port 8002, /metrics")
-    metrics.add_argument(
-        "--metrics-interval", type=_int, default=1000, metavar="MS", help="between scrapes (default 1000)"
-    )
-    trace = parser.add_argument_group("server tracing (set for the run, restored after it)")
-    trace.add_argument(
-        "--trace-level",
-        action="append",
-        default=[],
-        type=str.upper,
-        choices=TRACE_LEVELS,
-        help="OFF, TIMESTAMPS or TENSORS (repeatable)",
-    )
-    trace.add_argument("--trace-rate", type=_int, metavar="N", help="trace one request in N")
-    trace.add_argument("--trace-count", type=_int, metavar="N", help="requests traced at most (-1: no limit)")
-    trace.add_argument("--log-frequency", type=_int, metavar="N", help="write the trace file every N traces")
-    shards = parser.add_argument_group("shards (one load over several processes or machines)")
-    shards.add_argument("--shard", metavar="i/K", help="run part i of a load split K ways (needs --hdr-log)")
-    shards.add_argument("--start-at", type=_float, metavar="UNIX_TS", help="start at this UNIX time (align shards)")
-    shards.add_argument("--hdr-log", metavar="DIR", help="log every window to DIR for `loadgen merge DIR/*`")
-    shards.add_argument(
-        "--ray-address", metavar="auto|HOST:PORT", help="run one shard per worker on a Ray cluster (`ray` extra)"
-    )
-    shards.add_argument("--workers-per-node", type=_int, default=1, help="Ray workers per node (default 1)")
-    faults = parser.add_argument_group("faults")
-    faults.add_argument(
-        "--request-timeout", type=_float, metavar="MS", help="a request without an answer by then counts as a timeout"
-    )
-    faults.add_argument(
-        "--max-response-bytes",
-        type=_int,
-        default=MAX_RESPONSE_BYTES,
-        metavar="N",
-        help="a gRPC response message larger than this fails, before it is all read on the raw transport "
-        f"(default {MAX_RESPONSE_BYTES}, gRPC's limit)",
-    )
-    faults.add_argument(
-        "--max-error-rate",
-        type=_float,
-        default=0.1,
-        metavar="SHARE",
-        help="stop the sweep when a window's share of failed requests exceeds this (default 0.1)",
-    )
-    security = parser.add_argument_group("security")
-    security.add_argument("--ssl-grpc-use-ssl", action="store_true", help="TLS for the gRPC connection")
-    security.add_argument("--ssl-grpc-root-certifications-file", metavar="FILE", help="CA certificates (PEM)")
-    security.add_argument("--ssl-grpc-private-key-file", metavar="FILE", help="client private key (PEM)")
-    security.add_argument("--ssl-grpc-certificate-chain-file", metavar="FILE", help="client certificate chain (PEM)")
-    security.add_argument(
-        "--ssl-https-verify-peer", type=_int, default=1, choices=(0, 1), help="HTTPS: check the server's certificate"
-    )
-    security.add_argument(
-        "--ssl-https-verify-host",
-        type=_int,
-        default=2,
-        choices=(0, 1, 2),
-        help="HTTPS: check that the certificate names the host (0: no; 1, 2: yes)",
-    )
-    security.add_argument("--ssl-https-ca-certificates-file", metavar="FILE", help="HTTPS: CA certificates")
-    security.add_argument("--ssl-https-client-certificate-file", metavar="FILE", help="HTTPS: client certificate")
-    security.add_argument(
-        "--ssl-https-client-certificate-type", choices=KEY_TYPES, default="PEM", help="PEM (default) or DER"
-    )
-    security.add_argument("--ssl-https-private-key-file", metavar="FILE", help="HTTPS: client private key")
-    security.add_argument("--ssl-https-private-key-type", choices=KEY_TYPES, default="PEM", help="PEM (default) or DER")
-    security.add_argument(
-        "-H",
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="gRPC metadata or HTTP header sent with every call (repeatable); values never appear in outputs",
-    )
+    add_options(parser, COMMAND_LINE, Variant(perf_analyzer=perf_analyzer))
     refused = parser.add_argument_group("perf_analyzer options loadgen refuses (each says why)")
-    for option in REFUSED:
-        refused.add_argument(option, action=_Refused, nargs="?", help=argparse.SUPPRESS)
+    for option_flag in REFUSED:
+        refused.add_argument(option_flag, action=_Refused, nargs="?", help=argparse.SUPPRESS)
     return parser
 
 
@@ -631,48 +290,10 @@ def tune_parser() -> argparse.ArgumentParser:
         description="Move the bottleneck: change the slow step's config on a live server (explicit model-control "
         "mode), re-measure, keep what helps.",
     )
-    parser.add_argument("-m", "--model-name", help="model to tune (default: the server's only ensemble or model)")
-    parser.add_argument(
-        "--model-mix",
-        metavar="A:N,B:N",
-        help="tune several models under one load, as for profiling: each one's concurrency (closed loop), or its "
-        "share of --request-rate",
+    add_options(parser, [("profile settings", Settings)], TUNE, only=TUNE_OPTIONS)
+    add_options(
+        parser, [("tuning", TuneSettings), ("output files", Reports)], TUNE, only=(*TUNE_FIELDS, "json", "html")
     )
-    _connection_flags(parser)
-    parser.add_argument(
-        "--input-data", action="append", help="as for profiling (repeatable; MODEL=... for one model of a mix)"
-    )
-    parser.add_argument("--shape", action="append", default=[], metavar="NAME:D1[,D2...]")
-    parser.add_argument("-b", "--batch-size", type=_int, default=1)
-    load = parser.add_mutually_exclusive_group()
-    load.add_argument(
-        "--concurrency", type=_int, help="closed-loop load to tune at (default 8; a mix's comes with --model-mix)"
-    )
-    load.add_argument("--request-rate", type=_float, help="open-loop load to tune at, requests per second")
-    parser.add_argument(
-        "--latency-budget-ms",
-        metavar="MS|A:MS,B:MS",
-        help="goal: the highest throughput whose p99 stays at or under this (the load is searched too); a mix: "
-        "each model's own budget (A:50,B:200), or one for every model",
-    )
-    parser.add_argument(
-        "--max-concurrency",
-        type=_int,
-        default=MAX_CONCURRENCY,
-        help=f"the offered load (a mix's total concurrency) is raised up to this when it bounds throughput (default "
-        f"{MAX_CONCURRENCY})",
-    )
-    parser.add_argument("--metrics-url", metavar="URL", help="the server's metrics (default: its host, port 8002)")
-    parser.add_argument(
-        "--metrics-interval", type=_int, default=1000, metavar="MS", help="between scrapes (default 1000)"
-    )
-    parser.add_argument("--max-trials", type=_int, default=8, help="configuration changes tried at most (default 8)")
-    parser.add_argument("--write-config", metavar="DIR", help="write each improved config.pbtxt under DIR/<model>/")
-    parser.add_argument("--keep", action="store_true", help="leave the improved configs loaded on the server")
-    parser.add_argument("-p", "--measurement-interval", type=_int, default=2000, metavar="MS")
-    parser.add_argument("-s", "--stability-percentage", type=_float, default=10.0)
-    parser.add_argument("--json", metavar="FILE", help="write the trial history as JSON")
-    parser.add_argument("--html", metavar="FILE", help="an HTML report of the trials (needs matplotlib)")
     return parser
 
 
@@ -694,7 +315,7 @@ def compare_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--confidence",
-        type=_float,
+        type=number,
         default=CONFIDENCE,
         metavar="C",
         help=f"of the significance tests: a change is significant when chance alone would give it with at most "
@@ -706,21 +327,18 @@ def compare_parser() -> argparse.ArgumentParser:
 def merge_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen merge", description="Merge the window logs of a run's shards into one result.")
     parser.add_argument("logs", nargs="+", metavar="LOG", help="the shards' logs (DIR/*.jsonl)")
-    parser.add_argument("--json", metavar="FILE", help="write the merged result as JSON")
-    parser.add_argument("-f", "--latency-report-file", metavar="FILE", help="perf_analyzer's CSV latency report")
-    parser.add_argument("--html", metavar="FILE", help="a self-contained HTML report (needs matplotlib)")
-    parser.add_argument("--plot", metavar="FILE.png", help="the latency-throughput curve as a PNG")
+    add_options(parser, [("", Reports)], Variant(), only=MERGE_OPTIONS)
     return parser
 
 
 def serve_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
-    parser.add_argument("--grpc-port", type=_int, default=8001, help="gRPC (default 8001; 0: a free port)")
-    parser.add_argument("--http-port", type=_int, default=8000, help="HTTP (default 8000; 0: a free port)")
+    parser.add_argument("--grpc-port", type=whole, default=8001, help="gRPC (default 8001; 0: a free port)")
+    parser.add_argument("--http-port", type=whole, default=8000, help="HTTP (default 8000; 0: a free port)")
     parser.add_argument(
         "--metrics-port",
-        type=_int,
+        type=whole,
         default=8002,
         help="Prometheus metrics (default 8002; 0: a free port); loadgen finds a local server's on its own",
     )
@@ -745,37 +363,40 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The library settings a parsed command line stands for: every `Settings` field is a flag; perf_analyzer's
-    deprecated and shorthand flags (-t, -c, -d, -z, --data-directory) are turned into the ones they stand for."""
-    if args.service_kind != "triton":
+def settings_from(args: argparse.Namespace, names: Iterable[str] = Settings.__dataclass_fields__) -> Settings:
+    """The library settings a parsed command line stands for (`loadgen`, `loadgen perf-analyzer`, `loadgen tune`):
+    every `Settings` field of `names` it has is a flag; perf_analyzer's deprecated and shorthand flags (-t, -c, -d, -z,
+    --data-directory) are turned into the ones they stand for."""
+    kind = getattr(args, "service_kind", "triton")
+    if kind != "triton":
         raise OptionError(
-            f"--service-kind {args.service_kind}: loadgen drives Triton over HTTP or gRPC (triton); "
+            f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton); "
             "tfserving, torchserve, triton_c_api and openai are not built"
         )
-    options = {name: getattr(args, name) for name in Settings.__dataclass_fields__}
-    if args.ray_address:  # the cluster's workers are the shards; the driver's settings describe the whole load
+    options = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if getattr(args, "ray_address", None):  # the cluster's workers are the shards; the driver's settings: the whole
         options["hdr_log"] = None
-    options["concurrency_range"] = _concurrency(args)
-    if args.perf_analyzer_rules:
+    if hasattr(args, "deprecated_concurrency"):
+        options["concurrency_range"] = _concurrency(args)
+    if options.get("perf_analyzer_rules"):
         given = Ranges(_concurrency(args), args.request_rate_range)  # an open END: capped once the model is known
         options["concurrency_range"], options["request_rate_range"] = given.swept(args.binary_search)
+    options["input_data"] = _sources(args) or "random"
+    if getattr(args, "profile_export_file", None) and not args.record_requests:
+        options["record_requests"] = EXPORT_LIMIT
+    return Settings(**options)
+
+
+def _sources(args: argparse.Namespace) -> list[str]:
+    """--input-data, with what --data-directory and -z stand for."""
     sources = list(args.input_data or [])
-    if args.data_directory:
+    if getattr(args, "data_directory", None):
         sources.append(args.data_directory)
-    if args.zero_data:
+    if getattr(args, "zero_data", False):
         if sources:
             raise OptionError("-z (zero input data) cannot be combined with --input-data or --data-directory")
         sources = ["zero"]
-    options["input_data"] = sources or "random"
-    options["shape"] = dict(parse_shape(text) for text in args.shape)
-    options["input_range"] = dict(parse_input_range(text) for text in args.input_range)
-    options["header"] = dict(parse_header(text) for text in args.header)
-    options["request_parameter"] = dict(parse_request_parameter(text) for text in args.request_parameter)
-    options["bls_composing_models"] = ",".join(args.bls_composing_models)
-    if args.profile_export_file and not args.record_requests:
-        options["record_requests"] = EXPORT_LIMIT
-    return Settings(**options)
+    return sources
 
 
 def _check_as_perf_analyzer(parser: argparse.ArgumentParser, args: argparse.Namespace, errors: Console) -> None:
@@ -900,6 +521,7 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
     if args.ray_address:
         from loadgen.shards.ray_cluster import profile_on_ray
 
+        check_fields(args, Cluster)
         replay = ConsoleProgress(console, verbose=True, quiet=args.quiet)
         result = profile_on_ray(settings, args.ray_address, args.workers_per_node, replay)
         replay.replay(result)
@@ -946,24 +568,10 @@ def _exit_at_once(status: int) -> NoReturn:
 
 def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
     args = tune_parser().parse_args(argv)
-    profile_settings = Settings(
-        model_name=args.model_name,
-        model_mix=args.model_mix,
-        url=args.url,
-        protocol=args.protocol,
-        input_data=args.input_data or "random",
-        shape=dict(parse_shape(text) for text in args.shape),
-        batch_size=args.batch_size,
-        concurrency_range=args.concurrency if args.request_rate or args.model_mix else (args.concurrency or 8),
-        request_rate_range=args.request_rate,
-        measurement_interval=args.measurement_interval,
-        stability_percentage=args.stability_percentage,
-        metrics_url=args.metrics_url,
-        metrics_interval=args.metrics_interval,
-    )
-    settings = TuneSettings(
-        profile_settings, args.latency_budget_ms, args.max_trials, args.keep, args.write_config, args.max_concurrency
-    )
+    if args.concurrency_range is None and args.request_rate_range is None and args.model_mix is None:
+        args.concurrency_range = TUNE_CONCURRENCY
+    tuning = {name: getattr(args, name) for name in TUNE_FIELDS}
+    settings = TuneSettings(settings_from(args, TUNE_OPTIONS), **tuning)
     if args.html:
         from loadgen.reports import html  # noqa: F401  (the `report` extra: checked before tuning, not after it)
     for flag, path in (("--json", args.json), ("--html", args.html)):

@@ -27,6 +27,7 @@ from tritonclient.grpc import model_config_pb2
 from loadgen.analysis import WAITING_SHARE, Diagnosis
 from loadgen.errors import OptionError
 from loadgen.mix import split_count
+from loadgen.options import at_least, check_fields, declared, option
 from loadgen.plan import plan
 from loadgen.results import LevelResult, Measurement, Trial, TuneResult
 from loadgen.server.statistics import ServerFigures, composition
@@ -46,21 +47,33 @@ class TuneSettings:
     profile: Settings  # one model, or a mix (`model_mix`)
     # goal: the highest throughput whose p99 stays within this many ms: one number (in a mix, every model's), or
     # in a mix each model's own ("A:50,B:200", or a mapping; a model without one has none)
-    latency_budget_ms: float | str | Mapping[str, float] | None = None
-    max_trials: int = 8
-    keep: bool = False
-    write_config: str | None = None
-    max_concurrency: int = MAX_CONCURRENCY  # the closed loop's load (a mix's total) is raised up to this
+    latency_budget_ms: float | str | Mapping[str, float] | None = option(
+        help="goal: the highest throughput whose p99 stays at or under this (the load is searched too); a mix: "
+        "each model's own budget (A:50,B:200), or one for every model",
+        metavar="MS|A:MS,B:MS",
+        perf_analyzer=False,
+    )
+    max_trials: int = option(
+        8, "configuration changes tried at most (default 8)", checks=(at_least(1),), perf_analyzer=False
+    )
+    keep: bool = option(False, "leave the improved configs loaded on the server", perf_analyzer=False)
+    write_config: str | None = option(
+        help="write each improved config.pbtxt under DIR/<model>/", metavar="DIR", perf_analyzer=False
+    )
+    max_concurrency: int = option(  # the closed loop's load (a mix's total) is raised up to this
+        MAX_CONCURRENCY,
+        f"the offered load (a mix's total concurrency) is raised up to this when it bounds throughput (default "
+        f"{MAX_CONCURRENCY})",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
 
     def __post_init__(self) -> None:
         if len(plan(self.profile).loads) != 1:
             raise OptionError("tune measures one load level: give one --concurrency or one --request-rate")
-        if self.max_trials < 1:
-            raise OptionError(f"--max-trials {self.max_trials}: must be at least 1")
+        check_fields(self, TuneSettings)
         budgets = parse_latency_budgets(self.latency_budget_ms, self.profile.model_mix)
         object.__setattr__(self, "latency_budget_ms", budgets)
-        if self.max_concurrency < 1:
-            raise OptionError(f"--max-concurrency {self.max_concurrency}: must be at least 1")
 
     def budgets_ms(self, models: Sequence[str]) -> dict[str, float]:
         """Each model's p99 budget in ms (a model without one is left out)."""
@@ -70,6 +83,9 @@ class TuneSettings:
         if isinstance(budget, Mapping):
             return {name: budget[name] for name in models if name in budget}
         return dict.fromkeys(models, float(budget))
+
+
+TUNE_FIELDS = tuple(item.name for _, item in declared([TuneSettings]))  # tune's own options
 
 
 @dataclass(frozen=True)
