@@ -372,6 +372,15 @@ def test_a_grpc_connection_closed_mid_response(transport: str) -> None:
 
 
 @TRANSPORTS
+def test_without_a_request_timeout_a_grpc_request_unanswered_still_fails_in_time(transport: str) -> None:
+    """No --request-timeout: half the longest a count window waits (10 windows of 100 ms here), checked by one timer
+    for the connection on the raw path, grpcio's deadline on the library one; the stream is cancelled either way."""
+    with fake_h2("never_answer", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, transport, measurement_interval=100), 4)
+    assert outcomes == ["ok", "timeout: no answer within 1000 ms"] * 2
+
+
+@TRANSPORTS
 def test_a_grpc_server_that_never_answers(transport: str) -> None:
     with fake_h2("never_answer", every=2) as fake:
         outcomes = _grpc_outcomes(_grpc(fake.url, transport, request_timeout=200), 4)

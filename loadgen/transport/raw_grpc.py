@@ -22,7 +22,7 @@ from tritonclient.grpc import service_pb2
 
 import loadgen.transport.http2 as http2
 from loadgen.transport.common import CONTROL_TIMEOUT_S
-from loadgen.transport.errors import RequestFailed
+from loadgen.transport.errors import RequestFailed, timed_out
 from loadgen.transport.grpc_connection import INFER_METHOD, STREAM_METHOD, GrpcConnection, rpc_failure
 from loadgen.transport.grpc_http2 import (
     CANCELLED,
@@ -59,7 +59,7 @@ class _Refused(Exception):
 class UnaryCall(GrpcCall):
     """A `ModelInfer` call: its response message, its deadline."""
 
-    __slots__ = ("chunks", "first_ns", "future", "max_bytes", "size", "timer")
+    __slots__ = ("chunks", "first_ns", "future", "max_bytes", "sent_ns", "size", "timer")
 
     def __init__(self, failure: Failure, future: asyncio.Future[bytes], max_bytes: int = MAX_MESSAGE_BYTES) -> None:
         super().__init__()
@@ -68,6 +68,7 @@ class UnaryCall(GrpcCall):
         self.max_bytes = max_bytes  # the largest response message: past it the call fails
         self.chunks: list[bytes] = []  # the response's DATA as it came, joined once at the end
         self.size = 0  # bytes in `chunks`
+        self.sent_ns = 0  # when it left (the stall guard reads it)
         self.first_ns = 0  # when the response's first bytes came
         self.timer: asyncio.TimerHandle | None = None
 
@@ -328,6 +329,8 @@ class RawGrpcConnection(GrpcConnection):
     def __init__(self, options: ConnectionOptions) -> None:
         super().__init__(options)
         self.request_timeout_s = options.request_timeout_s  # --request-timeout only: a timer per request here
+        self._stall_ns = int(options.stall_timeout_s * 1e9) if options.stall_timeout_s else 0
+        self._sweeping: asyncio.TimerHandle | None = None
         self._host, self._port = _host_port(options.url)
         self._ssl = _ssl_context(options.tls) if options.tls is not None else None
         common = [
@@ -376,12 +379,14 @@ class RawGrpcConnection(GrpcConnection):
             if connection is None or not connection.has_room:
                 connection = await pool.connection()
             call = UnaryCall(failure, loop.create_future(), self.max_response_bytes)
-            start = clock()
+            call.sent_ns = start = clock()
             connection.start(call, request)
             times.send_ns += clock() - start
             times.sends += 1
             if timeout_s is not None:
                 call.timer = loop.call_later(timeout_s, call.expire)
+            elif self._sweeping is None and self._stall_ns:
+                self._sweep_later()
             try:
                 response = await call.future
                 times.recv_ns += clock() - call.first_ns
@@ -395,6 +400,25 @@ class RawGrpcConnection(GrpcConnection):
                     call.timer.cancel()
                 raise
         raise self.status_failure(UNAVAILABLE, f"the server refused the request {ATTEMPTS} times unprocessed")
+
+    def _sweep_later(self) -> None:
+        self._sweeping = asyncio.get_running_loop().call_later(self._stall_ns / 4e9, self._sweep)
+
+    def _sweep(self) -> None:
+        """Without --request-timeout: fail the calls unanswered for longer than the stall timeout (between 1 and
+        1.25 times it), one timer for the connection instead of one per request; look again while calls are out."""
+        self._sweeping = None
+        oldest = time.perf_counter_ns() - self._stall_ns
+        out = False
+        for connection in self.pool.connections:
+            for call in list(connection.core.streams.values()):
+                if isinstance(call, UnaryCall):
+                    out = True
+                    if call.sent_ns < oldest:  # the stream is reset (RST_STREAM CANCEL), the call a timeout
+                        call.cancel(CANCEL)
+                        call.failed(timed_out(self._stall_ns / 1e9))
+        if out:
+            self._sweep_later()
 
     def open_stream(self) -> RawStream:
         """A bidirectional `ModelStreamInfer` stream on the raw path."""
