@@ -189,7 +189,8 @@ class Connection:
         convert=_lower,
     )
     request_timeout: float | None = option(
-        help="a request without an answer by then counts as a timeout",
+        help="a request without an answer by then counts as a timeout (default: 10 x --measurement-interval, "
+        "half the longest a count window waits, checked coarsely: a request that slow could never be measured)",
         metavar="MS",
         checks=(above(0, " ms"),),
         perf_analyzer=False,
