@@ -597,3 +597,24 @@ def test_an_exception_handling_one_stream_fails_that_call_alone() -> None:
         assert resets == [(1, h2_frames.INTERNAL_ERROR.to_bytes(4, "big"))]
 
     run(body)
+
+
+def test_a_response_that_is_not_grpc_fails_its_call() -> None:
+    """gRPC's rules above HTTP/2's: a content-type other than gRPC's, and a message that does not parse as a
+    ModelInferResponse (it used to count as a success), each fail the call alone."""
+
+    async def body() -> None:
+        connection, transport = _h2()
+        server = Server()
+        html, garbage, fine = _unary(connection), _unary(connection), _unary(connection)
+        connection.data_received(server.headers(1, [(":status", "200"), ("content-type", "text/html")]))
+        assert str(html.future.exception()) == "2: the server answered with content-type 'text/html', not gRPC"
+        assert (h2_frames.RST_STREAM, 0, 1, h2_frames.CANCEL.to_bytes(4, "big")) in _frames(
+            _written(connection, transport)
+        )
+        connection.data_received(server.response(3, b"\xff\xff\xff not protobuf"))
+        assert str(garbage.future.exception()) == "13: the server's response is no ModelInferResponse"
+        connection.data_received(server.response(5, _message("fine")))
+        assert fine.future.result() == _message("fine") and not connection.closed
+
+    run(body)
