@@ -141,7 +141,12 @@ class Model:
         metavar="A[:VERSION],B",
         repeat=True,
         cli_default=[],
-        convert=lambda value: tuple(name for name in as_strings("bls_composing_models", value, split=",") if name),
+        convert=lambda value: tuple(
+            name.strip()
+            for text in as_strings("bls_composing_models", value)
+            for name in text.split(",")
+            if name.strip()
+        ),  # each text is a comma-separated list (Model Analyzer passes --bls-composing-models=A,B), repeatable
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from loadgen.cli import profile_parser, settings_from
 from loadgen.server import EmbeddedServer
 from tests.helpers import real_perf_analyzer, successes
 
@@ -357,3 +358,10 @@ def test_9_a_sequence_model_refuses_an_open_range_with_asynchronous_calls(
     assert (theirs.status, ours.status) == (99, 99), theirs.err + ours.err
     message = "The 'end' concurrency can not be 0 for sequence models when using asynchronous API."
     assert message in theirs.err and message in ours.err
+
+
+def test_bls_composing_models_as_model_analyzer_passes_them() -> None:
+    """Model Analyzer's `--bls-composing-models=A,B`: two models, not one named "A,B"; the flag repeats too."""
+    parser = profile_parser(perf_analyzer=True)
+    args = parser.parse_args(["-m", "bls", "--bls-composing-models=fast_step,slow_step", "--bls-composing-models", "c"])
+    assert settings_from(args).bls_composing_models == ("fast_step", "slow_step", "c")
