@@ -1,5 +1,6 @@
-"""Issue 24: requests and responses of 16 and 64 MiB through both gRPC transports against the real server, counted
-as a run counts them (the benchmark, benchmarks/transport_cpu.py --large, adds 256 MiB and times them)."""
+"""Issue 24: requests and responses of 16 and 64 MiB through each transport (gRPC and HTTP, raw and library)
+against the real server, counted as a run counts them (the benchmark, benchmarks/transport_cpu.py --large, adds
+256 MiB and times them over gRPC)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mib", [16, 64])
 @TRANSPORTS
-def test_a_large_request_and_response_are_counted(test_server: EmbeddedServer, transport: str, mib: int) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_large_request_and_response_are_counted(
+    test_server: EmbeddedServer, protocol: str, transport: str, mib: int
+) -> None:
     before = successes(test_server, "fast_step")
     result = loadgen.profile_sync(
-        test_server.grpc_url,
+        test_server.grpc_url if protocol == "grpc" else test_server.http_url,
         "fast_step",  # echoes its input: the response is as large as the request
+        protocol=protocol,
         transport=transport,
         input_data="zero",
         shape={"INPUT0": [mib << 20]},

@@ -4,6 +4,7 @@ the run posts those bodies, built once, on one aiohttp session."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import time
@@ -65,6 +66,8 @@ ITEM_BYTES = {
 WELL_FORMED_KEPT = 64  # JSON headers known well-formed, by their bytes (with the binary size after them)
 WELL_FORMED_BYTES = 4096  # of at most this size
 _WELL_FORMED: dict[bytes, int] = {}
+
+LARGE_BODY_BYTES = 1 << 20  # aiohttp streams a body this large from a file object rather than bytes
 
 
 class HttpRequest(NamedTuple):
@@ -205,7 +208,9 @@ class HttpConnection(Connection):
 
     async def _infer(self, request: HttpRequest) -> HttpResponse:
         try:
-            async with self._session.post(request.path, data=request.body, headers=request.headers) as response:
+            body = request.body  # aiohttp warns of sending a large body as bytes (it would write it in one go)
+            data = body if len(body) < LARGE_BODY_BYTES else io.BytesIO(body)
+            async with self._session.post(request.path, data=data, headers=request.headers) as response:
                 start = time.perf_counter_ns()  # aiohttp sends out of sight: what is seen is reading the body
                 body = await response.read()
                 times = self.times
