@@ -8,9 +8,12 @@ concurrency 1 to --max-concurrency, perf_analyzer's count windows with a stabili
 is compared is what Model Analyzer kept in its checkpoint: the configurations it measured, the figures it read from
 perf_analyzer's CSV, and each configuration's best throughput, by which it ranks them.
 
-    python benchmarks/model_analyzer_search.py [--model sleeper|identity_uint8] [--max-concurrency 4] [--keep DIR]
+    python benchmarks/model_analyzer_search.py [--model sleeper|identity_uint8|pipeline_slow_tail|bls_pair]
+        [--max-concurrency 4] [--keep DIR]
 
-`tests/test_model_analyzer.py` runs it on `sleeper` and checks the two agree.
+An ensemble's or a BLS model's search varies its steps' instance counts (their variants run on the CPU too; a BLS
+model's steps are named to Model Analyzer). `tests/test_model_analyzer.py` runs it on `sleeper`, the ensemble
+`pipeline_slow_tail` and the BLS model `bls_pair`, and checks the two agree.
 """
 
 from __future__ import annotations
@@ -31,9 +34,25 @@ try:  # imported by the tests
 except ImportError:  # run as a script from benchmarks/
     from common import EXAMPLES, console_script, model_analyzer_path, perf_analyzer_path
 
-MODELS = {  # model -> (its directory, the --shape perf_analyzer needs for its [-1] or [16] input)
-    "sleeper": (Path(__file__).resolve().parent.parent / "tests" / "model_repository" / "sleeper", "INPUT0:16"),
-    "identity_uint8": (EXAMPLES / "model_repository" / "identity_uint8", "INPUT0:16"),
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "model_repository"
+
+
+@dataclass(frozen=True)
+class Profiled:
+    """A model Model Analyzer searches: its directory, the --shape perf_analyzer needs for its [-1] or [16] input,
+    and the models it runs (an ensemble's steps, or a BLS model's, which Model Analyzer is told of)."""
+
+    directory: Path
+    shape: str
+    composing: tuple[str, ...] = ()
+    bls: bool = False
+
+
+MODELS = {
+    "sleeper": Profiled(TESTS / "sleeper", "INPUT0:16"),
+    "identity_uint8": Profiled(EXAMPLES / "model_repository" / "identity_uint8", "INPUT0:16"),
+    "pipeline_slow_tail": Profiled(TESTS / "pipeline_slow_tail", "INPUT0:16", ("fast_step", "slow_step")),
+    "bls_pair": Profiled(TESTS / "bls_pair", "INPUT0:16", ("fast_step", "slow_step"), bls=True),
 }
 NOISE = 0.25
 """Two configurations whose best throughputs are closer than this share (of the higher) are tied: the tools may order
@@ -69,6 +88,7 @@ class Search:
     output: str
     directory: Path
     measurements: tuple[Measurement, ...]
+    model: str = ""
 
     @property
     def export(self) -> Path:
@@ -79,6 +99,15 @@ class Search:
         best: dict[str, float] = {}
         for measurement in self.measurements:
             best[measurement.variant] = max(best.get(measurement.variant, 0.0), measurement.throughput)
+        return best
+
+    def best_by_configuration(self) -> dict[tuple[str, int], float]:
+        """Each configuration's highest throughput, by its instances and max batch size (two searches that took
+        different paths name the same configuration differently)."""
+        best: dict[tuple[str, int], float] = {}
+        for measurement in self.measurements:
+            key = (measurement.instances, measurement.max_batch_size)
+            best[key] = max(best.get(key, 0.0), measurement.throughput)
         return best
 
     def ranking(self) -> list[str]:
@@ -99,9 +128,20 @@ def tools() -> Tools:
 
 
 def repository(model: str, directory: Path) -> Path:
-    """A repository holding the model alone (Model Analyzer warns about any other model loaded)."""
-    shutil.copytree(MODELS[model][0], directory / model)
+    """A repository holding the model and the models it runs alone (Model Analyzer warns about any other model
+    loaded); an ensemble's empty version folder is made, as git does not keep it."""
+    profiled = MODELS[model]
+    shutil.copytree(profiled.directory, directory / model, ignore=shutil.ignore_patterns("__pycache__"))
+    (directory / model / "1").mkdir(exist_ok=True)
+    for step in profiled.composing:
+        shutil.copytree(
+            profiled.directory.parent / step, directory / step, ignore=shutil.ignore_patterns("__pycache__")
+        )
     return directory
+
+
+def _instances(groups: list[dict[str, object]]) -> str:
+    return ",".join(f"{group['count']}:{str(group['kind']).removeprefix('KIND_')}" for group in groups)
 
 
 def measurements(checkpoint: Path, model: str) -> tuple[Measurement, ...]:
@@ -109,9 +149,13 @@ def measurements(checkpoint: Path, model: str) -> tuple[Measurement, ...]:
     results = json.loads(checkpoint.read_text())["ResultManager.results"]["_results"][model]
     found = []
     for variant, (run_config, runs) in results.items():
-        config = run_config["_model_run_configs"][0]["_model_config_variant"]["model_config"]
-        groups = config["instanceGroup"]
-        instances = ",".join(f"{group['count']}:{group['kind'].removeprefix('KIND_')}" for group in groups)
+        model_run = run_config["_model_run_configs"][0]
+        config = model_run["_model_config_variant"]["model_config"]
+        parts = [_instances(config["instanceGroup"])] if "instanceGroup" in config else []
+        for step in model_run.get("_composing_config_variants") or ():  # an ensemble's or a BLS model's steps
+            step_config = step["model_config"]
+            parts.append(f"{step_config['name']}={_instances(step_config.get('instanceGroup', []))}")
+        instances = " ".join(parts)
         for run in runs.values():
             measured = run["_model_config_measurements"][0]
             records = {tag: record["_value"] for tag, record in measured["_non_gpu_data"]}
@@ -160,8 +204,12 @@ def search(
         "export_path": str(directory / "export"),
         "skip_detailed_reports": True,
         # 3 windows of at least 50 requests and a second each, never unstable on a busy machine
-        "perf_analyzer_flags": {"shape": MODELS[model][1], "stability-percentage": 100},
+        "perf_analyzer_flags": {"shape": MODELS[model].shape, "stability-percentage": 100},
     }
+    if MODELS[model].composing:  # its steps' variants run on the CPU too
+        config["cpu_only_composing_models"] = list(MODELS[model].composing)
+    if MODELS[model].bls:
+        config["bls_composing_models"] = ",".join(MODELS[model].composing)
     path = directory / "config.yaml"
     path.write_text(json.dumps(config, indent=2))  # YAML reads JSON
     environment = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "VIRTUAL_ENV")}
@@ -178,7 +226,7 @@ def search(
     (directory / "model-analyzer.log").write_text(done.stdout)
     checkpoint = directory / "checkpoints" / "0.ckpt"
     found = measurements(checkpoint, model) if checkpoint.is_file() else ()
-    return Search(tool, done.returncode, done.stdout, directory, found)
+    return Search(tool, done.returncode, done.stdout, directory, found, model)
 
 
 def both(tools: Tools, server: EmbeddedServer, model: str, directory: Path, max_concurrency: int = 4) -> list[Search]:

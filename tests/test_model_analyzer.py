@@ -6,7 +6,9 @@ within noise.
 Model Analyzer and the real perf_analyzer, its reference, are installed once into a cache outside the project's
 environment; the tests skip, saying why, only when that install fails. The model is `sleeper` (20 ms per request):
 its capacity is set by its instance count, not by the CPU a shared machine lends the client, so the ranking the
-search measures is the server's, in both tools.
+search measures is the server's, in both tools. The same quick search on the ensemble `pipeline_slow_tail` and the
+BLS model `bls_pair` (fast_step, then slow_step at 20 ms) varies their steps' instance counts: both tools complete
+it and rank the configurations alike outside ties.
 """
 
 from __future__ import annotations
@@ -94,3 +96,45 @@ def test_throughput_ranking_agrees_within_noise(searches: list[Search]) -> None:
             decided += 1
             assert orders[0] == orders[1], f"{a} vs {b}: the tools disagree beyond noise\n{table}"
     assert decided, f"no two configurations told apart by both tools\n{table}"
+
+
+COMPOSITE = {"pipeline_slow_tail": True, "bls_pair": False}  # model -> whether its configurations differ beyond noise
+
+
+@pytest.fixture(scope="module", params=sorted(COMPOSITE))
+def composite_searches(
+    request: pytest.FixtureRequest, installed: Tools, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Search]]:
+    """The quick search on an ensemble and on a BLS model (each step's instance count varied), with each tool, on a
+    server of their own."""
+    model = request.param
+    model_repository = repository(model, tmp_path_factory.mktemp(f"ma-{model}") / "models")
+    for server in serve(model_repository, tmp_path_factory.mktemp(f"ma-{model}-server"), explicit_model_control=True):
+        yield both(installed, server, model, tmp_path_factory.mktemp(f"model-analyzer-{model}"))
+
+
+def test_model_analyzer_completes_on_an_ensemble_and_a_bls_model(composite_searches: list[Search]) -> None:
+    test_model_analyzer_completes_on_loadgens_perf_analyzer(composite_searches)
+    for search in composite_searches:  # the steps' instance counts were searched
+        assert len({m.instances for m in search.measurements}) > 1, _tail(search)
+
+
+def test_an_ensembles_and_a_bls_models_ranking_agrees_outside_ties(composite_searches: list[Search]) -> None:
+    """Configurations by their steps' instance counts (the searches may name them in another order): those both
+    measured are ranked alike unless one tool finds two of them tied. The ensemble's slow step with two instances
+    doubles its throughput, which both tell apart; the BLS model's search keeps slow_step, its bound, at one instance,
+    so its configurations may all tie."""
+    reference, loadgen = composite_searches
+    table = side_by_side(reference, loadgen)
+    print(table)
+    pa, lg = reference.best_by_configuration(), loadgen.best_by_configuration()
+    common = sorted(pa.keys() & lg.keys())
+    assert len(common) > 1, table
+    decided = 0
+    for a, b in itertools.combinations(common, 2):
+        orders = order(pa[a], pa[b]), order(lg[a], lg[b])
+        if 0 not in orders:
+            decided += 1
+            assert orders[0] == orders[1], f"{a} vs {b}: the tools disagree beyond noise\n{table}"
+    if COMPOSITE[reference.model]:
+        assert decided, f"no two configurations told apart by both tools\n{table}"
