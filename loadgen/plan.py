@@ -41,11 +41,14 @@ def longest_wait_s(interval_ms: float) -> float:
     return interval_ms / 1000 * COUNT_WINDOW_TIMEOUT_FACTOR
 
 
+STALL_FLOOR_S = 60.0  # no default request timeout is shorter: a slow model's request is not a silent server's
+
+
 def stall_timeout_s(interval_ms: float) -> float:
     """How long a request may go unanswered when no --request-timeout is given: half the longest a count window
-    waits, so that a silent server's requests fail as timeouts inside the window that waits for them (a request
-    that slow could never be measured anyway) instead of holding the run."""
-    return longest_wait_s(interval_ms) / 2
+    waits, so that a silent server's requests fail as timeouts inside the window that waits for them instead of
+    holding the run, and never under STALL_FLOOR_S (short windows are no reason to fail a slow request)."""
+    return max(longest_wait_s(interval_ms) / 2, STALL_FLOOR_S)
 
 
 SYNC_THREADS = 4  # perf_analyzer's default --max-threads: with --sync, the open loop's requests in flight

@@ -195,7 +195,7 @@ class Connection:
     )
     request_timeout: float | None = option(
         help="a request without an answer by then counts as a timeout (default: 10 x --measurement-interval, "
-        "half the longest a count window waits, checked coarsely: a request that slow could never be measured)",
+        "half the longest a count window waits, and at least 60 s, checked coarsely)",
         metavar="MS",
         checks=(above(0, " ms"),),
         perf_analyzer=False,

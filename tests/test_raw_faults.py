@@ -18,6 +18,7 @@ import uvloop
 from tritonclient.grpc import model_config_pb2, service_pb2
 
 import loadgen
+from loadgen import plan
 from loadgen.settings import Settings
 from loadgen.transport import (
     Connection,
@@ -142,9 +143,13 @@ def test_an_http_server_that_never_answers(transport: str) -> None:
 
 @TRANSPORTS
 @pytest.mark.timeout(60)  # a hang, not a speed: without a default timeout the run never ended
-def test_a_request_count_against_a_server_that_never_answers_ends(transport: str) -> None:
+def test_a_request_count_against_a_server_that_never_answers_ends(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No --request-timeout: a request unanswered for half as long as a count window waits (10 windows of 100 ms
-    here) fails as a timeout, so that --request-count against a silent server ends, every request counted."""
+    here, with the 60 s floor lifted) fails as a timeout, so that --request-count against a silent server ends,
+    every request counted."""
+    monkeypatch.setattr(plan, "STALL_FLOOR_S", 0.0)
     with fake_http1("never_answer", every=3) as fake:
         result = loadgen.profile_sync(
             fake.url,
@@ -372,9 +377,12 @@ def test_a_grpc_connection_closed_mid_response(transport: str) -> None:
 
 
 @TRANSPORTS
-def test_without_a_request_timeout_a_grpc_request_unanswered_still_fails_in_time(transport: str) -> None:
-    """No --request-timeout: half the longest a count window waits (10 windows of 100 ms here), checked by one timer
-    for the connection on the raw path, grpcio's deadline on the library one; the stream is cancelled either way."""
+def test_without_a_request_timeout_a_grpc_request_unanswered_still_fails_in_time(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --request-timeout: half the longest a count window waits (10 windows of 100 ms here, the 60 s floor
+    lifted), checked by one timer for the connection on the raw path, grpcio's deadline on the library one."""
+    monkeypatch.setattr(plan, "STALL_FLOOR_S", 0.0)
     with fake_h2("never_answer", every=2) as fake:
         outcomes = _grpc_outcomes(_grpc(fake.url, transport, measurement_interval=100), 4)
     assert outcomes == ["ok", "timeout: no answer within 1000 ms"] * 2
