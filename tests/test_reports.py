@@ -68,7 +68,7 @@ def test_a_notebook_shows_a_table_and_the_verdict(ensemble_result: loadgen.Profi
     assert shown.count("<tr") == 2 + len(ensemble_result.levels)  # two header rows, one row per level
     assert '<th colspan="2" class="group">preprocessing</th>' in shown
     diagnosis = ensemble_result.diagnosis
-    assert diagnosis is not None and f"Bound: {diagnosis.name}" in shown
+    assert diagnosis is not None and f"Bound: {html.escape(diagnosis.name)}" in shown
     assert f"the lowest capacity ({diagnosis.limiting_step})" in shown
     assert repr(ensemble_result).startswith("ProfileResult(model='ensemble_python_resnet50', mode='concurrency'")
     assert len(repr(ensemble_result)) < 200
@@ -109,6 +109,12 @@ def _embedded_images(page: str) -> list[bytes]:
     return [base64.b64decode(data) for data in re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)]
 
 
+def _plots(result: loadgen.ProfileResult) -> int:
+    """The report's plots: the curve, the percentiles, the steps, and the host's metrics when they were scraped
+    (loadgen finds a local server's metrics port)."""
+    return 3 + any(level.metrics is not None for level in result.levels)
+
+
 def test_the_command_writes_a_self_contained_html_report_and_a_plot(
     examples_server: EmbeddedServer, tmp_path: Path
 ) -> None:
@@ -121,8 +127,8 @@ def test_the_command_writes_a_self_contained_html_report_and_a_plot(
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing to fetch: no network needed
     assert "<script" not in page
     images = _embedded_images(page)
-    assert len(images) == 3 and all(image.startswith(PNG) for image in images)
     result = loadgen.load_result(saved)
+    assert len(images) == _plots(result) and all(image.startswith(PNG) for image in images)
     assert result.diagnosis is not None
     assert f"<strong>Bound: {html.escape(result.diagnosis.name)}</strong>" in page
     assert html.escape(result.diagnosis.reason) in page
@@ -133,7 +139,7 @@ def test_the_command_writes_a_self_contained_html_report_and_a_plot(
 def test_save_html_matches_the_command(ensemble_result: loadgen.ProfileResult, tmp_path: Path) -> None:
     ensemble_result.save_html(tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and len(_embedded_images(page)) == 3
+    assert page.startswith("<!DOCTYPE html>") and len(_embedded_images(page)) == _plots(ensemble_result)
     assert "<title>loadgen: ensemble_python_resnet50</title>" in page
 
 
