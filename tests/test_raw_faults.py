@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -256,22 +257,28 @@ def test_a_run_counts_each_http1_request_once(fault: str) -> None:
     assert level.error_count == (0 if fault in ("continue", "duplicate") else 10), level.errors
 
 
+def _interrupt_amid_flood(command: list[str], url: str, flooded: Callable[[], int]) -> None:
+    """Run `command` against a fake that floods one endless response; 32 MiB along, SIGINT stops it (130, no
+    traceback)."""
+    command[command.index("URL")] = url
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while flooded() < 32 << 20 and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_a_run_amid_an_endless_http1_response() -> None:
     """As over gRPC: reading a 1 GB response never holds the event loop for long; the first SIGINT stops the run."""
     command = [sys.executable, "-m", "loadgen", "-u", "URL", "-i", "http", "-m", "fake", "--input-data", "zero"]
     with fake_http1("huge_body") as fake:
-        command[command.index("URL")] = fake.url
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            while fake.flooded < 32 << 20 and process.poll() is None:  # the response is 32 MiB along
-                time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=10)
-        finally:
-            process.kill()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
+        _interrupt_amid_flood(command, fake.url, lambda: fake.flooded)
 
 
 # HTTP/2 (gRPC)
@@ -529,14 +536,4 @@ def test_ctrl_c_stops_a_run_amid_an_endless_response() -> None:
         "1",
     ]
     with fake_h2("endless_response") as fake:
-        command[command.index("URL")] = fake.url
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            while fake.flooded < 32 << 20 and process.poll() is None:  # the response is 32 MiB along
-                time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-            _, stderr = process.communicate(timeout=10)
-        finally:
-            process.kill()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
+        _interrupt_amid_flood(command, fake.url, lambda: fake.flooded)
