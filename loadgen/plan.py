@@ -129,6 +129,7 @@ class LevelRule:
     latency_threshold_ms: float | None
     single: bool
     confidence: float = CONFIDENCE  # of the bounds each level reports
+    goodput: bool = False  # token streams: --goodput objectives were given
 
     def over_threshold(self, level: LevelResult) -> bool:
         """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
@@ -290,6 +291,7 @@ def level_rule(settings: Settings) -> LevelRule:
         settings.latency_threshold,
         settings.request_count > 0 or settings.fixed_schedule,
         settings.confidence,
+        bool(settings.goodput),
     )
 
 

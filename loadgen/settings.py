@@ -64,6 +64,7 @@ from loadgen.values import (
     is_closed_loop,
     is_host_port,
     is_open_range,
+    parse_goodput,
     parse_header,
     parse_input_range,
     parse_latency_budgets,
@@ -416,6 +417,90 @@ class Data:
         return (self.input_data,) if isinstance(self.input_data, str) else tuple(self.input_data)
 
 
+ENDPOINT_TYPES = ("kserve", "generate", "chat", "completions", "embeddings", "template")
+LLM_BACKENDS = ("tensorrtllm", "vllm")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Generative models: the endpoint, the prompts (synthetic or from a file), how tokens are counted, goodput."""
+
+    endpoint_type: str | None = option(
+        help="measure token streams over this endpoint: kserve (Triton's gRPC, --streaming for a stream), generate "
+        "(Triton's HTTP generate extension; generate_stream with --streaming), chat, completions, embeddings "
+        "(OpenAI-compatible HTTP), template (default with any token option: kserve)",
+        choices=ENDPOINT_TYPES,
+        perf_analyzer=False,
+    )
+    backend: str | None = option(
+        help="the Triton LLM backend whose input tensors to send (default: read from the model's inputs)",
+        choices=LLM_BACKENDS,
+        perf_analyzer=False,
+    )
+    isl: int | None = option(
+        help="synthetic prompts: mean input length in tokens (default 550)",
+        metavar="TOKENS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    isl_stddev: float = option(
+        0.0,
+        "synthetic prompts: input length's standard deviation (default 0)",
+        metavar="TOKENS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    osl: int | None = option(
+        help="output length asked for (max_tokens; the pipeline's minimum too where it has one) (default: the "
+        "server's, 128 for a Triton model that needs it)",
+        metavar="TOKENS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    osl_stddev: float = option(
+        0.0,
+        "output length's standard deviation (default 0)",
+        metavar="TOKENS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    num_prompts: int = option(
+        100, "distinct synthetic prompts (default 100)", checks=(at_least(1),), perf_analyzer=False
+    )
+    input_file: str | None = option(
+        help='prompts from a JSONL file: {"text": ...} lines (optional "output_length")',
+        metavar="FILE",
+        perf_analyzer=False,
+    )
+    tokenizer: str | None = option(
+        help="a tokenizer.json (or a folder holding one) to build prompts and count tokens (default: loadgen's "
+        "own; nothing is ever downloaded)",
+        metavar="PATH",
+        perf_analyzer=False,
+    )
+    goodput: Sequence[str] = option(
+        (),
+        "objectives a good request meets, in ms (repeatable): time_to_first_token:MS, inter_token_latency:MS, "
+        "request_latency:MS",
+        metavar="METRIC:MS",
+        repeat=True,
+        cli_default=[],
+        convert=lambda value: as_strings("goodput", value),
+        checks=(
+            Check(lambda specs: not specs or parse_goodput(specs) is not None, lambda shown, value: "--goodput: empty"),
+        ),
+        perf_analyzer=False,
+    )
+    random_seed: int = option(0, "seed of the synthetic prompts' lengths and text (default 0)", perf_analyzer=False)
+
+    @property
+    def token_run(self) -> bool:
+        """Whether the run measures token streams: any of this group's options given."""
+        return any(
+            value for value in (self.endpoint_type, self.isl, self.osl, self.input_file, self.tokenizer, self.goodput)
+        )
+
+
 @dataclass(frozen=True)
 class Measurement:
     """How each level is measured: windows, stability, percentiles, counts, confidence, thresholds."""
@@ -552,6 +637,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("connection (URL, protocol, transport, TLS, headers)", Connection),
     ("load (one mode; schedule, calls, workers, limits)", Load),
     ("data (inputs, shapes, strings, sequences)", Data),
+    ("generative models (token streams: endpoint, prompts, tokens, goodput)", Tokens),
     ("measurement (windows, stability, percentiles, counts)", Measurement),
     ("outputs (files, verbosity)", Outputs),
     ("server (metrics, trace: set for the run, restored after it)", Server),
@@ -762,7 +848,7 @@ LOAD_FIELDS = {  # the fields that choose a load mode, each with its off value a
 
 
 @dataclass(frozen=True)
-class Settings(Shards, Server, Outputs, Measurement, Data, Load, Connection, Model):  # fields: Model's first
+class Settings(Shards, Server, Outputs, Measurement, Tokens, Data, Load, Connection, Model):  # fields: Model's first
     """What to profile and how: every group's fields at once; every field is a CLI flag (long name in snake case)."""
 
     def __post_init__(self) -> None:

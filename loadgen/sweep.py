@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_windo
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
+from loadgen.prompts import token_data, token_outputs
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription, Unmeasured
 from loadgen.sequences import check_sequence_ids
@@ -312,7 +314,11 @@ class _Session:
         started = time.perf_counter()
         if size > LARGE_INPUT_BYTES:
             self._note(f"loading {size / 1e6:.0f} MB of input data ...")
-        data = await _in_daemon_thread(load_data, info, settings)
+        input_tokens: tuple[int, ...] = ()
+        if settings.token_run:
+            data, input_tokens = await _in_daemon_thread(token_data, info, settings)
+        else:
+            data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
         run = capped_at_threads(run, info.is_sequence)
         if data.timestamps_ms is not None:
@@ -322,6 +328,8 @@ class _Session:
             regions, placements = await place(connection, info, data.samples, settings)
             self.regions.append(regions)
         requests = await _in_daemon_thread(encode_requests, connection.wire, info, data, settings, placements)
+        if settings.token_run:
+            requests = dataclasses.replace(requests, tokens=token_outputs(info), input_tokens=input_tokens)
         if requests.sequential:
             check_sequence_ids(run)
         if size > LARGE_INPUT_BYTES:
