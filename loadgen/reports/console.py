@@ -10,10 +10,11 @@ from rich.table import Table
 
 from loadgen.analysis import Diagnosis
 from loadgen.confidence import LevelConfidence
-from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
+from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, WindowSummary
 from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import Load
 from loadgen.server.metrics import summary_line
+from loadgen.tokens import TokenStats
 
 if TYPE_CHECKING:
     from loadgen.comparison import Comparison, Gate, MetricChange
@@ -190,6 +191,12 @@ class ConsoleProgress:
                 f"    stream: first response avg {first.avg:.0f} us, p99 {first.p99} us (the columns: last response); "
                 f"{level.responses_per_request:.2f} responses per request, {level.response_throughput:.1f} responses/s"
             )
+        if level.tokens is not None:
+            for line in token_lines(level.tokens):
+                self.console.print(f"    {line}")
+        if level.token_breakdown is not None:
+            for line in (level.token_breakdown.first_token, level.token_breakdown.gaps):
+                self.console.print(f"    {line}", style="bold")
         if level.confidence is not None:
             self._confidence(level.confidence)
         if level.metrics is not None and level.metrics.samples:
@@ -456,3 +463,29 @@ def print_comparison(console: Console, comparison: Comparison, gates: list[Gate]
             continue
         where = "; ".join(f"{level.before.load_label} {metric.change:+.1%}" for level, metric in crossed)
         console.print(f"FAIL {gate.text}: {where} (significant)", style="bold red")
+
+
+def _ms(stats: LatencyStats) -> str:
+    return f"avg {stats.avg / 1000:.1f} ms, p99 {stats.p99 / 1000:.1f} ms"
+
+
+def token_lines(tokens: TokenStats) -> list[str]:
+    """A token-stream level in a few lines: first token, the gaps, tokens and their rates, goodput."""
+    scheduled = tokens.time_to_first_token_from_schedule_us
+    lines = [
+        f"tokens: first token {_ms(tokens.time_to_first_token_us)}"
+        + (f" (from the schedule {_ms(scheduled)})" if scheduled is not None else "")
+        + f"; inter-token latency {_ms(tokens.inter_token_latency_us)}; gaps between events p99 "
+        f"{tokens.inter_event_gap_us.p99 / 1000:.1f} ms",
+        f"tokens: {tokens.output_tokens_per_request.avg:.1f} out and {tokens.input_tokens_per_request.avg:.1f} in per "
+        f"request (counted by the {tokens.token_count_source}), {tokens.output_token_throughput:.1f} output tokens/s, "
+        f"{tokens.output_token_throughput_per_user.avg:.1f} per user"
+        + (f"; goodput {tokens.goodput:.2f} requests/s" if tokens.goodput is not None else ""),
+    ]
+    counts = tokens.token_counts
+    if counts is not None and counts.server != counts.tokenizer:
+        lines.append(
+            f"tokens: the server counted {counts.server} output tokens, the tokenizer {counts.tokenizer} over the same "
+            "text"
+        )
+    return lines
