@@ -16,6 +16,7 @@ from loadgen.tokens import TokenStats
 
 PER_TOKEN_SHARE = 0.5  # a step that runs at least half as often as tokens come runs per token
 BOUND_SHARE = 0.2  # a step whose time is this share of the first token (or a gap) bounds it
+BUSY = 0.7  # a step computing this share of its instances' time is near its capacity
 QUEUE_HEAVY = 0.5  # a queue of half the step's compute or more: more instances would shorten it
 FIRST_TOKEN, EVERY_GAP = "first token", "every gap"
 
@@ -77,7 +78,7 @@ def token_breakdown(server: ServerFigures, tokens: TokenStats, duration_s: float
 
 
 def _advice(step: TokenStep) -> str:
-    if step.queue_us >= QUEUE_HEAVY * step.compute_us or step.busy > 0.7:
+    if step.queue_us >= QUEUE_HEAVY * step.compute_us or step.busy >= BUSY:
         return f"add an instance (instance_group count {step.instances} -> {step.instances + 1})"
     return "make its compute faster (its queue is short: more instances would not help)"
 
@@ -87,15 +88,17 @@ def _ms(us: float) -> str:
 
 
 def _first_token(steps: list[TokenStep], tokens: TokenStats) -> str:
+    """Every step lies on the first token's path once: the once-per-request steps, and one pass through each
+    per-token step (the first token goes through the detokenizer too)."""
     ttft = tokens.time_to_first_token_us.avg
-    once = [step for step in steps if step.lands_in == FIRST_TOKEN]
-    explained = sum(step.queue_us + step.compute_us for step in once)
-    worst = max(once, key=lambda step: step.queue_us + step.compute_us, default=None)
+    explained = sum(step.queue_us + step.compute_us for step in steps)
+    worst = max(steps, key=lambda step: step.queue_us + step.compute_us, default=None)
     if worst is not None and ttft > 0 and (worst.queue_us + worst.compute_us) >= BOUND_SHARE * ttft:
+        path = "each request waits" if worst.lands_in == FIRST_TOKEN else "each token, the first too, waits"
         return (
-            f"{worst.model} bounds the first token: its {_ms(worst.queue_us)} queue and {_ms(worst.compute_us)} "
-            f"compute are {(worst.queue_us + worst.compute_us) / ttft:.0%} of the {_ms(ttft)} to the first token "
-            f"({worst.busy:.0%} busy): {_advice(worst)}"
+            f"{worst.model} bounds the first token: {path} {_ms(worst.queue_us)} in its queue and "
+            f"{_ms(worst.compute_us)} in its compute, {(worst.queue_us + worst.compute_us) / ttft:.0%} of the "
+            f"{_ms(ttft)} to the first token ({worst.busy:.0%} busy): {_advice(worst)}"
         )
     return (
         f"the generator's own time bounds the first token: the steps explain {_ms(explained)} of its {_ms(ttft)}; the "
@@ -107,17 +110,20 @@ def _first_token(steps: list[TokenStep], tokens: TokenStats) -> str:
 def _gaps(steps: list[TokenStep], tokens: TokenStats) -> str:
     itl = tokens.inter_token_latency_us.avg
     every = [step for step in steps if step.lands_in == EVERY_GAP]
-    worst = max(every, key=lambda step: step.queue_us + step.compute_us, default=None)
-    if worst is not None and itl > 0 and (worst.queue_us + worst.compute_us) >= BOUND_SHARE * itl:
+    if not every:
+        return f"no step runs per token: the {_ms(itl)} between tokens is the generator's own pace"
+    worst = max(every, key=lambda step: (step.busy, step.queue_us + step.compute_us))
+    took = worst.queue_us + worst.compute_us
+    if worst.busy >= BUSY or (itl > 0 and took >= BOUND_SHARE * itl):
+        capacity = worst.instances * 1e6 / worst.compute_us if worst.compute_us else 0.0
         return (
             f"{worst.model} bounds the gaps: it runs once per token ({worst.executions_per_request:.1f} times per "
-            f"request); its {_ms(worst.queue_us)} queue and {_ms(worst.compute_us)} compute are in every gap "
-            f"({(worst.queue_us + worst.compute_us) / itl:.0%} of the {_ms(itl)} inter-token latency, "
-            f"{worst.busy:.0%} busy): {_advice(worst)}"
+            f"request) and is {worst.busy:.0%} busy; at {_ms(worst.compute_us)} a token its {worst.instances} "
+            f"instance(s) serve at most {capacity:.0f} tokens/s over all streams (measured "
+            f"{tokens.output_token_throughput:.0f}), and its {_ms(worst.queue_us)} queue delays every token "
+            f"(inter-token latency {_ms(itl)}): {_advice(worst)}"
         )
-    if worst is None:
-        return f"no step runs per token: the {_ms(itl)} between tokens is the generator's own pace"
     return (
-        f"the generator's pace bounds the gaps: the per-token step {worst.model} takes "
-        f"{_ms(worst.queue_us + worst.compute_us)} of the {_ms(itl)} between tokens"
+        f"the generator's pace bounds the gaps: the per-token step {worst.model} takes {_ms(took)} of the "
+        f"{_ms(itl)} between tokens ({worst.busy:.0%} busy)"
     )
