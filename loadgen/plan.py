@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadgen.confidence import CONFIDENCE
 from loadgen.errors import OptionError
 from loadgen.server.local import is_local
 from loadgen.settings import (
@@ -29,6 +28,7 @@ from loadgen.settings import (
     parse_rate_range,
     parse_shard,
 )
+from loadgen.values import CONFIDENCE
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult

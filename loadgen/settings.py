@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-from loadgen.confidence import CONFIDENCE, check_confidence
 from loadgen.errors import OptionError
 from loadgen.options import (
     NOT_NEGATIVE,
@@ -34,6 +33,7 @@ from loadgen.options import (
 from loadgen.values import (
     ALL_INPUTS,
     COMPRESSION_ALGORITHMS,
+    CONFIDENCE,
     DEFAULT_URLS,
     DISTRIBUTIONS,
     KEY_TYPES,
@@ -59,6 +59,7 @@ from loadgen.values import (
     as_rates,
     as_shapes,
     as_strings,
+    check_confidence,
     claimant,
     format_mix,
     is_closed_loop,

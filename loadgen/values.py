@@ -44,6 +44,14 @@ KEY_TYPES = ("PEM", "DER")
 TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 PARAMETER_TYPES = ("bool", "int", "string")
 OPEN_END = 0  # a range END of 0: step on until a level goes over --latency-threshold
+CONFIDENCE = 0.99  # the default --confidence
+
+
+def check_confidence(confidence: float) -> float:
+    """The confidence, checked: at least 0.5 and below 1 (a one-line OptionError otherwise)."""
+    if not 0.5 <= confidence < 1:  # (NaN fails too)
+        raise OptionError(f"--confidence {confidence:g}: must be at least 0.5 and below 1 (e.g. 0.99)")
+    return confidence
 
 
 def worker_count(text: str) -> int:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import rich.progress
 from rich.console import Console
-from rich.table import Table
 
-from loadgen.analysis import Diagnosis
-from loadgen.confidence import LevelConfidence
-from loadgen.measurement import STABILITY_WINDOWS, LatencyStats, WindowSummary
-from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import Load
-from loadgen.server.metrics import summary_line
-from loadgen.tokens import TokenStats
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the rest where it is used: a command line's consoles come before its parsing (`--help`)
+    import rich.progress
+    from rich.table import Table
+
+    from loadgen.analysis import Diagnosis
     from loadgen.comparison import Comparison, Gate, MetricChange
+    from loadgen.confidence import LevelConfidence
+    from loadgen.measurement import LatencyStats, WindowSummary
+    from loadgen.mix_analysis import MixDiagnosis
     from loadgen.results import LevelResult, ProfileResult, RunDescription, Unmeasured
     from loadgen.server.sharing import Sharing
+    from loadgen.tokens import TokenStats
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
 _OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
@@ -59,6 +59,8 @@ class ConsoleProgress:
     """
 
     def __init__(self, console: Console | None = None, verbose: bool = False, quiet: bool = False) -> None:
+        import rich.progress
+
         self.console = console or make_console()
         self.verbose = verbose
         self.quiet = quiet
@@ -79,6 +81,8 @@ class ConsoleProgress:
             self.console.print(text)
 
     def started(self, run: RunDescription) -> None:
+        from loadgen.measurement import STABILITY_WINDOWS
+
         windows, rule = run.windows, run.rule
         self._max_windows = windows.max_windows
         if self.quiet:
@@ -104,6 +108,8 @@ class ConsoleProgress:
             )
         self.console.print(_row(_header(run.closed_loop)), style="bold")
         if self.console.is_terminal:
+            import rich.progress
+
             self._live = rich.progress.Progress(
                 rich.progress.SpinnerColumn(),
                 rich.progress.TextColumn("{task.description}", markup=False),
@@ -147,6 +153,8 @@ class ConsoleProgress:
             self._print_level(level)
 
     def _print_level(self, level: LevelResult) -> None:
+        from loadgen.server.metrics import summary_line
+
         lat = level.latency_us
         stable = "yes" if level.stable else "NO"
         if level.concurrency is not None:
@@ -265,6 +273,8 @@ class ConsoleProgress:
     def finished(self, result: ProfileResult) -> None:
         """After the sweep (quiet: the level table first), the per-step breakdown where the model was pushed
         hardest, and the verdict."""
+        from loadgen.server.metrics import summary_line
+
         self._stop_live()
         if result.mode == "periodic_concurrency":
             recorded = sum(len(experiment.requests) for experiment in result.experiments)
@@ -381,6 +391,8 @@ def _header(closed_loop: bool) -> tuple[str, ...]:
 
 def _settling(index: int) -> str:
     """The stability state after `index` windows of a level that is not stable yet."""
+    from loadgen.measurement import STABILITY_WINDOWS
+
     if index < STABILITY_WINDOWS:
         return f"settling {index}/{STABILITY_WINDOWS}"
     return "not stable yet"
@@ -388,6 +400,8 @@ def _settling(index: int) -> str:
 
 def step_table(level: LevelResult, title: str | None = None) -> Table:
     """Server-side time per step of one level, as perf_analyzer's "Server:" block, plus share and capacity."""
+    from rich.table import Table
+
     assert level.server is not None
     table = Table(
         title=f"{title + ': ' if title else ''}Server breakdown at {_load(level)} ({level.throughput:.1f} infer/s, "
@@ -430,6 +444,8 @@ def _significance(metric: MetricChange) -> str:
 
 def comparison_table(comparison: Comparison) -> Table:
     """Each load both runs measured, each metric's change and whether it is significant at the confidence."""
+    from rich.table import Table
+
     before, after = comparison.before, comparison.after
     table = Table(
         title=f"{before.model} -> {after.model}: significant at {comparison.confidence:.4g} confidence "
