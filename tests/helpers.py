@@ -3,6 +3,8 @@ server's own statistics (what it saw, never what loadgen says it sent)."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
 SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
+LLM_EXAMPLES = ROOT / "examples" / "llm_repository"
 
 # Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
@@ -53,6 +56,23 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             yield server
         finally:
             RUNNING.remove(server)
+
+
+def llm_repository(destination: Path, **changes: object) -> Path:
+    """A copy of the example LLM pipeline with its models' parameters changed: `{"postprocessing.delay_ms": 4}`
+    sets a parameter, `{"postprocessing.instances": 2}` the instance count."""
+    shutil.copytree(LLM_EXAMPLES, destination)
+    for key, value in changes.items():
+        model, _, name = key.partition(".")
+        config = destination / model / "config.pbtxt"
+        text = config.read_text()
+        if name == "instances":
+            changed = re.sub(r"count:\s*\d+", f"count: {value}", text)
+        else:
+            changed = re.sub(rf'(key:\s*"{name}",\s*value:\s*{{\s*string_value:\s*)"[^"]*"', rf'\g<1>"{value}"', text)
+        assert changed != text or str(value) in text, f"{key}: not in {config}"
+        config.write_text(changed)
+    return destination
 
 
 def successes(server: EmbeddedServer, model: str) -> int:
