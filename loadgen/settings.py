@@ -418,7 +418,7 @@ class Data:
         return (self.input_data,) if isinstance(self.input_data, str) else tuple(self.input_data)
 
 
-ENDPOINT_TYPES = ("kserve", "generate", "chat", "completions", "embeddings", "template")
+ENDPOINT_TYPES = ("kserve",)  # Triton's HTTP generate extension and OpenAI-compatible endpoints: not yet
 LLM_BACKENDS = ("tensorrtllm", "vllm")
 
 
@@ -427,9 +427,8 @@ class Tokens:
     """Generative models: the endpoint, the prompts (synthetic or from a file), how tokens are counted, goodput."""
 
     endpoint_type: str | None = option(
-        help="measure token streams over this endpoint: kserve (Triton's gRPC, --streaming for a stream), generate "
-        "(Triton's HTTP generate extension; generate_stream with --streaming), chat, completions, embeddings "
-        "(OpenAI-compatible HTTP), template (default with any token option: kserve)",
+        help="measure token streams over this endpoint: kserve (Triton's gRPC; --streaming for a stream; the default "
+        "with any token option)",
         choices=ENDPOINT_TYPES,
         perf_analyzer=False,
     )
@@ -492,7 +491,9 @@ class Tokens:
         ),
         perf_analyzer=False,
     )
-    random_seed: int = option(0, "seed of the synthetic prompts' lengths and text (default 0)", perf_analyzer=False)
+    random_seed: int = option(
+        0, "seed of the synthetic prompts' lengths and text (default 0)", checks=(NOT_NEGATIVE,), perf_analyzer=False
+    )
 
     @property
     def token_run(self) -> bool:
