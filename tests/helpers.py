@@ -9,11 +9,13 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from hdrh.histogram import HdrHistogram
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from loadgen.levels import Level
 from loadgen.measurement import Window, new_histogram
@@ -53,6 +55,19 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             yield server
         finally:
             RUNNING.remove(server)
+
+
+def train_tokenizer(directory: Path) -> Path:
+    """A small byte-level BPE tokenizer.json trained on Python's own help texts (until loadgen ships one)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=2000, initial_alphabet=alphabet, show_progress=False)
+    tokenizer.train_from_iterator(topics.values(), trainer)
+    path = directory / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path
 
 
 def successes(server: EmbeddedServer, model: str) -> int:
