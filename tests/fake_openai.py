@@ -58,7 +58,7 @@ HUGE_LINE = 10 << 20
 TRICKLE_S = 0.1
 MALFORMED = b'data: {"id": "fake", "choices": [{"delta": {"content": \n\n'
 NOT_SSE = b"<html><body><h1>fake: not an event stream</h1></body></html>"
-ERRORS = {  # status, message, type, code
+ERRORS = {  # status: message, type, code
     401: ("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
     429: ("fake: rate limit reached, retry later.", "rate_limit_error", "rate_limit_exceeded"),
     500: ("fake: the server had an error while processing your request.", "server_error", None),
@@ -116,12 +116,12 @@ class FakeOpenAI:
         self.words = [
             word
             for word in map(self.tokenizer.decode, ([i] for i in range(self.tokenizer.get_vocab_size())))
-            if re.fullmatch(" [A-Za-z]+", word) and len(self.count(word)) == 1
+            if re.fullmatch(" [A-Za-z]+", word) and len(self.encode(word)) == 1
         ]
-        if not self.words or len(self.count("".join(self.words))) != len(self.words):
-            raise ValueError(f"{tokenizer}: no vocabulary entries that are a space and letters and re-encode alone")
+        if not self.words or len(self.encode("".join(self.words))) != len(self.words):
+            raise ValueError(f"{tokenizer}: no tokens that decode to a space and letters and re-encode one by one")
 
-    def count(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         """The token ids of a text, without special tokens."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
@@ -161,55 +161,52 @@ class FakeOpenAI:
 
     def answer(self, path: str, body: dict, emission: Emission) -> Iterable[Piece]:
         """The normal answer's pieces (fake-endless's: endless)."""
-        head = {"id": f"fake-{next(self.ids)}", "created": int(time.time()), "model": emission.model}
         if path.endswith("embeddings"):
-            texts = body.get("input")
-            texts = [texts] if isinstance(texts, str) else texts
-            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-                raise BadRequest("`input` must be a text or a list of texts")
-            ids = [self.count(text) for text in texts]
-            emission.prompt_tokens = sum(map(len, ids))
-            data = [
-                {"object": "embedding", "index": i, "embedding": [sum(t) * (j + 1) % 997 / 997 for j in range(8)]}
-                for i, t in enumerate(ids)
-            ]
-            usage = {"prompt_tokens": emission.prompt_tokens, "total_tokens": emission.prompt_tokens}
-            document = {"object": "list", "model": emission.model, "data": data, "usage": usage}
-            return [(self.ttft_s + self.per_input_s * emission.prompt_tokens, json.dumps(document).encode())]
+            return self.embeddings(body, emission)
         chat = path.endswith("chat/completions")
-        emission.prompt_tokens = len(self.count(self.prompt(body, chat)))
+        emission.prompt_tokens = len(self.encode(self.prompt(body, chat)))
         n = body.get("max_completion_tokens" if chat and "max_completion_tokens" in body else "max_tokens", 16)
         if type(n) is not int or n < 1:
             raise BadRequest("`max_tokens` must be a positive integer")
         emission.completion_tokens = n
+        head = {"id": f"fake-{next(self.ids)}", "created": int(time.time()), "model": emission.model}
         first = self.ttft_s + self.per_input_s * emission.prompt_tokens
-        usage = {
-            "prompt_tokens": emission.prompt_tokens,
-            "completion_tokens": n,
-            "total_tokens": n + emission.prompt_tokens,
-        }
+        words = itertools.cycle(self.words)
         if emission.model == "fake-endless":
             emission.stream = True
-            chunks = (self.chunk(chat, head, i, w, False) for i, w in enumerate(itertools.cycle(self.words)))
-            return ((first if i == 0 else self.token_s, c) for i, c in enumerate(chunks))
-        words = [self.words[i % len(self.words)] for i in range(n)]
+            return ((self.token_s if i else first, self.chunk(chat, head, i, w, False)) for i, w in enumerate(words))
+        text = list(itertools.islice(words, n))
+        usage = {"prompt_tokens": emission.prompt_tokens, "completion_tokens": n}
+        usage["total_tokens"] = n + emission.prompt_tokens
         if not emission.stream:
-            text = "".join(words)
-            choice = (
-                {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
-            )
-            kind = "chat.completion" if chat else "text_completion"
+            choice: dict = {"index": 0, "text": "".join(text)}
+            if chat:
+                choice = {"index": 0, "message": {"role": "assistant", "content": "".join(text)}}
             choice |= {"finish_reason": "length", "logprobs": None}
-            document = head | {"object": kind, "choices": [choice], "usage": usage}
-            return [(first + self.token_s * (n - 1), json.dumps(document).encode())]
-        pieces = [
-            (first if i == 0 else self.token_s, self.chunk(chat, head, i, w, i == n - 1)) for i, w in enumerate(words)
-        ]
+            document = head | {"object": "chat.completion" if chat else "text_completion", "choices": [choice]}
+            return [(first + self.token_s * (n - 1), json.dumps(document | {"usage": usage}).encode())]
+        pieces = [(self.token_s if i else first, self.chunk(chat, head, i, w, i == n - 1)) for i, w in enumerate(text)]
         options = body.get("stream_options")
         if isinstance(options, dict) and options.get("include_usage") is True:
             kind = "chat.completion.chunk" if chat else "text_completion"
             pieces.append((0.0, sse(head | {"object": kind, "choices": [], "usage": usage})))
         return [*pieces, (0.0, b"data: [DONE]\n\n")]
+
+    def embeddings(self, body: dict, emission: Emission) -> list[Piece]:
+        """A few numbers per input text, after the first token's time."""
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRequest("`input` must be a text or a list of texts")
+        ids = [self.encode(text) for text in texts]
+        emission.prompt_tokens = sum(map(len, ids))
+        data = [
+            {"object": "embedding", "index": i, "embedding": [sum(t) * (j + 1) % 997 / 997 for j in range(8)]}
+            for i, t in enumerate(ids)
+        ]
+        usage = {"prompt_tokens": emission.prompt_tokens, "total_tokens": emission.prompt_tokens}
+        document = {"object": "list", "model": emission.model, "data": data, "usage": usage}
+        return [(self.ttft_s + self.per_input_s * emission.prompt_tokens, json.dumps(document).encode())]
 
     @staticmethod
     def chunk(chat: bool, head: dict, index: int, word: str, last: bool) -> bytes:
