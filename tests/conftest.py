@@ -4,14 +4,17 @@ one are marked `server` here, so that `pytest -m "not server"` runs the unit tes
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 import loadgen
 from loadgen.server import EmbeddedServer
-from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, TEST_MODELS, serve
+from tests.fake_openai import FakeOpenAI, fake_openai
+from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, SHIPPED_TOKENIZER, TEST_MODELS, serve
 
 RESULT_FIXTURES = {"ensemble_result", "rate_result"}  # runs against a server, shared by several tests
+FAKE_SERVERS = {"openai_server"}  # no Triton behind them: unit tests
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +32,20 @@ def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
 
 
 @pytest.fixture(scope="session")
+def tokenizer_file() -> Path:
+    """The tokenizer.json loadgen ships (trained on Python's own documentation)."""
+    return SHIPPED_TOKENIZER
+
+
+@pytest.fixture
+def openai_server(tokenizer_file: Path) -> Iterator[FakeOpenAI]:
+    """The FAKE OpenAI-compatible server (tests/fake_openai.py) on a free port, 20 ms to the first token and 5 ms
+    between tokens; its `url`, and `emissions` for what it sent when."""
+    with fake_openai(tokenizer_file, ttft_ms=20, token_ms=5) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
 def ensemble_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
     """Two closed-loop levels of the seed's ensemble: server breakdown with steps, a verdict, window trends."""
     return loadgen.profile_sync(
@@ -43,11 +60,11 @@ def rate_result(examples_server: EmbeddedServer) -> loadgen.ProfileResult:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses a server fixture (named `*_server`) needs a server; tests that start one themselves are
+    """A test that uses a Triton server fixture (named `*_server`, the fakes aside) needs a server; tests that start one themselves are
     marked where they are written."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
-        if RESULT_FIXTURES & names or any(name.endswith("_server") for name in names):
+        if RESULT_FIXTURES & names or any(name.endswith("_server") for name in names - FAKE_SERVERS):
             item.add_marker(pytest.mark.server)
 
 

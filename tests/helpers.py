@@ -29,6 +29,7 @@ EXAMPLES = ROOT / "examples" / "model_repository"
 TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
 SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
 LLM_EXAMPLES = ROOT / "examples" / "llm_repository"
+SHIPPED_TOKENIZER = ROOT / "loadgen" / "data" / "tokenizer.json"
 
 # Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
