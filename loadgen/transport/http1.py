@@ -213,7 +213,7 @@ class Http1Connection(asyncio.Protocol):
         wire = self.wire
         self._begin()
         self.wire = wire
-        self.first_ns = time.perf_counter_ns()
+        self.first_ns = self.read_ns  # the read that ended the interim response
 
     def _answer(self, status: int, keep: bool) -> None:
         """The response is whole: give it to the request and free the connection (or close it)."""
