@@ -38,6 +38,8 @@ from loadgen.transport import (
     stream_counted,
     stream_one,
 )
+from loadgen.transport.endpoints import TokenEndpoint, generate_endpoint
+from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.tokens import TokenReply, TritonTokens
 from loadgen.validation import Validator
 from loadgen.values import parse_goodput
@@ -649,10 +651,15 @@ class LocalGenerator:
         inputs: Mapping[Payload, int] | None = None
         self.closed: _Slots
         self.mux: StreamMux | None = None
+        self.endpoint: TokenEndpoint | None = None
         if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
-            self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
             inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
-            call = self.tokens.call
+            if settings.endpoint_type == "generate":
+                self.endpoint = generate_endpoint("", settings, ConnectionOptions.from_settings(settings))
+                call = self.endpoint.call
+            else:
+                self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
+                call = self.tokens.call
             self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
         elif settings.streaming:
             self.closed = StreamingLoop(open_stream, source, self.recorder, failures, check)
@@ -736,6 +743,8 @@ class LocalGenerator:
             await self.mux.close()
         if self.tokens is not None:
             self.tokens.close()
+        if self.endpoint is not None:
+            await self.endpoint.close()
         if self.sequences is not None:
             # best effort: the server also drops idle sequences itself, after max_sequence_idle_microseconds
             endings = [asyncio.ensure_future(self.call(payload)) for payload in self.sequences.closing()]

@@ -265,8 +265,8 @@ def token_outputs(model: ModelInfo) -> TokenOutputs:
     return TokenOutputs(text)
 
 
-def token_data(model: ModelInfo, settings: Settings) -> tuple[InputData, tuple[int, ...]]:
-    """The run's prompts as a Triton pipeline's input tensors, and each one's prompt tokens."""
+def token_data(model: ModelInfo, settings: Settings) -> tuple[InputData, tuple[Prompt, ...]]:
+    """The run's prompts as a Triton pipeline's input tensors (sent over gRPC), and the prompts themselves."""
     prompts, _ = prompts_for(settings)
     samples = tuple(triton_sample(model, prompt, settings) for prompt in prompts.prompts)
-    return InputData((samples,)), tuple(prompt.input_tokens for prompt in prompts.prompts)
+    return InputData((samples,)), prompts.prompts

@@ -418,7 +418,7 @@ class Data:
         return (self.input_data,) if isinstance(self.input_data, str) else tuple(self.input_data)
 
 
-ENDPOINT_TYPES = ("kserve",)  # Triton's HTTP generate extension and OpenAI-compatible endpoints: not yet
+ENDPOINT_TYPES = ("kserve", "generate")  # OpenAI-compatible endpoints: not yet
 LLM_BACKENDS = ("tensorrtllm", "vllm")
 
 
@@ -428,7 +428,8 @@ class Tokens:
 
     endpoint_type: str | None = option(
         help="measure token streams over this endpoint: kserve (Triton's gRPC; --streaming for a stream; the default "
-        "with any token option)",
+        "with any token option), generate (Triton's HTTP generate extension, -i http; generate_stream with "
+        "--streaming)",
         choices=ENDPOINT_TYPES,
         perf_analyzer=False,
     )
@@ -760,9 +761,15 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
 # Rules across groups, in one place.
 CROSS_RULES: tuple[Rule, ...] = (
     Rule(
+        "generate over HTTP",
+        lambda s: s.endpoint_type != "generate" or s.protocol == "http",
+        "--endpoint-type generate is Triton's HTTP generate extension: give -i http and the HTTP port",
+    ),
+    Rule(
         "streams are gRPC's",
-        lambda s: not s.streaming or s.protocol == "grpc",
-        "--streaming needs -i grpc: Triton streams responses over gRPC only",
+        lambda s: not s.streaming or s.protocol == "grpc" or s.endpoint_type == "generate",
+        "--streaming needs -i grpc: Triton streams responses over gRPC only (or its generate_stream: "
+        "--endpoint-type generate)",
     ),
     Rule(
         "shared memory holds binary inputs",

@@ -34,6 +34,8 @@ from loadgen.shards.grid import Grid
 from loadgen.shards.log import LoggedStart, LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
+from loadgen.transport.endpoints import generate_endpoint
+from loadgen.transport.tokens import Prompt
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
@@ -314,9 +316,9 @@ class _Session:
         started = time.perf_counter()
         if size > LARGE_INPUT_BYTES:
             self._note(f"loading {size / 1e6:.0f} MB of input data ...")
-        input_tokens: tuple[int, ...] = ()
+        prompts: tuple[Prompt, ...] = ()
         if settings.token_run:
-            data, input_tokens = await _in_daemon_thread(token_data, info, settings)
+            data, prompts = await _in_daemon_thread(token_data, info, settings)
         else:
             data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
@@ -329,7 +331,12 @@ class _Session:
             self.regions.append(regions)
         requests = await _in_daemon_thread(encode_requests, connection.wire, info, data, settings, placements)
         if settings.token_run:
-            requests = dataclasses.replace(requests, tokens=token_outputs(info), input_tokens=input_tokens)
+            requests = dataclasses.replace(
+                requests, tokens=token_outputs(info), input_tokens=tuple(prompt.input_tokens for prompt in prompts)
+            )
+            if settings.endpoint_type == "generate":  # the same prompts over Triton's HTTP generate extension
+                encode = generate_endpoint(info.name, settings, self.options).encode
+                requests = dataclasses.replace(requests, payloads=tuple(encode(prompt) for prompt in prompts))
         if requests.sequential:
             check_sequence_ids(run)
         if size > LARGE_INPUT_BYTES:

@@ -120,3 +120,22 @@ def test_a_model_without_text_input_is_one_line(llm_server: EmbeddedServer) -> N
     assert completed.returncode != 0
     assert "has no text_input input" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_generate_stream_over_http_measures_the_same_pipeline(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(
+        llm_server.http_url, "ensemble", protocol="http", endpoint_type="generate", concurrency=2, **RUN
+    )
+    level = result.levels[-1]
+    tokens = level.tokens
+    assert tokens is not None and level.error_count == 0
+    assert tokens.token_count_source == "server"  # each event carries its output_ids
+    assert tokens.output_tokens_per_request.min == tokens.output_tokens_per_request.max == RUN["osl"]
+    assert tokens.time_to_first_token_us.min >= (PREFILL_MS * 1000 + PER_INPUT_TOKEN_US * 90) * 0.95
+    assert tokens.inter_token_latency_us.p50 >= TOKEN_MS * 1000 * 0.95
+    assert level.token_breakdown is not None
+
+
+def test_generate_needs_http() -> None:
+    completed = run_cli("-m", "ensemble", "--endpoint-type", "generate", "--isl", "10")
+    assert completed.returncode != 0 and "give -i http" in completed.stderr

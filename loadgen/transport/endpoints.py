@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from loadgen.errors import OptionError
+from loadgen.settings import Settings
 from loadgen.transport.common import CONTROL_TIMEOUT_S, ClientTimes
 from loadgen.transport.errors import (
     PermissionDenied,
@@ -384,6 +385,11 @@ ENDPOINTS: dict[str, type[TokenEndpoint]] = {
 def token_endpoint(spec: EndpointSpec, options: ConnectionOptions) -> TokenEndpoint:
     """The endpoint a spec names, on connections as the options say."""
     return ENDPOINTS[spec.endpoint_type](spec, options)
+
+
+def generate_endpoint(model: str, settings: Settings, options: ConnectionOptions) -> TokenEndpoint:
+    """Triton's generate extension for a model, as the settings ask (generate_stream with --streaming)."""
+    return token_endpoint(EndpointSpec("generate", model, settings.streaming), options)
 
 
 def _text(value: object) -> str:
