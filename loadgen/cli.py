@@ -100,7 +100,6 @@ REFUSED = {
     "not build: it talks to a running server over HTTP or gRPC",
     "--model-repository": "an option of the triton_c_api service kind (Triton in-process), which loadgen does not "
     "build: it talks to a running server over HTTP or gRPC (`loadgen serve --model-repository` starts one)",
-    "--endpoint": "an option of the openai service kind, which loadgen does not build (it drives Triton only)",
 }
 SEQUENCE_ID_WARNING = (
     "WARNING: using an invalid start sequence id. Perf Analyzer will use default value if it is measuring on "
@@ -144,7 +143,9 @@ class Command:
 
     version: bool = option(False, "print the version and exit", action=_Version, perf_analyzer=True)
     service_kind: str = option(
-        "triton", "triton (the only kind loadgen drives; the others are refused)", choices=SERVICE_KINDS
+        "triton",
+        "triton, or openai (an OpenAI-compatible server at --endpoint; the others are refused)",
+        choices=SERVICE_KINDS,
     )
     deprecated_concurrency: int | None = option(
         help="perf_analyzer's deprecated concurrency (= --concurrency-range N)", short=("-t",), long=False, hidden=True
@@ -364,17 +365,29 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def openai_endpoint_type(path: str | None) -> str:
+    """perf_analyzer's `--service-kind openai --endpoint PATH` as loadgen's endpoint type."""
+    if not path:
+        raise OptionError("--service-kind openai needs --endpoint, e.g. v1/chat/completions")
+    for suffix, kind in (("chat/completions", "chat"), ("completions", "completions"), ("embeddings", "embeddings")):
+        if path.rstrip("/").endswith(suffix):
+            return kind
+    return "template"
+
+
 def settings_from(args: argparse.Namespace, names: Iterable[str] = Settings.__dataclass_fields__) -> Settings:
     """The library settings a parsed command line stands for (`loadgen`, `loadgen perf-analyzer`, `loadgen tune`):
     every `Settings` field of `names` it has is a flag; perf_analyzer's deprecated and shorthand flags (-t, -c, -d, -z,
     --data-directory) are turned into the ones they stand for."""
     kind = getattr(args, "service_kind", "triton")
-    if kind != "triton":
+    if kind not in ("triton", "openai"):
         raise OptionError(
-            f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton); "
-            "tfserving, torchserve, triton_c_api and openai are not built"
+            f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton) and OpenAI-compatible servers "
+            "(openai); tfserving, torchserve and triton_c_api are not built"
         )
     options = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if kind == "openai":  # perf_analyzer's spelling: the endpoint's path names its type
+        options["endpoint_type"] = openai_endpoint_type(getattr(args, "endpoint", None))
     if getattr(args, "ray_address", None):  # the cluster's workers are the shards; the driver's settings: the whole
         options["hdr_log"] = None
     if hasattr(args, "deprecated_concurrency"):

@@ -38,7 +38,7 @@ from loadgen.transport import (
     stream_counted,
     stream_one,
 )
-from loadgen.transport.endpoints import TokenEndpoint, generate_endpoint
+from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
 from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.tokens import TokenReply, TritonTokens
 from loadgen.validation import Validator
@@ -618,7 +618,6 @@ class LocalGenerator:
         self.recorder = Recorder(not run.closed_loop, streaming, settings.max_error_rate, failing, metrics)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
-        self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
         self.failing = self.recorder.failing
         self.connection = connection
@@ -654,8 +653,9 @@ class LocalGenerator:
         self.endpoint: TokenEndpoint | None = None
         if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
             inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
-            if settings.endpoint_type == "generate":
-                self.endpoint = generate_endpoint("", settings, ConnectionOptions.from_settings(settings))
+            if settings.endpoint_type not in (None, "kserve"):  # an HTTP endpoint
+                self.endpoint = endpoint_for("", settings, ConnectionOptions.from_settings(settings))
+                self.times = self.endpoint.times  # its own connections' send and receive times
                 call = self.endpoint.call
             else:
                 self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
@@ -679,6 +679,7 @@ class LocalGenerator:
             from_send=settings.perf_analyzer_rules,
             tokens=inputs,
         )
+        self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
 
     @property
     def rejected(self) -> RequestFailed | None:

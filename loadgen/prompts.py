@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from loadgen.errors import OptionError
-from loadgen.inputs import InputData
 from loadgen.settings import Settings
 from loadgen.transport import ModelInfo, Sample, Tensor, TensorSpec
 from loadgen.transport.tokens import ID_SIZES, Prompt, TokenOutputs
@@ -263,10 +262,3 @@ def token_outputs(model: ModelInfo) -> TokenOutputs:
         if spec.name in ID_OUTPUTS and spec.datatype in ID_SIZES:
             return TokenOutputs(text, spec.name, ID_SIZES[spec.datatype])
     return TokenOutputs(text)
-
-
-def token_data(model: ModelInfo, settings: Settings) -> tuple[InputData, tuple[Prompt, ...]]:
-    """The run's prompts as a Triton pipeline's input tensors (sent over gRPC), and the prompts themselves."""
-    prompts, _ = prompts_for(settings)
-    samples = tuple(triton_sample(model, prompt, settings) for prompt in prompts.prompts)
-    return InputData((samples,)), prompts.prompts

@@ -53,6 +53,7 @@ from loadgen.values import (
     Mode,
     as_annotated,
     as_bounds,
+    as_extra_inputs,
     as_headers,
     as_levels,
     as_parameters,
@@ -418,7 +419,8 @@ class Data:
         return (self.input_data,) if isinstance(self.input_data, str) else tuple(self.input_data)
 
 
-ENDPOINT_TYPES = ("kserve", "generate")  # OpenAI-compatible endpoints: not yet
+OPENAI_ENDPOINTS = ("chat", "completions", "embeddings", "template")  # over HTTP to any server, not Triton
+ENDPOINT_TYPES = ("kserve", "generate", *OPENAI_ENDPOINTS)
 LLM_BACKENDS = ("tensorrtllm", "vllm")
 
 
@@ -429,7 +431,8 @@ class Tokens:
     endpoint_type: str | None = option(
         help="measure token streams over this endpoint: kserve (Triton's gRPC; --streaming for a stream; the default "
         "with any token option), generate (Triton's HTTP generate extension, -i http; generate_stream with "
-        "--streaming)",
+        "--streaming), chat, completions, embeddings (an OpenAI-compatible server over HTTP; streamed with "
+        "--streaming), template (any JSON endpoint: --endpoint, --payload-template)",
         choices=ENDPOINT_TYPES,
         perf_analyzer=False,
     )
@@ -492,6 +495,32 @@ class Tokens:
         ),
         perf_analyzer=False,
     )
+    endpoint: str | None = option(
+        help="the path requests go to, when not the endpoint type's own (e.g. v1/chat/completions)",
+        metavar="PATH",
+    )
+    api_key: str | None = option(
+        help="sent as 'Authorization: Bearer KEY' to an OpenAI-compatible server", metavar="KEY", perf_analyzer=False
+    )
+    extra_inputs: Mapping[str, object] = option(
+        {},
+        "merged into every request's body (repeatable): NAME:VALUE (VALUE read as JSON when it is) or a JSON object",
+        metavar="NAME:VALUE",
+        repeat=True,
+        cli_default=[],
+        convert=as_extra_inputs,
+        perf_analyzer=False,
+    )
+    payload_template: str | None = option(
+        help="--endpoint-type template: the JSON body, with {{text}}, {{max_tokens}} and {{model}} placeholders",
+        metavar="JSON",
+        perf_analyzer=False,
+    )
+    response_field: str | None = option(
+        help="--endpoint-type template: where an answer (or an event) holds the text, e.g. choices.0.text",
+        metavar="PATH",
+        perf_analyzer=False,
+    )
     random_seed: int = option(
         0, "seed of the synthetic prompts' lengths and text (default 0)", checks=(NOT_NEGATIVE,), perf_analyzer=False
     )
@@ -502,6 +531,11 @@ class Tokens:
         return any(
             value for value in (self.endpoint_type, self.isl, self.osl, self.input_file, self.tokenizer, self.goodput)
         )
+
+    @property
+    def openai(self) -> bool:
+        """Whether the server is an OpenAI-compatible one (no Triton behind the run's figures)."""
+        return self.endpoint_type in OPENAI_ENDPOINTS
 
 
 @dataclass(frozen=True)
@@ -767,7 +801,7 @@ CROSS_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "streams are gRPC's",
-        lambda s: not s.streaming or s.protocol == "grpc" or s.endpoint_type == "generate",
+        lambda s: not s.streaming or s.protocol == "grpc" or s.endpoint_type in ("generate", *OPENAI_ENDPOINTS),
         "--streaming needs -i grpc: Triton streams responses over gRPC only (or its generate_stream: "
         "--endpoint-type generate)",
     ),
@@ -788,7 +822,11 @@ CROSS_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "fixed schedule of one JSON file",
-        lambda s: not s.fixed_schedule or (len(s.input_sources) == 1 and s.input_sources[0].lower().endswith(".json")),
+        lambda s: (
+            not s.fixed_schedule
+            or s.input_file is not None
+            or (len(s.input_sources) == 1 and s.input_sources[0].lower().endswith(".json"))
+        ),
         lambda s: (
             '--fixed-schedule sends the entries of one --input-data JSON file, each at its "timestamp": give '
             "one (not random, zero, a directory or several files)"
@@ -881,6 +919,8 @@ class Settings(Shards, Server, Outputs, Measurement, Tokens, Data, Load, Connect
     def _connection(self) -> None:
         """The protocol checked, and the URL its default port when none is given."""
         object.__setattr__(self, "protocol", _lower(self.protocol))
+        if self.endpoint_type in OPENAI_ENDPOINTS:  # OpenAI-compatible servers speak HTTP alone
+            object.__setattr__(self, "protocol", "http")
         if self.protocol not in PROTOCOLS:
             raise OptionError(f"-i {self.protocol!r}: choose grpc or http")
         object.__setattr__(self, "url", self.url or DEFAULT_URLS[self.protocol])

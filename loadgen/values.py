@@ -3,6 +3,7 @@ messages users see."""
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import os
@@ -495,3 +496,31 @@ def parse_goodput(specs: Sequence[str] | Mapping[str, float] | None) -> Objectiv
             raise OptionError(f"--goodput {name}:{value}: give a number of milliseconds above 0 (at most an hour)")
         values[f"{name}_us"] = round(milliseconds * 1000)
     return Objectives(**values)
+
+
+def as_extra_inputs(value: object) -> dict[str, object]:
+    """AIPerf's `--extra-inputs`: NAME:VALUE pairs (VALUE read as JSON when it is, else text) or a JSON object, merged
+    into every request's body; a mapping in the library."""
+    if isinstance(value, Mapping):
+        return {as_text("extra_inputs", name): item for name, item in value.items()}
+    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, Sequence) else [value]
+    merged: dict[str, object] = {}
+    for text in texts:
+        text = str(text).strip()
+        if text.startswith("{"):
+            try:
+                document = json.loads(text)
+            except (ValueError, RecursionError):
+                raise OptionError(f"--extra-inputs {text[:60]!r}: not a JSON object") from None
+            if not isinstance(document, dict):
+                raise OptionError(f"--extra-inputs {text[:60]!r}: not a JSON object")
+            merged |= document
+            continue
+        name, colon, raw = text.partition(":")
+        if not colon or not name:
+            raise OptionError(f"--extra-inputs {text[:60]!r}: give NAME:VALUE or a JSON object")
+        try:
+            merged[name] = json.loads(raw)
+        except (ValueError, RecursionError):
+            merged[name] = raw
+    return merged

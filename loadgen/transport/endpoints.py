@@ -14,7 +14,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from loadgen.errors import OptionError
 from loadgen.settings import Settings
@@ -387,9 +387,20 @@ def token_endpoint(spec: EndpointSpec, options: ConnectionOptions) -> TokenEndpo
     return ENDPOINTS[spec.endpoint_type](spec, options)
 
 
-def generate_endpoint(model: str, settings: Settings, options: ConnectionOptions) -> TokenEndpoint:
-    """Triton's generate extension for a model, as the settings ask (generate_stream with --streaming)."""
-    return token_endpoint(EndpointSpec("generate", model, settings.streaming), options)
+def endpoint_for(model: str, settings: Settings, options: ConnectionOptions) -> TokenEndpoint:
+    """The HTTP token endpoint the settings name (--endpoint-type generate or an OpenAI-compatible one) for a
+    model, streamed with --streaming."""
+    spec = EndpointSpec(
+        cast(EndpointType, settings.endpoint_type),
+        model,
+        settings.streaming,
+        settings.extra_inputs,
+        settings.api_key,
+        settings.endpoint,
+        settings.payload_template,
+        settings.response_field,
+    )
+    return token_endpoint(spec, options)
 
 
 def _text(value: object) -> str:
