@@ -199,7 +199,10 @@ def _figures(
     latency = LatencyStats.from_histogram(merged.histogram)
     throughput = merged.throughput(rule.batch_size)
     duration = merged.duration_s
-    server_figures = figures(level.model, server) if level.model is not None else None
+    # none when the server keeps no statistics of the model (an OpenAI-compatible server)
+    model = level.model
+    counted = model is not None and any(name == model.model for name, _ in server)
+    server_figures = figures(model, server) if model is not None and counted else None
     completed = merged.request_count + merged.error_count
     extra: dict[str, object] = {}
     if merged.lag is not None and merged.service is not None:

@@ -191,11 +191,51 @@ def _traced_text(entry: dict[str, Any], corpus: list[int], tokenizer: Any, at: s
 
 
 def prompts_for(settings: Settings) -> tuple[PromptSet, Any]:
-    """The run's prompts and its tokenizer."""
+    """The run's prompts and its tokenizer: --input-file, perf_analyzer's JSON of request bodies (--input-data with
+    an OpenAI-compatible server), else synthetic."""
     tokenizer = load_tokenizer(settings.tokenizer)
     if settings.input_file is not None:
         return read_prompts(settings.input_file, settings, tokenizer), tokenizer
+    sources = settings.input_sources
+    if settings.openai and len(sources) == 1 and Path(sources[0]).is_file():
+        return read_payloads(sources[0], tokenizer), tokenizer
     return synthetic(settings, tokenizer), tokenizer
+
+
+def read_payloads(path: str, tokenizer: Any) -> PromptSet:
+    """perf_analyzer's input for its openai service kind: `{"data": [{"payload": [BODY]}, ...]}`, each BODY sent as
+    it is; the prompt's text (for its token count) from its `messages` or `prompt`."""
+    where = f"--input-data {path}"
+    try:
+        if Path(path).stat().st_size > MAX_PROMPT_FILE_BYTES:
+            raise OptionError(f"{where}: over loadgen's 1 GiB limit for a prompt file")
+        document = json.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise OptionError(f"{where}: cannot read: {error.strerror}") from None
+    except (ValueError, RecursionError) as error:
+        raise OptionError(f"{where}: not JSON ({getattr(error, 'msg', 'nested too deeply')})") from None
+    entries = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise OptionError(f'{where}: expected {{"data": [{{"payload": [{{...request body...}}]}}, ...]}}')
+    prompts = []
+    for number, entry in enumerate(entries[:MAX_PROMPTS]):
+        payload = entry.get("payload") if isinstance(entry, dict) else None
+        body = payload[0] if isinstance(payload, list) and payload else None
+        if not isinstance(body, dict):
+            raise OptionError(f'{where}: data[{number}] has no "payload": [{{...request body...}}]')
+        text = _body_text(body)
+        output = body.get("max_tokens", body.get("max_completion_tokens"))
+        prompts.append(Prompt(text, count_tokens(tokenizer, text), output if isinstance(output, int) else None, body))
+    return PromptSet(tuple(prompts))
+
+
+def _body_text(body: dict[str, Any]) -> str:
+    """The prompt a request body carries: its messages' contents, or its prompt."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return "\n".join(str(message.get("content", "")) for message in messages if isinstance(message, dict))
+    prompt = body.get("prompt", body.get("input", ""))
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
 
 
 def _bytes_tensor(values: Sequence[bytes]) -> bytes:

@@ -139,8 +139,9 @@ class TokenEndpoint:
         raise NotImplementedError
 
     def encode(self, prompt: Prompt) -> bytes:
-        """The whole request for a prompt, as it goes on the wire."""
-        return self._message({**self.body(prompt), **self.spec.extra_inputs})
+        """The whole request for a prompt, as it goes on the wire (a prompt's own body as it is)."""
+        body = dict(prompt.body) if prompt.body is not None else self.body(prompt)
+        return self._message({**body, **self.spec.extra_inputs})
 
     def _message(self, body: dict[str, Any]) -> bytes:
         data = json.dumps(body, separators=(",", ":")).encode()

@@ -4,8 +4,9 @@ carried it (a Triton gRPC stream, Triton's generate extension, an OpenAI-compati
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -17,11 +18,13 @@ from loadgen.transport.grpc_connection import FINAL_RESPONSE, Stream
 @dataclass(frozen=True)
 class Prompt:
     """One generative request before it is encoded: its text, its length in the run's tokenizer, and the output
-    length it asks for (None: the server's default)."""
+    length it asks for (None: the server's default); `body`, a request body to send as it is (perf_analyzer's
+    `payload` entries), else the endpoint builds one."""
 
     text: str
     input_tokens: int
     output_tokens: int | None = None
+    body: Mapping[str, Any] | None = None
 
 
 class TokenReply:
