@@ -306,6 +306,15 @@ class FakeOpenAI:
         return response
 
 
+async def start(fake: FakeOpenAI, port: int = 0) -> web.AppRunner:
+    """Serve the fake on 127.0.0.1:`port` (0: a free one) and set its `url`."""
+    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)  # endless answers: stop at once
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner
+
+
 @contextmanager
 def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
     """Serve the fake on a free local port from its own thread's event loop until the block ends; yields it (with
@@ -314,19 +323,13 @@ def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
     thread.start()
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner.addresses[0][1]
-
     try:
-        fake.url = f"http://127.0.0.1:{asyncio.run_coroutine_threadsafe(start(), loop).result(10)}"
-        yield fake
+        runner = asyncio.run_coroutine_threadsafe(start(fake), loop).result(10)
+        try:
+            yield fake
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
@@ -334,10 +337,8 @@ def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
 
 async def serve(fake: FakeOpenAI, port: int) -> None:
     """Serve until interrupted, after one ready line."""
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"fake OpenAI-compatible server ready on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    runner = await start(fake, port)
+    print(f"fake OpenAI-compatible server ready on {fake.url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -356,7 +357,7 @@ def main() -> None:
     try:
         fake = FakeOpenAI(args.tokenizer, args.ttft_ms, args.token_ms, args.ttft_us_per_input_token, args.api_key)
     except Exception as error:  # a missing or unreadable tokenizer file: one line
-        parser.error(f"--tokenizer: {error}".splitlines()[0])
+        parser.error(f"--tokenizer {args.tokenizer}: {error}".splitlines()[0])
     try:
         asyncio.run(serve(fake, args.port))
     except OSError as error:

@@ -300,4 +300,4 @@ def test_runs_as_a_process(tokenizer_file: Path, tmp_path: Path) -> None:
     done = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("python -m tests.fake_openai: error: --tokenizer:"), done.stderr
+    assert done.stderr.splitlines()[-1].startswith("python -m tests.fake_openai: error: --tokenizer "), done.stderr
