@@ -2,34 +2,71 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
+import sys
+import types
 from collections.abc import Coroutine
-from typing import Any, TypeVar
-
-import uvloop
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import loadgen._grpc_env  # noqa: F401  (before anything imports grpc)
-from loadgen.analysis import Bottleneck
-from loadgen.comparison import Comparison, LevelChange, compare
 from loadgen.errors import LoadgenError, MissingExtraError, ModelRejectedError, OptionError, ServerError
-from loadgen.measurement import LatencyStats
-from loadgen.results import (
-    Experiment,
-    InputDescription,
-    LevelResult,
-    ProfileResult,
-    RequestRecord,
-    RunDescription,
-    Trial,
-    TuneResult,
-    load_result,
+from loadgen.lazy import lazy_names
+
+if TYPE_CHECKING:
+    from loadgen.analysis import Bottleneck
+    from loadgen.comparison import Comparison, LevelChange, compare
+    from loadgen.measurement import LatencyStats
+    from loadgen.results import (
+        Experiment,
+        InputDescription,
+        LevelResult,
+        ProfileResult,
+        RequestRecord,
+        RunDescription,
+        Trial,
+        TuneResult,
+        load_result,
+    )
+    from loadgen.server import EmbeddedServer
+    from loadgen.settings import Settings
+    from loadgen.sweep import Progress, profile
+    from loadgen.tune import TuneSettings, tune
+
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        "loadgen.analysis": ("Bottleneck",),
+        "loadgen.comparison": ("Comparison", "LevelChange", "compare"),
+        "loadgen.measurement": ("LatencyStats",),
+        "loadgen.results": (
+            "Experiment",
+            "InputDescription",
+            "LevelResult",
+            "ProfileResult",
+            "RequestRecord",
+            "RunDescription",
+            "Trial",
+            "TuneResult",
+            "load_result",
+        ),
+        "loadgen.server": ("EmbeddedServer",),
+        "loadgen.settings": ("Settings",),
+        "loadgen.sweep": ("Progress", "profile"),
+        "loadgen.tune": ("TuneSettings", "tune"),
+    },
 )
-from loadgen.server import EmbeddedServer
-from loadgen.settings import Settings
-from loadgen.sweep import Progress, profile
-from loadgen.tune import TuneSettings, tune
+
+
+class _Package(types.ModuleType):
+    """The package, whose `tune` is the function: importing the submodule of that name does not replace it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "tune" and isinstance(value, types.ModuleType):
+            value = value.tune
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Bottleneck",
@@ -71,6 +108,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     (Ctrl-C, a notebook's "interrupt kernel") cancels it there and waits until it has cleaned up, so that the
     load stops before the interrupt propagates.
     """
+    import asyncio
+    import concurrent.futures
+
+    import uvloop
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -104,4 +146,6 @@ def profile_sync(
     **options: Any,
 ) -> ProfileResult:
     """Blocking twin of `profile`, with the same arguments; works in scripts and inside a running event loop."""
+    from loadgen.sweep import profile
+
     return run(profile(url, model, settings=settings, progress=progress, **options))

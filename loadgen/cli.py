@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import importlib.metadata
 import json
 import os
 import signal
@@ -14,13 +12,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
-
-from loadgen import profile, run
-from loadgen.comparison import METRICS, compare, parse_gate
-from loadgen.confidence import CONFIDENCE, check_confidence
 from loadgen.errors import (
     EXIT_BAD_OPTION,
     EXIT_OTHER,
@@ -33,9 +26,6 @@ from loadgen.errors import (
 )
 from loadgen.options import Variant, add_options, at_least, check_fields, number, option, whole
 from loadgen.outputs import check_directory, check_file, write_file
-from loadgen.reports import ConsoleProgress, TuneReport, make_console
-from loadgen.reports.console import print_comparison
-from loadgen.reports.files import ReportFile, report_files, write_reports
 from loadgen.reports.perf_analyzer import (
     EXIT_NO_REQUESTS,
     MAX_THREADS_WARNING,
@@ -44,14 +34,17 @@ from loadgen.reports.perf_analyzer import (
     Ranges,
     perf_analyzer_ranges,
 )
-from loadgen.results import ProfileResult, load_result
-from loadgen.server import EmbeddedServer
-from loadgen.server.launcher import LOOPBACK
 from loadgen.settings import GROUPS, Outputs, Settings, Shards
-from loadgen.shards.merge import merge_logs
-from loadgen.sweep import Progress
-from loadgen.tune import TUNE_FIELDS, TuneSettings, tune
-from loadgen.values import is_open_range
+from loadgen.values import CONFIDENCE, check_confidence, is_open_range
+
+# The rest is imported where it is used: `loadgen --help`, `--version` and a bad option need none of tritonclient,
+# grpc, numpy, aiohttp or the reports' modules.
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from loadgen.reports.files import ReportFile
+    from loadgen.results import ProfileResult
+    from loadgen.sweep import Progress
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,7 +100,6 @@ REFUSED = {
     "not build: it talks to a running server over HTTP or gRPC",
     "--model-repository": "an option of the triton_c_api service kind (Triton in-process), which loadgen does not "
     "build: it talks to a running server over HTTP or gRPC (`loadgen serve --model-repository` starts one)",
-    "--endpoint": "an option of the openai service kind, which loadgen does not build (it drives Triton only)",
 }
 SEQUENCE_ID_WARNING = (
     "WARNING: using an invalid start sequence id. Perf Analyzer will use default value if it is measuring on "
@@ -119,6 +111,8 @@ SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
 
 def version() -> str:
     """loadgen's version, as installed."""
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("loadgen")
     except importlib.metadata.PackageNotFoundError:
@@ -149,7 +143,9 @@ class Command:
 
     version: bool = option(False, "print the version and exit", action=_Version, perf_analyzer=True)
     service_kind: str = option(
-        "triton", "triton (the only kind loadgen drives; the others are refused)", choices=SERVICE_KINDS
+        "triton",
+        "triton, or openai (an OpenAI-compatible server at --endpoint; the others are refused)",
+        choices=SERVICE_KINDS,
     )
     deprecated_concurrency: int | None = option(
         help="perf_analyzer's deprecated concurrency (= --concurrency-range N)", short=("-t",), long=False, hidden=True
@@ -285,6 +281,8 @@ def profile_parser(perf_analyzer: bool = False) -> argparse.ArgumentParser:
 
 
 def tune_parser() -> argparse.ArgumentParser:
+    from loadgen.tune import TUNE_FIELDS, TuneSettings
+
     parser = _Parser(
         prog="loadgen tune",
         description="Move the bottleneck: change the slow step's config on a live server (explicit model-control "
@@ -298,6 +296,8 @@ def tune_parser() -> argparse.ArgumentParser:
 
 
 def compare_parser() -> argparse.ArgumentParser:
+    from loadgen.comparison import METRICS
+
     parser = _Parser(
         prog="loadgen compare",
         description="Compare two runs' --json results load by load: each metric's change, and whether it is "
@@ -332,6 +332,8 @@ def merge_parser() -> argparse.ArgumentParser:
 
 
 def serve_parser() -> argparse.ArgumentParser:
+    from loadgen.server.launcher import LOOPBACK
+
     parser = _Parser(prog="loadgen serve", description="Run the embedded Triton server until Ctrl-C.")
     parser.add_argument("--model-repository", required=True, type=Path)
     parser.add_argument("--grpc-port", type=whole, default=8001, help="gRPC (default 8001; 0: a free port)")
@@ -363,17 +365,29 @@ def serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def openai_endpoint_type(path: str | None) -> str:
+    """perf_analyzer's `--service-kind openai --endpoint PATH` as loadgen's endpoint type."""
+    if not path:
+        raise OptionError("--service-kind openai needs --endpoint, e.g. v1/chat/completions")
+    for suffix, kind in (("chat/completions", "chat"), ("completions", "completions"), ("embeddings", "embeddings")):
+        if path.rstrip("/").endswith(suffix):
+            return kind
+    return "template"
+
+
 def settings_from(args: argparse.Namespace, names: Iterable[str] = Settings.__dataclass_fields__) -> Settings:
     """The library settings a parsed command line stands for (`loadgen`, `loadgen perf-analyzer`, `loadgen tune`):
     every `Settings` field of `names` it has is a flag; perf_analyzer's deprecated and shorthand flags (-t, -c, -d, -z,
     --data-directory) are turned into the ones they stand for."""
     kind = getattr(args, "service_kind", "triton")
-    if kind != "triton":
+    if kind not in ("triton", "openai"):
         raise OptionError(
-            f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton); "
-            "tfserving, torchserve, triton_c_api and openai are not built"
+            f"--service-kind {kind}: loadgen drives Triton over HTTP or gRPC (triton) and OpenAI-compatible servers "
+            "(openai); tfserving, torchserve and triton_c_api are not built"
         )
     options = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if kind == "openai":  # perf_analyzer's spelling: the endpoint's path names its type
+        options["endpoint_type"] = openai_endpoint_type(getattr(args, "endpoint", None))
     if getattr(args, "ray_address", None):  # the cluster's workers are the shards; the driver's settings: the whole
         options["hdr_log"] = None
     if hasattr(args, "deprecated_concurrency"):
@@ -459,6 +473,8 @@ def _report_files(args: argparse.Namespace, perf_analyzer: bool = False) -> list
     """The output files the command line asks for, checked writable before anything runs."""
     if args.html or args.plot:
         from loadgen.reports import html, plot  # noqa: F401  (the `report` extra: checked before the sweep)
+    from loadgen.reports.files import report_files
+
     export = getattr(args, "profile_export_file", None)  # `loadgen merge` has no requests to export
     if perf_analyzer and export and os.path.lexists(export):
         raise OptionError(f"--profile-export-file {export}: already exists (it is not overwritten)")
@@ -469,6 +485,8 @@ def _report_files(args: argparse.Namespace, perf_analyzer: bool = False) -> list
 
 def _write(result: ProfileResult, files: list[ReportFile], errors: Console) -> bool:
     """Write every output file from one result (a finished, partial or merged run); False when one failed."""
+    from loadgen.reports.files import write_reports
+
     failures = write_reports(result, files)
     for failure in failures:
         errors.print(f"error: {failure}", soft_wrap=True)
@@ -479,6 +497,10 @@ async def _profile_until_signalled(
     settings: Settings, progress: Progress, say: Callable[[str], None]
 ) -> tuple[ProfileResult, int | None]:
     """Run the profile; the first SIGINT/SIGTERM stops it gracefully, a second one exits at once."""
+    import asyncio
+
+    from loadgen.sweep import profile
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[int] = []
@@ -516,6 +538,10 @@ def _profile(argv: Sequence[str], console: Console, errors: Console, perf_analyz
         _check_as_perf_analyzer(parser, args, errors)
     settings = settings_from(args)
     files = _report_files(args, perf_analyzer)
+    from loadgen import run
+    from loadgen.reports import ConsoleProgress
+    from loadgen.results import ProfileResult
+
     if settings.hdr_log:
         check_directory(settings.hdr_log, "--hdr-log")
     if args.ray_address:
@@ -567,6 +593,10 @@ def _exit_at_once(status: int) -> NoReturn:
 
 
 def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
+    from loadgen import run
+    from loadgen.reports import TuneReport
+    from loadgen.tune import TUNE_FIELDS, TuneSettings, tune
+
     args = tune_parser().parse_args(argv)
     if args.concurrency_range is None and args.request_rate_range is None and args.model_mix is None:
         args.concurrency_range = TUNE_CONCURRENCY
@@ -597,6 +627,9 @@ def _tune(argv: Sequence[str], console: Console, errors: Console) -> int:
 
 
 def _merge(argv: Sequence[str], console: Console, errors: Console) -> int:
+    from loadgen.reports import ConsoleProgress
+    from loadgen.shards.merge import merge_logs
+
     args = merge_parser().parse_args(argv)
     files = _report_files(args)
     result = merge_logs(args.logs)
@@ -606,6 +639,8 @@ def _merge(argv: Sequence[str], console: Console, errors: Console) -> int:
 
 def _read(path: str) -> ProfileResult:
     """A result file for `loadgen compare`; one that cannot be read is a bad argument."""
+    from loadgen.results import load_result
+
     try:
         return load_result(path)
     except LoadgenError as error:
@@ -613,6 +648,9 @@ def _read(path: str) -> ProfileResult:
 
 
 def _compare(argv: Sequence[str], console: Console) -> int:
+    from loadgen.comparison import compare, parse_gate
+    from loadgen.reports.console import print_comparison
+
     args = compare_parser().parse_args(argv)
     confidence = check_confidence(args.confidence)
     gates = [parse_gate(text) for text in args.fail_if]
@@ -631,6 +669,8 @@ def _compare(argv: Sequence[str], console: Console) -> int:
 
 
 def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
+    from loadgen.server import EmbeddedServer
+
     args = serve_parser().parse_args(argv)
     server = EmbeddedServer(
         args.model_repository,
@@ -672,6 +712,8 @@ def _check_text(argv: Sequence[str]) -> None:
 def perf_analyzer(argv: Sequence[str] | None = None) -> int:
     """perf_analyzer's command line over loadgen (`loadgen perf-analyzer`, the `perf-analyzer` command): its
     defaults, console report, CSV and exit codes (99 for every error but perf_analyzer's 2 and 3)."""
+    from loadgen.reports.console import make_console
+
     argv = list(sys.argv[1:] if argv is None else argv)
     console = make_console()
     errors = make_console(stderr=True)
@@ -688,6 +730,8 @@ def perf_analyzer(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m loadgen`; returns perf_analyzer's exit status."""
+    from loadgen.reports.console import make_console
+
     argv = list(sys.argv[1:] if argv is None else argv)
     console = make_console()
     errors = make_console(stderr=True)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loadgen.confidence import (
-    CONFIDENCE,
     Sample,
     decode_histogram,
     mean_shift,
@@ -19,6 +18,7 @@ from loadgen.confidence import (
 )
 from loadgen.errors import OptionError
 from loadgen.measurement import STABILITY_WINDOWS
+from loadgen.values import CONFIDENCE
 
 if TYPE_CHECKING:
     import pandas

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from loadgen.errors import LoadgenError, OptionError
+from loadgen.errors import LoadgenError
 from loadgen.measurement import Window, new_histogram
 
-CONFIDENCE = 0.99  # the default --confidence
 REPORTED = (50, 90, 95, 99)  # the percentiles every level reports (with --percentile's)
 HISTOGRAMS = ("latency_us", "service_latency_us", "first_response_latency_us")  # each with its percentiles' bounds
 MAX_ENCODED = 1_000_000  # characters of an encoded histogram read back from a file (an encoded one is a few KB)
@@ -37,13 +36,6 @@ MAX_SAMPLES = 10**12  # latencies in one histogram read back (the binomial tail 
 _TINY = 1e-300
 _EPSILON = 1e-15
 _MAX_TERMS = 1_000_000
-
-
-def check_confidence(confidence: float) -> float:
-    """The confidence, checked: at least 0.5 and below 1 (a one-line OptionError otherwise)."""
-    if not 0.5 <= confidence < 1:  # (NaN fails too)
-        raise OptionError(f"--confidence {confidence:g}: must be at least 0.5 and below 1 (e.g. 0.99)")
-    return confidence
 
 
 def _continued_fraction(x: float, a: float, b: float) -> float:

@@ -18,6 +18,7 @@ from loadgen.errors import OptionError
 from loadgen.settings import ALL_INPUTS, Settings
 from loadgen.shared_memory import Placements
 from loadgen.transport import ModelInfo, Payload, RequestLayout, Sample, Tensor, TensorSpec, Wire
+from loadgen.transport.tokens import TokenOutputs
 
 GENERATED = ("random", "zero")
 TIMESTAMP = "timestamp"  # --fixed-schedule: the pseudo-input of a JSON entry that says when to send it
@@ -56,6 +57,8 @@ class Requests:
     expected: tuple[Sample, ...] | None = None  # per payload: the outputs validation_data expects
     sequential: bool = False  # a stateful model: requests go out in sequences
     json: bool = False  # the data was JSON: a sequence walks one stream from its first step
+    tokens: TokenOutputs | None = None  # token streams: where the answers hold text and token ids
+    input_tokens: tuple[int, ...] = ()  # token streams: per payload, its prompt's tokens
 
 
 def encode_requests(

@@ -28,6 +28,8 @@ from loadgen.server import metrics as server_metrics
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.sharing import Sharing, combined, server_requests, window_sharing
 from loadgen.server.statistics import Composition, Snapshot, add, figures
+from loadgen.token_analysis import token_breakdown
+from loadgen.tokens import token_stats
 
 DELAYED_SHARE_LIMIT = 0.01  # more than 1 % of requests over 1 ms late: the generator fell behind
 SEND_RATE_SHORTFALL = 0.95  # achieved send rate more than 5 % below the requested rate
@@ -222,6 +224,11 @@ def _figures(
             "response_throughput": merged.responses / duration if duration else 0.0,
             "responses_per_request": merged.responses / merged.request_count if merged.request_count else 0.0,
         }
+    tokens = token_stats(merged, merged.service or merged.histogram, rule.goodput)
+    if tokens is not None:
+        extra["tokens"] = tokens
+        if server_figures is not None:
+            extra["token_breakdown"] = token_breakdown(server_figures, tokens, duration)
     if merged.sequences:
         extra |= {"sequence_count": merged.sequences, "sequence_rate": merged.sequences / duration if duration else 0.0}
     percentile = rule.percentile

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -17,8 +17,10 @@ from loadgen.errors import OptionError
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
+from loadgen.prompts import load_tokenizer
 from loadgen.records import RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
+from loadgen.tokens import TokenCounter, TokenMetrics
 from loadgen.transport import (
     Connection,
     InferCall,
@@ -36,7 +38,14 @@ from loadgen.transport import (
     stream_counted,
     stream_one,
 )
+from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
+from loadgen.transport.options import ConnectionOptions
+from loadgen.transport.tokens import TokenReply, TritonTokens
 from loadgen.validation import Validator
+from loadgen.values import parse_goodput
+
+TokenCall = Callable[[Payload], Awaitable[TokenReply]]
+"""Sends one generative request and returns its answer as it streamed."""
 
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
@@ -271,6 +280,43 @@ class StreamingLoop(_Slots):
             stream.cancel()
 
 
+class TokenLoop(_Slots):
+    """The closed loop over generative requests: a slot sends its next prompt once the previous answer is whole,
+    and records its token figures (`Recorder.record_tokens`)."""
+
+    def __init__(
+        self,
+        call: TokenCall,
+        inputs: Mapping[Payload, int],
+        source: SlotSource,
+        recorder: Recorder,
+        failures: _Failures,
+    ) -> None:
+        super().__init__(source, recorder, failures)
+        self._call = call
+        self._inputs = inputs  # each payload's prompt tokens
+
+    async def _work(self, slot: int) -> None:
+        call = self._call
+        inputs = self._inputs
+        begin = self._recorder.start
+        record = self._recorder.record_tokens
+        clock = time.perf_counter_ns
+        requests = self._requests(self._source(slot))
+        while not self._stopping and slot < self._size:  # checked per request: attributes only
+            payload = next(requests, None)
+            if payload is None:  # the budget is spent
+                break
+            generation = begin()
+            start = clock()
+            try:
+                reply = await call(payload)
+            except Exception as error:  # whatever it is, a counted failure: the slot goes on
+                await self._failures.record(error, generation)
+                continue
+            record(reply, start, start, clock(), inputs.get(payload, 0), generation)
+
+
 class OpenLoop:
     """Sends each request at its scheduled time whether or not earlier ones have returned.
 
@@ -300,8 +346,11 @@ class OpenLoop:
         streaming: bool = False,
         lanes: Sequence[SequenceSlot] = (),
         from_send: bool = False,
+        tokens: Mapping[Payload, int] | None = None,
     ) -> None:
+        """With `tokens` (each payload's prompt tokens), `call` answers generative requests (a `TokenReply`)."""
         self._call = call
+        self._tokens = tokens
         self._from_send = from_send  # the latency's origin: the actual send, not the scheduled time
         self._streaming = streaming  # `call` returns the first response's time and the responses' count
         self._payloads = payloads
@@ -428,7 +477,9 @@ class OpenLoop:
             done = clock()
             if ends:
                 recorder.record_sequence_end(generation)
-            if self._streaming:
+            if self._tokens is not None:
+                recorder.record_tokens(result, sent, due, done, self._tokens.get(payload, 0), generation)
+            elif self._streaming:
                 first, responses = result
                 recorder.record_stream_response(
                     (first - due) // 1000, (done - due) // 1000, (done - sent) // 1000, responses, generation
@@ -559,10 +610,14 @@ class LocalGenerator:
         self.run = run
         self.shard = shard or run.shard
         self.select = select
-        self.recorder = Recorder(not run.closed_loop, settings.streaming, settings.max_error_rate, failing)
+        metrics = None
+        if requests.tokens is not None:
+            tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
+            metrics = TokenMetrics(TokenCounter(tokenizer), parse_goodput(settings.goodput))
+        streaming = settings.streaming and metrics is None  # token streams have their own first-token figures
+        self.recorder = Recorder(not run.closed_loop, streaming, settings.max_error_rate, failing, metrics)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
         self.times = connection.times
-        self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
         self.rejection = failures.rejection
         self.failing = self.recorder.failing
         self.connection = connection
@@ -591,13 +646,26 @@ class LocalGenerator:
             source = functools.partial(_cycle, requests.payloads)
             stream, lanes = itertools.cycle(requests.payloads), []
         self.load: Load | None = None  # the level applied last
-        self.closed = (
-            StreamingLoop(open_stream, source, self.recorder, failures, check)
-            if settings.streaming
-            else ClosedLoop(call, source, self.recorder, failures)
-        )
+        self.tokens: TritonTokens | None = None
+        inputs: Mapping[Payload, int] | None = None
+        self.closed: _Slots
         self.mux: StreamMux | None = None
-        if settings.streaming and not run.closed_loop:  # requests on schedule share one stream
+        self.endpoint: TokenEndpoint | None = None
+        if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
+            inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
+            if settings.endpoint_type not in (None, "kserve"):  # an HTTP endpoint
+                self.endpoint = endpoint_for("", settings, ConnectionOptions.from_settings(settings))
+                self.times = self.endpoint.times  # its own connections' send and receive times
+                call = self.endpoint.call
+            else:
+                self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
+                call = self.tokens.call
+            self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
+        elif settings.streaming:
+            self.closed = StreamingLoop(open_stream, source, self.recorder, failures, check)
+        else:
+            self.closed = ClosedLoop(call, source, self.recorder, failures)
+        if settings.streaming and not run.closed_loop and inputs is None:  # requests on schedule share one stream
             self.mux = StreamMux(open_stream, time.perf_counter_ns, check)
             call = self.mux.send
         self.open = OpenLoop(
@@ -609,7 +677,9 @@ class LocalGenerator:
             settings.streaming,
             lanes,
             from_send=settings.perf_analyzer_rules,
+            tokens=inputs,
         )
+        self._times_mark = (self.times.send_ns, self.times.sends, self.times.recv_ns, self.times.calls)
 
     @property
     def rejected(self) -> RequestFailed | None:
@@ -672,6 +742,10 @@ class LocalGenerator:
         unfinished = Unfinished(in_flight, self.recorder.outstanding)  # a cancelled request never records
         if self.mux is not None:
             await self.mux.close()
+        if self.tokens is not None:
+            self.tokens.close()
+        if self.endpoint is not None:
+            await self.endpoint.close()
         if self.sequences is not None:
             # best effort: the server also drops idle sequences itself, after max_sequence_idle_microseconds
             endings = [asyncio.ensure_future(self.call(payload)) for payload in self.sequences.closing()]

@@ -10,10 +10,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+
+if TYPE_CHECKING:
+    from loadgen.tokens import TokenMetrics
+    from loadgen.transport.tokens import TokenReply
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour; a longer latency is recorded as one hour and counted as clamped
@@ -22,6 +26,7 @@ STABILITY_WINDOWS = 3  # perf_analyzer's rule: the last three windows agree
 FAILING_MIN_COMPLETED = 100  # a window's share of failures stops a run early once this many requests completed
 MAX_ERROR_KINDS = 20  # failures of more kinds in one window or level are counted together, as OTHER_ERRORS
 OTHER_ERRORS = "other failures (more kinds than are kept)"
+NO_OUTPUT = "the server answered with no output (no token event)"
 LATE_US = 1000  # a request that left more than 1 ms after its scheduled time counts as delayed
 T = TypeVar("T")
 
@@ -73,7 +78,7 @@ def mean_and_stddev(histogram: HdrHistogram) -> tuple[float, float]:
     return mean, math.sqrt(float(counts @ (deviation * deviation)) / total)
 
 
-def _record(histogram: HdrHistogram, value_us: int) -> bool:
+def record_value(histogram: HdrHistogram, value_us: int) -> bool:
     """Record a value; False when it was outside the histogram's range and had to be clamped."""
     if histogram.record_value(value_us):
         return True
@@ -135,6 +140,15 @@ class Window:
     service: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # open loop: from the actual send
     lag: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # open loop: actual minus scheduled send
     first_response: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # streaming: to the first response
+    # token streams (`loadgen.tokens` defines each): per request unless said otherwise
+    ttft: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # time to first token
+    ttft_scheduled: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # open loop: from the schedule
+    ttst: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # time to second token
+    itl: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # inter-token latency
+    gaps: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # every gap between events, pooled
+    output_tokens: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # counts, not microseconds
+    input_tokens: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)
+    user_rate: HdrHistogram | None = field(default=None, metadata=HISTOGRAM)  # output tokens/s per user
     sent: int = field(default=0, metadata=SUMMED)  # open loop: requests sent
     delayed: int = field(default=0, metadata=SUMMED)  # open loop: sent more than LATE_US after their time
     limit_hits: int = field(default=0, metadata=SUMMED)  # open loop: requests that waited for the in-flight limit
@@ -148,6 +162,13 @@ class Window:
     client_recv_ns: int = field(default=0, metadata=SUMMED)  # from responses' first bytes to their completion
     client_sends: int = field(default=0, metadata=SUMMED)  # the requests `client_send_ns` sums over
     client_calls: int = field(default=0, metadata=SUMMED)  # the successful calls `client_recv_ns` sums over
+    tokens_out: int = field(default=0, metadata=SUMMED)  # token streams: output tokens of the requests counted
+    good: int = field(default=0, metadata=SUMMED)  # token streams: requests that met every --goodput objective
+    by_server: int = field(default=0, metadata=SUMMED)  # token streams: requests counted by the server's count,
+    by_tokenizer: int = field(default=0, metadata=SUMMED)  # by the run's tokenizer,
+    by_events: int = field(default=0, metadata=SUMMED)  # or by their events
+    compared_server: int = field(default=0, metadata=SUMMED)  # output tokens by the server's count, where the
+    compared_client: int = field(default=0, metadata=SUMMED)  # tokenizer counted them too: its count
     errors: Counter[str] = field(default_factory=Counter)  # failed requests by one-line description
 
     @property
@@ -279,6 +300,7 @@ class Recorder:
         "in_flight",
         "open_loop",
         "streaming",
+        "tokens",
     )
 
     def __init__(
@@ -287,11 +309,14 @@ class Recorder:
         streaming: bool = False,
         max_error_rate: float = 1.0,
         failing: asyncio.Event | None = None,
+        tokens: TokenMetrics | None = None,
     ) -> None:
         """`failing` is set as soon as the current window's share of failed requests passes `max_error_rate` (after
-        FAILING_MIN_COMPLETED completions), so that a run stops as failures arrive, not at the window's end."""
+        FAILING_MIN_COMPLETED completions), so that a run stops as failures arrive, not at the window's end.
+        `tokens` records generative requests' token figures (`record_tokens`)."""
         self.open_loop = open_loop
         self.streaming = streaming
+        self.tokens = tokens
         self._max_error_rate = max_error_rate
         self.failing = failing or asyncio.Event()
         self._full = asyncio.Event()
@@ -313,6 +338,10 @@ class Recorder:
             lag=new_histogram() if self.open_loop else None,
             first_response=new_histogram() if self.streaming else None,
         )
+        if self.tokens is not None:
+            window.ttft, window.ttst, window.itl, window.gaps = (new_histogram() for _ in range(4))
+            window.output_tokens, window.input_tokens, window.user_rate = (new_histogram() for _ in range(3))
+            window.ttft_scheduled = new_histogram() if self.open_loop else None
         self._histogram = window.histogram
         self._service = window.service
         self._lag = window.lag
@@ -366,14 +395,14 @@ class Recorder:
             self._full.set()
 
     def _clamp(self, histogram: HdrHistogram | None, value_us: int) -> None:
-        if histogram is not None and not _record(histogram, value_us):
+        if histogram is not None and not record_value(histogram, value_us):
             self._window.clamped += 1
 
     def record(self, latency_us: int, generation: int) -> None:
         """Closed loop: one successful request's latency."""
         if not self._ours(generation):
             return
-        if not _record(self._histogram, latency_us):
+        if not record_value(self._histogram, latency_us):
             self._window.clamped += 1
         self._completion()
 
@@ -415,6 +444,22 @@ class Recorder:
         self._window.responses += responses
         self._clamp(self._histogram, response_us)
         self._clamp(self._service, service_us)
+        self._completion()
+
+    def record_tokens(
+        self, reply: TokenReply, sent: int, due: int, done: int, input_tokens: int, generation: int
+    ) -> None:
+        """A generative request answered (perf_counter_ns: sent, scheduled, last response): its response time (from
+        the schedule), service time (open loop) and token figures; one without any output is a failure."""
+        assert self.tokens is not None
+        if generation == self.generation and not self.tokens.record(self._window, reply, sent, due, done, input_tokens):
+            self.record_error(NO_OUTPUT, generation)
+            return
+        if not self._ours(generation):
+            return
+        self._clamp(self._histogram, (done - due) // 1000)
+        self._clamp(self._service, (done - sent) // 1000)
+        self._window.responses += len(reply.events)
         self._completion()
 
     def record_sequence_end(self, generation: int) -> None:

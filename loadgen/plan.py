@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadgen.confidence import CONFIDENCE
 from loadgen.errors import OptionError
 from loadgen.server.local import is_local
 from loadgen.settings import (
@@ -29,6 +28,7 @@ from loadgen.settings import (
     parse_rate_range,
     parse_shard,
 )
+from loadgen.values import CONFIDENCE
 
 if TYPE_CHECKING:
     from loadgen.results import LevelResult
@@ -129,6 +129,7 @@ class LevelRule:
     latency_threshold_ms: float | None
     single: bool
     confidence: float = CONFIDENCE  # of the bounds each level reports
+    goodput: bool = False  # token streams: --goodput objectives were given
 
     def over_threshold(self, level: LevelResult) -> bool:
         """perf_analyzer's -l: the level's latency (the --percentile, else the average) is over the threshold."""
@@ -290,6 +291,7 @@ def level_rule(settings: Settings) -> LevelRule:
         settings.latency_threshold,
         settings.request_count > 0 or settings.fixed_schedule,
         settings.confidence,
+        bool(settings.goodput),
     )
 
 

@@ -21,6 +21,8 @@ from loadgen.server.metrics import ServerMetrics
 from loadgen.server.sharing import Sharing
 from loadgen.server.statistics import ServerFigures
 from loadgen.settings import Mode, Settings, is_closed_loop
+from loadgen.token_analysis import TokenBreakdown
+from loadgen.tokens import TokenStats
 from loadgen.transport import Tensor
 
 if TYPE_CHECKING:
@@ -112,6 +114,8 @@ class LevelResult:
     # the server's count of the model's requests in the windows beside loadgen's (None: not compared, as in a shard)
     sharing: Sharing | None = None
     confidence: LevelConfidence | None = None  # how sure its figures are (None: a file of an older loadgen)
+    tokens: TokenStats | None = None  # token streams: TTFT, inter-token latency, tokens, goodput (`loadgen.tokens`)
+    token_breakdown: TokenBreakdown | None = None  # token streams: which step lands in the first token, which in gaps
 
     @property
     def shared(self) -> bool:
@@ -160,6 +164,8 @@ _MODE_KEYS = (
     "model",
     "solo",
     "mix_diagnosis",
+    "tokens",
+    "token_breakdown",
 )
 
 

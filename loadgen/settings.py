@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
 
-from loadgen.confidence import CONFIDENCE, check_confidence
 from loadgen.errors import OptionError
 from loadgen.options import (
     NOT_NEGATIVE,
@@ -34,6 +33,7 @@ from loadgen.options import (
 from loadgen.values import (
     ALL_INPUTS,
     COMPRESSION_ALGORITHMS,
+    CONFIDENCE,
     DEFAULT_URLS,
     DISTRIBUTIONS,
     KEY_TYPES,
@@ -53,17 +53,20 @@ from loadgen.values import (
     Mode,
     as_annotated,
     as_bounds,
+    as_extra_inputs,
     as_headers,
     as_levels,
     as_parameters,
     as_rates,
     as_shapes,
     as_strings,
+    check_confidence,
     claimant,
     format_mix,
     is_closed_loop,
     is_host_port,
     is_open_range,
+    parse_goodput,
     parse_header,
     parse_input_range,
     parse_latency_budgets,
@@ -416,6 +419,125 @@ class Data:
         return (self.input_data,) if isinstance(self.input_data, str) else tuple(self.input_data)
 
 
+OPENAI_ENDPOINTS = ("chat", "completions", "embeddings", "template")  # over HTTP to any server, not Triton
+ENDPOINT_TYPES = ("kserve", "generate", *OPENAI_ENDPOINTS)
+LLM_BACKENDS = ("tensorrtllm", "vllm")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Generative models: the endpoint, the prompts (synthetic or from a file), how tokens are counted, goodput."""
+
+    endpoint_type: str | None = option(
+        help="measure token streams over this endpoint: kserve (Triton's gRPC; --streaming for a stream; the default "
+        "with any token option), generate (Triton's HTTP generate extension, -i http; generate_stream with "
+        "--streaming), chat, completions, embeddings (an OpenAI-compatible server over HTTP; streamed with "
+        "--streaming), template (any JSON endpoint: --endpoint, --payload-template)",
+        choices=ENDPOINT_TYPES,
+        perf_analyzer=False,
+    )
+    backend: str | None = option(
+        help="the Triton LLM backend whose input tensors to send (default: read from the model's inputs)",
+        choices=LLM_BACKENDS,
+        perf_analyzer=False,
+    )
+    isl: int | None = option(
+        help="synthetic prompts: mean input length in tokens (default 550)",
+        metavar="TOKENS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    isl_stddev: float = option(
+        0.0,
+        "synthetic prompts: input length's standard deviation (default 0)",
+        metavar="TOKENS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    osl: int | None = option(
+        help="output length asked for (max_tokens; the pipeline's minimum too where it has one) (default: the "
+        "server's, 128 for a Triton model that needs it)",
+        metavar="TOKENS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    osl_stddev: float = option(
+        0.0,
+        "output length's standard deviation (default 0)",
+        metavar="TOKENS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    num_prompts: int = option(
+        100, "distinct synthetic prompts (default 100)", checks=(at_least(1),), perf_analyzer=False
+    )
+    input_file: str | None = option(
+        help='prompts from a JSONL file: {"text": ...} lines (optional "output_length")',
+        metavar="FILE",
+        perf_analyzer=False,
+    )
+    tokenizer: str | None = option(
+        help="a tokenizer.json (or a folder holding one) to build prompts and count tokens (default: loadgen's "
+        "own; nothing is ever downloaded)",
+        metavar="PATH",
+        perf_analyzer=False,
+    )
+    goodput: Sequence[str] = option(
+        (),
+        "objectives a good request meets, in ms (repeatable): time_to_first_token:MS, inter_token_latency:MS, "
+        "request_latency:MS",
+        metavar="METRIC:MS",
+        repeat=True,
+        cli_default=[],
+        convert=lambda value: as_strings("goodput", value),
+        checks=(
+            Check(lambda specs: not specs or parse_goodput(specs) is not None, lambda shown, value: "--goodput: empty"),
+        ),
+        perf_analyzer=False,
+    )
+    endpoint: str | None = option(
+        help="the path requests go to, when not the endpoint type's own (e.g. v1/chat/completions)",
+        metavar="PATH",
+    )
+    api_key: str | None = option(
+        help="sent as 'Authorization: Bearer KEY' to an OpenAI-compatible server", metavar="KEY", perf_analyzer=False
+    )
+    extra_inputs: Mapping[str, object] = option(
+        {},
+        "merged into every request's body (repeatable): NAME:VALUE (VALUE read as JSON when it is) or a JSON object",
+        metavar="NAME:VALUE",
+        repeat=True,
+        cli_default=[],
+        convert=as_extra_inputs,
+        perf_analyzer=False,
+    )
+    payload_template: str | None = option(
+        help="--endpoint-type template: the JSON body, with {{text}}, {{max_tokens}} and {{model}} placeholders",
+        metavar="JSON",
+        perf_analyzer=False,
+    )
+    response_field: str | None = option(
+        help="--endpoint-type template: where an answer (or an event) holds the text, e.g. choices.0.text",
+        metavar="PATH",
+        perf_analyzer=False,
+    )
+    random_seed: int = option(
+        0, "seed of the synthetic prompts' lengths and text (default 0)", checks=(NOT_NEGATIVE,), perf_analyzer=False
+    )
+
+    @property
+    def token_run(self) -> bool:
+        """Whether the run measures token streams: any of this group's options given."""
+        return any(
+            value for value in (self.endpoint_type, self.isl, self.osl, self.input_file, self.tokenizer, self.goodput)
+        )
+
+    @property
+    def openai(self) -> bool:
+        """Whether the server is an OpenAI-compatible one (no Triton behind the run's figures)."""
+        return self.endpoint_type in OPENAI_ENDPOINTS
+
+
 @dataclass(frozen=True)
 class Measurement:
     """How each level is measured: windows, stability, percentiles, counts, confidence, thresholds."""
@@ -552,6 +674,7 @@ GROUPS: tuple[tuple[str, type], ...] = (
     ("connection (URL, protocol, transport, TLS, headers)", Connection),
     ("load (one mode; schedule, calls, workers, limits)", Load),
     ("data (inputs, shapes, strings, sequences)", Data),
+    ("generative models (token streams: endpoint, prompts, tokens, goodput)", Tokens),
     ("measurement (windows, stability, percentiles, counts)", Measurement),
     ("outputs (files, verbosity)", Outputs),
     ("server (metrics, trace: set for the run, restored after it)", Server),
@@ -672,9 +795,15 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
 # Rules across groups, in one place.
 CROSS_RULES: tuple[Rule, ...] = (
     Rule(
+        "generate over HTTP",
+        lambda s: s.endpoint_type != "generate" or s.protocol == "http",
+        "--endpoint-type generate is Triton's HTTP generate extension: give -i http and the HTTP port",
+    ),
+    Rule(
         "streams are gRPC's",
-        lambda s: not s.streaming or s.protocol == "grpc",
-        "--streaming needs -i grpc: Triton streams responses over gRPC only",
+        lambda s: not s.streaming or s.protocol == "grpc" or s.endpoint_type in ("generate", *OPENAI_ENDPOINTS),
+        "--streaming needs -i grpc: Triton streams responses over gRPC only (or its generate_stream: "
+        "--endpoint-type generate)",
     ),
     Rule(
         "shared memory holds binary inputs",
@@ -693,7 +822,11 @@ CROSS_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "fixed schedule of one JSON file",
-        lambda s: not s.fixed_schedule or (len(s.input_sources) == 1 and s.input_sources[0].lower().endswith(".json")),
+        lambda s: (
+            not s.fixed_schedule
+            or s.input_file is not None
+            or (len(s.input_sources) == 1 and s.input_sources[0].lower().endswith(".json"))
+        ),
         lambda s: (
             '--fixed-schedule sends the entries of one --input-data JSON file, each at its "timestamp": give '
             "one (not random, zero, a directory or several files)"
@@ -762,7 +895,7 @@ LOAD_FIELDS = {  # the fields that choose a load mode, each with its off value a
 
 
 @dataclass(frozen=True)
-class Settings(Shards, Server, Outputs, Measurement, Data, Load, Connection, Model):  # fields: Model's first
+class Settings(Shards, Server, Outputs, Measurement, Tokens, Data, Load, Connection, Model):  # fields: Model's first
     """What to profile and how: every group's fields at once; every field is a CLI flag (long name in snake case)."""
 
     def __post_init__(self) -> None:
@@ -786,6 +919,8 @@ class Settings(Shards, Server, Outputs, Measurement, Data, Load, Connection, Mod
     def _connection(self) -> None:
         """The protocol checked, and the URL its default port when none is given."""
         object.__setattr__(self, "protocol", _lower(self.protocol))
+        if self.endpoint_type in OPENAI_ENDPOINTS:  # OpenAI-compatible servers speak HTTP alone
+            object.__setattr__(self, "protocol", "http")
         if self.protocol not in PROTOCOLS:
             raise OptionError(f"-i {self.protocol!r}: choose grpc or http")
         object.__setattr__(self, "url", self.url or DEFAULT_URLS[self.protocol])

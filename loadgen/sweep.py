@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -19,6 +20,7 @@ from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_windo
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
+from loadgen.prompts import prompts_for, token_outputs, triton_sample
 from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
 from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription, Unmeasured
 from loadgen.sequences import check_sequence_ids
@@ -32,6 +34,7 @@ from loadgen.shards.grid import Grid
 from loadgen.shards.log import LoggedStart, LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
+from loadgen.transport.endpoints import endpoint_for
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
@@ -312,6 +315,8 @@ class _Session:
         started = time.perf_counter()
         if size > LARGE_INPUT_BYTES:
             self._note(f"loading {size / 1e6:.0f} MB of input data ...")
+        if settings.token_run:
+            return await self._prepare_tokens(settings, info, tree, run)
         data = await _in_daemon_thread(load_data, info, settings)
         _check_kind(info, data, settings)
         run = capped_at_threads(run, info.is_sequence)
@@ -327,6 +332,28 @@ class _Session:
         if size > LARGE_INPUT_BYTES:
             self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
         return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
+
+    async def _prepare_tokens(self, settings: Settings, info: ModelInfo, tree: Composition, run: RunPlan) -> Prepared:
+        """A generative model: its prompts encoded once for the endpoint, as a Triton pipeline's tensors over gRPC
+        (kserve) or as an HTTP endpoint's bodies (Triton's generate extension, an OpenAI-compatible server)."""
+        prompt_set, _ = await _in_daemon_thread(prompts_for, settings)
+        prompts = prompt_set.prompts
+        if settings.endpoint_type in (None, "kserve"):
+            data = InputData((tuple(triton_sample(info, prompt, settings) for prompt in prompts),))
+            _check_kind(info, data, settings)
+            requests = await _in_daemon_thread(encode_requests, self.connection.wire, info, data, settings)
+            inputs = _describe(data.streams[0][0])
+        else:
+            encode = endpoint_for(info.name, settings, self.options).encode
+            payloads = tuple(encode(prompt) for prompt in prompts)
+            requests = Requests(payloads, (tuple(range(len(payloads))),))
+            inputs = (InputDescription("prompt", "TEXT", (len(prompts),)),)
+        requests = dataclasses.replace(
+            requests, tokens=token_outputs(info), input_tokens=tuple(prompt.input_tokens for prompt in prompts)
+        )
+        if prompt_set.timestamps_ms is not None and settings.fixed_schedule:  # a trace's times
+            run = with_schedule(run, prompt_set.timestamps_ms)
+        return Prepared(info, tree, requests, inputs, run)
 
 
 def _json_streams(requests: Requests) -> tuple[int, ...]:
@@ -486,7 +513,7 @@ class _Sweep:
         abort = None
         rule = self.run.rule
         try:
-            if self.settings.collect_metrics:
+            if self.settings.collect_metrics and (not self.settings.openai or self.settings.metrics_url):
                 self.metrics = await self._guarded(self._collect_metrics())
             if isinstance(self.generator, ProcessGenerator):
                 await self._guarded(self.generator.start())

@@ -3,11 +3,13 @@ messages users see."""
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from loadgen.errors import OptionError
@@ -43,6 +45,14 @@ KEY_TYPES = ("PEM", "DER")
 TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 PARAMETER_TYPES = ("bool", "int", "string")
 OPEN_END = 0  # a range END of 0: step on until a level goes over --latency-threshold
+CONFIDENCE = 0.99  # the default --confidence
+
+
+def check_confidence(confidence: float) -> float:
+    """The confidence, checked: at least 0.5 and below 1 (a one-line OptionError otherwise)."""
+    if not 0.5 <= confidence < 1:  # (NaN fails too)
+        raise OptionError(f"--confidence {confidence:g}: must be at least 0.5 and below 1 (e.g. 0.99)")
+    return confidence
 
 
 def worker_count(text: str) -> int:
@@ -436,3 +446,81 @@ def as_levels(value: object) -> tuple[int, ...]:
     if len(levels) > MAX_LEVELS:
         raise OptionError(f"--concurrency-range: more than {MAX_LEVELS} levels")
     return levels
+
+
+GOODPUT_METRICS = ("time_to_first_token", "inter_token_latency", "request_latency")
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """Goodput's service-level objectives, in microseconds (None: not set)."""
+
+    time_to_first_token_us: int | None = None
+    inter_token_latency_us: int | None = None
+    request_latency_us: int | None = None
+
+    def met(self, ttft_us: int, itl_us: int | None, latency_us: int) -> bool:
+        """Whether one request meets every objective set (one token: no inter-token latency to judge)."""
+        return (
+            (self.time_to_first_token_us is None or ttft_us <= self.time_to_first_token_us)
+            and (self.inter_token_latency_us is None or itl_us is None or itl_us <= self.inter_token_latency_us)
+            and (self.request_latency_us is None or latency_us <= self.request_latency_us)
+        )
+
+
+def parse_goodput(specs: Sequence[str] | Mapping[str, float] | None) -> Objectives | None:
+    """`--goodput time_to_first_token:100 inter_token_latency:10` (milliseconds, AIPerf's spelling; a mapping in the
+    library) as objectives; None when none is given."""
+    if not specs:
+        return None
+    items: list[tuple[str, object]] = []
+    if isinstance(specs, Mapping):
+        items = list(specs.items())
+    else:
+        for spec in specs:
+            for part in str(spec).replace(",", " ").split():
+                name, colon, value = part.partition(":")
+                if not colon:
+                    raise OptionError(f"--goodput {part}: give METRIC:MILLISECONDS, e.g. time_to_first_token:100")
+                items.append((name, value))
+    values: dict[str, int] = {}
+    for name, given in items:
+        if name not in GOODPUT_METRICS:
+            raise OptionError(f"--goodput {name}: choose {', '.join(GOODPUT_METRICS)}")
+        value = str(given)
+        try:
+            milliseconds = float(value)
+        except ValueError:
+            raise OptionError(f"--goodput {name}:{value}: not a number of milliseconds") from None
+        if not milliseconds > 0 or milliseconds > 3_600_000:
+            raise OptionError(f"--goodput {name}:{value}: give a number of milliseconds above 0 (at most an hour)")
+        values[f"{name}_us"] = round(milliseconds * 1000)
+    return Objectives(**values)
+
+
+def as_extra_inputs(value: object) -> dict[str, object]:
+    """AIPerf's `--extra-inputs`: NAME:VALUE pairs (VALUE read as JSON when it is, else text) or a JSON object, merged
+    into every request's body; a mapping in the library."""
+    if isinstance(value, Mapping):
+        return {as_text("extra_inputs", name): item for name, item in value.items()}
+    texts = [value] if isinstance(value, str) else list(value) if isinstance(value, Sequence) else [value]
+    merged: dict[str, object] = {}
+    for text in texts:
+        text = str(text).strip()
+        if text.startswith("{"):
+            try:
+                document = json.loads(text)
+            except (ValueError, RecursionError):
+                raise OptionError(f"--extra-inputs {text[:60]!r}: not a JSON object") from None
+            if not isinstance(document, dict):
+                raise OptionError(f"--extra-inputs {text[:60]!r}: not a JSON object")
+            merged |= document
+            continue
+        name, colon, raw = text.partition(":")
+        if not colon or not name:
+            raise OptionError(f"--extra-inputs {text[:60]!r}: give NAME:VALUE or a JSON object")
+        try:
+            merged[name] = json.loads(raw)
+        except (ValueError, RecursionError):
+            merged[name] = raw
+    return merged

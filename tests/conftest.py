@@ -11,7 +11,7 @@ import pytest
 import loadgen
 from loadgen.server import EmbeddedServer
 from tests.fake_openai import FakeOpenAI, fake_openai
-from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, TEST_MODELS, serve, train_tokenizer
+from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, SHIPPED_TOKENIZER, TEST_MODELS, serve
 
 RESULT_FIXTURES = {"ensemble_result", "rate_result"}  # runs against a server, shared by several tests
 FAKE_SERVERS = {"openai_server"}  # no Triton behind them: unit tests
@@ -32,9 +32,9 @@ def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
 
 
 @pytest.fixture(scope="session")
-def tokenizer_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tokenizer.json trained for the tests."""
-    return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+def tokenizer_file() -> Path:
+    """The tokenizer.json loadgen ships (trained on Python's own documentation)."""
+    return SHIPPED_TOKENIZER
 
 
 @pytest.fixture

@@ -3,19 +3,19 @@ server's own statistics (what it saw, never what loadgen says it sent)."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from pydoc_data.topics import topics
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from hdrh.histogram import HdrHistogram
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from loadgen.levels import Level
 from loadgen.measurement import Window, new_histogram
@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
 SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
+LLM_EXAMPLES = ROOT / "examples" / "llm_repository"
+SHIPPED_TOKENIZER = ROOT / "loadgen" / "data" / "tokenizer.json"
 
 # Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
@@ -57,17 +59,21 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             RUNNING.remove(server)
 
 
-def train_tokenizer(directory: Path) -> Path:
-    """A small byte-level BPE tokenizer.json trained on Python's own help texts (until loadgen ships one)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trainer = trainers.BpeTrainer(vocab_size=2000, initial_alphabet=alphabet, show_progress=False)
-    tokenizer.train_from_iterator(topics.values(), trainer)
-    path = directory / "tokenizer.json"
-    tokenizer.save(str(path))
-    return path
+def llm_repository(destination: Path, **changes: object) -> Path:
+    """A copy of the example LLM pipeline with its models' parameters changed: `{"postprocessing.delay_ms": 4}`
+    sets a parameter, `{"postprocessing.instances": 2}` the instance count."""
+    shutil.copytree(LLM_EXAMPLES, destination)
+    for key, value in changes.items():
+        model, _, name = key.partition(".")
+        config = destination / model / "config.pbtxt"
+        text = config.read_text()
+        if name == "instances":
+            changed = re.sub(r"count:\s*\d+", f"count: {value}", text)
+        else:
+            changed = re.sub(rf'(key:\s*"{name}",\s*value:\s*{{\s*string_value:\s*)"[^"]*"', rf'\g<1>"{value}"', text)
+        assert changed != text or str(value) in text, f"{key}: not in {config}"
+        config.write_text(changed)
+    return destination
 
 
 def successes(server: EmbeddedServer, model: str) -> int:

@@ -39,6 +39,7 @@ def test_every_setting_is_a_flag_with_the_same_default() -> None:
             "bls_composing_models",
             "request_parameter",
             "trace_level",
+            "goodput",
             "concurrency_range",
             "url",  # empty on both sides: the protocol's default port
         ):

@@ -1,6 +1,7 @@
 """The raw HTTP/1.1 response parser under random input (issue 24): valid responses (Content-Length, chunked, or
-ended by the server's close; after interim 1xx answers) cut at random points parse to the same reply; any bytes at
-all, cut anywhere, end as a reply or a counted failure, never as an exception out of `data_received`."""
+ended by the server's close; after interim 1xx answers) cut at random points parse to the same reply, or stream the
+same body to a sink, each piece stamped with its read's time; any bytes at all, cut anywhere, end as a reply or a
+counted failure, never as an exception out of `data_received`."""
 
 from __future__ import annotations
 
@@ -59,15 +60,33 @@ def _cut(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
-def _fed(parts: list[bytes], close: bool, max_response_bytes: int = 1 << 20) -> asyncio.Future[Reply]:
+class Sink:
+    """A body sink that takes 200 answers: their pieces, the times they came with, and the read times seen."""
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[bytes, int]] = []
+        self.reads: set[int] = set()
+
+    def begin(self, status: int, content_type: bytes) -> bool:
+        return status == 200
+
+    def piece(self, data: bytes, ns: int) -> None:
+        self.pieces.append((data, ns))
+
+
+def _fed(
+    parts: list[bytes], close: bool, max_response_bytes: int = 1 << 20, sink: Sink | None = None
+) -> asyncio.Future[Reply]:
     """Feed the parts to a fresh connection after a request (then the server's close, if `close`)."""
 
     async def run() -> asyncio.Future[Reply]:
         connection = Http1Connection(lambda _: None, lambda _: None, max_response_bytes)
         connection.connection_made(FakeTransport())  # type: ignore[arg-type]
-        waiter = connection.send(b"POST / HTTP/1.1\r\n\r\n")
+        waiter = connection.send(b"POST / HTTP/1.1\r\n\r\n", sink)
         for part in parts:
             connection.data_received(part)  # raises nothing, whatever the bytes
+            if sink is not None:
+                sink.reads.add(connection.read_ns)
         if close:
             connection.connection_lost(None)
             assert connection.state == CLOSED and waiter.done()
@@ -87,6 +106,21 @@ def test_a_valid_response_cut_anywhere_parses_whole(
     waiter = _fed(_cut(wire, points), close=framing == "close")
     reply = waiter.result()
     assert (reply.status, bytes(reply.body), reply.header_length) == (status, body, header_length)
+
+
+@EXAMPLES
+@given(responses(), st.lists(st.integers(0, 2000), max_size=6))
+def test_a_streamed_body_comes_whole_in_pieces_stamped_with_their_reads(
+    response: tuple[bytes, int, bytes, int | None, str], points: list[int]
+) -> None:
+    wire, status, body, _, framing = response
+    sink = Sink()
+    reply = _fed(_cut(wire, points), close=framing == "close", sink=sink).result()
+    streamed = b"".join(piece for piece, _ in sink.pieces)
+    assert (bytes(reply.body), streamed) == ((b"", body) if status == 200 else (body, b""))  # an error's kept whole
+    times = [ns for _, ns in sink.pieces]
+    assert set(times) <= sink.reads and times == sorted(times)
+    assert reply.first_ns <= reply.last_ns == max(sink.reads)
 
 
 @EXAMPLES
@@ -120,14 +154,21 @@ def test_any_bytes_are_a_reply_or_a_failure(data: bytes, points: list[int]) -> N
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 4096), st.sampled_from(["length", "chunked"]), st.lists(st.integers(0, 10_000), max_size=6))
-def test_a_body_past_the_limit_fails_naming_it(limit: int, framing: str, points: list[int]) -> None:
+@given(
+    st.integers(1, 4096),
+    st.sampled_from(["length", "chunked"]),
+    st.lists(st.integers(0, 10_000), max_size=6),
+    st.booleans(),
+)
+def test_a_body_past_the_limit_fails_naming_it(limit: int, framing: str, points: list[int], streamed: bool) -> None:
     body = bytes(limit + 1)
     if framing == "length":
         wire = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
     else:
         wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + f"{len(body):x}\r\n".encode() + body
-    error = _fed(_cut(wire, points), close=False, max_response_bytes=limit).exception()
+    error = _fed(
+        _cut(wire, points), close=False, max_response_bytes=limit, sink=Sink() if streamed else None
+    ).exception()
     assert str(error) == f"a response over --max-response-bytes ({limit} bytes)"
 
 

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import rich.progress
 from rich.console import Console
-from rich.table import Table
 
-from loadgen.analysis import Diagnosis
-from loadgen.confidence import LevelConfidence
-from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
-from loadgen.mix_analysis import MixDiagnosis
 from loadgen.plan import Load
-from loadgen.server.metrics import summary_line
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the rest where it is used: a command line's consoles come before its parsing (`--help`)
+    import rich.progress
+    from rich.table import Table
+
+    from loadgen.analysis import Diagnosis
     from loadgen.comparison import Comparison, Gate, MetricChange
+    from loadgen.confidence import LevelConfidence
+    from loadgen.measurement import LatencyStats, WindowSummary
+    from loadgen.mix_analysis import MixDiagnosis
     from loadgen.results import LevelResult, ProfileResult, RunDescription, Unmeasured
     from loadgen.server.sharing import Sharing
+    from loadgen.tokens import TokenStats
 
 _CLOSED = ("concurrency", "infer/s", "avg us", "p50 us", "p90 us", "p95 us", "p99 us", "errors", "stable")
 _OPEN = ("req/s", "sent/s", "infer/s", "avg us", "p50 us", "p99 us", "svc p99", "lag p99", "late", "errors", "stable")
@@ -58,6 +59,8 @@ class ConsoleProgress:
     """
 
     def __init__(self, console: Console | None = None, verbose: bool = False, quiet: bool = False) -> None:
+        import rich.progress
+
         self.console = console or make_console()
         self.verbose = verbose
         self.quiet = quiet
@@ -78,6 +81,8 @@ class ConsoleProgress:
             self.console.print(text)
 
     def started(self, run: RunDescription) -> None:
+        from loadgen.measurement import STABILITY_WINDOWS
+
         windows, rule = run.windows, run.rule
         self._max_windows = windows.max_windows
         if self.quiet:
@@ -103,6 +108,8 @@ class ConsoleProgress:
             )
         self.console.print(_row(_header(run.closed_loop)), style="bold")
         if self.console.is_terminal:
+            import rich.progress
+
             self._live = rich.progress.Progress(
                 rich.progress.SpinnerColumn(),
                 rich.progress.TextColumn("{task.description}", markup=False),
@@ -146,6 +153,8 @@ class ConsoleProgress:
             self._print_level(level)
 
     def _print_level(self, level: LevelResult) -> None:
+        from loadgen.server.metrics import summary_line
+
         lat = level.latency_us
         stable = "yes" if level.stable else "NO"
         if level.concurrency is not None:
@@ -190,6 +199,12 @@ class ConsoleProgress:
                 f"    stream: first response avg {first.avg:.0f} us, p99 {first.p99} us (the columns: last response); "
                 f"{level.responses_per_request:.2f} responses per request, {level.response_throughput:.1f} responses/s"
             )
+        if level.tokens is not None:
+            for line in token_lines(level.tokens):
+                self.console.print(f"    {line}")
+        if level.token_breakdown is not None:
+            for line in (level.token_breakdown.first_token, level.token_breakdown.gaps):
+                self.console.print(f"    {line}", style="bold")
         if level.confidence is not None:
             self._confidence(level.confidence)
         if level.metrics is not None and level.metrics.samples:
@@ -258,6 +273,8 @@ class ConsoleProgress:
     def finished(self, result: ProfileResult) -> None:
         """After the sweep (quiet: the level table first), the per-step breakdown where the model was pushed
         hardest, and the verdict."""
+        from loadgen.server.metrics import summary_line
+
         self._stop_live()
         if result.mode == "periodic_concurrency":
             recorded = sum(len(experiment.requests) for experiment in result.experiments)
@@ -374,6 +391,8 @@ def _header(closed_loop: bool) -> tuple[str, ...]:
 
 def _settling(index: int) -> str:
     """The stability state after `index` windows of a level that is not stable yet."""
+    from loadgen.measurement import STABILITY_WINDOWS
+
     if index < STABILITY_WINDOWS:
         return f"settling {index}/{STABILITY_WINDOWS}"
     return "not stable yet"
@@ -381,6 +400,8 @@ def _settling(index: int) -> str:
 
 def step_table(level: LevelResult, title: str | None = None) -> Table:
     """Server-side time per step of one level, as perf_analyzer's "Server:" block, plus share and capacity."""
+    from rich.table import Table
+
     assert level.server is not None
     table = Table(
         title=f"{title + ': ' if title else ''}Server breakdown at {_load(level)} ({level.throughput:.1f} infer/s, "
@@ -423,6 +444,8 @@ def _significance(metric: MetricChange) -> str:
 
 def comparison_table(comparison: Comparison) -> Table:
     """Each load both runs measured, each metric's change and whether it is significant at the confidence."""
+    from rich.table import Table
+
     before, after = comparison.before, comparison.after
     table = Table(
         title=f"{before.model} -> {after.model}: significant at {comparison.confidence:.4g} confidence "
@@ -456,3 +479,29 @@ def print_comparison(console: Console, comparison: Comparison, gates: list[Gate]
             continue
         where = "; ".join(f"{level.before.load_label} {metric.change:+.1%}" for level, metric in crossed)
         console.print(f"FAIL {gate.text}: {where} (significant)", style="bold red")
+
+
+def _ms(stats: LatencyStats) -> str:
+    return f"avg {stats.avg / 1000:.1f} ms, p99 {stats.p99 / 1000:.1f} ms"
+
+
+def token_lines(tokens: TokenStats) -> list[str]:
+    """A token-stream level in a few lines: first token, the gaps, tokens and their rates, goodput."""
+    scheduled = tokens.time_to_first_token_from_schedule_us
+    lines = [
+        f"tokens: first token {_ms(tokens.time_to_first_token_us)}"
+        + (f" (from the schedule {_ms(scheduled)})" if scheduled is not None else "")
+        + f"; inter-token latency {_ms(tokens.inter_token_latency_us)}; gaps between events p99 "
+        f"{tokens.inter_event_gap_us.p99 / 1000:.1f} ms",
+        f"tokens: {tokens.output_tokens_per_request.avg:.1f} out and {tokens.input_tokens_per_request.avg:.1f} in per "
+        f"request (counted by the {tokens.token_count_source}), {tokens.output_token_throughput:.1f} output tokens/s, "
+        f"{tokens.output_token_throughput_per_user.avg:.1f} per user"
+        + (f"; goodput {tokens.goodput:.2f} requests/s" if tokens.goodput is not None else ""),
+    ]
+    counts = tokens.token_counts
+    if counts is not None and counts.server != counts.tokenizer:
+        lines.append(
+            f"tokens: the server counted {counts.server} output tokens, the tokenizer {counts.tokenizer} over the same "
+            "text"
+        )
+    return lines

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from loadgen.errors import EXIT_OTHER, EXIT_SUCCESS, EXIT_UNSTABLE
-from loadgen.measurement import STABILITY_WINDOWS, WindowSummary
 from loadgen.plan import DEFAULT_MAX_THREADS, LevelRule, Load
 
 if TYPE_CHECKING:
+    from loadgen.measurement import WindowSummary
     from loadgen.results import LevelResult, ProfileResult, RunDescription
     from loadgen.server.statistics import ServerFigures
     from loadgen.settings import Settings
@@ -336,6 +336,8 @@ class PerfAnalyzerReport:
 
 def saw_no_request(level: LevelResult) -> bool:
     """perf_analyzer's error for a level: one of the windows its stability is judged on recorded no request."""
+    from loadgen.measurement import STABILITY_WINDOWS  # (numpy: not for `loadgen --version`)
+
     return any(window.request_count == 0 for window in level.trend[-STABILITY_WINDOWS:])
 
 

@@ -15,14 +15,15 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.clock import WallClock
 from loadgen.errors import LoadgenError
 from loadgen.server.local import is_local, local_metrics_port
+
+if TYPE_CHECKING:  # aiohttp and the Prometheus parser are imported by a run that scrapes, not by every run
+    import aiohttp
 
 DEFAULT_PORT = 8002
 DEFAULT_INTERVAL_MS = 1000
@@ -100,6 +101,8 @@ def parse_metrics(text: str, time_s: float = 0.0, models: Collection[str] | None
 
     Raises MetricsError for a page with no Triton metric at all, or a malformed line among the metrics kept.
     """
+    from prometheus_client.parser import text_string_to_metric_families
+
     lines = text.splitlines()
     kept = [line for line in lines if line.startswith(_KEPT)]
     if not kept and not any(line.startswith("nv_") for line in lines):
@@ -416,6 +419,8 @@ class MetricsCollector:
 
     async def start(self) -> MetricsCollector:
         """Scrape once, then go on every interval; the first window opened when the collector was made."""
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=max(self.interval_s, SCRAPE_TIMEOUT_S))
         )
@@ -445,6 +450,8 @@ class MetricsCollector:
             await self._scrape()
 
     async def _scrape(self) -> None:
+        import aiohttp
+
         assert self._session is not None
         sent = self.clock.unix_s()
         try:

@@ -89,6 +89,10 @@ __all__ = [
 
 def connect(options: ConnectionOptions) -> Connection:
     """A connection speaking `options.protocol`; open it inside the event loop that uses it."""
+    if options.openai:
+        from loadgen.transport.openai_server import OpenAIServer
+
+        return OpenAIServer(options)
     if options.protocol == "http":
         from loadgen.transport.http_connection import HttpConnection  # aiohttp is only imported when used
         from loadgen.transport.raw_http import RawHttpConnection

@@ -7,6 +7,10 @@ answer the next request). Every response is bounded: its head (interim responses
 header line by MAX_HEADER_LINE_BYTES, its body by --max-response-bytes; past a limit the request fails with the
 limit's name and the connection closes. No exception leaves `data_received`: whatever the parser or a callback
 raises fails the request in flight and closes the connection alone.
+
+A request may give a body sink (a token stream's reader): once its response's head is whole the sink says whether
+it takes the body in pieces, each with the time its read came off the socket (taken once per read, before any
+parsing); a body it declines (an error's) is kept whole as usual. The limits hold the same either way.
 """
 
 from __future__ import annotations
@@ -15,17 +19,18 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import NamedTuple, Protocol, cast
 
 import httptools
 
 from loadgen.settings import MAX_RESPONSE_BYTES
 from loadgen.transport.common import ClientTimes
-from loadgen.transport.errors import internal
+from loadgen.transport.errors import RequestFailed, internal
 
 HEADER_LENGTH = b"inference-header-content-length"
 CONTENT_LENGTH = b"content-length"
 TRANSFER_ENCODING = b"transfer-encoding"
+CONTENT_TYPE = b"content-type"
 MAX_HEAD_BYTES = 64 << 10  # a response's status lines and headers, its interim responses' too
 MAX_HEADER_LINE_BYTES = 8 << 10  # one header's name and value
 IDLE, WAITING, HEAD, BODY, CLOSED = "idle", "waiting", "head", "body", "closed"
@@ -41,6 +46,20 @@ class Reply(NamedTuple):
     body: bytes
     header_length: int | None
     first_ns: int  # when its first bytes came (perf_counter_ns)
+    last_ns: int  # when its last bytes came
+
+
+class BodySink(Protocol):
+    """Takes a response's body in pieces as they come off the socket (a token stream)."""
+
+    def begin(self, status: int, content_type: bytes) -> bool:
+        """The final response's head is whole: True to take its body in pieces, False to leave it in the Reply."""
+        ...
+
+    def piece(self, data: bytes, ns: int) -> None:
+        """The next piece of the body, and the perf_counter_ns of the read that brought it; what it raises (a
+        RequestFailed) fails the request and closes the connection."""
+        ...
 
 
 class MalformedResponse(Exception):
@@ -72,6 +91,8 @@ class Http1Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.state = IDLE
         self.waiter: asyncio.Future[Reply] | None = None
+        self.sink: BodySink | None = None  # the request's, if it streams
+        self.read_ns = 0  # when the last read came
         self.used = False  # answered a request before
         self.sent_ns = 0  # when its request left (the pool's stall guard reads it)
         self._begin()
@@ -79,8 +100,11 @@ class Http1Connection(asyncio.Protocol):
     def _begin(self) -> None:
         """Forget the last response: nothing of the next one came yet."""
         self.body: bytes | bytearray = b""
+        self.received = 0  # the body's bytes, kept or streamed
+        self.streaming = False  # the body goes to the sink
         self.header_length: int | None = None
         self.content_length: int | None = None
+        self.content_type = b""
         self.chunked = False
         self.wire = 0  # the response's bytes as they came (head, body and its framing)
         self.first_ns = 0  # when its first bytes came
@@ -88,20 +112,23 @@ class Http1Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
-    def send(self, request: bytes) -> asyncio.Future[Reply]:
-        """Send a whole request (request line, headers, body); the future gets its response."""
+    def send(self, request: bytes, sink: BodySink | None = None) -> asyncio.Future[Reply]:
+        """Send a whole request (request line, headers, body); the future gets its response (its body, unless the
+        sink took it)."""
         assert self.transport is not None and self.state == IDLE
         self.waiter = waiter = asyncio.get_running_loop().create_future()
+        self.sink = sink
         self._begin()
         self.state = WAITING
         self.transport.write(request)
         return waiter
 
     def data_received(self, data: bytes) -> None:
+        self.read_ns = now = time.perf_counter_ns()
         state = self.state
         if state == WAITING:
             self.state = HEAD
-            self.first_ns = time.perf_counter_ns()
+            self.first_ns = now
         elif state != HEAD and state != BODY:  # IDLE: a response nobody asked for; CLOSED: aborted
             self.abort(None)
             return
@@ -113,7 +140,7 @@ class Http1Connection(asyncio.Protocol):
             self.abort(error)
         except httptools.HttpParserCallbackError as error:  # a callback's exception, kept as its context
             cause = error.__context__
-            self.abort(cause if isinstance(cause, MalformedResponse) else internal(cause or error))
+            self.abort(cause if isinstance(cause, (MalformedResponse, RequestFailed)) else internal(cause or error))
         except httptools.HttpParserUpgrade:
             self.abort(MalformedResponse(_UPGRADE))
         except httptools.HttpParserError as error:
@@ -125,7 +152,7 @@ class Http1Connection(asyncio.Protocol):
         """Bound what is not body: the head (so far), or a chunked body's framing and trailers."""
         if self.state == HEAD and self.wire > MAX_HEAD_BYTES:
             raise _over("header block", MAX_HEAD_BYTES)
-        if self.state == BODY and self.wire - len(self.body) > 2 * MAX_HEAD_BYTES + len(self.body) // 2:
+        if self.state == BODY and self.wire - self.received > 2 * MAX_HEAD_BYTES + self.received // 2:
             raise _over("framing (chunk sizes and trailers)", 2 * MAX_HEAD_BYTES)
 
     def on_message_begin(self) -> None:
@@ -142,6 +169,8 @@ class Http1Connection(asyncio.Protocol):
             self.content_length = _digits(value, "Content-Length")
         elif size == len(TRANSFER_ENCODING) and name.lower() == TRANSFER_ENCODING:
             self.chunked = b"chunked" in value.lower()
+        elif size == len(CONTENT_TYPE) and name.lower() == CONTENT_TYPE:
+            self.content_type = value
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -151,8 +180,16 @@ class Http1Connection(asyncio.Protocol):
             self.state = BODY
             if self.content_length is not None and self.content_length > self.max_response_bytes:
                 raise self._too_large()
+            if self.sink is not None:
+                self.streaming = self.sink.begin(status, self.content_type)
 
     def on_body(self, body: bytes) -> None:
+        self.received += len(body)
+        if self.received > self.max_response_bytes:
+            raise self._too_large()
+        if self.streaming:
+            cast(BodySink, self.sink).piece(body, self.read_ns)
+            return
         held = self.body
         if not held:
             self.body = body  # one piece: no copy
@@ -160,8 +197,6 @@ class Http1Connection(asyncio.Protocol):
             if isinstance(held, bytes):
                 held = self.body = bytearray(held)
             held += body
-        if len(self.body) > self.max_response_bytes:
-            raise self._too_large()
 
     def _too_large(self) -> MalformedResponse:
         return MalformedResponse(f"a response over --max-response-bytes ({self.max_response_bytes} bytes)")
@@ -178,16 +213,17 @@ class Http1Connection(asyncio.Protocol):
         wire = self.wire
         self._begin()
         self.wire = wire
-        self.first_ns = time.perf_counter_ns()
+        self.first_ns = self.read_ns  # the read that ended the interim response
 
     def _answer(self, status: int, keep: bool) -> None:
         """The response is whole: give it to the request and free the connection (or close it)."""
         waiter = self.waiter
         self.waiter = None
+        self.sink = None
         self.state = IDLE
         self.used = True
         if waiter is not None and not waiter.done():
-            waiter.set_result(Reply(status, cast(bytes, self.body), self.header_length, self.first_ns))
+            waiter.set_result(Reply(status, cast(bytes, self.body), self.header_length, self.first_ns, self.read_ns))
         if keep:
             self.on_free(self)
         else:
@@ -261,15 +297,16 @@ class Http1Pool:
         self.free: list[Http1Connection] = []
         self.connections: set[Http1Connection] = set()
 
-    async def request(self, request: bytes, timeout_s: float | None = None) -> Reply:
-        """Send a request and return its response; raises ConnectionError (no connection, or it closed before the
-        response was whole: never sent again), MalformedResponse, or TimeoutError after `timeout_s`."""
+    async def request(self, request: bytes, timeout_s: float | None = None, sink: BodySink | None = None) -> Reply:
+        """Send a request and return its response (its body given to `sink` in pieces if it takes it); raises
+        ConnectionError (no connection, or it closed before the response was whole: never sent again),
+        MalformedResponse, what the sink raised, or TimeoutError after `timeout_s` (a stream's whole length)."""
         clock = time.perf_counter_ns
         times = self.times
         free = self.free
         connection = free.pop() if free else await self._open()
         start = clock()
-        waiter = connection.send(request)
+        waiter = connection.send(request, sink)
         connection.sent_ns = start
         times.send_ns += clock() - start
         times.sends += 1

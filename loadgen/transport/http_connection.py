@@ -380,12 +380,24 @@ def _binary_size(output: Any) -> int | str:
 
 def _failure(status: int, body: bytes, url: str) -> RequestFailed:
     """A failed request, described from the server's error message (whatever the body holds)."""
-    try:
-        message = str(json.loads(body)["error"])
-    except (ValueError, KeyError, TypeError, IndexError, RecursionError):  # no JSON, another JSON, or too deep
-        message = body.decode(errors="replace")
-    described = _described(status, clipped(one_line(message)), url)
+    described = _described(status, error_message(body), url)
     return PermissionDenied(described) if status in (401, 403) else Rejected(described)
+
+
+def error_message(body: bytes) -> str:
+    """A server's error message from an error's body, as one short line: Triton's `{"error": "..."}`, OpenAI's
+    `{"error": {"message": "..."}}`, else the body as text."""
+    try:
+        return error_text(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):  # no JSON, another JSON, or too deep
+        return clipped(one_line(body.decode(errors="replace")))
+
+
+def error_text(error: object) -> str:
+    """An `error` field's value as one short line (OpenAI's object: its message)."""
+    if isinstance(error, dict) and "message" in error:
+        error = error["message"]
+    return clipped(one_line(str(error)))
 
 
 def _described(status: int, message: str, url: str) -> str:

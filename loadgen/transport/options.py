@@ -58,6 +58,8 @@ class ConnectionOptions:
     https: Https | None = None  # HTTP over TLS (-u https://HOST:PORT)
     headers: tuple[tuple[str, str], ...] = ()
     request_timeout_s: float | None = None  # --request-timeout: each request timed precisely
+    api_key: str | None = None  # an OpenAI-compatible server's key
+    openai: bool = False  # the server is an OpenAI-compatible one, not Triton
     stall_timeout_s: float | None = None  # without it: a request unanswered this long fails (checked coarsely)
     compression: str = "none"  # gRPC: how requests are compressed (none, gzip or deflate)
     max_response_bytes: int = MAX_RESPONSE_BYTES  # raw gRPC: a larger response message fails
@@ -76,6 +78,8 @@ class ConnectionOptions:
             stall_timeout_s=None if settings.request_timeout else stall_timeout_s(settings.measurement_interval),
             compression=settings.grpc_compression_algorithm,
             max_response_bytes=settings.max_response_bytes,
+            api_key=settings.api_key,
+            openai=settings.openai,
         )
 
 

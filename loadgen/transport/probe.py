@@ -49,14 +49,17 @@ class Probe:
 
     def _check_http(self, timeout_s: float) -> None:
         https = self.options.https
+        path = "/v1/models" if self.options.openai else "/v2/health/live"  # an OpenAI-compatible server lists models
         request = urllib.request.Request(
-            f"{'https' if https else 'http'}://{self.options.url}/v2/health/live", headers=dict(self.options.headers)
+            f"{'https' if https else 'http'}://{self.options.url}{path}", headers=dict(self.options.headers)
         )
         try:
             context = https.context() if https is not None else None
             with urllib.request.urlopen(request, timeout=timeout_s, context=context) as response:
                 response.read()
         except urllib.error.HTTPError as error:
+            if self.options.openai:  # it answered: it is there, whether or not it lists its models
+                return
             raise ServerError(f"Triton at {self.options.url} reports it is not live (HTTP {error.code})") from None
         except (OSError, http.client.HTTPException) as error:
             raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms: {error}") from None

@@ -26,10 +26,9 @@ class RawHttpWire(HttpWire):
     """Requests as whole HTTP/1.1 messages: tritonclient's body, behind a head built once."""
 
     def __init__(self, host: str, headers: Mapping[str, str]) -> None:
-        fields = {"Host": host, "Accept-Encoding": "identity", "Content-Type": "application/octet-stream", **headers}
-        if any("\r" in text or "\n" in text for field in fields.items() for text in field):
-            raise OptionError("-H: a header name or value must not hold a line break")
-        self._fields = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        self._fields = header_lines(
+            {"Host": host, "Accept-Encoding": "identity", "Content-Type": "application/octet-stream", **headers}
+        )
 
     def _message(self, request: HttpRequest) -> RawHttpRequest:
         extra = "".join(f"{name}: {value}\r\n" for name, value in request.headers.items())
@@ -44,6 +43,13 @@ class RawHttpWire(HttpWire):
 
     def decode_request(self, payload: RawHttpRequest) -> tuple[int, Sample]:  # type: ignore[override]
         return super().decode_request(payload.request)
+
+
+def header_lines(fields: Mapping[str, str]) -> str:
+    """Request headers as they go on the wire, each line ended; a line break in one (from -H) is refused."""
+    if any("\r" in text or "\n" in text for field in fields.items() for text in field):
+        raise OptionError("-H: a header name or value must not hold a line break")
+    return "".join(f"{name}: {value}\r\n" for name, value in fields.items())
 
 
 class RawHttpConnection(HttpConnection):
@@ -68,7 +74,7 @@ class RawHttpConnection(HttpConnection):
 
     async def _raw_infer(self, request: RawHttpRequest) -> HttpResponse:
         try:
-            status, body, header_length, _ = await self._pool.request(request.data, self._timeout_s)
+            status, body, header_length, _, _ = await self._pool.request(request.data, self._timeout_s)
         except TimeoutError:
             assert self.request_timeout_s is not None
             raise timed_out(self.request_timeout_s) from None

@@ -1,0 +1,141 @@
+"""Token streams end to end on the example LLM pipeline (examples/llm_repository) served by a real tritonserver:
+the figures against what the models were told to do, and the breakdown naming the step a slow variant slows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import loadgen
+from loadgen.server import EmbeddedServer
+from tests.helpers import QUICK, llm_repository, run_cli, serve
+
+pytestmark = pytest.mark.server
+
+PREFILL_MS, PER_INPUT_TOKEN_US, TOKEN_MS = 20, 100, 5  # the example's tensorrt_llm parameters
+RUN = {"isl": 100, "osl": 12, "num_prompts": 10, "streaming": True, **QUICK}
+
+
+@pytest.fixture(scope="module")
+def llm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    tmp = tmp_path_factory.mktemp("llm")
+    yield from serve(llm_repository(tmp / "repository"), tmp)
+
+
+@pytest.fixture(scope="module")
+def slow_detokenizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """postprocessing takes 4 ms per token on its one instance: at concurrency 4 its queue grows."""
+    tmp = tmp_path_factory.mktemp("llm-slow-detokenizer")
+    yield from serve(llm_repository(tmp / "repository", **{"postprocessing.delay_ms": 4}), tmp)
+
+
+@pytest.fixture(scope="module")
+def slow_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """preprocessing takes 60 ms per request on its one instance: a queue in front of the model."""
+    tmp = tmp_path_factory.mktemp("llm-slow-tokenizer")
+    yield from serve(llm_repository(tmp / "repository", **{"preprocessing.delay_ms": 60}), tmp)
+
+
+def test_figures_match_what_the_pipeline_was_told(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(llm_server.grpc_url, "ensemble", concurrency=2, **RUN)
+    level = result.levels[-1]
+    tokens = level.tokens
+    assert tokens is not None and level.error_count == 0
+    assert tokens.token_count_source == "server"  # the ensemble answers with output_ids
+    assert tokens.output_tokens_per_request.min == tokens.output_tokens_per_request.max == RUN["osl"]
+    assert tokens.input_tokens_per_request.avg == pytest.approx(RUN["isl"], rel=0.1)
+    # lower bounds only: the model sleeps at least this long
+    assert tokens.time_to_first_token_us.min >= (PREFILL_MS * 1000 + PER_INPUT_TOKEN_US * 90) * 0.95
+    # a request whose tokens arrive bunched (a busy detokenizer lets them through together) has shorter gaps: the
+    # median request's are the model's pace or more
+    assert tokens.inter_token_latency_us.p50 >= TOKEN_MS * 1000 * 0.95
+    assert tokens.time_to_second_token_us.min >= tokens.time_to_first_token_us.min
+    assert tokens.output_token_throughput == pytest.approx(tokens.request_throughput * RUN["osl"], rel=0.02)
+    assert tokens.goodput is None
+    # the detokenizer runs once per token: its executions per request are the output tokens
+    breakdown = level.token_breakdown
+    assert breakdown is not None
+    steps = {step.model: step for step in breakdown.steps}
+    assert steps["postprocessing"].lands_in == "every gap"
+    assert steps["postprocessing"].executions_per_request == pytest.approx(RUN["osl"], rel=0.15)
+    assert steps["preprocessing"].lands_in == "first token"
+    assert "generator" in breakdown.first_token  # nothing slow in the steps: prefill, unseen by Triton's statistics
+
+
+def test_the_json_and_the_console(llm_server: EmbeddedServer, tmp_path: Path) -> None:
+    out = tmp_path / "run.json"
+    completed = run_cli(
+        "-u", llm_server.grpc_url, "-m", "ensemble", "--streaming", "--isl", "50", "--osl", "6",
+        "--concurrency-range", "1", "-p", "300", "-s", "1000", "-r", "4",
+        "--goodput", "time_to_first_token:10000", "--goodput", "inter_token_latency:1000",
+        "--tokenizer", str(Path(loadgen.__file__).parent / "data"), "--json", str(out),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert "tokens: first token avg" in completed.stdout
+    level = json.loads(out.read_text())["levels"][0]
+    tokens = level["tokens"]
+    for key in (
+        "time_to_first_token_us",
+        "time_to_second_token_us",
+        "inter_token_latency_us",
+        "inter_event_gap_us",
+        "request_latency_us",
+        "output_tokens_per_request",
+        "input_tokens_per_request",
+    ):
+        assert set(tokens[key]) == {"min", "avg", "stddev", "p50", "p90", "p95", "p99", "max"}
+    assert tokens["token_count_source"] == "server"
+    assert tokens["goodput"] == pytest.approx(tokens["request_throughput"], rel=0.01)  # generous objectives
+    assert tokens["token_counts"]["server"] == tokens["token_counts"]["tokenizer"]  # the server's tokens re-encode
+
+
+def test_open_loop_times_the_first_token_from_the_schedule(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(llm_server.grpc_url, "ensemble", request_rate=5, **RUN)
+    tokens = result.levels[-1].tokens
+    assert tokens is not None and tokens.time_to_first_token_from_schedule_us is not None
+    assert tokens.time_to_first_token_from_schedule_us.max >= tokens.time_to_first_token_us.max * 0.99
+
+
+def test_a_slow_detokenizer_is_named_for_the_gaps(slow_detokenizer: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(slow_detokenizer.grpc_url, "ensemble", concurrency=4, **RUN)
+    breakdown = result.levels[-1].token_breakdown
+    assert breakdown is not None
+    assert breakdown.gaps.startswith("postprocessing bounds the gaps")
+    assert "add an instance" in breakdown.gaps
+
+
+def test_a_slow_tokenizer_is_named_for_the_first_token(slow_tokenizer: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(slow_tokenizer.grpc_url, "ensemble", concurrency=3, **RUN)
+    breakdown = result.levels[-1].token_breakdown
+    assert breakdown is not None
+    assert breakdown.first_token.startswith("preprocessing bounds the first token")
+    assert not breakdown.gaps.startswith("preprocessing")
+
+
+def test_a_model_without_text_input_is_one_line(llm_server: EmbeddedServer) -> None:
+    completed = run_cli("-u", llm_server.grpc_url, "-m", "postprocessing", "--isl", "10", "--concurrency-range", "1")
+    assert completed.returncode != 0
+    assert "has no text_input input" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_generate_stream_over_http_measures_the_same_pipeline(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(
+        llm_server.http_url, "ensemble", protocol="http", endpoint_type="generate", concurrency=2, **RUN
+    )
+    level = result.levels[-1]
+    tokens = level.tokens
+    assert tokens is not None and level.error_count == 0
+    assert tokens.token_count_source == "server"  # each event carries its output_ids
+    assert tokens.output_tokens_per_request.min == tokens.output_tokens_per_request.max == RUN["osl"]
+    assert tokens.time_to_first_token_us.min >= (PREFILL_MS * 1000 + PER_INPUT_TOKEN_US * 90) * 0.95
+    assert tokens.inter_token_latency_us.p50 >= TOKEN_MS * 1000 * 0.95
+    assert level.token_breakdown is not None
+
+
+def test_generate_needs_http() -> None:
+    completed = run_cli("-m", "ensemble", "--endpoint-type", "generate", "--isl", "10")
+    assert completed.returncode != 0 and "give -i http" in completed.stderr

@@ -1,0 +1,190 @@
+"""Token streams without a server: each metric's definition on replies of known times, goodput's objectives, windows
+that carry token figures between processes, and the prompts (synthetic and from files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loadgen.errors import OptionError
+from loadgen.measurement import Recorder, Window, merge
+from loadgen.prompts import load_tokenizer, prompts_for, read_prompts, synthetic
+from loadgen.settings import make_settings
+from loadgen.tokens import TokenCounter, TokenMetrics, token_stats
+from loadgen.transport.tokens import TokenReply
+from loadgen.values import Objectives, parse_goodput
+
+MS = 1_000_000  # ns
+
+
+def reply(events_ms: list[float], tokens: int | None = None, texts: tuple[str, ...] = ()) -> TokenReply:
+    answer = TokenReply()
+    answer.events = [round(at * MS) for at in events_ms]
+    answer.output_tokens = tokens
+    answer.texts = list(texts)
+    return answer
+
+
+def recorder(objectives: Objectives | None = None, open_loop: bool = False, tokenizer: object = None) -> Recorder:
+    return Recorder(open_loop=open_loop, tokens=TokenMetrics(TokenCounter(tokenizer), objectives))
+
+
+def test_each_metric_follows_its_definition() -> None:
+    """Sent at 0, events at 30, 35, 40, 45 ms, done at 46 ms: TTFT 30, second token 35, ITL (46-30)/3, gaps 5."""
+    rec = recorder()
+    generation = rec.start()
+    rec.record_tokens(reply([30, 35, 40, 45]), 0, 0, 46 * MS, 12, generation)
+    window = rec.rotate()
+    stats = token_stats(window, window.histogram, objectives=False)
+    assert stats is not None
+    assert stats.time_to_first_token_us.max == pytest.approx(30_000, rel=1e-3)
+    assert stats.time_to_second_token_us.max == pytest.approx(35_000, rel=1e-3)
+    assert stats.inter_token_latency_us.max == pytest.approx(16_000 / 3, rel=1e-3)
+    assert stats.inter_event_gap_us.min == pytest.approx(5_000, rel=1e-3)
+    assert stats.inter_event_gap_us.max == pytest.approx(5_000, rel=1e-3)
+    assert stats.request_latency_us.max == pytest.approx(46_000, rel=1e-3)
+    assert stats.output_tokens_per_request.max == 4  # one per event: no server count, no tokenizer
+    assert stats.input_tokens_per_request.max == 12
+    assert stats.token_count_source == "events"
+    assert stats.goodput is None
+    assert stats.time_to_first_token_from_schedule_us is None  # a closed loop
+
+
+def test_the_server_count_wins_and_the_tokenizer_is_compared() -> None:
+    tokenizer = load_tokenizer(None)
+    rec = recorder(tokenizer=tokenizer)
+    generation = rec.start()
+    text = " hello world again"
+    rec.record_tokens(reply([10, 20], tokens=7, texts=(text,)), 0, 0, 21 * MS, 3, generation)
+    window = rec.rotate()
+    stats = token_stats(window, window.histogram, objectives=False)
+    assert stats is not None
+    assert stats.token_count_source == "server"
+    assert stats.output_tokens_per_request.max == 7
+    assert stats.token_counts is not None
+    assert stats.token_counts.server == 7
+    assert stats.token_counts.tokenizer == len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def test_open_loop_times_the_first_token_from_the_schedule_too() -> None:
+    """Due at 0, sent 50 ms late: TTFT 20 ms from the send, 70 ms from the schedule; goodput judges the latter."""
+    rec = recorder(Objectives(time_to_first_token_us=40_000), open_loop=True)
+    generation = rec.start()
+    rec.record_tokens(reply([70, 75]), 50 * MS, 0, 76 * MS, 1, generation)
+    window = rec.rotate()
+    stats = token_stats(window, window.service, objectives=True)
+    assert stats is not None and stats.time_to_first_token_from_schedule_us is not None
+    assert stats.time_to_first_token_us.max == pytest.approx(20_000, rel=1e-3)
+    assert stats.time_to_first_token_from_schedule_us.max == pytest.approx(70_000, rel=1e-3)
+    assert window.good == 0  # 70 ms from the schedule misses the 40 ms objective
+
+
+def test_goodput_counts_requests_that_meet_every_objective() -> None:
+    rec = recorder(parse_goodput(["time_to_first_token:25", "inter_token_latency:6"]))
+    for events, done in (([20, 25, 30], 31), ([30, 35], 36), ([10, 20, 30], 31)):  # good; slow first; slow gaps
+        rec.record_tokens(reply(events), 0, 0, done * MS, 1, rec.start())
+    assert rec.rotate().good == 1
+
+
+def test_a_reply_without_output_is_a_counted_failure() -> None:
+    rec = recorder()
+    rec.record_tokens(reply([]), 0, 0, MS, 1, rec.start())
+    window = rec.rotate()
+    assert window.error_count == 1 and window.request_count == 0
+
+
+def test_token_windows_merge_and_travel_exactly() -> None:
+    parts = []
+    for first in (10, 20):
+        rec = recorder()
+        rec.record_tokens(reply([first, first + 5], tokens=2), 0, 0, (first + 6) * MS, 4, rec.start())
+        parts.append(Window.decode(json.loads(json.dumps(rec.rotate().encode()))))
+    merged = merge(parts)
+    assert merged.tokens_out == 4 and merged.by_server == 2
+    assert merged.ttft is not None and merged.ttft.get_total_count() == 2
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["ttft:10"], "choose time_to_first_token"),
+        (["time_to_first_token"], "METRIC:MILLISECONDS"),
+        (["request_latency:soon"], "not a number"),
+        (["inter_token_latency:0"], "above 0"),
+    ],
+)
+def test_bad_goodput_is_one_line(specs: list[str], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        make_settings(goodput=specs)
+
+
+def test_synthetic_prompts_have_the_asked_lengths() -> None:
+    tokenizer = load_tokenizer(None)
+    prompts = synthetic(make_settings(isl=64, osl=9, num_prompts=20), tokenizer).prompts
+    assert len(prompts) == 20 and len({prompt.text for prompt in prompts}) == 20
+    assert all(prompt.output_tokens == 9 for prompt in prompts)
+    assert sum(prompt.input_tokens for prompt in prompts) / 20 == pytest.approx(64, rel=0.1)  # decode/encode may merge
+    varied = synthetic(make_settings(isl=64, isl_stddev=20, num_prompts=50), tokenizer).prompts
+    assert len({prompt.input_tokens for prompt in varied}) > 5
+
+
+def test_prompt_files(tmp_path: Path) -> None:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"text": "a short prompt", "output_length": 5}\n\n{"texts": ["two", "parts"]}\n')
+    prompts = read_prompts(str(path), make_settings(osl=3), load_tokenizer(None)).prompts
+    assert [prompt.text for prompt in prompts] == ["a short prompt", "two parts"]
+    assert [prompt.output_tokens for prompt in prompts] == [5, 3]
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(
+        "".join(
+            json.dumps({"timestamp": at, "input_length": 600, "output_length": 4, "hash_ids": [1, 2]}) + "\n"
+            for at in (0, 10)
+        )
+    )
+    traced = read_prompts(str(trace), make_settings(), load_tokenizer(None))
+    assert traced.timestamps_ms == (0, 10)
+    assert traced.prompts[0].text == traced.prompts[1].text  # the same hash ids: the same prefix
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json\n", "line 1: not JSON"),
+        ("[1]\n", "expected an object"),
+        ('{"text": ""}\n', '"text"'),
+        ('{"text": "x", "output_length": -1}\n', "output_length"),
+        ('{"text": "\\ud800"}\n', "lone surrogate"),
+        ("\n", "no prompts"),
+        ("[" * 100_000 + "\n", "not JSON"),
+    ],
+)
+def test_bad_prompt_files_are_one_line(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(OptionError, match=message):
+        read_prompts(str(path), make_settings(), load_tokenizer(None))
+
+
+def test_a_missing_tokenizer_says_what_to_pass(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="never downloads"):
+        prompts_for(make_settings(tokenizer=str(tmp_path / "nowhere")))
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(OptionError, match=r"not a tokenizer\.json"):
+        load_tokenizer(str(tmp_path))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(max_size=40), max_size=5))
+def test_any_prompt_file_line_is_read_or_refused_in_one_line(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str]
+) -> None:
+    path = tmp_path_factory.mktemp("prompts") / "any.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+    try:
+        read_prompts(str(path), make_settings(), load_tokenizer(None))
+    except OptionError as error:
+        assert "\n" not in str(error)
