@@ -18,6 +18,8 @@ It misbehaves on request, by the request's `model`:
   body its Content-Length announced);
 - `fake-429`, `fake-500`: HTTP 429 / 500 with OpenAI's JSON error body, at once;
 - `fake-no-done`: the stream ends cleanly after its last chunk, without `data: [DONE]`;
+- `fake-error-event`: after `CUT_AFTER` chunks, an event `data: {"error": {...}}` (a failure mid-stream, as vLLM
+  sends it), then `data: [DONE]` (not streaming: a normal answer);
 - `fake-endless`: token chunks every `token_ms` until the client goes (streaming or not);
 - `fake-huge-line`: one `data:` line of `HUGE_LINE` bytes without a newline, then the body ends (streaming or not);
 - `fake-trickle`: the normal answer, one byte every `TRICKLE_S`;
@@ -48,6 +50,7 @@ MISBEHAVIOURS = (
     "fake-429",
     "fake-500",
     "fake-no-done",
+    "fake-error-event",
     "fake-endless",
     "fake-huge-line",
     "fake-trickle",
@@ -259,6 +262,9 @@ class FakeOpenAI:
                 pieces = pieces[:-1]
             elif model == "fake-cut":
                 pieces = pieces[:CUT_AFTER]
+            elif model == "fake-error-event":
+                event = b"data: " + error_body(ERRORS[500][0], ERRORS[500][1], None) + b"\n\n"
+                pieces = [*pieces[:CUT_AFTER], (self.token_s, event), pieces[-1]]
         elif isinstance(pieces, list):
             ((delay, body),) = pieces
             length = len(body)
