@@ -18,6 +18,8 @@ It misbehaves on request, by the request's `model`:
   body its Content-Length announced);
 - `fake-429`, `fake-500`: HTTP 429 / 500 with OpenAI's JSON error body, at once;
 - `fake-no-done`: the stream ends cleanly after its last chunk, without `data: [DONE]`;
+- `fake-error-event`: after `CUT_AFTER` chunks, an event `data: {"error": {...}}` (a failure mid-stream, as vLLM
+  sends it), then `data: [DONE]` (not streaming: a normal answer);
 - `fake-endless`: token chunks every `token_ms` until the client goes (streaming or not);
 - `fake-huge-line`: one `data:` line of `HUGE_LINE` bytes without a newline, then the body ends (streaming or not);
 - `fake-trickle`: the normal answer, one byte every `TRICKLE_S`;
@@ -48,6 +50,7 @@ MISBEHAVIOURS = (
     "fake-429",
     "fake-500",
     "fake-no-done",
+    "fake-error-event",
     "fake-endless",
     "fake-huge-line",
     "fake-trickle",
@@ -259,6 +262,9 @@ class FakeOpenAI:
                 pieces = pieces[:-1]
             elif model == "fake-cut":
                 pieces = pieces[:CUT_AFTER]
+            elif model == "fake-error-event":
+                event = b"data: " + error_body(ERRORS[500][0], ERRORS[500][1], None) + b"\n\n"
+                pieces = [*pieces[:CUT_AFTER], (self.token_s, event), pieces[-1]]
         elif isinstance(pieces, list):
             ((delay, body),) = pieces
             length = len(body)
@@ -306,6 +312,15 @@ class FakeOpenAI:
         return response
 
 
+async def start(fake: FakeOpenAI, port: int = 0) -> web.AppRunner:
+    """Serve the fake on 127.0.0.1:`port` (0: a free one) and set its `url`."""
+    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)  # endless answers: stop at once
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner
+
+
 @contextmanager
 def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
     """Serve the fake on a free local port from its own thread's event loop until the block ends; yields it (with
@@ -314,19 +329,13 @@ def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fake-openai", daemon=True)
     thread.start()
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)
-
-    async def start() -> int:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return runner.addresses[0][1]
-
     try:
-        fake.url = f"http://127.0.0.1:{asyncio.run_coroutine_threadsafe(start(), loop).result(10)}"
-        yield fake
+        runner = asyncio.run_coroutine_threadsafe(start(fake), loop).result(10)
+        try:
+            yield fake
+        finally:
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
     finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
@@ -334,10 +343,8 @@ def fake_openai(tokenizer: Path, **settings: object) -> Iterator[FakeOpenAI]:
 
 async def serve(fake: FakeOpenAI, port: int) -> None:
     """Serve until interrupted, after one ready line."""
-    runner = web.AppRunner(fake.app(), shutdown_timeout=0.1, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"fake OpenAI-compatible server ready on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+    runner = await start(fake, port)
+    print(f"fake OpenAI-compatible server ready on {fake.url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -356,7 +363,7 @@ def main() -> None:
     try:
         fake = FakeOpenAI(args.tokenizer, args.ttft_ms, args.token_ms, args.ttft_us_per_input_token, args.api_key)
     except Exception as error:  # a missing or unreadable tokenizer file: one line
-        parser.error(f"--tokenizer: {error}".splitlines()[0])
+        parser.error(f"--tokenizer {args.tokenizer}: {error}".splitlines()[0])
     try:
         asyncio.run(serve(fake, args.port))
     except OSError as error:

@@ -241,6 +241,15 @@ def test_no_done_ends_the_stream_cleanly_without_it(openai_server: FakeOpenAI) -
     assert json.loads(data[-1])["usage"]["completion_tokens"] == 4
 
 
+def test_error_event_fails_the_stream_mid_way(openai_server: FakeOpenAI) -> None:
+    path, body = CHAT
+    with post(openai_server.url, path, body | {"model": "fake-error-event", "stream": True}) as response:
+        data = events(response.read())
+    assert all(json.loads(item)["choices"] for item in data[:CUT_AFTER])
+    assert json.loads(data[CUT_AFTER])["error"]["type"] == "server_error"
+    assert data[CUT_AFTER + 1 :] == ["[DONE]"]
+
+
 def test_endless_streams_until_the_client_goes(openai_server: FakeOpenAI) -> None:
     path, body = CHAT
     with post(openai_server.url, path, body | {"model": "fake-endless", "max_tokens": 2}) as response:
@@ -300,4 +309,4 @@ def test_runs_as_a_process(tokenizer_file: Path, tmp_path: Path) -> None:
     done = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("python -m tests.fake_openai: error: --tokenizer:"), done.stderr
+    assert done.stderr.splitlines()[-1].startswith("python -m tests.fake_openai: error: --tokenizer "), done.stderr
