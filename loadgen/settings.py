@@ -1020,13 +1020,11 @@ class Settings(Shards, Server, Outputs, Measurement, Tokens, Data, Load, Connect
         recorded = {name: getattr(self, name) for name in self.__dataclass_fields__}
         recorded["shape"] = {k: list(v) for k, v in self.shape.items()}
         recorded["input_range"] = {k: list(v) for k, v in self.input_range.items()}
-        for name in ("input_data", "output", "bls_composing_models", "trace_level"):
-            if isinstance(recorded[name], tuple):
-                recorded[name] = list(recorded[name])
+        for name, value in recorded.items():
+            if isinstance(value, tuple):  # as JSON reads them back
+                recorded[name] = list(value)
         recorded["header"] = {name: REDACTED for name in self.header}  # values are often credentials
-        for name in ("concurrency_range", "request_rate_range"):
-            if isinstance(recorded[name], tuple):
-                recorded[name] = list(recorded[name])
+        recorded["api_key"] = REDACTED if self.api_key else None
         return recorded
 
 

@@ -188,3 +188,10 @@ def test_any_prompt_file_line_is_read_or_refused_in_one_line(
         read_prompts(str(path), make_settings(), load_tokenizer(None))
     except OptionError as error:
         assert "\n" not in str(error)
+
+
+def test_the_api_key_is_never_recorded() -> None:
+    recorded = make_settings(endpoint_type="chat", api_key="sk-secret", goodput=["request_latency:5"]).to_dict()
+    assert recorded["api_key"] == "<redacted>"
+    assert "sk-secret" not in json.dumps(recorded)
+    assert json.loads(json.dumps(recorded)) == recorded  # a result's settings read back as they were written
