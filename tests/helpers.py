@@ -3,6 +3,7 @@ server's own statistics (what it saw, never what loadgen says it sent)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf import text_format
 from hdrh.histogram import HdrHistogram
+from tritonclient.grpc import model_config_pb2
 
 from loadgen.levels import Level
 from loadgen.measurement import Window, new_histogram
@@ -26,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "model_repository"
 TEST_MODELS = Path(__file__).resolve().parent / "model_repository"
 SAMPLE_JPEG = ROOT / "examples" / "sample.jpg"
+LLM_EXAMPLE = ROOT / "examples" / "llm_repository"
 
 # Tests check behaviour, never timings: short windows, and a stability bound no noisy machine can miss.
 QUICK = {"measurement_interval": 300, "stability_percentage": 1000, "max_trials": 4}
@@ -53,6 +57,26 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             yield server
         finally:
             RUNNING.remove(server)
+
+
+def llm_repository(tmp: Path, **changes: object) -> Path:
+    """A copy of the example LLM pipeline (examples/llm_repository) in `tmp`, with its configs changed: a key
+    "MODEL.NAME" sets that config parameter (`"postprocessing.delay_ms": 3`, `"tensorrt_llm.token_ms": 2`), and
+    "MODEL.instances" the model's instance_group count. A parameter the model does not have is an error."""
+    repository = tmp / "llm_repository"
+    shutil.copytree(LLM_EXAMPLE, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    for key, value in changes.items():
+        model, _, name = key.partition(".")
+        path = repository / model / "config.pbtxt"
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+        if name == "instances":
+            config.instance_group[0].count = int(value)  # type: ignore[call-overload]
+        elif name in config.parameters:
+            config.parameters[name].string_value = str(value)
+        else:
+            raise ValueError(f"{model} has no parameter {name!r} (it has {', '.join(config.parameters) or 'none'})")
+        path.write_text(text_format.MessageToString(config))
+    return repository
 
 
 def successes(server: EmbeddedServer, model: str) -> int:
