@@ -42,8 +42,8 @@ def test_the_readme_shows_the_commands_it_promises() -> None:
 
 
 @pytest.mark.server
-def test_the_readme_serve_command_starts_the_example_server(tmp_path: Path) -> None:
-    [serve] = [command for command in _commands() if command[1] == "serve"]
+@pytest.mark.parametrize("serve", [c for c in _commands() if c[1] == "serve"], ids=lambda command: command[-1])
+def test_each_readme_serve_command_starts_its_server(serve: list[str]) -> None:
     ports = [str(free_port()) for _ in range(3)]
     with serve_process(
         [*_loadgen(), *serve[1:], "--grpc-port", ports[0], "--http-port", ports[1], "--metrics-port", ports[2]],
