@@ -3,7 +3,6 @@ server's own statistics (what it saw, never what loadgen says it sent)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf import text_format
 from hdrh.histogram import HdrHistogram
+from tritonclient.grpc import model_config_pb2
 
 from loadgen.levels import Level
 from loadgen.measurement import Window, new_histogram
@@ -59,21 +60,24 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             RUNNING.remove(server)
 
 
-def llm_repository(destination: Path, **changes: object) -> Path:
-    """A copy of the example LLM pipeline with its models' parameters changed: `{"postprocessing.delay_ms": 4}`
-    sets a parameter, `{"postprocessing.instances": 2}` the instance count."""
-    shutil.copytree(LLM_EXAMPLES, destination)
+def llm_repository(tmp: Path, **changes: object) -> Path:
+    """A copy of the example LLM pipeline (examples/llm_repository) in `tmp`, with its configs changed: a key
+    "MODEL.NAME" sets that config parameter (`"postprocessing.delay_ms": 3`, `"tensorrt_llm.token_ms": 2`), and
+    "MODEL.instances" the model's instance_group count. A parameter the model does not have is an error."""
+    repository = tmp / "llm_repository"
+    shutil.copytree(LLM_EXAMPLES, repository, ignore=shutil.ignore_patterns("__pycache__"))
     for key, value in changes.items():
         model, _, name = key.partition(".")
-        config = destination / model / "config.pbtxt"
-        text = config.read_text()
+        path = repository / model / "config.pbtxt"
+        config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
         if name == "instances":
-            changed = re.sub(r"count:\s*\d+", f"count: {value}", text)
+            config.instance_group[0].count = int(value)  # type: ignore[call-overload]
+        elif name in config.parameters:
+            config.parameters[name].string_value = str(value)
         else:
-            changed = re.sub(rf'(key:\s*"{name}",\s*value:\s*{{\s*string_value:\s*)"[^"]*"', rf'\g<1>"{value}"', text)
-        assert changed != text or str(value) in text, f"{key}: not in {config}"
-        config.write_text(changed)
-    return destination
+            raise ValueError(f"{model} has no parameter {name!r} (it has {', '.join(config.parameters) or 'none'})")
+        path.write_text(text_format.MessageToString(config))
+    return repository
 
 
 def successes(server: EmbeddedServer, model: str) -> int:
