@@ -3,6 +3,7 @@ that carry token figures between processes, and the prompts (synthetic and from 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loadgen.errors import OptionError
-from loadgen.measurement import Recorder, Window, merge
+from loadgen.measurement import LatencyStats, Recorder, Window, merge
 from loadgen.prompts import load_tokenizer, prompts_for, read_prompts, synthetic
+from loadgen.server.statistics import ServerFigures
 from loadgen.settings import make_settings
-from loadgen.tokens import TokenCounter, TokenMetrics, token_stats
+from loadgen.token_analysis import token_breakdown
+from loadgen.tokens import TokenCounter, TokenMetrics, TokenStats, token_stats
 from loadgen.transport.tokens import TokenReply
 from loadgen.values import Objectives, parse_goodput
 
@@ -195,3 +198,47 @@ def test_the_api_key_is_never_recorded() -> None:
     assert recorded["api_key"] == "<redacted>"
     assert "sk-secret" not in json.dumps(recorded)
     assert json.loads(json.dumps(recorded)) == recorded  # a result's settings read back as they were written
+
+
+def _step(model: str, requests: int, queue_us: float, compute_us: float, instances: int = 1) -> ServerFigures:
+    return ServerFigures(
+        model, "1", requests, requests, requests, 0, 1.0, queue_us, 0.0, compute_us, 0.0, 0.0, 0.0, None, instances, 0,
+        False,
+    )  # fmt: skip
+
+
+def _tokens(ttft_us: int, itl_us: int, per_request: int) -> TokenStats:
+    def flat(value: float) -> LatencyStats:
+        return LatencyStats(int(value), value, 0.0, int(value), int(value), int(value), int(value), int(value))
+
+    return TokenStats(
+        flat(ttft_us), flat(ttft_us), flat(itl_us), flat(itl_us), flat(ttft_us + itl_us * per_request),
+        flat(per_request), flat(100), flat(1e6 / itl_us), 100.0, 10.0, None, "server",
+    )  # fmt: skip
+
+
+def test_the_breakdown_names_each_bound_from_the_steps_figures() -> None:
+    """100 requests of 20 tokens in 10 s: a detokenizer run 2,000 times at 4 ms (80% busy) bounds the gaps; the
+    steps explain little of a 40 ms first token, so the generator's own (unseen) time bounds it; a tokenizer that
+    holds each request 29 ms bounds it."""
+    pipeline = dataclasses.replace(
+        _step("ensemble", 100, 0.0, 0.0),
+        composing=(_step("preprocessing", 100, 100, 500), _step("llm", 100, 50, 300), _step("detok", 2000, 3000, 4000)),
+    )
+    breakdown = token_breakdown(pipeline, _tokens(40_000, 5_000, 20), 10.0)
+    assert breakdown is not None
+    lands = {step.model: step.lands_in for step in breakdown.steps}
+    assert lands == {"preprocessing": "first token", "llm": "first token", "detok": "every gap"}
+    assert breakdown.gaps.startswith("detok bounds the gaps") and "add an instance" in breakdown.gaps
+    # one pass through the detokenizer (7 ms) is under a fifth of the 40 ms: the steps do not bound the first token
+    assert breakdown.first_token.startswith("the generator's own time bounds the first token")
+    quiet = dataclasses.replace(pipeline, composing=(*pipeline.composing[:2], _step("detok", 2000, 10, 100)))
+    calm = token_breakdown(quiet, _tokens(40_000, 5_000, 20), 10.0)
+    assert calm is not None
+    assert calm.first_token.startswith("the generator's own time bounds the first token")
+    assert calm.gaps.startswith("the generator's pace bounds the gaps")
+    slow_tokenizer = dataclasses.replace(
+        quiet, composing=(_step("preprocessing", 100, 20_000, 9_000), *quiet.composing[1:])
+    )
+    named = token_breakdown(slow_tokenizer, _tokens(40_000, 5_000, 20), 10.0)
+    assert named is not None and named.first_token.startswith("preprocessing bounds the first token")
