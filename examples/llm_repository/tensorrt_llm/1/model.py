@@ -51,23 +51,25 @@ class TritonPythonModel:
             prompt = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().reshape(-1)
             length = int(pb_utils.get_input_tensor_by_name(request, "input_lengths").as_numpy().reshape(-1)[0])
             count = int(pb_utils.get_input_tensor_by_name(request, "request_output_len").as_numpy().reshape(-1)[0])
-            stream = threading.Thread(target=self.generate, args=(request.get_response_sender(), prompt, length, count))
+            first = time.monotonic() + self.prefill_s + self.prefill_s_per_token * length  # the first token's time
+            stream = threading.Thread(target=self.generate, args=(request.get_response_sender(), prompt, first, count))
             with self.lock:
                 self.streams.add(stream)
             stream.start()
         return None
 
-    def generate(self, sender: Any, prompt: np.ndarray, length: int, count: int) -> None:
-        """One request's stream: count responses of one token each, then the final flag (always sent)."""
+    def generate(self, sender: Any, prompt: np.ndarray, first: float, count: int) -> None:
+        """One request's stream: count responses of one token each, the first at `first` (monotonic seconds), then
+        the final flag (always sent)."""
         try:
-            tokens = random.Random(int(prompt.sum())).choices(self.vocabulary, k=max(count, 0))
-            first = time.monotonic() + self.prefill_s + self.prefill_s_per_token * length
-            for index, token in enumerate(tokens):
+            draw = random.Random(int(prompt.sum()))
+            for index in range(count):
                 if self.stopping.wait(max(0.0, first + index * self.token_s - time.monotonic())):
                     break  # the model is being unloaded
                 if sender.is_cancelled():
                     break
-                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("output_ids", np.array([token], np.int32))]))
+                token = np.array([draw.choice(self.vocabulary)], dtype=np.int32)
+                sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("output_ids", token)]))
         except Exception as error:  # the stream ends with the error, never silently
             error_response = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(error).__name__}: {error}"))
             sender.send(error_response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
