@@ -1,6 +1,6 @@
 """Token endpoints on the raw HTTP/1.1 transport: Triton's generate_stream against the real server's decoupled
-`text_streamer` (max_tokens responses token_ms apart), and the OpenAI endpoints against a FAKE OpenAI-compatible
-server below (aiohttp), which also misbehaves on request; every misbehaviour is a counted failure with the
+`text_streamer` (max_tokens responses token_ms apart), and the OpenAI endpoints against the FAKE OpenAI-compatible
+server of tests/fake_openai.py, which also misbehaves on request; every misbehaviour is a counted failure with the
 server's message, never a traceback or a hang."""
 
 from __future__ import annotations
@@ -8,19 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from aiohttp import web
 
 from loadgen.errors import OptionError
 from loadgen.server import EmbeddedServer
-from loadgen.transport.endpoints import EndpointSpec, TokenEndpoint, token_endpoint
+from loadgen.transport.endpoints import EndpointSpec, EventReader, TokenEndpoint, token_endpoint
 from loadgen.transport.errors import PermissionDenied, Rejected, RequestFailed, TimedOut
 from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.tokens import Prompt, TokenReply
+from tests.fake_openai import FakeOpenAI, fake_openai
 
 TOKEN_MS = 20  # text_streamer's time between responses (its config)
 T = TypeVar("T")
@@ -90,142 +90,83 @@ def test_generate_failures_carry_tritons_message(test_server: EmbeddedServer) ->
     assert isinstance(stalled, TimedOut)
 
 
-# --- a FAKE OpenAI-compatible server -------------------------------------------------------------------------------
-
-FAKE_TOKEN_MS = 5
-FAKE_INPUT_TOKENS = 7
+# --- OpenAI-compatible endpoints, on the FAKE server -----------------------------------------------------------
 
 
-def _chunk(text: str | None, chat: bool, usage: dict[str, int] | None = None) -> bytes:
-    if text is None:  # the usage chunk
-        choices = []
-    elif chat:
-        choices = [{"index": 0, "delta": {"content": text} if text else {"role": "assistant"}}]
-    else:
-        choices = [{"index": 0, "text": text}]
-    return b"data: " + json.dumps({"choices": choices, "usage": usage}).encode() + b"\n\n"
-
-
-async def _fake_openai(request: web.Request) -> web.StreamResponse:
-    """OpenAI's chat, completions and embeddings; the model name picks a misbehaviour."""
-    body = await request.json()
-    model = body["model"]
-    if model in ("429", "500"):
-        message = {"error": {"message": f"fake {model} refusal", "type": "x", "code": int(model)}}
-        return web.json_response(message, status=int(model))
-    if model == "401":
-        return web.json_response({"error": {"message": "bad key"}}, status=401)
-    if request.path == "/v1/embeddings":
-        usage = {"prompt_tokens": FAKE_INPUT_TOKENS, "total_tokens": FAKE_INPUT_TOKENS}
-        return web.json_response({"data": [{"embedding": [0.5, 0.25], "index": 0}], "usage": usage})
-    chat = request.path == "/v1/chat/completions"
-    tokens = body["max_tokens"]
-    texts = [f"tok{i} " for i in range(tokens)]
-    usage = {"prompt_tokens": FAKE_INPUT_TOKENS, "completion_tokens": tokens}
-    if not body["stream"]:
-        choice = {"message": {"role": "assistant", "content": "".join(texts)}} if chat else {"text": "".join(texts)}
-        return web.json_response({"choices": [choice], "usage": usage})
-    if model == "json_for_stream":
-        return web.json_response({"choices": []})
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    if chat:
-        await response.write(_chunk("", chat))  # the role-only first chunk
-    for index, text in enumerate(texts):
-        await asyncio.sleep(FAKE_TOKEN_MS / 1000)
-        await response.write(_chunk(text, chat))
-        if model == "cut" and index == 1:
-            assert request.transport is not None
-            request.transport.close()
-            return response
-        if model == "malformed" and index == 1:
-            await response.write(b"data: {not json\n\n")
-        if model == "error_event" and index == 1:
-            await response.write(b'data: {"error": {"message": "fake failure mid-stream"}}\n\n')
-        if model == "endless_line" and index == 1:
-            await response.write(b"data: " + b"x" * (2 << 20))
-    if model == "trickle":
-        while True:
-            await asyncio.sleep(0.02)
-            await response.write(b": still here\n")
-    if body.get("stream_options", {}).get("include_usage"):
-        await response.write(_chunk(None, chat, usage))
-    if model != "no_done":
-        await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
-    return response
-
-
-@asynccontextmanager
-async def fake_openai() -> AsyncIterator[str]:
-    """The fake server on a free port, as HOST:PORT."""
-    app = web.Application()
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        app.router.add_post(path, _fake_openai)
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-def _openai(
-    kind: str, model: str, prompt: Prompt, streaming: bool = True, **options: float
-) -> TokenReply | RequestFailed:
+def _on_fake(fake: FakeOpenAI, spec: EndpointSpec, prompt: Prompt, **options: float) -> TokenReply | RequestFailed:
     """One call to the fake server: its reply, or the failure it raised."""
+    endpoint = token_endpoint(spec, ConnectionOptions(fake.url.removeprefix("http://"), "http", **options))  # type: ignore[arg-type]
 
-    async def run() -> TokenReply | RequestFailed:
-        async with fake_openai() as url:
-            spec = EndpointSpec(kind, model, streaming=streaming, api_key="KEY")  # type: ignore[arg-type]
-            endpoint = token_endpoint(spec, ConnectionOptions(url, "http", **options))  # type: ignore[arg-type]
-            try:
-                return await endpoint.call(endpoint.encode(prompt))
-            except RequestFailed as error:
-                return error
-            finally:
-                await endpoint.close()
+    async def call(endpoint: TokenEndpoint) -> TokenReply | RequestFailed:
+        try:
+            return await endpoint.call(endpoint.encode(prompt))
+        except RequestFailed as error:
+            return error
 
-    return asyncio.run(run())
+    return _run(endpoint, call)
 
 
 @pytest.mark.parametrize("kind", ["chat", "completions"])
 @pytest.mark.parametrize("streaming", [True, False])
-def test_openai_endpoints_give_the_text_and_the_servers_counts(kind: str, streaming: bool) -> None:
-    reply = _openai(kind, "ok", Prompt("hello", 2, 6), streaming)
+def test_openai_endpoints_give_the_text_and_the_servers_counts(
+    openai_server: FakeOpenAI, kind: str, streaming: bool
+) -> None:
+    reply = _on_fake(openai_server, EndpointSpec(kind, "fake", streaming), Prompt("hello there", 2, 6))  # type: ignore[arg-type]
     assert isinstance(reply, TokenReply)
-    texts = [f"tok{i} " for i in range(6)]
-    assert reply.texts == (texts if streaming else ["".join(texts)])  # neither the role nor the usage chunk
-    assert len(reply.events) == len(reply.texts)
-    assert (reply.output_tokens, reply.input_tokens) == (6, FAKE_INPUT_TOKENS)
-    embeddings = _openai("embeddings", "ok", Prompt("hello", 2))
+    (emission,) = openai_server.emissions
+    assert len(reply.events) == len(reply.texts) == (6 if streaming else 1)  # not the usage chunk
+    assert (reply.output_tokens, reply.input_tokens) == (6, emission.prompt_tokens)
+    assert len(openai_server.encode("".join(reply.texts))) == 6
+    # each event came off the socket no earlier than the fake wrote it (one clock: CLOCK_MONOTONIC)
+    assert all(at >= written for at, written in zip(reply.events, emission.chunk_ns, strict=False))
+    embeddings = _on_fake(openai_server, EndpointSpec("embeddings", "fake"), Prompt("hello there", 2))
     assert isinstance(embeddings, TokenReply) and len(embeddings.events) == 1
-    assert (embeddings.input_tokens, embeddings.output_tokens) == (FAKE_INPUT_TOKENS, None)
+    assert (embeddings.input_tokens, embeddings.output_tokens) == (openai_server.emissions[-1].prompt_tokens, None)
 
 
 @pytest.mark.parametrize(
     ("model", "kind", "message"),
     [
-        ("429", Rejected, "HTTP 429: fake 429 refusal"),
-        ("500", Rejected, "HTTP 500: fake 500 refusal"),
-        ("401", PermissionDenied, "HTTP 401: bad key"),
-        ("cut", RequestFailed, "cut the stream after 3 events"),
-        ("no_done", RequestFailed, "ended the stream without data: [DONE]"),
-        ("malformed", RequestFailed, "sent an event that is no JSON object: {not json"),
-        ("error_event", Rejected, "sent an error: fake failure mid-stream"),
-        ("endless_line", RequestFailed, "an event-stream line over 1048576 bytes (loadgen's limit)"),
-        ("json_for_stream", RequestFailed, "Content-Type application/json; charset=utf-8, not text/event-stream"),
-        ("trickle", TimedOut, "timeout: no answer within 500 ms"),
+        ("fake-429", Rejected, "HTTP 429: fake: rate limit reached, retry later."),
+        ("fake-500", Rejected, "HTTP 500: fake: the server had an error while processing your request."),
+        ("fake-cut", RequestFailed, "cut the stream after 2 events"),
+        ("fake-no-done", RequestFailed, "ended the stream without data: [DONE] (after 4 events)"),
+        ("fake-malformed", RequestFailed, 'sent an event that is no JSON object: {"id": "fake", "choices": ['),
+        ("fake-error-event", Rejected, "sent an error: fake: the server had an error"),
+        ("fake-huge-line", RequestFailed, "an event-stream line over 1048576 bytes (loadgen's limit)"),
+        ("fake-not-sse", RequestFailed, "Content-Type text/html, not text/event-stream: <html><body>"),
+        ("fake-trickle", TimedOut, "timeout: no answer within 500 ms"),
+        ("fake-endless", TimedOut, "timeout: no answer within 500 ms"),
     ],
 )
 def test_each_misbehaviour_of_an_openai_server_is_a_counted_failure(
-    model: str, kind: type[RequestFailed], message: str
+    openai_server: FakeOpenAI, model: str, kind: type[RequestFailed], message: str
 ) -> None:
-    failure = _openai("chat", model, Prompt("hello", 2, 3), request_timeout_s=0.5)
+    failure = _on_fake(openai_server, EndpointSpec("chat", model), Prompt("hello", 1, 3), request_timeout_s=0.5)
     assert type(failure) is kind and message in str(failure), repr(failure)
     assert "\n" not in str(failure) and len(str(failure)) < 500
+
+
+def test_a_refused_api_key_is_a_permission_failure(tokenizer_file: Path) -> None:
+    with fake_openai(tokenizer_file, ttft_ms=1, token_ms=1, api_key="secret") as fake:
+        refused = _on_fake(fake, EndpointSpec("chat", "fake", api_key="wrong"), Prompt("hello", 1, 2))
+        assert isinstance(refused, PermissionDenied) and "HTTP 401: Incorrect API key provided." in str(refused)
+        assert isinstance(
+            _on_fake(fake, EndpointSpec("chat", "fake", api_key="secret"), Prompt("hi", 1, 2)), TokenReply
+        )
+
+
+def test_neither_a_role_nor_a_usage_chunk_is_a_content_event() -> None:
+    endpoint = token_endpoint(EndpointSpec("chat", "m"), ConnectionOptions("localhost:1", "http"))
+    reader = EventReader()
+    assert reader.begin(200, b"text/event-stream")
+    chunks = [{"delta": {"role": "assistant"}}, {"delta": {"content": "a"}}, {"delta": {"content": None}}]
+    for at, chunk in enumerate(chunks):
+        reader.piece(b"data: " + json.dumps({"choices": [chunk]}).encode() + b"\n\n", at)
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+    reader.piece(b"data: " + json.dumps(usage).encode() + b"\r\n\r\ndata: [DONE]\r\n\r\n", 9)
+    reply = endpoint._streamed(reader)
+    assert (reply.events, reply.texts, reply.input_tokens, reply.output_tokens) == ([1], ["a"], 3, 1)
 
 
 def test_the_request_is_built_once_with_its_headers_and_extra_inputs() -> None:
@@ -253,23 +194,15 @@ def test_the_request_is_built_once_with_its_headers_and_extra_inputs() -> None:
 
 
 @pytest.mark.parametrize("streaming", [True, False])
-def test_a_template_reads_the_field_it_names_streamed_or_not(streaming: bool) -> None:
-    async def run() -> TokenReply:
-        async with fake_openai() as url:
-            template = '{"model": "ok", "prompt": {{text}}, "max_tokens": {{max_tokens}}, "stream": %s}'
-            spec = EndpointSpec(
-                "template",
-                "ok",
-                path="v1/completions",
-                template=template % json.dumps(streaming),
-                response_field="choices.0.text",
-            )
-            endpoint = token_endpoint(spec, ConnectionOptions(url, "http"))
-            try:
-                return await endpoint.call(endpoint.encode(Prompt("hello", 1, 4)))
-            finally:
-                await endpoint.close()
-
-    reply = asyncio.run(run())
-    texts = [f"tok{i} " for i in range(4)]
-    assert reply.texts == (texts if streaming else ["".join(texts)])
+def test_a_template_reads_the_field_it_names_streamed_or_not(openai_server: FakeOpenAI, streaming: bool) -> None:
+    template = '{"model": "fake", "prompt": {{text}}, "max_tokens": {{max_tokens}}, "stream": %s}'
+    spec = EndpointSpec(
+        "template",
+        "fake",
+        path="v1/completions",
+        template=template % json.dumps(streaming),
+        response_field="choices.0.text",
+    )
+    reply = _on_fake(openai_server, spec, Prompt("hello", 1, 4))
+    assert isinstance(reply, TokenReply) and len(reply.events) == (4 if streaming else 1)
+    assert len(openai_server.encode("".join(reply.texts))) == 4

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
@@ -84,7 +85,7 @@ class EventReader:
             self.times.append(ns)
 
 
-class TokenEndpoint:
+class TokenEndpoint(ABC):
     """One token endpoint on keep-alive HTTP/1.1 connections: `encode` a prompt once, `call` with it."""
 
     server = "the server"  # how messages name the peer
@@ -126,17 +127,17 @@ class TokenEndpoint:
         """Whether answers are read as event streams."""
         return spec.streaming
 
+    @abstractmethod
     def path(self) -> str:
         """The endpoint's path on the server."""
-        raise NotImplementedError
 
+    @abstractmethod
     def body(self, prompt: Prompt) -> dict[str, Any]:
         """The request's JSON body for a prompt, before `--extra-inputs` are merged in."""
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, answer: dict[str, Any], reply: TokenReply, ns: int, streamed: bool) -> None:
         """Add what one answer (a stream's event, or the whole response) carried to the reply."""
-        raise NotImplementedError
 
     def encode(self, prompt: Prompt) -> bytes:
         """The whole request for a prompt, as it goes on the wire (a prompt's own body as it is)."""
@@ -212,7 +213,7 @@ class TokenEndpoint:
         if not isinstance(value, dict):
             text = data if isinstance(data, str) else bytes(data).decode(errors="replace")
             raise RequestFailed(f"{self.server} at {self.url} sent {what} that is no JSON object: {clipped(text)}")
-        if "error" in value:
+        if value.get("error") is not None:
             raise Rejected(f"{self.server} at {self.url} sent an error: {error_text(value['error'])}")
         return value
 
@@ -349,7 +350,10 @@ class Template(TokenEndpoint):
     def reads_events(self, spec: EndpointSpec) -> bool:
         return True
 
-    def encode(self, prompt: Prompt) -> bytes:
+    def path(self) -> str:
+        return cast(str, self.spec.path)
+
+    def body(self, prompt: Prompt) -> dict[str, Any]:
         values = {"text": prompt.text, "max_tokens": prompt.output_tokens, "model": self.spec.model}
         filled = _PLACEHOLDER.sub(lambda match: json.dumps(values[match[1]]), self._template)
         try:
@@ -358,7 +362,7 @@ class Template(TokenEndpoint):
             raise OptionError(f"the payload template is no JSON once filled in: {error}") from None
         if not isinstance(body, dict):
             raise OptionError("the payload template is no JSON object")
-        return self._message({**body, **self.spec.extra_inputs})
+        return body
 
     def read(self, answer: dict[str, Any], reply: TokenReply, ns: int, streamed: bool) -> None:
         _usage(answer, reply)
