@@ -74,7 +74,7 @@ def test_perf_analyzer_service_kind_openai(openai_server: FakeOpenAI, tmp_path: 
     data.write_text(json.dumps({"data": [{"payload": [body]}]}))
     done = run_cli(
         "perf-analyzer", "-m", "fake", "--service-kind", "openai", "--endpoint", "v1/chat/completions",
-        "-i", "http", "-u", openai_server.url, "--input-data", str(data), "--streaming", "-p", "300",
+        "-i", "http", "-u", openai_server.url, "--input-data", str(data), "--streaming", "-p", "300", "-s", "1000",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Throughput:" in done.stdout and "Traceback" not in done.stderr
