@@ -6,6 +6,7 @@ counted failure, never as an exception out of `data_received`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 
 import uvloop
@@ -19,6 +20,7 @@ from loadgen.transport.http1 import (
     MAX_HEAD_BYTES,
     ConnectionClosed,
     Http1Connection,
+    Http1Pool,
     MalformedResponse,
     Reply,
 )
@@ -188,3 +190,53 @@ def test_a_callback_that_raises_fails_the_request_alone() -> None:
     error = _fed([wire], close=False).exception()
     assert isinstance(error, MalformedResponse) and "Inference-Header-Content-Length" in str(error)
     assert "protocol switch" in str(_fed([b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n"], close=False).exception())
+
+
+async def _streamed_through_pool(pauses_s: list[float], stall_s: float) -> tuple[Sink, BaseException | None]:
+    """A local server that answers with a chunked body, one chunk after each pause, read through a pool whose
+    stall guard is `stall_s`."""
+
+    handlers: list[asyncio.Task[None]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await _answer(reader, writer)
+        finally:
+            writer.close()
+
+    async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for pause in pauses_s:
+            await asyncio.sleep(pause)
+            writer.write(b"5\r\nhello\r\n")
+        writer.write(b"0\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Http1Pool("127.0.0.1", port, 5.0, stall_timeout_s=stall_s)
+    sink = Sink()
+    error: BaseException | None = None
+    try:
+        await pool.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", sink=sink)
+    except (TimeoutError, ConnectionError) as failed:
+        error = failed
+    finally:
+        pool.close()
+        server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+    return sink, error
+
+
+def test_a_stream_that_keeps_sending_outlives_the_stall_guard_and_a_silent_one_does_not() -> None:
+    """The stall guard counts a streamed answer from its last bytes: a long generation lives on, a silence ends."""
+    sink, error = asyncio.run(_streamed_through_pool([0.1] * 12, stall_s=0.4))  # 1.2 s in all, never 0.4 s quiet
+    assert error is None and b"".join(piece for piece, _ in sink.pieces) == b"hello" * 12
+    sink, error = asyncio.run(_streamed_through_pool([0.1, 3.0], stall_s=0.4))  # then quiet for longer than the guard
+    assert error is not None

@@ -356,11 +356,13 @@ class Http1Pool:
         self._sweeping = asyncio.get_running_loop().call_later(self.stall_ns / 4e9, self._sweep)
 
     def _sweep(self) -> None:
-        """Fail the requests unanswered for longer than the stall timeout; look again while connections are open."""
+        """Fail the requests unanswered for longer than the stall timeout (a streamed answer: since its last bytes,
+        so that a long generation that keeps sending lives on); look again while connections are open."""
         self._sweeping = None
         oldest = time.perf_counter_ns() - self.stall_ns
         for connection in list(self.connections):
-            if connection.state in ANSWERING and connection.sent_ns < oldest:
+            last = max(connection.sent_ns, connection.read_ns) if connection.streaming else connection.sent_ns
+            if connection.state in ANSWERING and last < oldest:
                 _expire(connection)
         if self.connections:
             self._sweep_later()
