@@ -31,3 +31,4 @@ def test_the_example_notebook_runs(tmp_path: Path) -> None:
     printed = "".join(output.text for output in outputs if output.output_type == "stream")
     assert "preprocessing ready: True" in printed and "reopened: True" in printed
     assert "bound: " in printed and "limit about" in printed  # the diagnosis
+    assert "first token" in printed and "bounds the gaps" in printed  # the token streams' figures and breakdown
