@@ -196,17 +196,20 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
 class StreamCall(GrpcCall):
     """A `ModelStreamInfer` call: responses queue up until read."""
 
-    __slots__ = ("error", "reader", "responses", "waiter")
+    __slots__ = ("arrivals", "error", "reader", "received_ns", "responses", "waiter")
 
     def __init__(self, failure: Failure, max_bytes: int = MAX_MESSAGE_BYTES) -> None:
         super().__init__()
         self.failure = failure
         self.reader = MessageReader(max_bytes)
         self.responses: collections.deque[Any] = collections.deque()
+        self.arrivals: collections.deque[int] = collections.deque()  # each response's bytes' arrival (perf_counter_ns)
+        self.received_ns = 0
         self.waiter: asyncio.Future[None] | None = None
         self.error: Exception | None = None  # set once the stream is over; EOF when it ended well
 
     def on_data(self, data: bytes) -> None:
+        self.received_ns = time.perf_counter_ns()  # before the messages in it are parsed
         try:
             self.reader.feed(data, self.on_message)
         except MessageTooLarge:
@@ -215,6 +218,7 @@ class StreamCall(GrpcCall):
             self.fail(INTERNAL, f"cannot read the server's message: {error}")
 
     def on_message(self, message: bytes) -> None:
+        self.arrivals.append(self.received_ns)
         self.responses.append(service_pb2.ModelStreamInferResponse.FromString(message))
         self._wake()
 
@@ -250,6 +254,7 @@ class RawStream:
         self._owner = owner
         self._call = StreamCall(owner.status_failure, owner.max_response_bytes)
         self._started = False
+        self.arrived_ns = 0  # when the bytes of the response `read` returned last came off the socket
 
     async def write(self, payload: bytes) -> None:
         call = self._call
@@ -281,6 +286,7 @@ class RawStream:
                 raise call.error
             call.waiter = asyncio.get_running_loop().create_future()
             await call.waiter
+        self.arrived_ns = call.arrivals.popleft()
         return call.responses.popleft()
 
     def cancel(self) -> bool:

@@ -91,11 +91,12 @@ class TritonTokens:
         clock = time.perf_counter_ns
         reply = TokenReply()
         stream = self._free.pop() if self._free else self._connection.open_stream()
+        stamped = hasattr(stream, "arrived_ns")  # loadgen's own HTTP/2 stamps arrivals as they come off the socket
         try:
             await stream.write(payload)
             while True:
                 response = await stream.read()
-                now = clock()
+                now = stream.arrived_ns if stamped else clock()
                 if response is grpc.aio.EOF:
                     raise Unreachable("the server closed the stream")
                 if response.error_message:
