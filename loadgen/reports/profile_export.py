@@ -1,6 +1,11 @@
 """perf_analyzer's profile export (`--profile-export-file`): every recorded request of every level, written as
 perf_analyzer 2.51 writes it (compact JSON, its keys in its order), so that tools that read its file (genai-perf)
-read loadgen's."""
+read loadgen's.
+
+A token run's request lists one response per event that carried output (its time, and its text under the model's
+text output, as perf_analyzer lists a TensorRT-LLM stream's), then loadgen's own `input_tokens` and
+`output_tokens`: its counts as the run counted them.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION
 from loadgen.transport import Tensor
 
 if TYPE_CHECKING:
-    from loadgen.results import Experiment, ProfileResult, RequestRecord
+    from loadgen.results import Experiment, ProfileResult, RequestRecord, TokenRecord
 
 SERVICE_KIND = "triton"
 # the datatypes perf_analyzer writes as JSON numbers (or booleans), with their element types
@@ -68,10 +73,24 @@ def _request(record: RequestRecord, unsupported: Callable[[str], None]) -> dict[
     return request
 
 
+def _token_request(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "timestamp": record.timestamp,
+        "request_inputs": record.request_inputs,
+        "response_timestamps": list(record.response_timestamps),
+        "response_outputs": [
+            {record.text_output: text} if record.text_output else {} for text in record.response_texts
+        ],
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+    }
+
+
 def _experiment(experiment: Experiment, unsupported: Callable[[str], None]) -> dict[str, Any]:
     return {
         "experiment": {"mode": experiment.mode, "value": experiment.value},
-        "requests": [_request(record, unsupported) for record in experiment.requests],
+        "requests": [_request(record, unsupported) for record in experiment.requests]
+        + [_token_request(record) for record in experiment.tokens],
         "window_boundaries": list(experiment.window_boundaries),
     }
 
