@@ -18,7 +18,7 @@ from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.prompts import load_tokenizer
-from loadgen.records import RequestLog
+from loadgen.records import TOKEN_SAMPLE, RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
 from loadgen.tokens import TokenCounter, TokenMetrics
 from loadgen.transport import (
@@ -54,7 +54,6 @@ TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epo
 HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
 HANDOFF_MAX_NS = 500_000
 COUNT_WINDOW_MIN_S = 1.0
-TOKEN_SAMPLE = 200  # a token run without --record-requests keeps its first requests of each level, for its plots
 
 
 def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from loadgen.tokens import TokenCounter
 
 EVERYTHING = (0, sys.maxsize)  # the span of `take` that holds every record
+TOKEN_SAMPLE = 200  # a token run without --record-requests keeps its first requests of each level, for its plots
 
 
 @dataclass(slots=True)

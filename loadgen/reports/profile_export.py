@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loadgen.outputs import write_file
+from loadgen.reports.aiperf import write_summaries
 from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION
 from loadgen.transport import Tensor
 
@@ -107,7 +108,8 @@ def export_document(result: ProfileResult, unsupported: Callable[[str], None]) -
 
 def write_export(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the profile export: compact JSON without a final newline, as perf_analyzer does; a datatype JSON cannot
-    hold is written as null, and said once on stderr with perf_analyzer's warning."""
+    hold is written as null, and said once on stderr with perf_analyzer's warning. A token run's AIPerf files go
+    beside it (`loadgen.reports.aiperf`)."""
     warned: set[str] = set()
 
     def unsupported(datatype: str) -> None:
@@ -117,3 +119,4 @@ def write_export(result: ProfileResult, path: str | os.PathLike[str]) -> None:
 
     document = export_document(result, unsupported)
     write_file(path, json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+    write_summaries(result, path)
