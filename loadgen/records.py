@@ -293,8 +293,8 @@ def request_records(
 
 
 def body_inputs(payload: Payload) -> dict[str, Any]:
-    """A request to Triton's generate extension: its JSON body, the inputs by name (the request's line and headers
-    before it)."""
+    """A request to an HTTP token endpoint: its JSON body (for Triton's generate extension, the inputs by name),
+    after the request's line and headers."""
     body = json.loads(bytes(payload).partition(b"\r\n\r\n")[2])
     return body if isinstance(body, dict) else {}
 
@@ -302,7 +302,7 @@ def body_inputs(payload: Payload) -> dict[str, Any]:
 def token_records(
     exchanges: Sequence[Recorded],
     inputs: Callable[[Payload], dict[str, Any]],
-    text_output: str | None,
+    text_output: str,
     counter: TokenCounter,
     input_tokens: Mapping[Payload, int],
     offset_ns: int,
@@ -326,7 +326,7 @@ def token_records(
                 request_inputs=decoded[key],
                 response_timestamps=tuple(at + offset_ns for at in reply.events),
                 response_texts=tuple(texts),
-                text_output=text_output or "",
+                text_output=text_output,
                 input_tokens=reply.input_tokens
                 if reply.input_tokens is not None
                 else input_tokens.get(exchange.payload, 0),

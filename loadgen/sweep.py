@@ -20,7 +20,7 @@ from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_windo
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
-from loadgen.prompts import prompts_for, token_outputs, triton_sample
+from loadgen.prompts import TEXT_OUTPUT, prompts_for, token_outputs, triton_sample
 from loadgen.records import EVERYTHING, Recorded, RequestLog, body_inputs, request_records, token_records
 from loadgen.reports.profile_export import tensor_value
 from loadgen.results import (
@@ -646,8 +646,9 @@ class _Sweep:
         )
 
     def _token_records(self, exchanges: list[Recorded]) -> tuple[TokenRecord, ...]:
-        """A token run's recorded requests, its inputs read from the payloads as sent (the generate extension's
-        JSON body; a Triton request's tensors)."""
+        """A token run's recorded requests, its inputs read from the payloads as sent (an HTTP endpoint's JSON
+        body; a Triton request's tensors), each event's text under the model's text output (`text_output` when
+        it names none, as over an OpenAI-compatible endpoint)."""
         generator = self.generator
         if not isinstance(generator, LocalGenerator) or generator.counter is None or self.records is None:
             return ()
@@ -662,7 +663,7 @@ class _Sweep:
         return token_records(
             exchanges,
             body_inputs if generator.endpoint is not None else tensors,
-            tokens.text if tokens is not None else None,
+            (tokens.text if tokens is not None else None) or TEXT_OUTPUT,
             generator.counter,
             generator.input_tokens,
             self.records.offset_ns,

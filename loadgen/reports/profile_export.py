@@ -79,9 +79,7 @@ def _token_request(record: TokenRecord) -> dict[str, Any]:
         "timestamp": record.timestamp,
         "request_inputs": record.request_inputs,
         "response_timestamps": list(record.response_timestamps),
-        "response_outputs": [
-            {record.text_output: text} if record.text_output else {} for text in record.response_texts
-        ],
+        "response_outputs": [{record.text_output: text} for text in record.response_texts],
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
     }
