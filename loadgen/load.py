@@ -18,7 +18,7 @@ from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.prompts import load_tokenizer
-from loadgen.records import RequestLog
+from loadgen.records import TOKEN_SAMPLE, RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
 from loadgen.tokens import TokenCounter, TokenMetrics
 from loadgen.transport import (
@@ -611,9 +611,11 @@ class LocalGenerator:
         self.shard = shard or run.shard
         self.select = select
         metrics = None
+        self.counter: TokenCounter | None = None
         if requests.tokens is not None:
             tokenizer = load_tokenizer(settings.tokenizer) if settings.tokenizer else None
-            metrics = TokenMetrics(TokenCounter(tokenizer), parse_goodput(settings.goodput))
+            self.counter = TokenCounter(tokenizer)
+            metrics = TokenMetrics(self.counter, parse_goodput(settings.goodput))
         streaming = settings.streaming and metrics is None  # token streams have their own first-token figures
         self.recorder = Recorder(not run.closed_loop, streaming, settings.max_error_rate, failing, metrics)
         self.failures = failures = _Failures(self.recorder, connection.errors, connection.failure, rejection)
@@ -632,8 +634,11 @@ class LocalGenerator:
         self.records: RequestLog | None = None
         if settings.record_requests:  # for the profile export: the loops stay the same, the call records
             self.records = RequestLog(settings.record_requests)
-            call = self.records.wrap(call)
-            open_stream = self.records.streams(open_stream)
+            if requests.tokens is None:  # a token run's own call is wrapped below
+                call = self.records.wrap(call)
+                open_stream = self.records.streams(open_stream)
+        elif requests.tokens is not None:  # a token run keeps a sample of each level for its plots
+            self.records = RequestLog(TOKEN_SAMPLE, per_level=True)
         self.open_stream = open_stream
         self.call = call
         self.sequences: Sequences | None = None
@@ -647,7 +652,7 @@ class LocalGenerator:
             stream, lanes = itertools.cycle(requests.payloads), []
         self.load: Load | None = None  # the level applied last
         self.tokens: TritonTokens | None = None
-        inputs: Mapping[Payload, int] | None = None
+        inputs: Mapping[Payload, int] | None = None  # a token run's prompt tokens, by payload
         self.closed: _Slots
         self.mux: StreamMux | None = None
         self.endpoint: TokenEndpoint | None = None
@@ -660,11 +665,14 @@ class LocalGenerator:
             else:
                 self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
                 call = self.tokens.call
+            if self.records is not None:
+                call = self.records.wrap_tokens(call)
             self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
         elif settings.streaming:
             self.closed = StreamingLoop(open_stream, source, self.recorder, failures, check)
         else:
             self.closed = ClosedLoop(call, source, self.recorder, failures)
+        self.input_tokens: Mapping[Payload, int] = inputs or {}
         if settings.streaming and not run.closed_loop and inputs is None:  # requests on schedule share one stream
             self.mux = StreamMux(open_stream, time.perf_counter_ns, check)
             call = self.mux.send

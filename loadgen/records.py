@@ -1,21 +1,24 @@
 """Request records for the profile export: each request's send time, payload and raw responses, kept up to a
 bound while the load runs, and decoded only after the run.
 
-Recording wraps the infer call (or each stream) once when it is asked for, so the load loops are the same with or
-without it. Over a stream, the proxy only notes what was written and read, and when; which response answers which
-request is worked out when the records are taken, off the hot path.
+Recording wraps the infer call (or each stream, or a token run's call) once when it is asked for, so the load loops
+are the same with or without it. Over a stream, the proxy only notes what was written and read, and when; which
+response answers which request is worked out when the records are taken, off the hot path. A token run keeps each
+answer as it streamed (its events' times, texts and the server's counts); its tokens are counted when the records are
+taken.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loadgen.results import RequestRecord
+from loadgen.results import RequestRecord, TokenRecord
 from loadgen.transport import (
     InferCall,
     Payload,
@@ -28,8 +31,13 @@ from loadgen.transport import (
     stream_outputs,
     stream_reply,
 )
+from loadgen.transport.tokens import TokenReply
+
+if TYPE_CHECKING:
+    from loadgen.tokens import TokenCounter
 
 EVERYTHING = (0, sys.maxsize)  # the span of `take` that holds every record
+TOKEN_SAMPLE = 200  # a token run without --record-requests keeps its first requests of each level, for its plots
 
 
 @dataclass(slots=True)
@@ -46,6 +54,20 @@ class Exchange:
     @property
     def end_ns(self) -> int:
         return self.times[-1]
+
+
+@dataclass(slots=True)
+class TokenExchange:
+    """One generative request as the load recorded it: when it was sent and when its answer was whole (perf_counter
+    ns), its payload, and its answer as it streamed."""
+
+    start_ns: int
+    end_ns: int
+    payload: Payload
+    reply: TokenReply
+
+
+Recorded = Exchange | TokenExchange
 
 
 class _RecordedStream:
@@ -119,14 +141,18 @@ class RequestLog:
     Requests that completed outside the levels' windows (a warm-up, between levels) are dropped when records are
     taken, which frees their room; once the bound is reached (`full`), nothing more is recorded for the rest of
     the run.
+
+    With `per_level` (a sample, not an export), the bound applies to each level anew: its first `limit` requests
+    are kept.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, per_level: bool = False) -> None:
         self.limit = limit
+        self.per_level = per_level
         self.count = 0  # requests recorded and not dropped
         self.full = False
         self.offset_ns = time.time_ns() - time.perf_counter_ns()  # perf_counter ns to ns since the UNIX epoch
-        self._done: list[Exchange] = []  # completed requests, in the order they completed
+        self._done: list[Recorded] = []  # completed requests, in the order they completed
         self._streams: list[_RecordedStream] = []
 
     def wrap(self, call: InferCall) -> InferCall:
@@ -146,6 +172,26 @@ class RequestLog:
 
         return recorded
 
+    def wrap_tokens(
+        self, call: Callable[[Payload], Awaitable[TokenReply]]
+    ) -> Callable[[Payload], Awaitable[TokenReply]]:
+        """A token run's call, recording each answer that carried output."""
+        done = self._done
+        clock = time.perf_counter_ns
+
+        async def recorded(payload: Payload) -> TokenReply:
+            start = clock()
+            reply = await call(payload)
+            if self.count < self.limit:
+                if reply.events:  # an answer without output is a failure: not exported
+                    self.count += 1
+                    done.append(TokenExchange(start, clock(), payload, reply))
+            else:
+                self.full = True
+            return reply
+
+        return recorded
+
     def streams(self, open_stream: Callable[[], Stream]) -> Callable[[], Stream]:
         """A stream opener whose streams record what goes over them."""
 
@@ -161,7 +207,7 @@ class RequestLog:
         if not self.full:
             self.count -= count
 
-    def take(self, start_ns: int, end_ns: int) -> list[Exchange]:
+    def take(self, start_ns: int, end_ns: int) -> list[Recorded]:
         """The requests that completed from `start_ns` to `end_ns` (perf_counter ns); those that completed
         before are dropped, later ones are kept for the next call."""
         done = self._done
@@ -177,8 +223,12 @@ class RequestLog:
         return taken
 
     def drop_before(self, start_ns: int) -> None:
-        """Drop the requests that completed before `start_ns` (a warm-up, the previous level): their room is free."""
+        """Drop the requests that completed before `start_ns` (a warm-up, the previous level): their room is free
+        (a per-level sample: the level's bound starts here)."""
         self.take(start_ns, start_ns - 1)
+        if self.per_level:
+            self.full = False
+            self.count = len(self._done)
 
     def epoch(self, perf_ns: int) -> int:
         """A perf_counter instant in ns since the UNIX epoch."""
@@ -197,7 +247,7 @@ def first_of_batch(tensor: Tensor, batch_size: int) -> Tensor:
 
 
 def request_records(
-    exchanges: Sequence[Exchange],
+    exchanges: Sequence[Recorded],
     wire: Wire,
     outputs: Iterable[TensorSpec],
     streaming: bool,
@@ -212,6 +262,8 @@ def request_records(
     decoded: dict[int, tuple[int, tuple[Tensor, ...]]] = {}
     records = []
     for exchange in exchanges:
+        if not isinstance(exchange, Exchange):
+            continue
         key = id(exchange.payload)
         if key not in decoded:
             sequence_id, tensors = wire.decode_request(exchange.payload)
@@ -235,6 +287,51 @@ def request_records(
                 request_inputs=inputs,
                 response_timestamps=tuple(at + offset_ns for at in exchange.times),
                 response_outputs=tuple(responses),
+            )
+        )
+    return tuple(records)
+
+
+def body_inputs(payload: Payload) -> dict[str, Any]:
+    """A request to an HTTP token endpoint: its JSON body (for Triton's generate extension, the inputs by name),
+    after the request's line and headers."""
+    body = json.loads(bytes(payload).partition(b"\r\n\r\n")[2])
+    return body if isinstance(body, dict) else {}
+
+
+def token_records(
+    exchanges: Sequence[Recorded],
+    inputs: Callable[[Payload], dict[str, Any]],
+    text_output: str,
+    counter: TokenCounter,
+    input_tokens: Mapping[Payload, int],
+    offset_ns: int,
+) -> tuple[TokenRecord, ...]:
+    """A token run's recorded requests: each one's inputs as sent (`inputs` reads a payload, once each), each
+    event's time and text (`text_output` names it) in ns since the UNIX epoch, and its token counts as the run
+    counted them."""
+    decoded: dict[int, dict[str, Any]] = {}
+    records = []
+    for exchange in exchanges:
+        if not isinstance(exchange, TokenExchange):
+            continue
+        key = id(exchange.payload)
+        if key not in decoded:
+            decoded[key] = inputs(exchange.payload)
+        reply = exchange.reply
+        texts = reply.texts if len(reply.texts) == len(reply.events) else [""] * len(reply.events)
+        records.append(
+            TokenRecord(
+                timestamp=exchange.start_ns + offset_ns,
+                request_inputs=decoded[key],
+                response_timestamps=tuple(at + offset_ns for at in reply.events),
+                response_texts=tuple(texts),
+                text_output=text_output,
+                input_tokens=reply.input_tokens
+                if reply.input_tokens is not None
+                else input_tokens.get(exchange.payload, 0),
+                output_tokens=counter.count(reply)[0],
+                end_timestamp=exchange.end_ns + offset_ns,
             )
         )
     return tuple(records)

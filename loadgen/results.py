@@ -192,14 +192,35 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
+class TokenRecord:
+    """One generative request as the profile export lists it: when it was sent, when each event that carried output
+    came and when its answer was whole (ns since the UNIX epoch), its inputs as sent (JSON values by input name),
+    each event's text (in the output `text_output`), and its token counts as the run counted them."""
+
+    timestamp: int
+    request_inputs: dict[str, Any]
+    response_timestamps: tuple[int, ...]
+    response_texts: tuple[str, ...]
+    text_output: str
+    input_tokens: int
+    output_tokens: int
+    end_timestamp: int
+
+    @property
+    def time_to_first_token_ns(self) -> int:
+        return self.response_timestamps[0] - self.timestamp
+
+
+@dataclass(frozen=True)
 class Experiment:
     """The requests recorded at one load level (those that completed in its windows), and the windows'
-    boundaries in ns since the UNIX epoch (N windows, N + 1 boundaries)."""
+    boundaries in ns since the UNIX epoch (N windows, N + 1 boundaries); a token run's requests are in `tokens`."""
 
     mode: str  # perf_analyzer's: "concurrency" or "request_rate"
     value: int | float  # the concurrency, or the request rate
     requests: tuple[RequestRecord, ...]
     window_boundaries: tuple[int, ...]
+    tokens: tuple[TokenRecord, ...] = ()
 
 
 @dataclass(frozen=True)

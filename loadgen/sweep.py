@@ -20,9 +20,18 @@ from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_windo
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
-from loadgen.prompts import prompts_for, token_outputs, triton_sample
-from loadgen.records import EVERYTHING, Exchange, RequestLog, request_records
-from loadgen.results import Experiment, InputDescription, LevelResult, ProfileResult, RunDescription, Unmeasured
+from loadgen.prompts import TEXT_OUTPUT, prompts_for, token_outputs, triton_sample
+from loadgen.records import EVERYTHING, Recorded, RequestLog, body_inputs, request_records, token_records
+from loadgen.reports.profile_export import tensor_value
+from loadgen.results import (
+    Experiment,
+    InputDescription,
+    LevelResult,
+    ProfileResult,
+    RunDescription,
+    TokenRecord,
+    Unmeasured,
+)
 from loadgen.sequences import check_sequence_ids
 from loadgen.server.idle import Idle, idle_timeout_s, wait_until_idle
 from loadgen.server.metrics import MetricsCollector, metrics_url
@@ -33,7 +42,7 @@ from loadgen.settings import Settings, make_settings
 from loadgen.shards.grid import Grid
 from loadgen.shards.log import LoggedStart, LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
-from loadgen.transport import Connection, ConnectionOptions, ModelInfo, RequestFailed, TensorSpec, connect
+from loadgen.transport import Connection, ConnectionOptions, ModelInfo, Payload, RequestFailed, TensorSpec, connect
 from loadgen.transport.endpoints import endpoint_for
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
@@ -246,7 +255,7 @@ class _Session:
         if log:
             log.end(status)
         experiments = await _in_daemon_thread(sweep.experiments)
-        capped = sweep.records is not None and sweep.records.full
+        capped = sweep.records is not None and sweep.records.full and not sweep.records.per_level
         if capped:
             self._note(
                 f"--record-requests {self.settings.record_requests}: the bound was reached, and later requests were "
@@ -499,7 +508,7 @@ class _Sweep:
             self.generator = ProcessGenerator(models[0].requests, run, session.options, settings.workers)
         # the profile export's records (one process only: Settings refuses them with --workers)
         self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
-        self.recorded: list[tuple[Load, list[Exchange], tuple[int, ...]]] = []  # per level: its requests, windows
+        self.recorded: list[tuple[Load, list[Recorded], tuple[int, ...]]] = []  # per level: its requests, windows
         self.warmed_up = settings.warmup_request_count == 0
         self.tally = _Tally()
 
@@ -631,8 +640,33 @@ class _Sweep:
                     self.settings.batch_size if self.info.max_batch_size > 0 else 1,
                 ),
                 window_boundaries=boundaries,
+                tokens=self._token_records(exchanges),
             )
             for load, exchanges, boundaries in self.recorded
+        )
+
+    def _token_records(self, exchanges: list[Recorded]) -> tuple[TokenRecord, ...]:
+        """A token run's recorded requests, its inputs read from the payloads as sent (an HTTP endpoint's JSON
+        body; a Triton request's tensors), each event's text under the model's text output (`text_output` when
+        it names none, as over an OpenAI-compatible endpoint)."""
+        generator = self.generator
+        if not isinstance(generator, LocalGenerator) or generator.counter is None or self.records is None:
+            return ()
+        wire = self.session.connection.wire
+
+        def tensors(payload: Payload) -> dict[str, Any]:
+            return {
+                tensor.name: tensor_value(tensor, lambda datatype: None) for tensor in wire.decode_request(payload)[1]
+            }
+
+        tokens = generator.requests.tokens
+        return token_records(
+            exchanges,
+            body_inputs if generator.endpoint is not None else tensors,
+            (tokens.text if tokens is not None else None) or TEXT_OUTPUT,
+            generator.counter,
+            generator.input_tokens,
+            self.records.offset_ns,
         )
 
     def _outputs(self) -> tuple[TensorSpec, ...]:

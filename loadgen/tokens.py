@@ -21,7 +21,7 @@ run's tokenizer over the text, else one per event (flagged as `events`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -114,6 +114,24 @@ class TokenCounts:
 
 
 @dataclass(frozen=True)
+class MorePercentiles:
+    """The percentiles AIPerf's files list beside a percentile object's (p50 to p99): the low tail and the quartile."""
+
+    p1: int
+    p5: int
+    p10: int
+    p25: int
+    p75: int
+
+    @classmethod
+    def from_histogram(cls, histogram: HdrHistogram) -> MorePercentiles:
+        if histogram.get_total_count() == 0:
+            return cls(0, 0, 0, 0, 0)
+        p = histogram.get_percentile_to_value_dict([1, 5, 10, 25, 75])
+        return cls(p[1], p[5], p[10], p[25], p[75])
+
+
+@dataclass(frozen=True)
 class TokenStats:
     """A level's token-stream figures (see the module's definitions); the JSON's `"tokens"`."""
 
@@ -131,6 +149,8 @@ class TokenStats:
     token_count_source: str  # the source most requests' counts came from: server, tokenizer or events
     time_to_first_token_from_schedule_us: LatencyStats | None = None  # open loop
     token_counts: TokenCounts | None = None  # server and tokenizer counts side by side, where both exist
+    # each percentile object's p1, p5, p10, p25 and p75, by its key above (for AIPerf's files)
+    more_percentiles: dict[str, MorePercentiles] = field(default_factory=dict)
 
 
 def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool) -> TokenStats | None:
@@ -145,6 +165,17 @@ def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool)
 
     duration = window.duration_s
     counts = (window.by_server, window.by_tokenizer, window.by_events)
+    histograms = {
+        "time_to_first_token_us": window.ttft,
+        "time_to_second_token_us": window.ttst,
+        "inter_token_latency_us": window.itl,
+        "inter_event_gap_us": window.gaps,
+        "request_latency_us": request_latency,
+        "output_tokens_per_request": window.output_tokens,
+        "input_tokens_per_request": window.input_tokens,
+        "output_token_throughput_per_user": window.user_rate,
+        "time_to_first_token_from_schedule_us": window.ttft_scheduled,
+    }
     requests = sum(counts)
     return TokenStats(
         time_to_first_token_us=stats(window.ttft),
@@ -161,4 +192,9 @@ def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool)
         token_count_source=SOURCES[counts.index(max(counts))] if requests else "events",
         time_to_first_token_from_schedule_us=stats(window.ttft_scheduled) if window.ttft_scheduled else None,
         token_counts=TokenCounts(window.compared_server, window.compared_client) if window.compared_client else None,
+        more_percentiles={
+            name: MorePercentiles.from_histogram(histogram)
+            for name, histogram in histograms.items()
+            if histogram is not None
+        },
     )

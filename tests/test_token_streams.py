@@ -3,13 +3,17 @@ the figures against what the models were told to do, and the breakdown naming th
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import loadgen
+from loadgen.reports.files import TOKEN_COLUMNS
 from loadgen.server import EmbeddedServer
 from tests.helpers import QUICK, llm_repository, run_cli, serve
 
@@ -63,6 +67,10 @@ def test_figures_match_what_the_pipeline_was_told(llm_server: EmbeddedServer) ->
     assert steps["postprocessing"].executions_per_request == pytest.approx(RUN["osl"], rel=0.15)
     assert steps["preprocessing"].lands_in == "first token"
     assert steps["tensorrt_llm"].executions_per_request == pytest.approx(1, rel=0.15)
+    # without an export, a sample of each level's requests is kept (for the plots), every event of each
+    sample = result.experiments[-1].tokens
+    assert 0 < len(sample) <= level.request_count
+    assert all(len(record.response_timestamps) == record.output_tokens == RUN["osl"] for record in sample)
 
 
 def test_the_json_and_the_console(llm_server: EmbeddedServer, tmp_path: Path) -> None:
@@ -139,3 +147,123 @@ def test_generate_stream_over_http_measures_the_same_pipeline(llm_server: Embedd
 def test_generate_needs_http() -> None:
     completed = run_cli("-m", "ensemble", "--endpoint-type", "generate", "--isl", "10")
     assert completed.returncode != 0 and "give -i http" in completed.stderr
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One CLI run of two levels that wrote every output file, and where they are."""
+
+    folder: Path
+    result: dict[str, Any]
+
+    def read(self, name: str) -> str:
+        return (self.folder / name).read_text()
+
+
+OUTPUT_OSL = 6
+
+
+@pytest.fixture(scope="module")
+def outputs(llm_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    folder = tmp_path_factory.mktemp("token-outputs")
+    completed = run_cli(
+        "-u", llm_server.grpc_url, "-m", "ensemble", "--streaming", "--isl", "40", "--isl-stddev", "10",
+        "--osl", str(OUTPUT_OSL), "--concurrency-range", "1:2", "-p", "300", "-s", "1000", "-r", "4",
+        "--profile-export-file", str(folder / "profile_export.json"), "--json", str(folder / "run.json"),
+        "-f", str(folder / "run.csv"), "--html", str(folder / "run.html"),
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    return Outputs(folder, json.loads((folder / "run.json").read_text()))
+
+
+def test_the_export_has_every_measured_request_with_each_event(outputs: Outputs) -> None:
+    export = json.loads(outputs.read("profile_export.json"))
+    levels = outputs.result["levels"]
+    assert [e["experiment"] for e in export["experiments"]] == [{"mode": "concurrency", "value": c} for c in (1, 2)]
+    for experiment, level in zip(export["experiments"], levels, strict=True):
+        requests = experiment["requests"]
+        assert len(requests) == level["request_count"]  # one record per request the level's windows counted
+        boundaries = experiment["window_boundaries"]
+        for request in requests:
+            times = request["response_timestamps"]
+            assert len(times) == len(request["response_outputs"]) == request["output_tokens"] == OUTPUT_OSL
+            assert request["timestamp"] < times[0] and times == sorted(times)
+            assert boundaries[0] <= times[-1] <= boundaries[-1]
+            assert request["request_inputs"]["max_tokens"] == OUTPUT_OSL
+            assert request["request_inputs"]["text_input"] and all(
+                "text_output" in o for o in request["response_outputs"]
+            )
+        inputs = [request["input_tokens"] for request in requests]
+        assert sum(inputs) / len(inputs) == pytest.approx(level["tokens"]["input_tokens_per_request"]["avg"], rel=0.01)
+
+
+def _sections(text: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """AIPerf's CSV: its record metrics by name (each stat by name), then its metrics of one value."""
+    first, second = text.split("\n\n")
+    records = {row["Metric"]: row for row in csv.DictReader(first.splitlines())}
+    values = {row["Metric"]: row["Value"] for row in csv.DictReader(second.splitlines())}
+    return records, values
+
+
+def test_the_aiperf_files_agree_with_the_json(outputs: Outputs) -> None:
+    for name, level in (
+        ("profile_export_aiperf", outputs.result["levels"][-1]),  # the sweep's last level
+        *((f"profile_export_concurrency{lv['concurrency']}_aiperf", lv) for lv in outputs.result["levels"]),
+    ):
+        tokens = level["tokens"]
+        summary = json.loads(outputs.read(f"{name}.json"))
+        ttft = summary["time_to_first_token"]
+        assert ttft["unit"] == "ms"
+        assert set(ttft) == {"unit", "avg", "min", "max", "std", *(f"p{p}" for p in (1, 5, 10, 25, 50, 75, 90, 95, 99))}
+        assert ttft["avg"] == pytest.approx(tokens["time_to_first_token_us"]["avg"] / 1000)
+        assert ttft["p99"] == pytest.approx(tokens["time_to_first_token_us"]["p99"] / 1000)
+        assert ttft["min"] <= ttft["p1"] <= ttft["p25"] <= ttft["p50"] <= ttft["p75"] <= ttft["max"]
+        assert summary["inter_token_latency"]["p50"] == pytest.approx(tokens["inter_token_latency_us"]["p50"] / 1000)
+        assert summary["request_latency"]["max"] == pytest.approx(tokens["request_latency_us"]["max"] / 1000)
+        assert summary["output_sequence_length"]["avg"] == OUTPUT_OSL
+        assert summary["input_sequence_length"]["avg"] == pytest.approx(tokens["input_tokens_per_request"]["avg"])
+        assert summary["request_throughput"] == {
+            "unit": "requests/sec",
+            "avg": pytest.approx(tokens["request_throughput"]),
+        }
+        assert summary["output_token_throughput"]["avg"] == pytest.approx(tokens["output_token_throughput"])
+        assert summary["request_count"]["avg"] == level["request_count"]
+        assert summary["goodput"] is None  # no --goodput
+        assert summary["input_config"]["loadgen"] == {"concurrency": level["concurrency"]}
+        records, values = _sections(outputs.read(f"{name}.csv"))
+        row = records["Time to First Token (ms)"]
+        assert list(row) == [
+            "Metric",
+            "avg",
+            "min",
+            "max",
+            *(f"p{p}" for p in (1, 5, 10, 25, 50, 75, 90, 95, 99)),
+            "std",
+        ]
+        assert float(row["avg"]) == pytest.approx(ttft["avg"], abs=0.005)
+        assert float(records["Output Sequence Length (tokens)"]["p50"]) == OUTPUT_OSL
+        assert "Output Token Throughput Per User (tokens/sec/user)" in records
+        assert float(values["Request Throughput (requests/sec)"]) == pytest.approx(
+            tokens["request_throughput"], abs=0.005
+        )
+        assert float(values["Request Count"]) == level["request_count"]
+        assert "Goodput (requests/sec)" not in values
+
+
+def test_the_html_has_the_token_plots(outputs: Outputs) -> None:
+    page = outputs.read("run.html")
+    assert "<h2>Token streams</h2>" in page and "the requests recorded for the profile export" in page
+    for description in ("time to first token against input length", "inter-token gap at each token position"):
+        assert description in page
+    assert page.count("data:image/png;base64,") >= 6  # the run's three plots, and the token run's three
+
+
+def test_the_csv_has_the_token_columns(outputs: Outputs) -> None:
+    rows = list(csv.DictReader(outputs.read("run.csv").splitlines()))
+    assert len(rows) == 2 and set(TOKEN_COLUMNS) <= set(rows[0])
+    by_concurrency = {int(row["Concurrency"]): row for row in rows}
+    for level in outputs.result["levels"]:
+        row, tokens = by_concurrency[level["concurrency"]], level["tokens"]
+        assert float(row["Output Tokens Per Request"]) == OUTPUT_OSL
+        assert int(row["Time To First Token p99"]) == tokens["time_to_first_token_us"]["p99"]
+        assert row["Token Count Source"] == "server" and row["Goodput"] == ""

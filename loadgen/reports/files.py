@@ -101,6 +101,8 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
     header += [f"p{p} latency" for p, _ in percentiles(levels[0])]
     header += ["Avg latency"] * average + ["request/response", "response wait"] * verbose
     header += list(CSV_COLUMNS) * metrics
+    tokens = not perf_analyzer and any(level.tokens is not None for level in levels)
+    header += list(TOKEN_COLUMNS) * tokens
     bounded = [] if perf_analyzer else _bounded(levels)
     header += [] if perf_analyzer else [*CONFIDENCE_COLUMNS, *(f"{name} latency bound" for name in bounded), SHORT]
     header += ["Status"] * (not perf_analyzer)
@@ -116,6 +118,7 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
         row += [avg] * average + [send + recv, avg - send - recv] * verbose
         if metrics:
             row += list(csv_cells(level.metrics)) if level.metrics is not None else [""] * len(CSV_COLUMNS)
+        row += _token_cells(level) if tokens else []
         row += [] if perf_analyzer else _confidence_cells(level, bounded)
         rows.append(row + [level_status(level)] * (not perf_analyzer))
         top = level.server
@@ -139,6 +142,47 @@ def write_csv(result: ProfileResult, path: str | os.PathLike[str], perf_analyzer
         write_file(composing, _csv_text(composing_header, model_rows))
         written.append(composing)
     return written
+
+
+# a token run's figures (`loadgen.tokens`): times in whole microseconds, tokens and rates per request or second
+TOKEN_COLUMNS = (
+    "Time To First Token avg",
+    "Time To First Token p50",
+    "Time To First Token p90",
+    "Time To First Token p99",
+    "Inter Token Latency avg",
+    "Inter Token Latency p50",
+    "Inter Token Latency p90",
+    "Inter Token Latency p99",
+    "Inter Event Gap p99",
+    "Output Tokens Per Request",
+    "Input Tokens Per Request",
+    "Output Token Throughput",
+    "Output Token Throughput Per User",
+    "Goodput",
+    "Token Count Source",
+)
+
+
+def _token_cells(level: LevelResult) -> list[object]:
+    """A level's token figures under TOKEN_COLUMNS; empty cells for a level without them (Goodput: without
+    --goodput)."""
+    from loadgen.reports.perf_analyzer import number
+
+    tokens = level.tokens
+    if tokens is None:
+        return [""] * len(TOKEN_COLUMNS)
+    ttft, itl = tokens.time_to_first_token_us, tokens.inter_token_latency_us
+    return [
+        *(int(value) for value in (ttft.avg, ttft.p50, ttft.p90, ttft.p99, itl.avg, itl.p50, itl.p90, itl.p99)),
+        tokens.inter_event_gap_us.p99,
+        number(tokens.output_tokens_per_request.avg),
+        number(tokens.input_tokens_per_request.avg),
+        number(tokens.output_token_throughput),
+        number(tokens.output_token_throughput_per_user.avg),
+        "" if tokens.goodput is None else number(tokens.goodput),
+        tokens.token_count_source,
+    ]
 
 
 CONFIDENCE_COLUMNS = ("Confidence", "Inferences/Second Low", "Inferences/Second High")

@@ -9,7 +9,19 @@ import os
 from typing import TYPE_CHECKING
 
 from loadgen.outputs import write_file
-from loadgen.reports.plot import curve, mix_timeline, percentiles, png, server_metrics, steps, trials
+from loadgen.records import TOKEN_SAMPLE
+from loadgen.reports.plot import (
+    curve,
+    first_token_by_input,
+    gaps_by_position,
+    mix_timeline,
+    percentiles,
+    png,
+    server_metrics,
+    steps,
+    token_timeline,
+    trials,
+)
 from loadgen.reports.table import UNSTABLE, confidence_html, html_table, model_cell, verdict_html
 
 if TYPE_CHECKING:
@@ -90,6 +102,28 @@ def _steps(result: ProfileResult) -> str:
     return f"<h2>Where the time goes</h2>\n{_image(png(steps(result)), description)}"
 
 
+def _tokens(result: ProfileResult) -> str:
+    """A token run's plots, from its recorded requests (nothing without them: a run over worker processes, or a
+    result read back from JSON)."""
+    figures = (
+        (first_token_by_input(result), "time to first token against input length, per request"),
+        (gaps_by_position(result), "median inter-token gap at each token position, per level"),
+        (token_timeline(result), "a few requests' tokens over time"),
+    )
+    images = "".join(_image(png(figure), description) for figure, description in figures if figure is not None)
+    if not images:
+        return ""
+    recorded = result.settings.get("record_requests")
+    source = (
+        "the requests recorded for the profile export"
+        if recorded
+        else f"a sample: the first {TOKEN_SAMPLE} requests of each level's windows"
+    )
+    return f"""<h2>Token streams</h2>
+<p>Per request, from {source}.</p>
+{images}"""
+
+
 def _model_section(result: ProfileResult, name: str) -> str:
     """One model of a mix: its own table, curve and breakdown."""
     model = result.of_model(name)
@@ -148,6 +182,7 @@ time per request as the server counts it.</p>
 {_image(png(curve(result)), "p99 latency against throughput, one point per level")}
 {_image(png(percentiles(result)), "latency percentiles per level")}
 {_steps(result)}
+{_tokens(result)}
 {_server_metrics(result)}
 {_mix(result)}
 <h2>Settings</h2>

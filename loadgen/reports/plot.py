@@ -1,5 +1,7 @@
 """Plots of a result with matplotlib (no pyplot, no display needed): the latency-throughput curve, latency
-percentiles per level, and each step's queue and compute time per level."""
+percentiles per level, and each step's queue and compute time per level; for a token run, from its recorded
+requests, the first token against the prompt's length, the gaps by token position, and a timeline of a few
+requests' tokens."""
 
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from loadgen.outputs import write_file
 from loadgen.reports.table import step_names, step_time
 
 if TYPE_CHECKING:
-    from loadgen.results import LevelResult, ProfileResult, TuneResult
+    from loadgen.results import Experiment, LevelResult, ProfileResult, TokenRecord, TuneResult
 
 try:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 except ImportError:
     raise MissingExtraError("plots and the HTML report", "matplotlib", "report") from None
 
@@ -163,6 +166,87 @@ def server_metrics(result: ProfileResult) -> Figure | None:
         axes.grid(alpha=0.3)
         axes.spines[["top", "right"]].set_visible(False)
         axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+TIMELINE_REQUESTS = 8  # requests the token timeline shows
+
+
+def _token_levels(result: ProfileResult) -> list[tuple[str, tuple[TokenRecord, ...]]]:
+    """Each level's recorded token requests, with the level's label."""
+
+    def label(experiment: Experiment) -> str:
+        value = f"{experiment.value:g}"
+        return f"concurrency {value}" if experiment.mode == "concurrency" else f"{value} requests/s"
+
+    return [(label(experiment), experiment.tokens) for experiment in result.experiments if experiment.tokens]
+
+
+def first_token_by_input(result: ProfileResult) -> Figure | None:
+    """Each recorded request's time to first token against its prompt's length, one colour per level; None
+    without token records."""
+    levels = _token_levels(result)
+    if not levels:
+        return None
+    figure, axes = _axes(f"{result.model}: time to first token vs input length")
+    for index, (label, records) in enumerate(levels):
+        axes.scatter(
+            [record.input_tokens for record in records],
+            [record.time_to_first_token_ns / 1e6 for record in records],
+            s=12,
+            alpha=0.6,
+            color=_color(index),
+            label=label,
+        )
+    axes.set_xlabel("input tokens")
+    axes.set_ylabel("time to first token (ms)")
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+def gaps_by_position(result: ProfileResult) -> Figure | None:
+    """Per level, the median gap between an event and the one before it at each position of the stream (event
+    k: the gap before the k-th); None without token records."""
+    levels = _token_levels(result)
+    if not levels:
+        return None
+    figure, axes = _axes(f"{result.model}: inter-token latency by token position")
+    for index, (label, records) in enumerate(levels):
+        gaps: dict[int, list[float]] = {}
+        for record in records:
+            times = record.response_timestamps
+            for position in range(1, len(times)):
+                gaps.setdefault(position + 1, []).append((times[position] - times[position - 1]) / 1e6)
+        positions = sorted(gaps)
+        medians = [sorted(gaps[k])[len(gaps[k]) // 2] for k in positions]
+        axes.plot(positions, medians, marker=".", color=_color(index), label=label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("token position in the stream (event k: the gap before it)")
+    axes.set_ylabel("median gap (ms)")
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    return figure
+
+
+def token_timeline(result: ProfileResult) -> Figure | None:
+    """The last level's first recorded requests over time: each from its send to its end, a mark at each event
+    (the first token larger); None without token records."""
+    levels = _token_levels(result)
+    if not levels:
+        return None
+    label, records = levels[-1]
+    shown = sorted(records, key=lambda record: record.timestamp)[:TIMELINE_REQUESTS]
+    origin = shown[0].timestamp
+    figure, axes = _axes(f"{result.model}: tokens over time ({label}, {len(shown)} requests)")
+    for row, record in enumerate(shown):
+        times = [(at - origin) / 1e6 for at in record.response_timestamps]
+        axes.hlines(row, (record.timestamp - origin) / 1e6, (record.end_timestamp - origin) / 1e6, color="#c9ced8")
+        axes.plot(times[1:], [row] * (len(times) - 1), "|", markersize=9, color=_color(0))
+        axes.plot(times[:1], [row], "o", markersize=6, color=_color(1))
+    axes.set_yticks(range(len(shown)), [f"request {row + 1}" for row in range(len(shown))])
+    axes.invert_yaxis()
+    axes.set_xlabel("ms since the first request was sent (circle: first token; bars: the next ones)")
     return figure
 
 

@@ -1,6 +1,11 @@
 """perf_analyzer's profile export (`--profile-export-file`): every recorded request of every level, written as
 perf_analyzer 2.51 writes it (compact JSON, its keys in its order), so that tools that read its file (genai-perf)
-read loadgen's."""
+read loadgen's.
+
+A token run's request lists one response per event that carried output (its time, and its text under the model's
+text output, as perf_analyzer lists a TensorRT-LLM stream's), then loadgen's own `input_tokens` and
+`output_tokens`: its counts as the run counted them.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loadgen.outputs import write_file
+from loadgen.reports.aiperf import write_summaries
 from loadgen.reports.perf_analyzer import PERF_ANALYZER_VERSION
 from loadgen.transport import Tensor
 
 if TYPE_CHECKING:
-    from loadgen.results import Experiment, ProfileResult, RequestRecord
+    from loadgen.results import Experiment, ProfileResult, RequestRecord, TokenRecord
 
 SERVICE_KIND = "triton"
 # the datatypes perf_analyzer writes as JSON numbers (or booleans), with their element types
@@ -68,10 +74,22 @@ def _request(record: RequestRecord, unsupported: Callable[[str], None]) -> dict[
     return request
 
 
+def _token_request(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "timestamp": record.timestamp,
+        "request_inputs": record.request_inputs,
+        "response_timestamps": list(record.response_timestamps),
+        "response_outputs": [{record.text_output: text} for text in record.response_texts],
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+    }
+
+
 def _experiment(experiment: Experiment, unsupported: Callable[[str], None]) -> dict[str, Any]:
     return {
         "experiment": {"mode": experiment.mode, "value": experiment.value},
-        "requests": [_request(record, unsupported) for record in experiment.requests],
+        "requests": [_request(record, unsupported) for record in experiment.requests]
+        + [_token_request(record) for record in experiment.tokens],
         "window_boundaries": list(experiment.window_boundaries),
     }
 
@@ -88,7 +106,8 @@ def export_document(result: ProfileResult, unsupported: Callable[[str], None]) -
 
 def write_export(result: ProfileResult, path: str | os.PathLike[str]) -> None:
     """Write the profile export: compact JSON without a final newline, as perf_analyzer does; a datatype JSON cannot
-    hold is written as null, and said once on stderr with perf_analyzer's warning."""
+    hold is written as null, and said once on stderr with perf_analyzer's warning. A token run's AIPerf files go
+    beside it (`loadgen.reports.aiperf`)."""
     warned: set[str] = set()
 
     def unsupported(datatype: str) -> None:
@@ -98,3 +117,4 @@ def write_export(result: ProfileResult, path: str | os.PathLike[str]) -> None:
 
     document = export_document(result, unsupported)
     write_file(path, json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+    write_summaries(result, path)
