@@ -627,11 +627,14 @@ class _Sweep:
         if self.run.periodic is not None:
             self.recorded = [(Load(concurrency=1), self.records.take(*EVERYTHING), UNBOUNDED)]
         fixed = self.run.mode == "fixed_schedule"  # perf_analyzer records such a run at a rate of 0
+        tokens = self.models[0].requests.tokens is not None  # a token run's records are its `tokens`
         return tuple(
             Experiment(
                 mode="concurrency" if load.concurrency is not None else "request_rate",
                 value=load.concurrency if load.concurrency is not None else 0.0 if fixed else load.rate or 0.0,
-                requests=request_records(
+                requests=()
+                if tokens
+                else request_records(
                     exchanges,
                     self.session.connection.wire,
                     self._outputs(),
@@ -652,12 +655,11 @@ class _Sweep:
         generator = self.generator
         if not isinstance(generator, LocalGenerator) or generator.counter is None or self.records is None:
             return ()
-        wire = self.session.connection.wire
+        connection = self.session.connection
 
-        def tensors(payload: Payload) -> dict[str, Any]:
-            return {
-                tensor.name: tensor_value(tensor, lambda datatype: None) for tensor in wire.decode_request(payload)[1]
-            }
+        def tensors(payload: Payload) -> dict[str, Any]:  # a Triton request's (a server without Triton has no wire)
+            sample = connection.wire.decode_request(payload)[1]
+            return {tensor.name: tensor_value(tensor, lambda datatype: None) for tensor in sample}
 
         tokens = generator.requests.tokens
         return token_records(
