@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -39,13 +39,12 @@ from loadgen.transport import (
     stream_one,
 )
 from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
+from loadgen.transport.errors import Cancelled
 from loadgen.transport.options import ConnectionOptions
-from loadgen.transport.tokens import TokenReply, TritonTokens
+from loadgen.transport.tokens import TokenCall, TritonTokens
 from loadgen.validation import Validator
 from loadgen.values import parse_goodput
-
-TokenCall = Callable[[Payload], Awaitable[TokenReply]]
-"""Sends one generative request and returns its answer as it streamed."""
+from loadgen.workloads import Cancelling
 
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
@@ -107,6 +106,9 @@ class _Failures:
         return failed if shown == text else type(failed)(shown)
 
     async def record(self, error: Exception, generation: int) -> None:
+        if isinstance(error, Cancelled):  # on purpose: counted apart
+            self.recorder.record_cancelled(generation)
+            return
         failed = self.describe(error)
         self.recorder.record_error(str(failed), generation)
         if isinstance(failed, Rejected) and self.rejected is None and not self.recorder.answered:
@@ -660,6 +662,8 @@ class LocalGenerator:
             else:
                 self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
                 call = self.tokens.call
+            if settings.request_cancellation_rate:
+                call = Cancelling(call, settings, self.shard.index)
             self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
         elif settings.streaming:
             self.closed = StreamingLoop(open_stream, source, self.recorder, failures, check)

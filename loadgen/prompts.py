@@ -82,17 +82,31 @@ def _length(rng: random.Random, mean: float, stddev: float) -> int:
     return max(1, round(rng.gauss(mean, stddev) if stddev else mean))
 
 
+def _stretch(rng: random.Random, corpus: list[int], tokenizer: Any, length: int) -> str:
+    """`length` tokens of the corpus from a random place, as text."""
+    length = min(length, len(corpus))
+    start = rng.randrange(len(corpus) - length + 1)
+    return str(tokenizer.decode(corpus[start : start + length]))
+
+
 def synthetic(settings: Settings, tokenizer: Any) -> PromptSet:
-    """`--num-prompts` prompts of Normal(--isl, --isl-stddev) tokens, each a stretch of the corpus at a random
-    place, with output lengths Normal(--osl, --osl-stddev) when --osl is given."""
+    """`--num-prompts` prompts of Normal(--isl, --isl-stddev) tokens, each a stretch of the corpus
+    at a random place, with output lengths Normal(--osl, --osl-stddev) when --osl is given. With
+    --prefix-prompt-pool-size N, N prefixes of --prefix-prompt-length tokens are drawn first and each prompt
+    starts with one of them at random: the prefix is part of its length (at least one token of its own follows)."""
     rng = random.Random(settings.random_seed)
     corpus = _corpus_ids(tokenizer)
     mean = settings.isl or DEFAULT_ISL
+    prefix_length = settings.prefix_prompt_length
+    prefixes = [_stretch(rng, corpus, tokenizer, prefix_length) for _ in range(settings.prefix_prompt_pool_size)]
     prompts = []
     for _ in range(settings.num_prompts):
-        length = min(_length(rng, mean, settings.isl_stddev), len(corpus))
-        start = rng.randrange(len(corpus) - length + 1)
-        text = tokenizer.decode(corpus[start : start + length])
+        length = _length(rng, mean, settings.isl_stddev)
+        if prefixes:
+            prefix = rng.choice(prefixes)
+            text = prefix + _stretch(rng, corpus, tokenizer, max(length - prefix_length, 1))
+        else:
+            text = _stretch(rng, corpus, tokenizer, length)
         output = _length(rng, settings.osl, settings.osl_stddev) if settings.osl else None
         prompts.append(Prompt(text, count_tokens(tokenizer, text), output))
     return PromptSet(tuple(prompts))

@@ -131,6 +131,7 @@ class TokenStats:
     token_count_source: str  # the source most requests' counts came from: server, tokenizer or events
     time_to_first_token_from_schedule_us: LatencyStats | None = None  # open loop
     token_counts: TokenCounts | None = None  # server and tokenizer counts side by side, where both exist
+    cancelled: int = 0  # requests cancelled on purpose (--request-cancellation-rate): in no other figure
 
 
 def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool) -> TokenStats | None:
@@ -161,4 +162,5 @@ def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool)
         token_count_source=SOURCES[counts.index(max(counts))] if requests else "events",
         time_to_first_token_from_schedule_us=stats(window.ttft_scheduled) if window.ttft_scheduled else None,
         token_counts=TokenCounts(window.compared_server, window.compared_client) if window.compared_client else None,
+        cancelled=window.cancelled,
     )

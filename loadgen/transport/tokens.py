@@ -4,7 +4,7 @@ carried it (a Triton gRPC stream, Triton's generate extension, an OpenAI-compati
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,10 @@ class TokenReply:
         self.texts: list[str] = []
         self.output_tokens: int | None = None
         self.input_tokens: int | None = None
+
+
+TokenCall = Callable[[Payload], Awaitable[TokenReply]]
+"""Sends one generative request and returns its answer as it streamed."""
 
 
 @dataclass(frozen=True)
