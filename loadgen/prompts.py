@@ -42,6 +42,39 @@ class PromptSet:
     timestamps_ms: tuple[int, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Session:
+    """A multi-turn session: each turn's new prompt, in order, and the think time before each turn after the
+    first."""
+
+    prompts: tuple[Prompt, ...]
+    delays_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """A run's sessions (slots take them in turn) and the model their turns are encoded for as they go."""
+
+    sessions: tuple[Session, ...]
+    model: ModelInfo
+
+
+def sessions_of(prompt_set: PromptSet, settings: Settings) -> tuple[Session, ...]:
+    """--conversation-num sessions of Normal(--conversation-turn-mean, -stddev) turns (at least one), each turn a
+    prompt of the set in turn, with think times Normal(--conversation-turn-delay-mean, -stddev) ms (at least 0)."""
+    if any(prompt.body is not None for prompt in prompt_set.prompts):
+        raise OptionError("multi-turn sessions build each turn's body: not with request bodies sent as they are")
+    rng = random.Random(settings.random_seed)
+    prompts = itertools.cycle(prompt_set.prompts)
+    mean, stddev = settings.conversation_turn_delay_mean, settings.conversation_turn_delay_stddev
+    sessions = []
+    for _ in range(settings.conversation_num):
+        turns = _length(rng, settings.conversation_turn_mean, settings.conversation_turn_stddev)
+        delays = tuple(max(rng.gauss(mean, stddev) if stddev else mean, 0.0) / 1000 for _ in range(turns - 1))
+        sessions.append(Session(tuple(itertools.islice(prompts, turns)), delays))
+    return tuple(sessions)
+
+
 def load_tokenizer(path: str | None) -> Any:
     """The `tokenizers` Tokenizer at `path` (a tokenizer.json, or a folder holding one), else loadgen's own."""
     try:

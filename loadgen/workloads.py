@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable, Sequence
 
+from loadgen.inputs import request_layout
+from loadgen.prompts import triton_sample
 from loadgen.settings import Settings
-from loadgen.transport import Payload
+from loadgen.transport import ModelInfo, Payload, Wire
 from loadgen.transport.errors import Cancelled
-from loadgen.transport.tokens import TokenCall, TokenReply
+from loadgen.transport.tokens import Prompt, TokenCall, TokenReply, Turn, conversation_text
 
 
 class Cancelling:
@@ -33,3 +36,19 @@ class Cancelling:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)  # the stream cancelled, the connection closed
         raise Cancelled
+
+
+TurnEncoder = Callable[[Sequence[Turn], Prompt], Payload]
+"""Encodes a session's next turn: the conversation so far and the new prompt."""
+
+
+def triton_turns(wire: Wire, model: ModelInfo, settings: Settings) -> TurnEncoder:
+    """A Triton LLM pipeline's turns: the conversation as one text in its prompt tensor, as the settings lay a
+    request out."""
+    layout = request_layout(settings)
+
+    def encode(history: Sequence[Turn], prompt: Prompt) -> Payload:
+        text = conversation_text(history, prompt)
+        return wire.encode(model, triton_sample(model, Prompt(text, 0, prompt.output_tokens), settings), layout)
+
+    return encode

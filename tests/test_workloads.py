@@ -3,6 +3,7 @@ and on the FAKE OpenAI-compatible server: shared-prefix prompts, multi-turn sess
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 import loadgen
 from loadgen.server import EmbeddedServer
-from tests.helpers import FAST, QUICK, llm_repository, run_cli, serve, successes
+from tests.fake_openai import FakeOpenAI
+from tests.helpers import FAST, QUICK, SHIPPED_TOKENIZER, llm_repository, run_cli, serve, successes
 
 pytestmark = pytest.mark.server
 
@@ -71,3 +73,41 @@ def test_cancellation_options_are_checked() -> None:
     ):
         done = run_cli("-m", "ensemble", *args)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_sessions_resend_the_conversation_on_the_pipeline(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(
+        llm_server.grpc_url, "ensemble", concurrency=2, conversation_turn_mean=3, conversation_turn_delay_mean=10,
+        conversation_num=4, prefix_prompt_pool_size=2, prefix_prompt_length=20, **RUN,
+    )  # fmt: skip
+    level = result.levels[-1]
+    tokens = level.tokens
+    assert tokens is not None and level.error_count == 0
+    assert tokens.output_tokens_per_request.min == tokens.output_tokens_per_request.max == OSL
+    # a third turn carries two prompts and two answers before its own: about 3 x 100 + 2 x 12 tokens
+    assert tokens.input_tokens_per_request.max >= 3 * RUN["isl"] * 0.9
+    # the model's prefill grows with the input it was given: 20 ms + 0.1 ms a token, at least 250 tokens
+    assert tokens.time_to_first_token_us.max >= (PREFILL_MS * 1000 + 100 * 250) * 0.95
+
+
+@pytest.mark.parametrize("endpoint_type", ["chat", "completions"])
+def test_sessions_on_an_openai_server(openai_server: FakeOpenAI, endpoint_type: str) -> None:
+    think_ms, ttft_ms, token_ms, isl, osl = 30, 20, 5, 40, 8  # ttft and token: the openai_server fixture's
+    result = loadgen.profile_sync(
+        openai_server.url, "fake", endpoint_type=endpoint_type, streaming=True, concurrency=1, isl=isl, osl=osl,
+        num_prompts=5, tokenizer=str(SHIPPED_TOKENIZER), conversation_turn_mean=3, conversation_turn_delay_mean=think_ms,
+        **QUICK,
+    )  # fmt: skip
+    assert result.levels[-1].error_count == 0
+    first = openai_server.emissions[:3]  # one slot: the first session's three turns, in order
+    assert [emission.completion_tokens for emission in first] == [osl] * 3
+    for earlier, later in itertools.pairwise(first):
+        # the history resent: the earlier prompt and its answer come before the new prompt
+        assert later.prompt_tokens >= earlier.prompt_tokens + osl + isl * 0.8
+        # the earlier answer took what the server was told, then the think time passed
+        assert later.arrival_ns - earlier.arrival_ns >= (ttft_ms + (osl - 1) * token_ms + think_ms) * 1e6 * 0.95
+
+
+def test_session_options_are_checked() -> None:
+    done = run_cli("-m", "ensemble", "--isl", "10", "--session-turns-mean", "3", "--request-rate-range", "5")
+    assert done.returncode != 0 and "closed loop" in done.stderr and "Traceback" not in done.stderr

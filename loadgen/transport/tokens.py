@@ -27,6 +27,16 @@ class Prompt:
     body: Mapping[str, Any] | None = None
 
 
+Turn = tuple[str, str]
+"""A session's turn done: its prompt and the answer's text."""
+
+
+def conversation_text(history: Sequence[Turn], prompt: Prompt) -> str:
+    """A session's next turn as one text, for endpoints without messages: the turns so far, prompt then answer,
+    and the new prompt, one after another on lines of their own."""
+    return "\n".join([*(part for turn in history for part in turn), prompt.text])
+
+
 class TokenReply:
     """A generative request's answer as it streamed.
 
