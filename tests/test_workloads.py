@@ -111,3 +111,26 @@ def test_sessions_on_an_openai_server(openai_server: FakeOpenAI, endpoint_type: 
 def test_session_options_are_checked() -> None:
     done = run_cli("-m", "ensemble", "--isl", "10", "--session-turns-mean", "3", "--request-rate-range", "5")
     assert done.returncode != 0 and "closed loop" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def explicit_slow_detokenizer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """postprocessing takes 4 ms per token on its one instance, served in explicit model control (tune reloads it)."""
+    tmp = tmp_path_factory.mktemp("llm-tune")
+    repository = llm_repository(tmp / "repository", **{"postprocessing.delay_ms": 4})
+    yield from serve(repository, tmp, explicit_model_control=True)
+
+
+def test_tune_for_goodput_adds_the_detokenizers_instance(explicit_slow_detokenizer: EmbeddedServer) -> None:
+    # 4 streams of a token every 5 ms ask 800 tokens/s of a detokenizer that serves 250 at 4 ms a token: each gap
+    # waits in its queue (about 16 ms), over the 12 ms objective; a second instance halves the wait
+    profile = loadgen.Settings(
+        url=explicit_slow_detokenizer.grpc_url, model_name="ensemble", concurrency_range=4, isl=100, osl=OSL,
+        num_prompts=10, streaming=True, goodput=["inter_token_latency:12"], measurement_interval=700,
+        stability_percentage=50,
+    )  # fmt: skip
+    result = loadgen.run(loadgen.tune(loadgen.TuneSettings(profile, max_trials=2)))
+    first = result.trials[0]
+    assert first.change == "postprocessing: instance_group count 1 -> 2" and first.kept, first.reason
+    assert result.final.throughput > result.initial.throughput  # goodput, good requests per second
+    assert "postprocessing" in result.config_changes
