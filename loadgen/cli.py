@@ -239,6 +239,16 @@ TUNE_OPTIONS = (
     "stability_percentage",
     "metrics_url",
     "metrics_interval",
+    "streaming",
+    "endpoint_type",
+    "isl",
+    "isl_stddev",
+    "osl",
+    "osl_stddev",
+    "num_prompts",
+    "input_file",
+    "tokenizer",
+    "goodput",
 )
 TUNE_CONCURRENCY = "8"  # tune's load without --concurrency, --request-rate or a mix: one level with room to batch
 TUNE = Variant(

@@ -15,6 +15,7 @@ import numpy as np
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 
 from loadgen.errors import OptionError
+from loadgen.prompts import SessionPlan
 from loadgen.settings import ALL_INPUTS, Settings
 from loadgen.shared_memory import Placements
 from loadgen.transport import ModelInfo, Payload, RequestLayout, Sample, Tensor, TensorSpec, Wire
@@ -59,6 +60,7 @@ class Requests:
     json: bool = False  # the data was JSON: a sequence walks one stream from its first step
     tokens: TokenOutputs | None = None  # token streams: where the answers hold text and token ids
     input_tokens: tuple[int, ...] = ()  # token streams: per payload, its prompt's tokens
+    sessions: SessionPlan | None = None  # token streams in multi-turn sessions: their turns, encoded as they go
 
 
 def encode_requests(
@@ -71,16 +73,7 @@ def encode_requests(
         wire.encode(
             model,
             sample,
-            RequestLayout(
-                outputs=() if placements else tuple(settings.output),
-                request_id=str(index) if expected is not None else "",
-                streaming=settings.streaming,
-                inputs_shm=placements.inputs[index] if placements else (),
-                outputs_shm=placements.outputs if placements else (),
-                parameters=tuple(settings.request_parameter.items()),
-                binary_inputs=settings.input_tensor_format == "binary",
-                binary_outputs=settings.output_tensor_format == "binary",
-            ),
+            request_layout(settings, str(index) if expected is not None else "", placements, index),
         )
         for index, sample in enumerate(data.samples)
     )
@@ -90,6 +83,23 @@ def encode_requests(
         streams.append(tuple(range(start, start + len(stream))))
         start += len(stream)
     return Requests(payloads, tuple(streams), expected, model.is_sequence, data.json)
+
+
+def request_layout(
+    settings: Settings, request_id: str = "", placements: Placements | None = None, index: int = 0
+) -> RequestLayout:
+    """How a request is laid out by the settings: its outputs, id, streaming flag, parameters, tensor formats, and
+    with `placements` its tensors in shared memory (the `index`-th sample's inputs)."""
+    return RequestLayout(
+        outputs=() if placements else tuple(settings.output),
+        request_id=request_id,
+        streaming=settings.streaming,
+        inputs_shm=placements.inputs[index] if placements else (),
+        outputs_shm=placements.outputs if placements else (),
+        parameters=tuple(settings.request_parameter.items()),
+        binary_inputs=settings.input_tensor_format == "binary",
+        binary_outputs=settings.output_tensor_format == "binary",
+    )
 
 
 def load_data(model: ModelInfo, settings: Settings) -> InputData:

@@ -93,14 +93,15 @@ class Level:
         `start` (at the window's start) by what the window sent and what of it returned."""
         if self.load.concurrency is not None:
             return self.load.concurrency
-        return max(start + window.sent - window.request_count - window.error_count, 0)
+        return max(start + window.sent - window.request_count - window.error_count - window.cancelled, 0)
 
     def _audit(self, window: Window, server: Snapshot) -> None:
         """The window's server count of the model beside loadgen's own and those in flight at its edges."""
         if self.in_flight is None or self.model is None:
             return
         start, self.in_flight = self.in_flight, self._in_flight_after(self.in_flight, window)
-        returned = window.request_count + window.error_count + window.stale  # stale: an earlier level's, back now
+        # stale: an earlier level's, back now
+        returned = window.request_count + window.error_count + window.cancelled + window.stale
         edges = start + self.in_flight
         self.sharing.append(window_sharing(self.model.model, server_requests(self.model, server), returned, edges))
 

@@ -8,7 +8,7 @@ import dataclasses
 import functools
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -17,7 +17,7 @@ from loadgen.errors import OptionError
 from loadgen.inputs import Requests
 from loadgen.measurement import Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
-from loadgen.prompts import load_tokenizer
+from loadgen.prompts import Session, SessionPlan, load_tokenizer
 from loadgen.records import TOKEN_SAMPLE, RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
 from loadgen.tokens import TokenCounter, TokenMetrics
@@ -39,13 +39,12 @@ from loadgen.transport import (
     stream_one,
 )
 from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
+from loadgen.transport.errors import Cancelled
 from loadgen.transport.options import ConnectionOptions
-from loadgen.transport.tokens import TokenReply, TritonTokens
+from loadgen.transport.tokens import TokenCall, TritonTokens, Turn
 from loadgen.validation import Validator
 from loadgen.values import parse_goodput
-
-TokenCall = Callable[[Payload], Awaitable[TokenReply]]
-"""Sends one generative request and returns its answer as it streamed."""
+from loadgen.workloads import Cancelling, TurnEncoder, triton_turns
 
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
@@ -107,6 +106,9 @@ class _Failures:
         return failed if shown == text else type(failed)(shown)
 
     async def record(self, error: Exception, generation: int) -> None:
+        if isinstance(error, Cancelled):  # on purpose: counted apart
+            self.recorder.record_cancelled(generation)
+            return
         failed = self.describe(error)
         self.recorder.record_error(str(failed), generation)
         if isinstance(failed, Rejected) and self.rejected is None and not self.recorder.answered:
@@ -315,6 +317,50 @@ class TokenLoop(_Slots):
                 await self._failures.record(error, generation)
                 continue
             record(reply, start, start, clock(), inputs.get(payload, 0), generation)
+
+
+class SessionLoop(_Slots):
+    """The closed loop over multi-turn sessions: slot k takes the sessions in turn from the k-th and sends a
+    session's turns in order, each once the previous answer is whole and the think time after it has passed, each
+    resending the conversation so far (`encode`); a turn that fails (or is cancelled) ends its session. Each turn
+    is measured as any request; its input tokens are the conversation's so far, counted from the prompts and the
+    answers' token counts (the server's own, where it gives them, prevails)."""
+
+    def __init__(
+        self, call: TokenCall, sessions: SessionPlan, encode: TurnEncoder, recorder: Recorder, failures: _Failures
+    ) -> None:
+        super().__init__(functools.partial(_cycle, sessions.sessions), recorder, failures)
+        self._call = call
+        self._encode = encode
+
+    async def _work(self, slot: int) -> None:
+        call = self._call
+        encode = self._encode
+        begin = self._recorder.start
+        record = self._recorder.record_tokens
+        clock = time.perf_counter_ns
+        sessions: Iterator[Session] = self._source(slot)
+        while not self._stopping and slot < self._size:
+            session = next(sessions)
+            history: list[Turn] = []
+            tokens = 0  # the conversation's so far
+            for turn, prompt in enumerate(session.prompts):
+                if turn:
+                    await asyncio.sleep(session.delays_s[turn - 1])  # think time
+                if self._stopping or slot >= self._size or next(self._budget, False) is not None:
+                    return  # stopped, or the budget is spent
+                payload = encode(history, prompt)
+                tokens += prompt.input_tokens
+                generation = begin()
+                start = clock()
+                try:
+                    reply = await call(payload)
+                except Exception as error:  # whatever it is, a counted failure: the slot takes the next session
+                    await self._failures.record(error, generation)
+                    break
+                record(reply, start, start, clock(), tokens, generation)
+                history.append((prompt.text, "".join(reply.texts)))
+                tokens += reply.output_tokens if reply.output_tokens is not None else len(reply.events)
 
 
 class OpenLoop:
@@ -659,15 +705,23 @@ class LocalGenerator:
         if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
             inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
             if settings.endpoint_type not in (None, "kserve"):  # an HTTP endpoint
-                self.endpoint = endpoint_for("", settings, ConnectionOptions.from_settings(settings))
+                model = requests.sessions.model.name if requests.sessions is not None else ""  # a turn's body names it
+                self.endpoint = endpoint_for(model, settings, ConnectionOptions.from_settings(settings))
                 self.times = self.endpoint.times  # its own connections' send and receive times
                 call = self.endpoint.call
             else:
                 self.tokens = TritonTokens(connection, requests.tokens, settings.streaming)
                 call = self.tokens.call
+            if settings.request_cancellation_rate:
+                call = Cancelling(call, settings, self.shard.index)
             if self.records is not None:
                 call = self.records.wrap_tokens(call)
-            self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
+            if requests.sessions is not None:
+                turns = self.endpoint.encode_turn if self.endpoint is not None else None
+                encode = turns or triton_turns(connection.wire, requests.sessions.model, settings)
+                self.closed = SessionLoop(call, requests.sessions, encode, self.recorder, failures)
+            else:
+                self.closed = TokenLoop(call, inputs, source, self.recorder, failures)
         elif settings.streaming:
             self.closed = StreamingLoop(open_stream, source, self.recorder, failures, check)
         else:

@@ -169,6 +169,7 @@ class Window:
     by_events: int = field(default=0, metadata=SUMMED)  # or by their events
     compared_server: int = field(default=0, metadata=SUMMED)  # output tokens by the server's count, where the
     compared_client: int = field(default=0, metadata=SUMMED)  # tokenizer counted them too: its count
+    cancelled: int = field(default=0, metadata=SUMMED)  # requests cancelled on purpose (--request-cancellation-rate)
     errors: Counter[str] = field(default_factory=Counter)  # failed requests by one-line description
 
     @property
@@ -480,6 +481,12 @@ class Recorder:
         self._failed += 1
         if self._completed >= FAILING_MIN_COMPLETED and self._failed > self._max_error_rate * self._completed:
             self.failing.set()
+
+    def record_cancelled(self, generation: int) -> None:
+        """Count one request cancelled on purpose: neither a failure nor a latency."""
+        if self._ours(generation):
+            self._window.cancelled += 1
+            self._completion()
 
     def record_limit_hit(self) -> None:
         """Open loop: a request had to wait because the in-flight limit was reached."""

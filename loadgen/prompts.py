@@ -42,6 +42,39 @@ class PromptSet:
     timestamps_ms: tuple[int, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Session:
+    """A multi-turn session: each turn's new prompt, in order, and the think time before each turn after the
+    first."""
+
+    prompts: tuple[Prompt, ...]
+    delays_s: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """A run's sessions (slots take them in turn) and the model their turns are encoded for as they go."""
+
+    sessions: tuple[Session, ...]
+    model: ModelInfo
+
+
+def sessions_of(prompt_set: PromptSet, settings: Settings) -> tuple[Session, ...]:
+    """--conversation-num sessions of Normal(--conversation-turn-mean, -stddev) turns (at least one), each turn a
+    prompt of the set in turn, with think times Normal(--conversation-turn-delay-mean, -stddev) ms (at least 0)."""
+    if any(prompt.body is not None for prompt in prompt_set.prompts):
+        raise OptionError("multi-turn sessions build each turn's body: not with request bodies sent as they are")
+    rng = random.Random(settings.random_seed)
+    prompts = itertools.cycle(prompt_set.prompts)
+    mean, stddev = settings.conversation_turn_delay_mean, settings.conversation_turn_delay_stddev
+    sessions = []
+    for _ in range(settings.conversation_num):
+        turns = _length(rng, settings.conversation_turn_mean, settings.conversation_turn_stddev)
+        delays = tuple(max(rng.gauss(mean, stddev) if stddev else mean, 0.0) / 1000 for _ in range(turns - 1))
+        sessions.append(Session(tuple(itertools.islice(prompts, turns)), delays))
+    return tuple(sessions)
+
+
 def load_tokenizer(path: str | None) -> Any:
     """The `tokenizers` Tokenizer at `path` (a tokenizer.json, or a folder holding one), else loadgen's own."""
     try:
@@ -82,17 +115,31 @@ def _length(rng: random.Random, mean: float, stddev: float) -> int:
     return max(1, round(rng.gauss(mean, stddev) if stddev else mean))
 
 
+def _stretch(rng: random.Random, corpus: list[int], tokenizer: Any, length: int) -> str:
+    """`length` tokens of the corpus from a random place, as text."""
+    length = min(length, len(corpus))
+    start = rng.randrange(len(corpus) - length + 1)
+    return str(tokenizer.decode(corpus[start : start + length]))
+
+
 def synthetic(settings: Settings, tokenizer: Any) -> PromptSet:
-    """`--num-prompts` prompts of Normal(--isl, --isl-stddev) tokens, each a stretch of the corpus at a random
-    place, with output lengths Normal(--osl, --osl-stddev) when --osl is given."""
+    """`--num-prompts` prompts of Normal(--isl, --isl-stddev) tokens, each a stretch of the corpus
+    at a random place, with output lengths Normal(--osl, --osl-stddev) when --osl is given. With
+    --prefix-prompt-pool-size N, N prefixes of --prefix-prompt-length tokens are drawn first and each prompt
+    starts with one of them at random: the prefix is part of its length (at least one token of its own follows)."""
     rng = random.Random(settings.random_seed)
     corpus = _corpus_ids(tokenizer)
     mean = settings.isl or DEFAULT_ISL
+    prefix_length = settings.prefix_prompt_length
+    prefixes = [_stretch(rng, corpus, tokenizer, prefix_length) for _ in range(settings.prefix_prompt_pool_size)]
     prompts = []
     for _ in range(settings.num_prompts):
-        length = min(_length(rng, mean, settings.isl_stddev), len(corpus))
-        start = rng.randrange(len(corpus) - length + 1)
-        text = tokenizer.decode(corpus[start : start + length])
+        length = _length(rng, mean, settings.isl_stddev)
+        if prefixes:
+            prefix = rng.choice(prefixes)
+            text = prefix + _stretch(rng, corpus, tokenizer, max(length - prefix_length, 1))
+        else:
+            text = _stretch(rng, corpus, tokenizer, length)
         output = _length(rng, settings.osl, settings.osl_stddev) if settings.osl else None
         prompts.append(Prompt(text, count_tokens(tokenizer, text), output))
     return PromptSet(tuple(prompts))

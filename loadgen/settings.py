@@ -524,13 +524,88 @@ class Tokens:
     random_seed: int = option(
         0, "seed of the synthetic prompts' lengths and text (default 0)", checks=(NOT_NEGATIVE,), perf_analyzer=False
     )
+    prefix_prompt_pool_size: int = option(
+        0,
+        "synthetic prompts: this many shared prefixes, each prompt starting with one of them (a KV cache's reuse) "
+        "(default 0: none)",
+        short=("--num-prefix-prompts",),
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    prefix_prompt_length: int = option(
+        100,
+        "tokens of each shared prefix, counted in the prompt's --isl (default 100)",
+        metavar="TOKENS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    conversation_turn_mean: float = option(
+        1.0,
+        "multi-turn sessions: mean turns per session; each turn resends the history and a new prompt, in order on "
+        "one slot of a closed loop (default 1: single requests)",
+        short=("--session-turns-mean",),
+        metavar="TURNS",
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    conversation_turn_stddev: float = option(
+        0.0,
+        "turns per session: standard deviation (default 0)",
+        short=("--session-turns-stddev",),
+        metavar="TURNS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    conversation_turn_delay_mean: float = option(
+        0.0,
+        "think time between a session's turns: mean, in ms (default 0)",
+        short=("--session-turn-delay-mean",),
+        metavar="MS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    conversation_turn_delay_stddev: float = option(
+        0.0,
+        "think time between turns: standard deviation, in ms (default 0)",
+        short=("--session-turn-delay-stddev",),
+        metavar="MS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
+    conversation_num: int = option(
+        10,
+        "multi-turn sessions: distinct sessions, taken by the slots in turn (default 10)",
+        short=("--num-sessions",),
+        checks=(at_least(1),),
+        perf_analyzer=False,
+    )
+    request_cancellation_rate: float = option(
+        0.0,
+        "percent of requests cancelled after --request-cancellation-delay (a gRPC stream's call cancelled, an HTTP "
+        "connection closed); counted apart, in no latency (default 0)",
+        metavar="PERCENT",
+        checks=(between(0, 100),),
+        perf_analyzer=False,
+    )
+    request_cancellation_delay: float = option(
+        0.0,
+        "seconds from a cancelled request's send to its cancellation (default 0)",
+        metavar="SECONDS",
+        checks=(NOT_NEGATIVE,),
+        perf_analyzer=False,
+    )
 
     @property
     def token_run(self) -> bool:
         """Whether the run measures token streams: any of this group's options given."""
         return any(
             value for value in (self.endpoint_type, self.isl, self.osl, self.input_file, self.tokenizer, self.goodput)
-        )
+        ) or bool(self.prefix_prompt_pool_size or self.sessions)
+
+    @property
+    def sessions(self) -> bool:
+        """Whether requests are turns of multi-turn sessions."""
+        return self.conversation_turn_mean > 1 or self.conversation_turn_stddev > 0
 
     @property
     def openai(self) -> bool:
@@ -794,6 +869,28 @@ GROUP_RULES: dict[type, tuple[Rule, ...]] = {
 
 # Rules across groups, in one place.
 CROSS_RULES: tuple[Rule, ...] = (
+    Rule(
+        "shared prefixes of synthetic prompts",
+        lambda s: not s.prefix_prompt_pool_size or s.input_file is None,
+        "--prefix-prompt-pool-size shares prefixes among synthetic prompts: not with --input-file (a trace's "
+        "hash_ids share its prefixes)",
+    ),
+    Rule(
+        "sessions in a closed loop",
+        lambda s: not s.sessions or s.mode == "concurrency",
+        "multi-turn sessions (--conversation-turn-mean) run on the slots of a closed loop: give --concurrency-range",
+    ),
+    Rule(
+        "cancellation of token streams",
+        lambda s: not s.request_cancellation_rate or s.token_run,
+        "--request-cancellation-rate cancels generative requests: give their prompts (--isl, --input-file) or "
+        "--endpoint-type",
+    ),
+    Rule(
+        "cancellation delay needs a rate",
+        lambda s: not s.request_cancellation_delay or s.request_cancellation_rate,
+        "--request-cancellation-delay needs --request-cancellation-rate (the share of requests to cancel)",
+    ),
     Rule(
         "generate over HTTP",
         lambda s: s.endpoint_type != "generate" or s.protocol == "http",

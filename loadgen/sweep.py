@@ -20,7 +20,7 @@ from loadgen.load import WARMUP_TIMEOUT_S, Generator, LocalGenerator, next_windo
 from loadgen.measurement import Unfinished, Window, WindowSummary, keep_memory_flat
 from loadgen.mix import MixGenerator, dealing, selector
 from loadgen.plan import Load, RunPlan, Windows, capped_at_threads, plan, with_schedule
-from loadgen.prompts import TEXT_OUTPUT, prompts_for, token_outputs, triton_sample
+from loadgen.prompts import TEXT_OUTPUT, SessionPlan, prompts_for, sessions_of, token_outputs, triton_sample
 from loadgen.records import EVERYTHING, Recorded, RequestLog, body_inputs, request_records, token_records
 from loadgen.reports.profile_export import tensor_value
 from loadgen.results import (
@@ -357,8 +357,12 @@ class _Session:
             payloads = tuple(encode(prompt) for prompt in prompts)
             requests = Requests(payloads, (tuple(range(len(payloads))),))
             inputs = (InputDescription("prompt", "TEXT", (len(prompts),)),)
+        sessions = SessionPlan(sessions_of(prompt_set, settings), info) if settings.sessions else None
         requests = dataclasses.replace(
-            requests, tokens=token_outputs(info), input_tokens=tuple(prompt.input_tokens for prompt in prompts)
+            requests,
+            tokens=token_outputs(info),
+            input_tokens=tuple(prompt.input_tokens for prompt in prompts),
+            sessions=sessions,
         )
         if prompt_set.timestamps_ms is not None and settings.fixed_schedule:  # a trace's times
             run = with_schedule(run, prompt_set.timestamps_ms)

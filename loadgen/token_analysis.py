@@ -41,6 +41,8 @@ class TokenBreakdown:
     steps: tuple[TokenStep, ...]
     first_token: str
     gaps: str
+    first_token_step: str | None = None  # the step bounding the first token, when more instances would help
+    gaps_step: str | None = None  # the step bounding the gaps, when more instances would help
 
 
 def _steps(server: ServerFigures) -> tuple[ServerFigures, ...]:
@@ -74,20 +76,32 @@ def token_breakdown(server: ServerFigures, tokens: TokenStats, duration_s: float
                 EVERY_GAP if per_token else FIRST_TOKEN,
             )
         )
-    return TokenBreakdown(tuple(steps), _first_token(steps, tokens), _gaps(steps, tokens))
+    first_token, first_step = _first_token(steps, tokens)
+    gaps, gaps_step = _gaps(steps, tokens)
+    return TokenBreakdown(tuple(steps), first_token, gaps, first_step, gaps_step)
+
+
+def _wants_instances(step: TokenStep) -> bool:
+    """Whether more instances would shorten the step's time: its queue is long, or it is near its capacity."""
+    return step.queue_us >= QUEUE_HEAVY * step.compute_us or step.busy >= BUSY
 
 
 def _advice(step: TokenStep) -> str:
-    if step.queue_us >= QUEUE_HEAVY * step.compute_us or step.busy >= BUSY:
+    if _wants_instances(step):
         return f"add an instance (instance_group count {step.instances} -> {step.instances + 1})"
     return "make its compute faster (its queue is short: more instances would not help)"
+
+
+def _named(step: TokenStep) -> str | None:
+    """The step to add an instance to, when the advice is to add one."""
+    return step.model if _wants_instances(step) else None
 
 
 def _ms(us: float) -> str:
     return f"{us / 1000:.2f} ms"
 
 
-def _first_token(steps: list[TokenStep], tokens: TokenStats) -> str:
+def _first_token(steps: list[TokenStep], tokens: TokenStats) -> tuple[str, str | None]:
     """Every step lies on the first token's path once: the once-per-request steps, and one pass through each
     per-token step (the first token goes through the detokenizer too)."""
     ttft = tokens.time_to_first_token_us.avg
@@ -99,19 +113,19 @@ def _first_token(steps: list[TokenStep], tokens: TokenStats) -> str:
             f"{worst.model} bounds the first token: {path} {_ms(worst.queue_us)} in its queue and "
             f"{_ms(worst.compute_us)} in its compute, {(worst.queue_us + worst.compute_us) / ttft:.0%} of the "
             f"{_ms(ttft)} to the first token ({worst.busy:.0%} busy): {_advice(worst)}"
-        )
+        ), _named(worst)
     return (
         f"the generator's own time bounds the first token: the steps explain {_ms(explained)} of its {_ms(ttft)}; the "
         "rest is generation (prefill) that Triton's statistics do not show (a decoupled model's are of execute() "
         "alone when it answers from a thread)"
-    )
+    ), None
 
 
-def _gaps(steps: list[TokenStep], tokens: TokenStats) -> str:
+def _gaps(steps: list[TokenStep], tokens: TokenStats) -> tuple[str, str | None]:
     itl = tokens.inter_token_latency_us.avg
     every = [step for step in steps if step.lands_in == EVERY_GAP]
     if not every:
-        return f"no step runs per token: the {_ms(itl)} between tokens is the generator's own pace"
+        return f"no step runs per token: the {_ms(itl)} between tokens is the generator's own pace", None
     worst = max(every, key=lambda step: (step.busy, step.queue_us + step.compute_us))
     took = worst.queue_us + worst.compute_us
     if worst.busy >= BUSY or (itl > 0 and took >= BOUND_SHARE * itl):
@@ -122,8 +136,8 @@ def _gaps(steps: list[TokenStep], tokens: TokenStats) -> str:
             f"instance(s) serve at most {capacity:.0f} tokens/s over all streams (measured "
             f"{tokens.output_token_throughput:.0f}), and its {_ms(worst.queue_us)} queue delays every token "
             f"(inter-token latency {_ms(itl)}): {_advice(worst)}"
-        )
+        ), _named(worst)
     return (
         f"the generator's pace bounds the gaps: the per-token step {worst.model} takes {_ms(took)} of the "
         f"{_ms(itl)} between tokens ({worst.busy:.0%} busy)"
-    )
+    ), None

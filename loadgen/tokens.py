@@ -151,6 +151,7 @@ class TokenStats:
     token_counts: TokenCounts | None = None  # server and tokenizer counts side by side, where both exist
     # each percentile object's p1, p5, p10, p25 and p75, by its key above (for AIPerf's files)
     more_percentiles: dict[str, MorePercentiles] = field(default_factory=dict)
+    cancelled: int = 0  # requests cancelled on purpose (--request-cancellation-rate): in no other figure
 
 
 def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool) -> TokenStats | None:
@@ -197,4 +198,5 @@ def token_stats(window: Window, request_latency: HdrHistogram, objectives: bool)
             for name, histogram in histograms.items()
             if histogram is not None
         },
+        cancelled=window.cancelled,
     )

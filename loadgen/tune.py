@@ -9,7 +9,11 @@ A mix (`--model-mix`) is tuned as one load: the goal is its total throughput wit
 model's own budget. Each model's level carries its own diagnosis, and tune acts on each: a model over its budget
 has the step it waits in changed (or the mix's load lowered); within every budget, the steps that bound models are
 tried in the order of the gain predicted for the mix, then the load is raised for the models it bounds, as a whole
-(every model's concurrency scaled in its proportion, or the mix's total rate)."""
+(every model's concurrency scaled in its proportion, or the mix's total rate).
+
+A token run with `--goodput` objectives is tuned for goodput (requests per second meeting every objective): each
+trial adds an instance to the step the token breakdown names as the bound of the gaps or of the first token, or
+moves the load: up while nearly every request meets the objectives, down when most miss them."""
 
 from __future__ import annotations
 
@@ -38,6 +42,7 @@ from loadgen.transport import Connection, ConnectionOptions, connect
 MIN_GAIN = 0.05  # a change must raise throughput by more than this share (or the run's noise, if larger)
 QUEUE_DELAY_US = 100  # first max_queue_delay_microseconds tried when dynamic batching is enabled
 MAX_CONCURRENCY = 64
+GOOD_SHARE = 0.9  # tuning for goodput raises the load while this share of requests meets the objectives
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class TuneSettings:
     def __post_init__(self) -> None:
         if len(plan(self.profile).loads) != 1:
             raise OptionError("tune measures one load level: give one --concurrency or one --request-rate")
+        if self.profile.goodput and self.profile.model_mix is not None:
+            raise OptionError("tune --goodput tunes one model's token streams: not with --model-mix")
         check_fields(self, TuneSettings)
         budgets = parse_latency_budgets(self.latency_budget_ms, self.profile.model_mix)
         object.__setattr__(self, "latency_budget_ms", budgets)
@@ -109,16 +116,21 @@ def _with_instances(config: model_config_pb2.ModelConfig, count: int) -> model_c
     return changed
 
 
+def _more_instances(model: str, config: model_config_pb2.ModelConfig, predicted: float | None = None) -> _Change:
+    """One instance more of a model."""
+    instances = sum(group.count for group in config.instance_group) or 1
+    description = f"{model}: instance_group count {instances} -> {instances + 1}"
+    return _Change(description, predicted, model, _with_instances(config, instances + 1))
+
+
 def candidates(step: ServerFigures, config: model_config_pb2.ModelConfig, diagnosis: Diagnosis) -> list[_Change]:
     """The config changes worth trying for a step, in the order of their predicted throughput (those the
     diagnosis cannot predict, batching changes, after; first when requests do not wait for an instance)."""
-    instances = sum(group.count for group in config.instance_group) or 1
-    description = f"{step.model}: instance_group count {instances} -> {instances + 1}"
     predicted = next(
         (w.predicted_throughput for w in diagnosis.what_if if w.change.startswith(f"{step.model}: instance_group")),
         None,
     )
-    more = _Change(description, predicted, step.model, _with_instances(config, instances + 1))
+    more = _more_instances(step.model, config, predicted)
     batching: list[_Change] = []
     if config.max_batch_size > 0:
         batched = model_config_pb2.ModelConfig()
@@ -137,12 +149,16 @@ def candidates(step: ServerFigures, config: model_config_pb2.ModelConfig, diagno
     return [more, *batching] if waiting else [*batching, more]
 
 
-def _measurement(level: LevelResult, model: str | None, budgets_ms: Mapping[str, float]) -> Measurement:
-    """A level as tuning reads it (`model` None: a mix's total), with a mix's models, each with its budget."""
+def _measurement(
+    level: LevelResult, model: str | None, budgets_ms: Mapping[str, float], goodput: bool = False
+) -> Measurement:
+    """A level as tuning reads it (`model` None: a mix's total), with a mix's models, each with its budget; with
+    `goodput`, its throughput is the token run's goodput (requests per second meeting every --goodput objective)."""
     diagnosis = level.diagnosis
     rates = [window.throughput for window in level.trend[-3:]]
+    good = level.tokens.goodput if goodput and level.tokens is not None else None
     return Measurement(
-        throughput=level.throughput,
+        throughput=level.throughput if good is None else good,
         p99_us=level.latency_us.p99,
         bottleneck=None if diagnosis is None else diagnosis.name,
         noise=statistics.stdev(rates) / statistics.fmean(rates) / len(rates) ** 0.5 if len(rates) > 1 else 0.0,
@@ -208,6 +224,8 @@ class _Search:
         self.run_settings = profile if self.mix is not None else dataclasses.replace(profile, model_name=names[0])
         self.closed_loop = plan(self.run_settings).closed_loop
         self.budgets_ms = settings.budgets_ms(names)
+        self.goodput = bool(profile.goodput)  # the goal: goodput under the objectives, not throughput
+        self.unit = "good requests/s" if self.goodput else "infer/s"
         self.too_slow: float | None = None  # the lowest load over a latency budget so far, in the configs in force
         self.reference: LevelResult | None = None
 
@@ -217,7 +235,8 @@ class _Search:
         level = (await profile_against(settings, self.reference)).levels[-1]
         if self.reference is None:  # later trials' compute and waiting are compared with the first measurement's
             self.reference = level
-        return _measurement(level, None if self.mix is not None else self.names[0], self.budgets_ms), level
+        model = None if self.mix is not None else self.names[0]
+        return _measurement(level, model, self.budgets_ms, self.goodput), level
 
     def at_load(self, load: float) -> Settings:
         """The run's settings at another concurrency (a mix's: every model's, scaled) or request rate."""
@@ -263,7 +282,8 @@ class _Search:
         if broken:
             return False, broken
         threshold = max(2 * max(best.noise, result.noise), MIN_GAIN)
-        change = f"throughput {best.throughput:.1f} -> {result.throughput:.1f} infer/s"
+        goal = "goodput" if self.goodput else "throughput"
+        change = f"{goal} {best.throughput:.1f} -> {result.throughput:.1f} {self.unit}"
         if result.throughput > best.throughput * (1 + threshold):
             return True, f"{change}, beyond the noise ({threshold:.0%})"
         return False, f"{change}, not beyond the noise ({threshold:.0%})"
@@ -326,10 +346,12 @@ class _Search:
             within = f" within the {best.budget_ms:g} ms budget"
         elif self.budgets_ms:
             within = " within every model's budget"
-        return "no change raised throughput beyond the run's noise" + within
+        return f"no change raised {'goodput' if self.goodput else 'throughput'} beyond the run's noise" + within
 
     def changes(self, best: Measurement, level: LevelResult) -> tuple[list[_Change], str | None]:
         """What to try next, or why to stop: from each model's diagnosis (and, with budgets, from the latency)."""
+        if self.goodput:
+            return self.for_goodput(best, level)
         parts = list(zip(best.parts, level.models or (level,), strict=True))
         if all(part.diagnosis is None for _, part in parts):
             return [], "the server reported no requests: no diagnosis to act on"
@@ -367,6 +389,29 @@ class _Search:
         if loaded:
             return [], self.load_ceiling(best, loaded[0])
         return [], f"{', '.join(fixed)} is not a model tune can reconfigure"
+
+    def for_goodput(self, best: Measurement, level: LevelResult) -> tuple[list[_Change], str | None]:
+        """What may raise goodput: an instance more of each step the token breakdown names (the gaps' bound, then
+        the first token's), then the load: raised while nearly every request meets the objectives, else lowered."""
+        breakdown, tokens = level.token_breakdown, level.tokens
+        if breakdown is None or tokens is None:
+            return [], "the server reported no requests: no token breakdown to act on"
+        named = dict.fromkeys(name for name in (breakdown.gaps_step, breakdown.first_token_step) if name)
+        changes = [_more_instances(name, self.current[name]) for name in named if name in self.current]
+        good = tokens.goodput / tokens.request_throughput if tokens.goodput and tokens.request_throughput else 0.0
+        load = best.load
+        if good >= GOOD_SHARE:
+            higher = min(load * 2, self.settings.max_concurrency) if self.closed_loop else load * 2
+            target, why = higher, f"{good:.0%} of requests meet the objectives"
+        else:
+            target = max(math.floor(load / 2), 1) if self.closed_loop else load / 2
+            why = f"only {good:.0%} of requests meet the objectives"
+        if target != load:
+            label = "concurrency" if self.closed_loop else "request rate"
+            changes.append(_Change(f"{label} {load:g} -> {target:g} ({why})", None, load=target))
+        if not changes:
+            return [], "the token breakdown names no step to add an instance to, and the load is at its bound"
+        return changes, None
 
     def within_budget(
         self, best: Measurement, parts: list[tuple[Measurement, LevelResult]]

@@ -13,7 +13,7 @@ import json
 import re
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
@@ -33,7 +33,7 @@ from loadgen.transport.http_connection import error_message, error_text
 from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.raw_http import header_lines
 from loadgen.transport.sse import SseParser, SseTooLarge
-from loadgen.transport.tokens import Prompt, TokenReply
+from loadgen.transport.tokens import Prompt, TokenReply, Turn, conversation_text
 
 EndpointType = Literal["generate", "chat", "completions", "embeddings", "template"]
 ENDPOINT_TYPES: tuple[str, ...] = get_args(EndpointType)
@@ -143,6 +143,10 @@ class TokenEndpoint(ABC):
         """The whole request for a prompt, as it goes on the wire (a prompt's own body as it is)."""
         body = dict(prompt.body) if prompt.body is not None else self.body(prompt)
         return self._message({**body, **self.spec.extra_inputs})
+
+    def encode_turn(self, history: Sequence[Turn], prompt: Prompt) -> bytes:
+        """A session's next turn: the conversation so far and the new prompt, as one text."""
+        return self.encode(Prompt(conversation_text(history, prompt), prompt.input_tokens, prompt.output_tokens))
 
     def _message(self, body: dict[str, Any]) -> bytes:
         data = json.dumps(body, separators=(",", ":")).encode()
@@ -267,6 +271,16 @@ class Chat(TokenEndpoint):
     def body(self, prompt: Prompt) -> dict[str, Any]:
         return self._openai({"messages": [{"role": "user", "content": prompt.text}]}, prompt)
 
+    def encode_turn(self, history: Sequence[Turn], prompt: Prompt) -> bytes:
+        """A session's next turn as messages: each turn so far as the user's and the assistant's, then the new."""
+        messages = [
+            {"role": role, "content": text}
+            for turn in history
+            for role, text in zip(("user", "assistant"), turn, strict=True)
+        ]
+        messages.append({"role": "user", "content": prompt.text})
+        return self._message({**self._openai({"messages": messages}, prompt), **self.spec.extra_inputs})
+
     def _openai(self, body: dict[str, Any], prompt: Prompt) -> dict[str, Any]:
         body = {"model": self.spec.model, **body, "stream": self.streams}
         if prompt.output_tokens is not None:
@@ -299,6 +313,8 @@ class Completions(Chat):
 
     def path(self) -> str:
         return "v1/completions"
+
+    encode_turn = TokenEndpoint.encode_turn  # the conversation as one text
 
     def body(self, prompt: Prompt) -> dict[str, Any]:
         return self._openai({"prompt": prompt.text}, prompt)

@@ -12,6 +12,11 @@ class RequestFailed(Exception):
     """A request failed; the message is its one-line description, counted as the error's kind."""
 
 
+class Cancelled(Exception):
+    """A request cancelled on purpose (--request-cancellation-rate): counted apart, neither a failure nor a
+    latency."""
+
+
 class Rejected(RequestFailed):
     """The server or the model refused the request or failed on it (the model's own error, bad data)."""
 

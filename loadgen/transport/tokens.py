@@ -4,7 +4,7 @@ carried it (a Triton gRPC stream, Triton's generate extension, an OpenAI-compati
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,16 @@ class Prompt:
     body: Mapping[str, Any] | None = None
 
 
+Turn = tuple[str, str]
+"""A session's turn done: its prompt and the answer's text."""
+
+
+def conversation_text(history: Sequence[Turn], prompt: Prompt) -> str:
+    """A session's next turn as one text, for endpoints without messages: the turns so far, prompt then answer,
+    and the new prompt, one after another on lines of their own."""
+    return "\n".join([*(part for turn in history for part in turn), prompt.text])
+
+
 class TokenReply:
     """A generative request's answer as it streamed.
 
@@ -43,6 +53,10 @@ class TokenReply:
         self.texts: list[str] = []
         self.output_tokens: int | None = None
         self.input_tokens: int | None = None
+
+
+TokenCall = Callable[[Payload], Awaitable[TokenReply]]
+"""Sends one generative request and returns its answer as it streamed."""
 
 
 @dataclass(frozen=True)
