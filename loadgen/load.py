@@ -10,7 +10,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from loadgen import schedule
 from loadgen.errors import OptionError
@@ -38,11 +38,13 @@ from loadgen.transport import (
     stream_counted,
     stream_one,
 )
-from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
 from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.tokens import TokenReply, TritonTokens
 from loadgen.validation import Validator
 from loadgen.values import parse_goodput
+
+if TYPE_CHECKING:  # an HTTP token endpoint's module imports aiohttp and tritonclient's HTTP client: imported when used
+    from loadgen.transport.endpoints import TokenEndpoint
 
 TokenCall = Callable[[Payload], Awaitable[TokenReply]]
 """Sends one generative request and returns its answer as it streamed."""
@@ -659,6 +661,8 @@ class LocalGenerator:
         if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
             inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
             if settings.endpoint_type not in (None, "kserve"):  # an HTTP endpoint
+                from loadgen.transport.endpoints import endpoint_for
+
                 self.endpoint = endpoint_for("", settings, ConnectionOptions.from_settings(settings))
                 self.times = self.endpoint.times  # its own connections' send and receive times
                 call = self.endpoint.call
