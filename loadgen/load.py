@@ -10,7 +10,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from loadgen import schedule
 from loadgen.errors import OptionError
@@ -38,13 +38,15 @@ from loadgen.transport import (
     stream_counted,
     stream_one,
 )
-from loadgen.transport.endpoints import TokenEndpoint, endpoint_for
 from loadgen.transport.errors import Cancelled
 from loadgen.transport.options import ConnectionOptions
 from loadgen.transport.tokens import TokenCall, TritonTokens, Turn
 from loadgen.validation import Validator
 from loadgen.values import parse_goodput
 from loadgen.workloads import Cancelling, TurnEncoder, triton_turns
+
+if TYPE_CHECKING:  # an HTTP token endpoint's module imports aiohttp and tritonclient's HTTP client: imported when used
+    from loadgen.transport.endpoints import TokenEndpoint
 
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
@@ -705,6 +707,8 @@ class LocalGenerator:
         if requests.tokens is not None:  # generative requests: each answer's events and tokens are measured
             inputs = dict(zip(requests.payloads, requests.input_tokens, strict=True))
             if settings.endpoint_type not in (None, "kserve"):  # an HTTP endpoint
+                from loadgen.transport.endpoints import endpoint_for
+
                 model = requests.sessions.model.name if requests.sessions is not None else ""  # a turn's body names it
                 self.endpoint = endpoint_for(model, settings, ConnectionOptions.from_settings(settings))
                 self.times = self.endpoint.times  # its own connections' send and receive times

@@ -43,7 +43,6 @@ from loadgen.shards.grid import Grid
 from loadgen.shards.log import LoggedStart, LoggedWindow, WindowLog
 from loadgen.shared_memory import Regions, place
 from loadgen.transport import Connection, ConnectionOptions, ModelInfo, Payload, RequestFailed, TensorSpec, connect
-from loadgen.transport.endpoints import endpoint_for
 from loadgen.watchdog import Watchdog
 from loadgen.workers import ProcessGenerator
 
@@ -353,6 +352,8 @@ class _Session:
             requests = await _in_daemon_thread(encode_requests, self.connection.wire, info, data, settings)
             inputs = _describe(data.streams[0][0])
         else:
+            from loadgen.transport.endpoints import endpoint_for
+
             encode = endpoint_for(info.name, settings, self.options).encode
             payloads = tuple(encode(prompt) for prompt in prompts)
             requests = Requests(payloads, (tuple(range(len(payloads))),))
