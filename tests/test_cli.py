@@ -40,6 +40,7 @@ def test_every_setting_is_a_flag_with_the_same_default() -> None:
             "request_parameter",
             "trace_level",
             "goodput",
+            "extra_inputs",
             "concurrency_range",
             "url",  # empty on both sides: the protocol's default port
         ):

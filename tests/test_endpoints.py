@@ -86,8 +86,9 @@ def test_generate_failures_carry_tritons_message(test_server: EmbeddedServer) ->
     assert "HTTP 400" in str(missing) and "max_tokens" in str(missing) and "\n" not in str(missing)
     endless = _failure(_generate(test_server, request_timeout_s=0.2), Prompt("hello", 1, 1000))
     assert isinstance(endless, TimedOut)
-    stalled = _failure(_generate(test_server, stall_timeout_s=0.2), Prompt("hello", 1, 1000))  # checked coarsely
-    assert isinstance(stalled, TimedOut)
+    # the stall guard counts a stream from its last bytes: 30 tokens 20 ms apart outlive a 0.2 s guard
+    [(_, alive)] = _timed(_generate(test_server, stall_timeout_s=0.2), Prompt("hello", 1, 30), streams=1)
+    assert len(alive.events) == 30
 
 
 # --- OpenAI-compatible endpoints, on the FAKE server -----------------------------------------------------------
