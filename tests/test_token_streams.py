@@ -101,10 +101,16 @@ def test_the_json_and_the_console(llm_server: EmbeddedServer, tmp_path: Path) ->
 
 
 def test_open_loop_times_the_first_token_from_the_schedule(llm_server: EmbeddedServer) -> None:
-    result = loadgen.profile_sync(llm_server.grpc_url, "ensemble", request_rate=5, **RUN)
-    tokens = result.levels[-1].tokens
+    """One request in flight at most (about 10 requests/s here), asked for 40/s: requests queue in the client, so
+    the first token from the scheduled time grows with that queue while the first token from the send does not."""
+    run = {**RUN, "measurement_interval": 1000}
+    result = loadgen.profile_sync(llm_server.grpc_url, "ensemble", request_rate=40, max_in_flight=1, **run)
+    level = result.levels[-1]
+    tokens = level.tokens
     assert tokens is not None and tokens.time_to_first_token_from_schedule_us is not None
-    assert tokens.time_to_first_token_from_schedule_us.max >= tokens.time_to_first_token_us.max * 0.99
+    assert level.in_flight_limit_hits  # the queue is the client's
+    assert tokens.time_to_first_token_from_schedule_us.avg > 3 * tokens.time_to_first_token_us.avg
+    assert tokens.time_to_first_token_from_schedule_us.max > tokens.time_to_first_token_us.max
 
 
 def test_a_slow_detokenizer_is_named_for_the_gaps(slow_detokenizer: EmbeddedServer) -> None:
