@@ -273,3 +273,19 @@ def test_the_csv_has_the_token_columns(outputs: Outputs) -> None:
         assert float(row["Output Tokens Per Request"]) == OUTPUT_OSL
         assert int(row["Time To First Token p99"]) == tokens["time_to_first_token_us"]["p99"]
         assert row["Token Count Source"] == "server" and row["Goodput"] == ""
+
+
+def test_the_bls_variant_is_broken_down_by_the_models_it_calls(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(
+        llm_server.grpc_url,
+        "tensorrt_llm_bls",
+        concurrency=2,
+        bls_composing_models="preprocessing,tensorrt_llm,postprocessing",
+        **RUN,
+    )
+    level = result.levels[-1]
+    assert level.tokens is not None and level.error_count == 0
+    assert level.tokens.output_tokens_per_request.max == RUN["osl"]
+    assert level.token_breakdown is not None
+    lands = {step.model: step.lands_in for step in level.token_breakdown.steps}
+    assert lands == {"preprocessing": "first token", "tensorrt_llm": "first token", "postprocessing": "every gap"}
