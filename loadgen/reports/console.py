@@ -495,7 +495,7 @@ def token_lines(tokens: TokenStats) -> list[str]:
         f"{tokens.inter_event_gap_us.p99 / 1000:.1f} ms",
         f"tokens: {tokens.output_tokens_per_request.avg:.1f} out and {tokens.input_tokens_per_request.avg:.1f} in per "
         f"request (counted by the {tokens.token_count_source}), {tokens.output_token_throughput:.1f} output tokens/s, "
-        f"{tokens.output_token_throughput_per_user.avg:.1f} per user"
+        f"{tokens.output_token_throughput_per_user.p50:.0f} per user (median)"
         + (f"; goodput {tokens.goodput:.2f} requests/s" if tokens.goodput is not None else "")
         + (f"; {tokens.cancelled} cancelled on purpose" if tokens.cancelled else ""),
     ]
