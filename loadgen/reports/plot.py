@@ -29,6 +29,11 @@ PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#d
 PERCENTILES = ("p50", "p90", "p95", "p99")
 
 
+def _legend_beside(axes: Axes) -> None:
+    """The legend to the right of the plot, out of the data's way."""
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+
+
 def _color(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
@@ -124,7 +129,7 @@ def steps(result: ProfileResult) -> Figure:
     )
     _load_axis(axes, result)
     axes.set_ylabel("time per request (ms)")
-    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    _legend_beside(axes)
     return figure
 
 
@@ -165,7 +170,7 @@ def server_metrics(result: ProfileResult) -> Figure | None:
     for axes in (busy, pending):
         axes.grid(alpha=0.3)
         axes.spines[["top", "right"]].set_visible(False)
-        axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+        _legend_beside(axes)
     return figure
 
 
@@ -201,7 +206,7 @@ def first_token_by_input(result: ProfileResult) -> Figure | None:
     axes.set_xlabel("input tokens")
     axes.set_ylabel("time to first token (ms)")
     axes.set_ylim(bottom=0)
-    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    _legend_beside(axes)
     return figure
 
 
@@ -225,7 +230,7 @@ def gaps_by_position(result: ProfileResult) -> Figure | None:
     axes.set_xlabel("token position in the stream (event k: the gap before it)")
     axes.set_ylabel("median gap (ms)")
     axes.set_ylim(bottom=0)
-    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    _legend_beside(axes)
     return figure
 
 
