@@ -289,3 +289,33 @@ def test_the_bls_variant_is_broken_down_by_the_models_it_calls(llm_server: Embed
     assert level.token_breakdown is not None
     lands = {step.model: step.lands_in for step in level.token_breakdown.steps}
     assert lands == {"preprocessing": "first token", "tensorrt_llm": "first token", "postprocessing": "every gap"}
+
+
+def test_worker_processes_merge_token_figures_exactly(llm_server: EmbeddedServer) -> None:
+    result = loadgen.profile_sync(llm_server.grpc_url, "ensemble", concurrency=4, workers=2, **RUN)
+    level = result.levels[-1]
+    tokens = level.tokens
+    assert tokens is not None and level.error_count == 0
+    assert tokens.output_tokens_per_request.min == tokens.output_tokens_per_request.max == RUN["osl"]
+    assert tokens.output_token_throughput == pytest.approx(tokens.request_throughput * RUN["osl"], rel=0.02)
+
+
+def test_a_trace_is_replayed_on_its_timestamps(llm_server: EmbeddedServer, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    entries = [
+        {"timestamp": 100 * index, "input_length": 60, "output_length": 4, "hash_ids": [index % 2]}
+        for index in range(12)
+    ]
+    trace.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    result = loadgen.profile_sync(
+        llm_server.grpc_url,
+        "ensemble",
+        streaming=True,
+        input_file=str(trace),
+        fixed_schedule=True,
+        measurement_interval=300,
+    )
+    level = result.levels[-1]
+    assert level.tokens is not None and level.error_count == 0
+    assert level.tokens.output_tokens_per_request.max == 4
+    assert level.request_rate == pytest.approx(10, rel=0.01)  # 12 entries over 1.1 s

@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tritonclient.grpc import model_config_pb2
 
 from loadgen.errors import OptionError
 from loadgen.measurement import LatencyStats, Recorder, Window, merge
-from loadgen.prompts import load_tokenizer, prompts_for, read_prompts, synthetic
+from loadgen.prompts import load_tokenizer, prompts_for, read_prompts, synthetic, triton_sample
 from loadgen.server.statistics import ServerFigures
 from loadgen.settings import make_settings
 from loadgen.token_analysis import token_breakdown
 from loadgen.tokens import TokenCounter, TokenMetrics, TokenStats, token_stats
-from loadgen.transport.tokens import TokenReply
+from loadgen.transport import ModelInfo, TensorSpec
+from loadgen.transport.tokens import Prompt, TokenReply
 from loadgen.values import Objectives, parse_goodput
 
 MS = 1_000_000  # ns
@@ -253,3 +255,40 @@ def test_the_breakdown_names_each_bound_from_the_steps_figures() -> None:
     )
     named = token_breakdown(slow_tokenizer, _tokens(40_000, 5_000, 20), 10.0)
     assert named is not None and named.first_token.startswith("preprocessing bounds the first token")
+
+
+def _llm_model(*inputs: tuple[str, str, bool]) -> ModelInfo:
+    """A model with these (name, datatype, optional) inputs and a text output."""
+    config = model_config_pb2.ModelConfig(name="llm")
+    for name, _, optional in inputs:
+        config.input.add(name=name, optional=optional)
+    specs = tuple(TensorSpec(name, datatype, (1,)) for name, datatype, _ in inputs)
+    return ModelInfo("llm", "1", "python", 0, specs, (TensorSpec("text_output", "BYTES", (1,)),), config)
+
+
+def test_the_tensors_follow_the_backend_and_the_models_inputs() -> None:
+    prompt = Prompt("hello there", 2, 7)
+    trtllm = _llm_model(
+        ("text_input", "BYTES", False),
+        ("max_tokens", "INT32", False),
+        ("min_length", "INT32", True),
+        ("stream", "BOOL", True),
+    )
+    sent = {tensor.name: tensor for tensor in triton_sample(trtllm, prompt, make_settings(streaming=True))}
+    assert set(sent) == {"text_input", "max_tokens", "min_length", "stream"}  # only what the model declares
+    assert sent["text_input"].content == len(b"hello there").to_bytes(4, "little") + b"hello there"
+    assert (
+        int.from_bytes(sent["max_tokens"].content, "little")
+        == 7
+        == int.from_bytes(sent["min_length"].content, "little")
+    )
+    assert sent["stream"].content == b"\x01"
+    vllm = _llm_model(("text_input", "BYTES", False), ("sampling_parameters", "BYTES", True), ("stream", "BOOL", True))
+    sent = {tensor.name: tensor for tensor in triton_sample(vllm, prompt, make_settings())}
+    parameters = json.loads(sent["sampling_parameters"].content[4:])
+    assert parameters == {"max_tokens": 7, "min_tokens": 7, "ignore_eos": True}
+    assert sent["stream"].content == b"\x00"
+    with pytest.raises(OptionError, match="needs max_tokens"):  # a TensorRT-LLM model sent vLLM's tensors
+        triton_sample(trtllm, prompt, make_settings(backend="vllm"))
+    with pytest.raises(OptionError, match="has no text_input input"):
+        triton_sample(_llm_model(("prompt", "BYTES", False)), prompt, make_settings())
