@@ -472,14 +472,24 @@ class Tokens:
         100, "distinct synthetic prompts (default 100)", checks=(at_least(1),), perf_analyzer=False
     )
     input_file: str | None = option(
-        help='prompts from a JSONL file: {"text": ...} lines (optional "output_length")',
+        help='prompts from a JSONL file: {"text": ...} lines (optional "output_length"), or a mooncake trace',
         metavar="FILE",
+        checks=(Check(os.path.isfile, lambda shown, value: f"{shown} {value}: no such file"),),
         perf_analyzer=False,
     )
     tokenizer: str | None = option(
         help="a tokenizer.json (or a folder holding one) to build prompts and count tokens (default: loadgen's "
         "own; nothing is ever downloaded)",
         metavar="PATH",
+        checks=(
+            Check(
+                lambda path: os.path.isfile(path) or os.path.isfile(os.path.join(path, "tokenizer.json")),
+                lambda shown, value: (
+                    f"{shown} {value}: no tokenizer.json there; loadgen never downloads a tokenizer: give a local "
+                    "tokenizer.json or a folder holding one"
+                ),
+            ),
+        ),
         perf_analyzer=False,
     )
     goodput: Sequence[str] = option(

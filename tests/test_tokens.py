@@ -137,15 +137,16 @@ def test_synthetic_prompts_have_the_asked_lengths() -> None:
     assert len({prompt.input_tokens for prompt in varied}) > 5
 
 
-def test_synthetic_prompts_share_the_pools_prefixes() -> None:
+def test_synthetic_prompts_share_the_pools_prefixes(tmp_path: Path) -> None:
     tokenizer = load_tokenizer(None)
     settings = make_settings(isl=80, num_prompts=30, prefix_prompt_pool_size=3, prefix_prompt_length=50)
     prompts = synthetic(settings, tokenizer).prompts
     assert len({prompt.text[:100] for prompt in prompts}) == 3  # every prompt starts with one of the pool's three
     assert len({prompt.text for prompt in prompts}) == 30  # each goes on with its own tokens
     assert sum(prompt.input_tokens for prompt in prompts) / 30 == pytest.approx(80, rel=0.1)  # the prefix counts in
+    (tmp_path / "prompts.jsonl").write_text('{"text": "hello"}\n')
     with pytest.raises(OptionError, match="not with --input-file"):
-        make_settings(prefix_prompt_pool_size=2, input_file="prompts.jsonl")
+        make_settings(prefix_prompt_pool_size=2, input_file=str(tmp_path / "prompts.jsonl"))
 
 
 def test_prompt_files(tmp_path: Path) -> None:
