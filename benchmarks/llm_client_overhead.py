@@ -8,7 +8,10 @@ chunk (`GET /fake/emissions`), with the `id` its answer carries. The clients sta
 (`time.perf_counter_ns`, in every process on Linux): loadgen when the event's bytes come off the socket, AIPerf in
 its raw export (`--export-level raw`: every response's `perf_ns`). Each reply is matched to the server's record by
 that `id`. For loadgen, a hook of this script alone keeps each reply's first event and event times (it wraps the
-HTTP endpoint's stream reader once per request; nothing is added per token).
+HTTP endpoint's stream reader once per request; nothing is added per token). Both clients run as their users would
+run them by default: the same closed loop of exactly `--rounds` x concurrency requests (`--request-count`), prompts
+of `--isl` tokens built by each from its own corpus in loadgen's tokenizer; loadgen takes each answer's token count
+from the server's `usage`, AIPerf tokenizes each answer again in its record processors (its CPU is counted).
 
 Per level (concurrency : the server's ms per token) and client, medians over `--repeats` runs (clients in turn):
 - the first token's and the later tokens' delay (client event time - server write time), p50 and p99, and the
@@ -113,7 +116,10 @@ def parse_levels(text: str) -> list[Level]:
     levels = []
     for part in text.split(","):
         concurrency, _, token_ms = part.partition(":")
-        level = Level(int(concurrency), float(token_ms))
+        try:
+            level = Level(int(concurrency), float(token_ms))
+        except ValueError:
+            raise ValueError(f"{part!r} is not CONCURRENCY:MS_PER_TOKEN") from None
         if level.concurrency < 1 or level.token_ms <= 0:
             raise ValueError(f"{part!r}: concurrency and ms per token must be positive")
         levels.append(level)
@@ -186,27 +192,26 @@ class CpuSampler:
 
 
 class Fake:
-    """The fake OpenAI-compatible server in a process of its own, at one level's times."""
+    """The fake OpenAI-compatible server in a process of its own, at one level's times; what it says on stderr goes
+    to `log`."""
 
-    def __init__(self, ttft_ms: float, token_ms: float) -> None:
+    def __init__(self, ttft_ms: float, token_ms: float, log: Path) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         command = [sys.executable, "-m", "tests.fake_openai", "--tokenizer", str(TOKENIZER)]
         command += ["--ttft-ms", str(ttft_ms), "--token-ms", str(token_ms)]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        ready = self._ready_line()
-        self.url = ready.rsplit(" ", 1)[-1]
-
-    def _ready_line(self) -> str:
-        lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        with log.open("w") as errors:
+            self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=errors)
+        assert self.process.stdout is not None
+        ready: list[bytes] = []  # its one line on stdout, read with a timeout
+        reader = threading.Thread(target=lambda: ready.append(self.process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
         reader.join(START_TIMEOUT_S)
-        line = lines[0].decode().strip() if lines else ""
+        line = ready[0].decode().strip() if ready else ""
         if "ready on http://" not in line:
             self.close()
-            errors = self.process.stderr.read().decode().strip().splitlines()  # type: ignore[union-attr]
-            raise BenchmarkError(f"the fake server did not start: {errors[-1] if errors else line or 'no output'}")
-        return line
+            said = log.read_text(errors="replace").strip().splitlines()
+            raise BenchmarkError(f"the fake server did not start: {said[-1] if said else line or 'no output'}")
+        self.url = line.rsplit(" ", 1)[-1]
 
     def emissions(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.url}/fake/emissions", timeout=60) as response:
@@ -257,7 +262,7 @@ def run_loadgen(load: Load, fake: Tree) -> Run:
     with stamped_replies() as kept, CpuSampler({"fake": fake, "client": Tree(psutil.Process())}) as sampler:
         result = loadgen.profile_sync(
             load.url, MODEL, endpoint_type="chat", streaming=True, concurrency=load.concurrency,
-            request_count=load.requests, isl=load.isl, osl=load.osl, tokenizer=str(TOKENIZER),
+            request_count=load.requests, isl=load.isl, osl=load.osl,
         )  # fmt: skip
     errors = {text: count for level in result.levels for text, count in level.errors.items()}
     if errors:
@@ -399,13 +404,15 @@ def table(results: dict[tuple[Level, str], list[Figures]], repeats: int) -> str:
     ]
     for (level, client), runs in results.items():
         m = median_figures(runs)
+        unmatched = f" (+{m.unmatched:.0f})" if m.unmatched else ""
         lines.append(
-            f"| {level.concurrency} | {level.token_ms:g} | {client} | {m.requests:.0f} | {m.first_p50:,.0f} / "
+            f"| {level.concurrency} | {level.token_ms:g} | {client} | {m.requests:.0f}{unmatched} | {m.first_p50:,.0f} / "
             f"{m.first_p99:,.0f} | {m.later_p50:,.0f} / {m.later_p99:,.0f} | {m.gap_error_p99:,.0f} | "
             f"{m.client_cpu_per_token:.1f} | {m.client_busy:.2f} | {m.fake_cpu_per_token:.1f} | {m.fake_busy:.2f} | "
             f"{m.fake_gap_p99_ms:.1f} |"
         )
-    return "\n".join(lines) + f"\n\n(medians of {repeats} runs of each client; requests: matched per run)"
+    note = "requests: replies matched to the server's record per run (+ the server's answers left unmatched)"
+    return "\n".join(lines) + f"\n\n(medians of {repeats} runs of each client; {note})"
 
 
 def main() -> None:
@@ -425,6 +432,8 @@ def main() -> None:
         parser.error(f"--levels {args.levels}: {error}")
     if min(args.isl, args.osl, args.rounds, args.repeats) < 1 or args.ttft_ms <= 0:
         parser.error("--ttft-ms, --isl, --osl, --rounds and --repeats must be positive")
+    if args.aiperf and not (os.path.isfile(args.aiperf) and os.access(args.aiperf, os.X_OK)):
+        parser.error(f"--aiperf {args.aiperf}: not an executable file")
     try:
         print(table(measure(levels, args), args.repeats))
     except BenchmarkError as error:
@@ -446,7 +455,7 @@ def measure(levels: list[Level], args: argparse.Namespace) -> dict[tuple[Level, 
             aiperf = AIPerf(command, Path(directory))
             clients[aiperf.name] = aiperf
         for level in levels:
-            fake = Fake(args.ttft_ms, level.token_ms)
+            fake = Fake(args.ttft_ms, level.token_ms, Path(directory) / f"fake-{level.concurrency}.log")
             try:
                 load = Load(fake.url, level.concurrency, max(20, level.concurrency * args.rounds), args.isl, args.osl)
                 for _ in range(args.repeats):
@@ -455,7 +464,9 @@ def measure(levels: list[Level], args: argparse.Namespace) -> dict[tuple[Level, 
                         replies, sampler = client(load, Tree(psutil.Process(fake.process.pid)))
                         measured = figures(replies, emitted_since(fake, count), sampler)
                         results.setdefault((level, name), []).append(measured)
-                        print(f"  {level} {name}: {measured}", file=sys.stderr, flush=True)
+                        print(f"  {level.concurrency} streams, {level.token_ms:g} ms/token, {name}: first token "
+                              f"p50 {measured.first_p50:,.0f} us, later p50 {measured.later_p50:,.0f} us, "
+                              f"{measured.client_cpu_per_token:.1f} us CPU/token", file=sys.stderr, flush=True)  # fmt: skip
             finally:
                 fake.close()
     return results
