@@ -153,19 +153,30 @@ class Tree:
         return sum(self._cpu.values())
 
 
+class ThisProcess:
+    """This process's CPU time but the sampler's own thread's (it reads the trees from that thread)."""
+
+    @staticmethod
+    def cpu() -> float:
+        return time.process_time() - time.thread_time()
+
+
 class CpuSampler:
     """Samples the CPU time of named process trees every SAMPLE_S, on CLOCK_MONOTONIC, so that a span between two
     instants of the server's record can be read off afterwards."""
 
-    def __init__(self, trees: dict[str, Tree]) -> None:
+    def __init__(self, trees: dict[str, Tree | ThisProcess]) -> None:
         self._trees = trees
         self.samples: list[tuple[int, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:  # the last sample once stopped: every sample is taken from this thread
+            stopping = self._stop.is_set()
             self.samples.append((time.monotonic_ns(), {name: tree.cpu() for name, tree in self._trees.items()}))
+            if stopping:
+                return
             self._stop.wait(SAMPLE_S)
 
     def __enter__(self) -> CpuSampler:
@@ -175,7 +186,6 @@ class CpuSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append((time.monotonic_ns(), {name: tree.cpu() for name, tree in self._trees.items()}))
 
     def spent(self, name: str, start_ns: int, end_ns: int) -> float:
         """CPU seconds `name` spent between two instants, interpolated between samples."""
@@ -259,7 +269,7 @@ Run = tuple[list[Stamped], CpuSampler]  # a client's replies, and its CPU and th
 
 def run_loadgen(load: Load, fake: Tree) -> Run:
     """loadgen in this process: one window of exactly the load's requests."""
-    with stamped_replies() as kept, CpuSampler({"fake": fake, "client": Tree(psutil.Process())}) as sampler:
+    with stamped_replies() as kept, CpuSampler({"fake": fake, "client": ThisProcess()}) as sampler:
         result = loadgen.profile_sync(
             load.url, MODEL, endpoint_type="chat", streaming=True, concurrency=load.concurrency,
             request_count=load.requests, isl=load.isl, osl=load.osl,
