@@ -16,6 +16,7 @@ from the server's `usage`, AIPerf tokenizes each answer again in its record proc
 Per level (concurrency : the server's ms per token) and client, medians over `--repeats` runs (clients in turn):
 - the first token's and the later tokens' delay (client event time - server write time), p50 and p99, and the
   error on the gaps between tokens ((client gap - server gap), p99 of its size);
+- the tokens per second the fake wrote (the load each client reached);
 - CPU per token of the client and of the fake (user + system of their processes, the client's whole process
   tree, over the load's span: the first request's arrival to the last chunk written), and how busy each was
   (CPU s per s: 1.0 is one core). A fake near 1.0 is the limit, not the client; its gaps p99 against the level's
@@ -94,6 +95,7 @@ class Figures:
     later_p50: float
     later_p99: float
     gap_error_p99: float
+    tokens_per_s: float  # the fake wrote, over the load's span
     client_cpu_per_token: float
     client_busy: float  # CPU s per s over the load's span
     fake_cpu_per_token: float
@@ -381,6 +383,7 @@ def figures(replies: list[Stamped], emitted: list[Emitted], sampler: CpuSampler)
         later_p50=percentile(later, 50),
         later_p99=percentile(later, 99),
         gap_error_p99=percentile(gap_errors, 99),
+        tokens_per_s=tokens / span_s,
         client_cpu_per_token=client / tokens * 1e6,
         client_busy=client / span_s,
         fake_cpu_per_token=fake / tokens * 1e6,
@@ -408,9 +411,9 @@ def table(results: dict[tuple[Level, str], list[Figures]], repeats: int) -> str:
     """The results as a Markdown table."""
     lines = [
         "| streams | ms/token | client | requests | first token p50 / p99 (us) | later tokens p50 / p99 (us) "
-        "| gap error p99 (us) | client CPU/token (us) | client busy | fake CPU/token (us) | fake busy "
+        "| gap error p99 (us) | tokens/s | client CPU/token (us) | client busy | fake CPU/token (us) | fake busy "
         "| fake's gaps p99 (ms) |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (level, client), runs in results.items():
         m = median_figures(runs)
@@ -418,7 +421,7 @@ def table(results: dict[tuple[Level, str], list[Figures]], repeats: int) -> str:
         lines.append(
             f"| {level.concurrency} | {level.token_ms:g} | {client} | {m.requests:.0f}{unmatched} | {m.first_p50:,.0f} / "
             f"{m.first_p99:,.0f} | {m.later_p50:,.0f} / {m.later_p99:,.0f} | {m.gap_error_p99:,.0f} | "
-            f"{m.client_cpu_per_token:.1f} | {m.client_busy:.2f} | {m.fake_cpu_per_token:.1f} | {m.fake_busy:.2f} | "
+            f"{m.tokens_per_s:,.0f} | {m.client_cpu_per_token:.1f} | {m.client_busy:.2f} | {m.fake_cpu_per_token:.1f} | {m.fake_busy:.2f} | "
             f"{m.fake_gap_p99_ms:.1f} |"
         )
     note = "requests: replies matched to the server's record per run (+ the server's answers left unmatched)"
