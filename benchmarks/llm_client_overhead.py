@@ -17,8 +17,9 @@ Per level (concurrency : the server's ms per token) and client, medians over `--
 - the first token's and the later tokens' delay (client event time - server write time), p50 and p99, and the
   error on the gaps between tokens ((client gap - server gap), p99 of its size);
 - the tokens per second the fake wrote (the load each client reached);
-- CPU per token of the client and of the fake (user + system of their processes, the client's whole process
-  tree, over the load's span: the first request's arrival to the last chunk written), and how busy each was
+- CPU per token of the client and of the fake (user + system: AIPerf's whole process tree, loadgen's process less
+  this script's CPU sampling thread, the fake's process; over the load's span: the first request's arrival to the
+  last chunk written), and how busy each was
   (CPU s per s: 1.0 is one core). A fake near 1.0 is the limit, not the client; its gaps p99 against the level's
   setting shows how late it wrote. At 512 streams one event loop cannot write every 5 ms: use 50-100 ms there.
 
@@ -285,8 +286,6 @@ def run_loadgen(load: Load, fake: Tree) -> Run:
 class AIPerf:
     """AIPerf as a program, with a tokenizer folder it loads offline (loadgen's tokenizer.json saved as a Hugging
     Face tokenizer); each run's files go into a folder of `directory`."""
-
-    name = "AIPerf"
 
     def __init__(self, command: str, directory: Path) -> None:
         self.command = command
