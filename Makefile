@@ -50,7 +50,8 @@ notebook: $(NOTEBOOK_STAMP)
 	$(BIN)/jupyter notebook examples/profile_ensemble.ipynb
 
 # loadgen against the real perf_analyzer 2.51 (installed into a cache outside the venv), side by side; bench-all adds
-# Model Analyzer 1.58 (in a virtualenv of its own in that cache) searching with each.
+# Model Analyzer 1.58 (in a virtualenv of its own in that cache) searching with each, and token streams beside AIPerf
+# (in a virtualenv of its own there too).
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/perf_targets.py
 
@@ -61,6 +62,7 @@ bench-all: bench
 	$(BIN)/python benchmarks/grpc_apis.py
 	$(BIN)/python benchmarks/http_vs_grpc.py
 	$(BIN)/python benchmarks/model_analyzer_search.py --model identity_uint8
+	$(BIN)/python benchmarks/llm_client_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -75,6 +75,12 @@ def model_analyzer_path() -> str:
     return _installed("get_model_analyzer.sh")
 
 
+@functools.cache
+def aiperf_path() -> str:
+    """NVIDIA AIPerf's `aiperf` command, installed once into a virtualenv of its own in a cache by `get_aiperf.sh`."""
+    return _installed("get_aiperf.sh")
+
+
 def example_server() -> loadgen.EmbeddedServer:
     """The embedded Triton on `examples/model_repository`; use it as a context manager (`with example_server() as s`)."""
     return loadgen.EmbeddedServer(MODEL_REPOSITORY)

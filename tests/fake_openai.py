@@ -8,9 +8,10 @@ the first `ttft_ms` (+ `ttft_us_per_input_token` x prompt tokens) after the requ
 `token_ms`; the last token's chunk has `finish_reason: "length"`, then comes a `usage` chunk with empty `choices`
 (when `stream_options.include_usage`) and `data: [DONE]`. A non-streaming answer comes when its last token would.
 
-It records what it emitted (`FakeOpenAI.emissions`, `GET /fake/emissions`): per request, its arrival and the instant
-just before each piece was written (SSE chunk, or whole body), in `time.monotonic_ns`: CLOCK_MONOTONIC, one clock for
-every process on the machine (on Linux the client's `time.perf_counter_ns` reads the same clock).
+It records what it emitted (`FakeOpenAI.emissions`, `GET /fake/emissions`): per request, its arrival, the `id` its
+answer carries (so that a client's record of a reply finds the emission) and the instant just before each piece was
+written (SSE chunk, or whole body), in `time.monotonic_ns`: CLOCK_MONOTONIC, one clock for every process on the
+machine (on Linux the client's `time.perf_counter_ns` reads the same clock).
 
 It misbehaves on request, by the request's `model`:
 - `fake-malformed`: the second chunk is a `data:` line of broken JSON (not streaming: the body is half a JSON);
@@ -83,6 +84,7 @@ class Emission:
     completion_tokens: int = 0
     chunk_ns: list[int] = field(default_factory=list)
     client_gone: bool = False
+    response_id: str = ""  # the `id` of a completion's answer (every chunk of a stream carries it)
 
 
 class BadRequest(Exception):
@@ -173,6 +175,7 @@ class FakeOpenAI:
             raise BadRequest("`max_tokens` must be a positive integer")
         emission.completion_tokens = n
         head = {"id": f"fake-{next(self.ids)}", "created": int(time.time()), "model": emission.model}
+        emission.response_id = head["id"]
         first = self.ttft_s + self.per_input_s * emission.prompt_tokens
         words = itertools.cycle(self.words)
         if emission.model == "fake-endless":

@@ -99,6 +99,7 @@ def test_a_stream_has_exactly_max_tokens_tokens_and_usage_at_the_end(
         True,
         prompt_tokens,
     )
+    assert emission.response_id == chunks[0]["id"]
     assert len(emission.chunk_ns) == 9  # the tokens, usage, [DONE]
     assert emission.chunk_ns[0] - emission.arrival_ns >= 20 * MS
     assert all(later - earlier >= 5 * MS for earlier, later in pairwise(emission.chunk_ns[:7]))
