@@ -60,7 +60,7 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             RUNNING.remove(server)
 
 
-def llm_repository(tmp: Path, llm: Path | None = None, **changes: object) -> Path:
+def llm_repository(tmp: Path, *, llm: Path | None = None, **changes: object) -> Path:
     """A copy of the example LLM pipeline (examples/llm_repository) in `tmp`, with its configs changed: a key
     "MODEL.NAME" sets that config parameter (`"postprocessing.delay_ms": 3`, `"tensorrt_llm.token_ms": 2`), and
     "MODEL.instances" the model's instance_group count. A parameter the model does not have is an error. `llm`: a
