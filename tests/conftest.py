@@ -3,6 +3,9 @@ one are marked `server` here, so that `pytest -m "not server"` runs the unit tes
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from tests.helpers import EXAMPLES, QUICK, RUNNING, SAMPLE_JPEG, SHIPPED_TOKENIZ
 
 RESULT_FIXTURES = {"ensemble_result", "rate_result"}  # runs against a server, shared by several tests
 FAKE_SERVERS = {"openai_server"}  # no Triton behind them: unit tests
+TORCH = "torch==2.13.0"  # the version tests/llm_compute's model was written for
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +39,21 @@ def test_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
 def tokenizer_file() -> Path:
     """The tokenizer.json loadgen ships (trained on Python's own documentation)."""
     return SHIPPED_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def torch_installed() -> None:
+    """torch in this Python's environment, installed with pip the first time a test asks for it (the slow
+    real-compute tests; about 800 MB with its dependencies in the CPU build), so that `make test`'s install and the
+    unit tests never pull it. pip's own settings choose the index (PIP_EXTRA_INDEX_URL for PyTorch's CPU wheels).
+    The test is skipped, with pip's last line, where it cannot be installed."""
+    if importlib.util.find_spec("torch") is not None:
+        return
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", TORCH], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip(f"{TORCH} cannot be installed here: {(done.stderr.strip().splitlines() or ['pip failed'])[-1]}")
 
 
 @pytest.fixture

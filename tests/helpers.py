@@ -60,12 +60,17 @@ def serve(repository: Path, tmp: Path, **options: object) -> Iterator[EmbeddedSe
             RUNNING.remove(server)
 
 
-def llm_repository(tmp: Path, **changes: object) -> Path:
+def llm_repository(tmp: Path, *, llm: Path | None = None, **changes: object) -> Path:
     """A copy of the example LLM pipeline (examples/llm_repository) in `tmp`, with its configs changed: a key
     "MODEL.NAME" sets that config parameter (`"postprocessing.delay_ms": 3`, `"tensorrt_llm.token_ms": 2`), and
-    "MODEL.instances" the model's instance_group count. A parameter the model does not have is an error."""
+    "MODEL.instances" the model's instance_group count. A parameter the model does not have is an error. `llm`: a
+    model folder whose files replace (or join) the example's `tensorrt_llm`'s."""
     repository = tmp / "llm_repository"
     shutil.copytree(LLM_EXAMPLES, repository, ignore=shutil.ignore_patterns("__pycache__"))
+    if llm is not None:
+        shutil.copytree(
+            llm, repository / "tensorrt_llm", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True
+        )
     for key, value in changes.items():
         model, _, name = key.partition(".")
         path = repository / model / "config.pbtxt"
