@@ -13,7 +13,8 @@ perf_analyzer's CSV, and each configuration's best throughput, by which it ranks
 
 An ensemble's or a BLS model's search varies its steps' instance counts (their variants run on the CPU too; a BLS
 model's steps are named to Model Analyzer). `tests/test_model_analyzer.py` runs it on `sleeper`, the ensemble
-`pipeline_slow_tail` and the BLS model `bls_pair`, and checks the two agree.
+`pipeline_slow_tail` and the BLS model `bls_pair` (without the concurrency sweep for the reports), and checks the
+two agree.
 """
 
 from __future__ import annotations
@@ -182,8 +183,10 @@ def search(
     model: str,
     directory: Path,
     max_concurrency: int = 4,
+    sweep: bool = True,
 ) -> Search:
-    """Model Analyzer's quick search in remote mode, with `perf_analyzer` as its perf_analyzer, in `directory`."""
+    """Model Analyzer's quick search in remote mode, with `perf_analyzer` as its perf_analyzer, in `directory`;
+    `sweep` False leaves out the concurrency sweep of the best configurations it adds for its reports."""
     directory.mkdir(parents=True)
     (directory / "export").mkdir()
     config = {
@@ -198,6 +201,7 @@ def search(
         "run_config_search_max_instance_count": 2,
         "run_config_search_max_model_batch_size": 1,
         "run_config_search_max_concurrency": max_concurrency,
+        "concurrency_sweep_disable": not sweep,
         "output_model_repository_path": str(directory / "output_repository"),
         "override_output_model_repository": True,
         "checkpoint_directory": str(directory / "checkpoints"),
@@ -229,10 +233,12 @@ def search(
     return Search(tool, done.returncode, done.stdout, directory, found, model)
 
 
-def both(tools: Tools, server: EmbeddedServer, model: str, directory: Path, max_concurrency: int = 4) -> list[Search]:
+def both(
+    tools: Tools, server: EmbeddedServer, model: str, directory: Path, max_concurrency: int = 4, sweep: bool = True
+) -> list[Search]:
     """The search with the real perf_analyzer, then with loadgen's, on the same server."""
     return [
-        search(tools.model_analyzer, path, tool, server, model, directory / tool, max_concurrency)
+        search(tools.model_analyzer, path, tool, server, model, directory / tool, max_concurrency, sweep)
         for tool, path in (("perf_analyzer", tools.perf_analyzer), ("loadgen", tools.loadgen))
     ]
 

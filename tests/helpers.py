@@ -85,6 +85,12 @@ def llm_repository(tmp: Path, *, llm: Path | None = None, **changes: object) -> 
     return repository
 
 
+def only(*models: str) -> dict[str, object]:
+    """Server options that load these models of a repository and no other (an ensemble's steps named too): the
+    whole test repository starts a Python stub per model, several times slower to come up."""
+    return {"explicit_model_control": True, "load_models": models}
+
+
 def successes(server: EmbeddedServer, model: str) -> int:
     """The requests the server has completed successfully for a model so far (read over gRPC)."""
     client = grpcclient.InferenceServerClient(server.grpc_url)

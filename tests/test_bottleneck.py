@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
-from tests.helpers import SAMPLE_JPEG, TEST_MODELS
+from tests.helpers import SAMPLE_JPEG, TEST_MODELS, only
 
 QUICK = {"measurement_interval": 500, "stability_percentage": 1000, "max_trials": 5}
 SERVER_KEYS = {
@@ -133,9 +133,10 @@ def test_csv_has_perf_analyzers_columns_and_one_file_per_step(examples_server: E
 
 @pytest.fixture(scope="module")
 def explicit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The test repository in explicit model-control mode, so a test may change a model's config."""
+    """The test repository's pipeline_slow_tail in explicit model-control mode, so a test may change a model's
+    config."""
     log = tmp_path_factory.mktemp("explicit-server") / "tritonserver.log"
-    with EmbeddedServer(TEST_MODELS, explicit_model_control=True, log_path=log) as server:
+    with EmbeddedServer(TEST_MODELS, log_path=log, **only("fast_step", "slow_step", "pipeline_slow_tail")) as server:
         yield server
 
 

@@ -9,6 +9,9 @@ its capacity is set by its instance count, not by the CPU a shared machine lends
 search measures is the server's, in both tools. The same quick search on the ensemble `pipeline_slow_tail` and the
 BLS model `bls_pair` (fast_step, then slow_step at 20 ms) varies their steps' instance counts: both tools complete
 it and rank the configurations alike outside ties.
+
+The searches leave out the concurrency sweep Model Analyzer adds after a quick search for its reports (the best
+configurations again at other concurrencies, through the same perf_analyzer calls): about half the runs, and minutes.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def searches(
     installed: Tools, sleeper_server: EmbeddedServer, tmp_path_factory: pytest.TempPathFactory
 ) -> list[Search]:
     """The quick search with the real perf_analyzer, then with loadgen's `perf-analyzer`, on the same server."""
-    return both(installed, sleeper_server, MODEL, tmp_path_factory.mktemp("model-analyzer"))
+    return both(installed, sleeper_server, MODEL, tmp_path_factory.mktemp("model-analyzer"), sweep=False)
 
 
 def _tail(search: Search, lines: int = 30) -> str:
@@ -110,7 +113,7 @@ def composite_searches(
     model = request.param
     model_repository = repository(model, tmp_path_factory.mktemp(f"ma-{model}") / "models")
     for server in serve(model_repository, tmp_path_factory.mktemp(f"ma-{model}-server"), explicit_model_control=True):
-        yield both(installed, server, model, tmp_path_factory.mktemp(f"model-analyzer-{model}"))
+        yield both(installed, server, model, tmp_path_factory.mktemp(f"model-analyzer-{model}"), sweep=False)
 
 
 def test_model_analyzer_completes_on_an_ensemble_and_a_bls_model(composite_searches: list[Search]) -> None:

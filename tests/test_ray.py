@@ -36,9 +36,10 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[tuple[str, dict[str, str], str]]:
-    """A one-node Ray cluster on 127.0.0.1, its home and temporary directory in a folder of its own."""
+    """A one-node Ray cluster on 127.0.0.1, its home and temporary directory in a folder of its own; started once for
+    this module's tests (each run's workers end with it)."""
     folder = tempfile.mkdtemp(prefix="lgray")  # short: Ray's socket paths must fit in 107 characters
     env = {**os.environ, "HOME": folder, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     port = free_port()

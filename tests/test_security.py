@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from loadgen.server import EmbeddedServer
-from tests.helpers import TEST_MODELS, serve
+from tests.helpers import TEST_MODELS, only, serve
 from tests.wire_proxy import wire_proxy
 
 # Tests check behaviour, never timings: a generous stability bound keeps noisy machines from failing them.
@@ -131,15 +131,23 @@ def _tls_args(pki: Pki, mode: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The test repository with TLS on the gRPC port (HTTP stays plain)."""
-    yield from serve(TEST_MODELS, tmp_path_factory.mktemp("tls-server"), extra_args=_tls_args(pki, "--grpc-use-ssl"))
+    """The test repository's sleeper with TLS on the gRPC port (HTTP stays plain)."""
+    yield from serve(
+        TEST_MODELS,
+        tmp_path_factory.mktemp("tls-server"),
+        extra_args=_tls_args(pki, "--grpc-use-ssl"),
+        **only("sleeper"),
+    )
 
 
 @pytest.fixture(scope="module")
 def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The test repository with mutual TLS: clients must show a certificate signed by the CA."""
+    """The sleeper with mutual TLS: clients must show a certificate signed by the CA."""
     yield from serve(
-        TEST_MODELS, tmp_path_factory.mktemp("mtls-server"), extra_args=_tls_args(pki, "--grpc-use-ssl-mutual")
+        TEST_MODELS,
+        tmp_path_factory.mktemp("mtls-server"),
+        extra_args=_tls_args(pki, "--grpc-use-ssl-mutual"),
+        **only("sleeper"),
     )
 
 
@@ -147,11 +155,12 @@ def mtls_server(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def restricted_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmbeddedServer]:
-    """The test repository where the gRPC protocols named by the parameter need the header `HEADER: SECRET`."""
+    """The sleeper where the gRPC protocols named by the parameter need the header `HEADER: SECRET`."""
     yield from serve(
         TEST_MODELS,
         tmp_path_factory.mktemp("restricted-server"),
         extra_args=[f"--grpc-restricted-protocol={request.param}:{KEY}={SECRET}"],
+        **only("sleeper"),
     )
 
 
@@ -401,11 +410,12 @@ HTTP_KEY = "loadgen-http-key"
 
 @pytest.fixture(scope="module")
 def http_restricted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    """The test repository where HTTP inference needs the header `HTTP_KEY: SECRET`."""
+    """The sleeper where HTTP inference needs the header `HTTP_KEY: SECRET`."""
     yield from serve(
         TEST_MODELS,
         tmp_path_factory.mktemp("http-restricted-server"),
         extra_args=[f"--http-restricted-api=inference:{HTTP_KEY}={SECRET}"],
+        **only("sleeper"),
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from loadgen.server import EmbeddedServer, ServerStartError, free_port
-from tests.helpers import TEST_MODELS, serve_process, stop_served
+from tests.helpers import TEST_MODELS, only, serve_process, stop_served
 
 
 @pytest.mark.server
@@ -109,7 +109,7 @@ def test_a_missing_repository_is_a_clear_error() -> None:
 
 @pytest.mark.server
 def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
-    server = EmbeddedServer(TEST_MODELS, log_path=tmp_path / "log").start()
+    server = EmbeddedServer(TEST_MODELS, log_path=tmp_path / "log", **only("sleeper")).start()
     try:
         regions = list(Path("/dev/shm").glob(f"{server._shm_prefix}*"))
         assert regions  # the Python backend's regions carry this server's prefix

@@ -17,15 +17,17 @@ from tritonclient.grpc import model_config_pb2
 import loadgen
 from loadgen.errors import OptionError
 from loadgen.server import EmbeddedServer
-from tests.helpers import TEST_MODELS, one_line_error, run_cli
+from tests.helpers import TEST_MODELS, one_line_error, only, run_cli
 
 PIPELINE = {"model_name": "pipeline_slow_tail", "input_data": "zero", "shape": {"INPUT0": [8]}}
 
 
 @pytest.fixture(scope="module")
 def explicit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """The models tune works on here, in explicit model-control mode."""
     log = tmp_path_factory.mktemp("tune-server") / "tritonserver.log"
-    with EmbeddedServer(TEST_MODELS, explicit_model_control=True, log_path=log) as server:
+    models = only("fast_step", "slow_step", "pipeline_slow_tail", "sleeper")
+    with EmbeddedServer(TEST_MODELS, log_path=log, **models) as server:
         yield server
 
 
