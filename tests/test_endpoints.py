@@ -159,7 +159,7 @@ def test_a_refused_api_key_is_a_permission_failure(tokenizer_file: Path) -> None
 
 def test_neither_a_role_nor_a_usage_chunk_is_a_content_event() -> None:
     endpoint = token_endpoint(EndpointSpec("chat", "m"), ConnectionOptions("localhost:1", "http"))
-    reader = EventReader()
+    reader = EventReader(endpoint)
     assert reader.begin(200, b"text/event-stream")
     chunks = [{"delta": {"role": "assistant"}}, {"delta": {"content": "a"}}, {"delta": {"content": None}}]
     for at, chunk in enumerate(chunks):

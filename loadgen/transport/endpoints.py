@@ -58,15 +58,18 @@ class EndpointSpec:
 
 
 class EventReader:
-    """A response body taken as server-sent events (a BodySink): each event's data, and the time of the read
-    that completed it. A body that is not an event stream (or answers an error) is left whole."""
+    """A response body taken as server-sent events (a BodySink): each event, stamped with the time of the read that
+    completed it, is read into the reply as it comes (the parsing spread over the stream, not all at its end). A
+    body that is not an event stream (or answers an error) is left whole."""
 
-    __slots__ = ("content_type", "data", "parser", "taken", "times")
+    __slots__ = ("content_type", "done", "endpoint", "events", "parser", "reply", "taken")
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: TokenEndpoint) -> None:
+        self.endpoint = endpoint
         self.parser = SseParser()
-        self.data: list[str] = []
-        self.times: list[int] = []
+        self.reply = TokenReply()
+        self.events = 0  # events read, [DONE] included
+        self.done = False  # OpenAI's last event came
         self.content_type = b""
         self.taken = False
 
@@ -76,13 +79,20 @@ class EventReader:
         return self.taken
 
     def piece(self, data: bytes, ns: int) -> None:
+        """A piece of the body: its complete events read now (a failure they carry fails the request)."""
         try:
             events = self.parser.feed(data)
         except SseTooLarge as error:
             raise MalformedResponse(f"{error} (loadgen's limit)") from None
+        endpoint = self.endpoint
         for event in events:
-            self.data.append(event.data)
-            self.times.append(ns)
+            self.events += 1
+            if self.done:
+                continue
+            if event.data == DONE:
+                self.done = True
+                continue
+            endpoint.read(endpoint.json_object(event.data, "an event"), self.reply, ns, True)
 
 
 class TokenEndpoint(ABC):
@@ -154,15 +164,15 @@ class TokenEndpoint(ABC):
 
     async def call(self, payload: bytes) -> TokenReply:
         """Send an encoded request; its answer as it streamed. Raises a RequestFailed for every failure."""
-        reader = EventReader() if self.streams else None
+        reader = EventReader(self) if self.streams else None
         try:
             answer = await self._pool.request(payload, self._timeout_s, reader)
         except TimeoutError:
             raise timed_out(self._waits_s) from None
         except ConnectionClosed as error:
-            if reader is not None and reader.times:
+            if reader is not None and reader.events:
                 raise RequestFailed(
-                    f"{self.server} at {self.url} cut the stream after {len(reader.times)} events: {error}"
+                    f"{self.server} at {self.url} cut the stream after {reader.events} events: {error}"
                 ) from None
             raise Unreachable(f"cannot reach {self.server} at {self.url}: {error}") from None
         except OSError as error:
@@ -186,29 +196,22 @@ class TokenEndpoint(ABC):
         return self._streamed(reader)
 
     def _streamed(self, reader: EventReader) -> TokenReply:
-        """The reply from a stream's events, each parsed as JSON now that the stream is whole."""
-        reply = TokenReply()
-        done = False
-        for data, ns in zip(reader.data, reader.times, strict=True):
-            if data == DONE:
-                done = True
-                break
-            self.read(self._json(data, "an event"), reply, ns, True)
-        if not done and reader.parser.pending:
+        """The reply a whole stream's events made, once it ended as the endpoint's streams end."""
+        if not reader.done and reader.parser.pending:
             raise RequestFailed(f"{self.server} at {self.url} ended the stream in the middle of an event")
-        if self.needs_done and not done:
+        if self.needs_done and not reader.done:
             raise RequestFailed(
-                f"{self.server} at {self.url} ended the stream without data: {DONE} (after {len(reader.times)} events)"
+                f"{self.server} at {self.url} ended the stream without data: {DONE} (after {reader.events} events)"
             )
-        return reply
+        return reader.reply
 
     def _whole(self, answer: Reply) -> TokenReply:
         """The reply from a whole JSON response: one event, when its last bytes came."""
         reply = TokenReply()
-        self.read(self._json(answer.body, "a response"), reply, answer.last_ns, False)
+        self.read(self.json_object(answer.body, "a response"), reply, answer.last_ns, False)
         return reply
 
-    def _json(self, data: str | bytes, what: str) -> dict[str, Any]:
+    def json_object(self, data: str | bytes, what: str) -> dict[str, Any]:
         """One answer's JSON object; an error it carries (Triton's and OpenAI's `error`) fails the request."""
         try:
             value = json.loads(data)
