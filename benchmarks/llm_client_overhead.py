@@ -48,7 +48,7 @@ import psutil
 from common import BENCHMARKS, PerfAnalyzerError, aiperf_path
 
 import loadgen
-from loadgen.transport.endpoints import EventReader, TokenEndpoint
+from loadgen.transport.endpoints import Chat, EventReader, TokenEndpoint
 from loadgen.transport.tokens import TokenReply
 
 ROOT = BENCHMARKS.parent
@@ -238,21 +238,26 @@ class Fake:
 
 @contextmanager
 def stamped_replies() -> Iterator[list[tuple[str, list[int]]]]:
-    """Keeps, while open, each streamed reply loadgen's HTTP endpoint reads: its first event's data (which holds the
-    answer's `id`) and its events' times. One append per request; the data is parsed after the run."""
+    """Keeps, while open, each streamed chat reply loadgen's HTTP endpoint reads: its answer's `id` (from the first
+    event that carries one) and its events' times. A dict lookup per event, one append per request."""
     kept: list[tuple[str, list[int]]] = []
-    original = TokenEndpoint._streamed
+    ids: dict[int, str] = {}
+    original_read, original_streamed = Chat.read, TokenEndpoint._streamed
+
+    def read(self: Chat, answer: dict[str, Any], reply: TokenReply, ns: int, streamed: bool) -> None:
+        ids.setdefault(id(reply), str(answer.get("id", "")))
+        original_read(self, answer, reply, ns, streamed)
 
     def streamed(self: TokenEndpoint, reader: EventReader) -> TokenReply:
-        reply = original(self, reader)
-        kept.append((reader.data[0], reply.events))
+        reply = original_streamed(self, reader)
+        kept.append((ids.pop(id(reply), ""), reply.events))
         return reply
 
-    TokenEndpoint._streamed = streamed  # type: ignore[method-assign]
+    Chat.read, TokenEndpoint._streamed = read, streamed  # type: ignore[method-assign]
     try:
         yield kept
     finally:
-        TokenEndpoint._streamed = original  # type: ignore[method-assign]
+        Chat.read, TokenEndpoint._streamed = original_read, original_streamed  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -280,7 +285,7 @@ def run_loadgen(load: Load, fake: Tree) -> Run:
     errors = {text: count for level in result.levels for text, count in level.errors.items()}
     if errors:
         raise BenchmarkError(f"loadgen: {sum(errors.values())} requests failed: {next(iter(errors))}")
-    return [Stamped(json.loads(first)["id"], events) for first, events in kept], sampler
+    return [Stamped(response_id, events) for response_id, events in kept], sampler
 
 
 class AIPerf:
