@@ -78,3 +78,11 @@ def test_perf_analyzer_service_kind_openai(openai_server: FakeOpenAI, tmp_path: 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Throughput:" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_embeddings_count_their_input_and_no_output(openai_server: FakeOpenAI) -> None:
+    result = loadgen.profile_sync(openai_server.url, "fake", endpoint_type="embeddings", concurrency=2, **RUN)
+    tokens = result.levels[-1].tokens
+    assert tokens is not None and result.levels[-1].error_count == 0
+    assert tokens.output_tokens_per_request.max == 0 and tokens.token_count_source == "server"
+    assert tokens.input_tokens_per_request.avg == pytest.approx(RUN["isl"], rel=0.1)  # the server's usage

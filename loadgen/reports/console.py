@@ -488,6 +488,11 @@ def _ms(stats: LatencyStats) -> str:
 def token_lines(tokens: TokenStats) -> list[str]:
     """A token-stream level in a few lines: first token, the gaps, tokens and their rates, goodput."""
     scheduled = tokens.time_to_first_token_from_schedule_us
+    extra = (f"; goodput {tokens.goodput:.2f} requests/s" if tokens.goodput is not None else "") + (
+        f"; {tokens.cancelled} cancelled on purpose" if tokens.cancelled else ""
+    )
+    if tokens.output_tokens_per_request.max == 0:  # embeddings: vectors come back, not tokens
+        return [f"tokens: {tokens.input_tokens_per_request.avg:.1f} in per request, none out{extra}"]
     lines = [
         f"tokens: first token {_ms(tokens.time_to_first_token_us)}"
         + (f" (from the schedule {_ms(scheduled)})" if scheduled is not None else "")
@@ -495,9 +500,7 @@ def token_lines(tokens: TokenStats) -> list[str]:
         f"{tokens.inter_event_gap_us.p99 / 1000:.1f} ms",
         f"tokens: {tokens.output_tokens_per_request.avg:.1f} out and {tokens.input_tokens_per_request.avg:.1f} in per "
         f"request (counted by the {tokens.token_count_source}), {tokens.output_token_throughput:.1f} output tokens/s, "
-        f"{tokens.output_token_throughput_per_user.p50:.0f} per user (median)"
-        + (f"; goodput {tokens.goodput:.2f} requests/s" if tokens.goodput is not None else "")
-        + (f"; {tokens.cancelled} cancelled on purpose" if tokens.cancelled else ""),
+        f"{tokens.output_token_throughput_per_user.p50:.0f} per user (median){extra}",
     ]
     counts = tokens.token_counts
     if counts is not None and counts.server != counts.tokenizer:

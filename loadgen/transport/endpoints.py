@@ -342,6 +342,7 @@ class Embeddings(TokenEndpoint):
         if not isinstance(answer.get("data"), list):
             raise self.malformed("a response without data")
         _usage(answer, reply)
+        reply.output_tokens = 0  # vectors, not tokens: a request's figures are its latency and input tokens
         reply.events.append(ns)
         reply.texts.append("")
 
