@@ -125,6 +125,7 @@ class Prepared:
     requests: Requests
     inputs: tuple[InputDescription, ...]
     run: RunPlan
+    options: ConnectionOptions  # its load's connections' (the largest response its outputs allow)
 
 
 async def profile(
@@ -339,7 +340,8 @@ class _Session:
             check_sequence_ids(run)
         if size > LARGE_INPUT_BYTES:
             self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
-        return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
+        options = self.options.for_model(info, settings)
+        return Prepared(info, tree, requests, _describe(data.streams[0][0]), run, options)
 
     async def _prepare_tokens(self, settings: Settings, info: ModelInfo, tree: Composition, run: RunPlan) -> Prepared:
         """A generative model: its prompts encoded once for the endpoint, as a Triton pipeline's tensors over gRPC
@@ -367,7 +369,7 @@ class _Session:
         )
         if prompt_set.timestamps_ms is not None and settings.fixed_schedule:  # a trace's times
             run = with_schedule(run, prompt_set.timestamps_ms)
-        return Prepared(info, tree, requests, inputs, run)
+        return Prepared(info, tree, requests, inputs, run, self.options)
 
 
 def _json_streams(requests: Requests) -> tuple[int, ...]:
@@ -508,9 +510,10 @@ class _Sweep:
         if self.mix is not None:
             self.generator: Generator = self.mix
         elif settings.workers == 1:
+            session.connection.limit_responses(models[0].options.max_response_bytes)
             self.generator = LocalGenerator(session.connection, models[0].requests, run)
         else:
-            self.generator = ProcessGenerator(models[0].requests, run, session.options, settings.workers)
+            self.generator = ProcessGenerator(models[0].requests, run, models[0].options, settings.workers)
         # the profile export's records (one process only: Settings refuses them with --workers)
         self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
         self.recorded: list[tuple[Load, list[Recorded], tuple[int, ...]]] = []  # per level: its requests, windows
@@ -608,7 +611,7 @@ class _Sweep:
         rejection, failing = asyncio.Event(), asyncio.Event()
         members = {}
         for index, model in enumerate(self.models):
-            connection = connect(self.session.options)
+            connection = connect(model.options)
             self.connections.append(connection)
             select = None if self.run.closed_loop else selector(pattern, index, self.run.shard)
             members[model.info.name] = LocalGenerator(

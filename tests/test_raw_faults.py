@@ -4,6 +4,7 @@ transports: nothing hangs, and every failure is one line (the same line on both 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -20,7 +21,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 import loadgen
 from loadgen import plan
-from loadgen.settings import Settings
+from loadgen.settings import MAX_RESPONSE_BYTES, Settings
 from loadgen.transport import (
     Connection,
     ConnectionOptions,
@@ -32,6 +33,7 @@ from loadgen.transport import (
     Unreachable,
     connect,
 )
+from loadgen.transport.options import RESPONSE_MARGIN_BYTES, response_limit
 from tests.fake_h2 import HUGE_MESSAGE, fake_h2
 from tests.fake_http1 import HEADER, fake_http1
 
@@ -210,27 +212,30 @@ def test_a_misbehaving_http1_server_over_the_library(fault: str) -> None:
 
 
 HTTP1_OVER_LIMIT = "RequestFailed: Triton at {url} sent a response over --max-response-bytes (1048576 bytes)"
+HTTP1_OVER = "RequestFailed: Triton at {url} sent a response header {} over {} bytes (loadgen's limit)"
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("fault", "expected"),
+    ("fault", "transport", "expected"),
     [
-        (
-            "endless_header",
-            "RequestFailed: Triton at {url} sent a response header block over 65536 bytes (loadgen's limit)",
-        ),
-        ("huge_body", HTTP1_OVER_LIMIT),
-        ("endless_chunked", HTTP1_OVER_LIMIT),
+        # the raw path bounds the whole head first (the endless line never ends), aiohttp each line
+        ("endless_header", "raw", HTTP1_OVER.format("block", 65536, url="{url}")),
+        ("endless_header", "library", HTTP1_OVER.format("line", 8192, url="{url}")),
+        ("long_header", "library", HTTP1_OVER.format("line", 8192, url="{url}")),
+        ("huge_body", "raw", HTTP1_OVER_LIMIT),
+        ("huge_body", "library", HTTP1_OVER_LIMIT),  # its Content-Length says so before a byte is read
+        ("endless_chunked", "raw", HTTP1_OVER_LIMIT),
+        ("endless_chunked", "library", HTTP1_OVER_LIMIT),
     ],
 )
 def test_an_http1_attack_fails_the_request_it_hits_alone(
-    fault: str, expected: str, caplog: pytest.LogCaptureFixture
+    fault: str, transport: str, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     tracemalloc.start()
     try:
         with fake_http1(fault, every=2) as fake:
-            outcomes = _outcomes(_http(fake.url, "raw", max_response_bytes=1 << 20), 3)
+            outcomes = _outcomes(_http(fake.url, transport, max_response_bytes=1 << 20), 3)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -465,6 +470,7 @@ CONTROL_FLOOD = (
     "(loadgen's limit on queued control frames)"
 )
 OVER_LIMIT = "RESOURCE_EXHAUSTED: a response message over --max-response-bytes (1048576 bytes)"
+LIMIT_FLAG = "--max-response-bytes ({limit} bytes)"
 
 
 @pytest.mark.timeout(120)
@@ -500,6 +506,56 @@ def test_an_attack_fails_the_request_it_hits_alone(
     assert outcomes == ["ok", expected.format(url=fake.url), "ok"]
     assert peak < ATTACK_MEMORY, f"{peak / 2**20:.1f} MiB"
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+FAKE_LIMIT = 4 + RESPONSE_MARGIN_BYTES  # the fakes' model: one UINT8 output of shape [4], unbatched
+
+
+@pytest.mark.parametrize(
+    ("outputs", "max_batch_size", "options", "expected"),
+    [
+        ((TensorSpec("OUT", "FP32", (-1, 16)), TensorSpec("N", "INT64", (-1, 1))), 8, {"batch_size": 4}, 4 * 72),
+        ((TensorSpec("OUT", "FP32", (16,)),), 0, {"protocol": "http", "output_tensor_format": "json"}, 16 * 32),
+        ((TensorSpec("OUT", "FP32", (16,)),), 0, {"max_response_bytes": 100}, 100 - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "FP32", (-1,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "BYTES", (1,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "UINT8", (1 << 31,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+    ],
+    ids=["batched", "json", "flag", "dynamic", "bytes", "capped"],
+)
+def test_the_largest_response_follows_the_models_outputs(
+    outputs: tuple[TensorSpec, ...], max_batch_size: int, options: dict[str, Any], expected: int
+) -> None:
+    """Fixed outputs: their size for one request (a batch of them) and a margin; else gRPC's limit; the flag wins."""
+    info = dataclasses.replace(MODEL, outputs=outputs, max_batch_size=max_batch_size)
+    assert response_limit(info, Settings(**options)) == expected + RESPONSE_MARGIN_BYTES
+
+
+@pytest.mark.parametrize(
+    ("protocol", "transport", "fault", "expected"),
+    [
+        ("grpc", "raw", "large_response", f"RESOURCE_EXHAUSTED: a response message over {LIMIT_FLAG}"),
+        ("http", "raw", "huge_body", f"Triton at {{url}} sent a response over {LIMIT_FLAG}"),
+        ("http", "library", "huge_body", f"Triton at {{url}} sent a response over {LIMIT_FLAG}"),
+    ],
+)
+def test_a_run_bounds_responses_by_the_models_outputs(protocol: str, transport: str, fault: str, expected: str) -> None:
+    """No --max-response-bytes: a model whose outputs are fixed answers no more than they take (and the margin);
+    a 4 MiB or 1 GB response fails naming the limit, whatever the transport holds by default."""
+    fake_server = fake_h2 if protocol == "grpc" else fake_http1
+    with fake_server(fault, every=2) as fake:
+        result = loadgen.profile_sync(
+            fake.url,
+            "fake",
+            protocol=protocol,
+            transport=transport,
+            input_data="zero",
+            request_count=6,
+            max_error_rate=1,
+        )
+    level = result.levels[0]
+    assert level.errors == {expected.format(url=fake.url, limit=FAKE_LIMIT): 3}
+    assert level.request_count == 3
 
 
 def test_a_run_counts_an_attack_with_the_limit_it_passed() -> None:
