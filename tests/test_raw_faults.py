@@ -348,6 +348,20 @@ def test_a_tiny_flow_control_window(transport: str) -> None:
     assert largest > len(image)
 
 
+def test_frames_on_a_stream_the_answer_closed() -> None:
+    """DATA and HEADERS after a whole answer: each a stream error STREAM_CLOSED (RST_STREAM), the calls counted
+    as answered, the connection kept."""
+    with fake_h2("late_frames", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, "raw"), 5)  # the last call sends the resets before it
+        for _ in range(100):  # the fake's thread reads them soon after
+            if fake.stream_closed == 4:
+                break
+            time.sleep(0.02)
+        answered, connections = fake.stream_closed, fake.connections
+    assert outcomes == ["ok"] * 5
+    assert answered == 4 and connections == 1  # two late frames on each of calls 2 and 4
+
+
 def test_max_concurrent_streams_is_respected_by_opening_more_connections() -> None:
     async def run(url: str) -> list[bytes]:
         connection = connect(ConnectionOptions.from_settings(_grpc(url, "raw")))
@@ -466,7 +480,8 @@ def test_a_stream_that_cannot_connect_fails_its_reader_too() -> None:
 
 ATTACK_MEMORY = 32 << 20
 CONTROL_FLOOD = (
-    "HTTP/2 ENHANCE_YOUR_CALM with the server: over 1000 PING and SETTINGS frames to answer while it reads nothing "
+    "HTTP/2 ENHANCE_YOUR_CALM with the server: over 1000 PING, SETTINGS and closed streams' frames to answer while "
+    "it reads nothing "
     "(loadgen's limit on queued control frames)"
 )
 OVER_LIMIT = "RESOURCE_EXHAUSTED: a response message over --max-response-bytes (1048576 bytes)"
