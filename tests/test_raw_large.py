@@ -1,6 +1,6 @@
 """Issue 24: requests and responses of 16 and 64 MiB through each transport (gRPC and HTTP, raw and library)
 against the real server, counted as a run counts them (the benchmark, benchmarks/transport_cpu.py --large, adds
-256 MiB and times them over gRPC)."""
+256 MiB and times them over both protocols)."""
 
 from __future__ import annotations
 
