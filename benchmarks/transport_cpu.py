@@ -4,8 +4,8 @@ The identity model with N requests in flight on the embedded example server; eac
 request. Reports CPU us per request (the process's user+system time, so grpcio's poller thread counts) and what one
 client core could send at that cost (1e6 / CPU us). Paths run in turns, `--rounds` times; medians.
 
-`--large` sends instead requests of 16, 64 and 256 MiB (`--sizes`) over gRPC through both transports to an echo
-model (`fast_step` of tests/model_repository, on an embedded server of its own), one at a time, `--calls` each
+`--large` sends instead requests of 16, 64 and 256 MiB (`--sizes`) over gRPC and HTTP through both transports each
+(`--protocols`) to an echo model (`fast_step` of tests/model_repository, on an embedded server of its own), one at a time, `--calls` each
 after one uncounted call (connections open, the server's buffers grow): it counts the calls whose response came
 back whole and the same, and reports the wall time and client CPU per call and the CPU per MiB moved (the request
 and its response).
@@ -15,7 +15,7 @@ Triton sends for the identity model), no socket, no server, no event loop turns;
 tells the HTTP/2 code's own cost apart from a busy machine's noise.
 
     python benchmarks/transport_cpu.py [--requests 4000] [--concurrency 16] [--rounds 3]
-    python benchmarks/transport_cpu.py --large [--sizes 16,64,256] [--calls 3]
+    python benchmarks/transport_cpu.py --large [--sizes 16,64,256] [--calls 3] [--protocols grpc,http]
     python benchmarks/transport_cpu.py --in-memory [--requests 20000] [--rounds 5]
 """
 
@@ -148,9 +148,10 @@ class Large(NamedTuple):
     cpu_s: float  # per call
 
 
-async def large(url: str, transport: str, mib: int, calls: int) -> Large:
-    """`calls` echo calls of `mib` MiB over gRPC, one at a time (the payload encoded once, before)."""
-    connection = connect(ConnectionOptions.from_settings(Settings(url=url, protocol="grpc", transport=transport)))
+async def large(url: str, protocol: str, transport: str, mib: int, calls: int) -> Large:
+    """`calls` echo calls of `mib` MiB, one at a time (the payload encoded once, before)."""
+    settings = Settings(url=url, protocol=protocol, transport=transport)
+    connection = connect(ConnectionOptions.from_settings(settings))
     try:
         model = await connection.model_info(ECHO_MODEL)
         data = bytes(range(256)) * (mib << 12)
@@ -169,21 +170,22 @@ async def large(url: str, transport: str, mib: int, calls: int) -> Large:
         await connection.close()
 
 
-def main_large(sizes: list[int], calls: int) -> None:
-    """The `--large` table: each size through each gRPC transport."""
+def main_large(sizes: list[int], calls: int, protocols: list[str]) -> None:
+    """The `--large` table: each size through each transport of each protocol."""
     rows = []
     with loadgen.EmbeddedServer(ECHO_REPOSITORY) as server:
         for mib in sizes:
-            for transport in ("raw", "library"):
-                measured = uvloop.run(large(server.url("grpc"), transport, mib, calls))
-                rows.append((transport, mib, measured))
-                print(f"  grpc {transport} {mib} MiB: {measured}", flush=True)
-    print(f"{'transport':9} {'MiB':>4} {'whole':>6} {'wall s':>7} {'CPU s':>7} {'CPU ms/MiB':>11}")
-    for transport, mib, measured in rows:
+            for protocol in protocols:
+                for transport in ("raw", "library"):
+                    measured = uvloop.run(large(server.url(protocol), protocol, transport, mib, calls))
+                    rows.append((protocol, transport, mib, measured))
+                    print(f"  {protocol} {transport} {mib} MiB: {measured}", flush=True)
+    print(f"{'protocol':8} {'transport':9} {'MiB':>4} {'whole':>6} {'wall s':>7} {'CPU s':>7} {'CPU ms/MiB':>11}")
+    for protocol, transport, mib, measured in rows:
         per_mib = measured.cpu_s * 1000 / (2 * mib)  # the request and its response
         print(
-            f"{transport:9} {mib:4} {measured.whole:>3}/{calls:<2} {measured.wall_s:7.2f} {measured.cpu_s:7.2f} "
-            f"{per_mib:11.1f}"
+            f"{protocol:8} {transport:9} {mib:4} {measured.whole:>3}/{calls:<2} {measured.wall_s:7.2f} "
+            f"{measured.cpu_s:7.2f} {per_mib:11.1f}"
         )
 
 
@@ -192,13 +194,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--large", action="store_true", help="16, 64 and 256 MiB requests over gRPC instead")
+    parser.add_argument("--large", action="store_true", help="16, 64 and 256 MiB requests instead")
     parser.add_argument("--sizes", default="16,64,256", help="--large: the sizes in MiB")
     parser.add_argument("--calls", type=int, default=3, help="--large: calls of each size on each transport")
+    parser.add_argument("--protocols", default="grpc,http", help="--large: the protocols, each through both transports")
     parser.add_argument("--in-memory", action="store_true", help="the raw gRPC client alone, against a peer in memory")
     args = parser.parse_args()
     if args.large:
-        return main_large([int(size) for size in args.sizes.split(",")], args.calls)
+        return main_large([int(size) for size in args.sizes.split(",")], args.calls, args.protocols.split(","))
     if args.in_memory:
         cost = uvloop.run(in_memory(args.requests, args.rounds))
         return print(f"raw gRPC client, in memory: {cost:.2f} us CPU/call ({1e6 / cost:,.0f} calls/s/core)")

@@ -116,6 +116,10 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:  # run outside the except clause: its RuntimeError is no context of the run's exceptions
         return uvloop.run(coroutine)
     started: concurrent.futures.Future[asyncio.Task[T]] = concurrent.futures.Future()
 

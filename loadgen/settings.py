@@ -203,10 +203,11 @@ class Connection:
         checks=(above(0, " ms"),),
         perf_analyzer=False,
     )
-    max_response_bytes: int = option(
-        MAX_RESPONSE_BYTES,
-        "a gRPC response message larger than this fails, before it is all read on the raw transport "
-        f"(default {MAX_RESPONSE_BYTES}, gRPC's limit)",
+    max_response_bytes: int | None = option(
+        help="an inference response larger than this fails, before it is all read (default: where every output of "
+        "the model has a fixed shape and datatype, their size (JSON outputs: 32 bytes an element) times the batch "
+        f"size and 64 KiB for the rest of the message; else {MAX_RESPONSE_BYTES}, gRPC's limit); grpcio's "
+        "transport keeps its own limit",
         metavar="N",
         checks=(between(1, MAX_RESPONSE_BYTES),),
         perf_analyzer=False,

@@ -49,6 +49,9 @@ from loadgen.workers import ProcessGenerator
 # When a run ends, requests in flight get this long to return before they are cancelled: tritonserver 2.51 can
 # crash (SIGSEGV) on a gRPC request cancelled while it completes (triton-inference-server/server#7368).
 STOP_GRACE_S = 2.0
+# After Ctrl-C (or SIGTERM), a shorter grace: the run stops within 2 s whatever its requests wait for (measured
+# against endless responses, about 0.4 s of the stop is the rest: cancelling, closing, the report, the exit)
+INTERRUPT_GRACE_S = 0.5
 UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-concurrency run
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
 STATISTICS_SETTLE_S = 2.0  # how long the statistics after a --request-count window may take to count all of it
@@ -125,6 +128,7 @@ class Prepared:
     requests: Requests
     inputs: tuple[InputDescription, ...]
     run: RunPlan
+    options: ConnectionOptions  # its load's connections' (the largest response its outputs allow)
 
 
 async def profile(
@@ -339,7 +343,8 @@ class _Session:
             check_sequence_ids(run)
         if size > LARGE_INPUT_BYTES:
             self._note(f"built {len(requests.payloads)} requests in {time.perf_counter() - started:.1f} s")
-        return Prepared(info, tree, requests, _describe(data.streams[0][0]), run)
+        options = self.options.for_model(info, settings)
+        return Prepared(info, tree, requests, _describe(data.streams[0][0]), run, options)
 
     async def _prepare_tokens(self, settings: Settings, info: ModelInfo, tree: Composition, run: RunPlan) -> Prepared:
         """A generative model: its prompts encoded once for the endpoint, as a Triton pipeline's tensors over gRPC
@@ -367,7 +372,7 @@ class _Session:
         )
         if prompt_set.timestamps_ms is not None and settings.fixed_schedule:  # a trace's times
             run = with_schedule(run, prompt_set.timestamps_ms)
-        return Prepared(info, tree, requests, inputs, run)
+        return Prepared(info, tree, requests, inputs, run, self.options)
 
 
 def _json_streams(requests: Requests) -> tuple[int, ...]:
@@ -508,9 +513,10 @@ class _Sweep:
         if self.mix is not None:
             self.generator: Generator = self.mix
         elif settings.workers == 1:
+            session.connection.limit_responses(models[0].options.max_response_bytes)
             self.generator = LocalGenerator(session.connection, models[0].requests, run)
         else:
-            self.generator = ProcessGenerator(models[0].requests, run, session.options, settings.workers)
+            self.generator = ProcessGenerator(models[0].requests, run, models[0].options, settings.workers)
         # the profile export's records (one process only: Settings refuses them with --workers)
         self.records: RequestLog | None = self.generator.records if isinstance(self.generator, LocalGenerator) else None
         self.recorded: list[tuple[Load, list[Recorded], tuple[int, ...]]] = []  # per level: its requests, windows
@@ -551,7 +557,8 @@ class _Sweep:
             tail = None
             with contextlib.suppress(LoadgenError):  # workers that failed have no tail to tell
                 tail = await self.generator.rotate()
-            self.tally.tail(tail, await self.generator.stop(STOP_GRACE_S))
+            grace = INTERRUPT_GRACE_S if self.session.stop.is_set() else STOP_GRACE_S
+            self.tally.tail(tail, await self.generator.stop(grace))
             for connection in self.connections:
                 await connection.close()
             await self.control.close()
@@ -608,7 +615,7 @@ class _Sweep:
         rejection, failing = asyncio.Event(), asyncio.Event()
         members = {}
         for index, model in enumerate(self.models):
-            connection = connect(self.session.options)
+            connection = connect(model.options)
             self.connections.append(connection)
             select = None if self.run.closed_loop else selector(pattern, index, self.run.shard)
             members[model.info.name] = LocalGenerator(

@@ -4,7 +4,7 @@ It answers the control calls as tests/fake_triton.py's fake does (one model, `fa
 inference with its `fault`: the connection closed mid-response, GOAWAY, RST_STREAM, a tiny flow-control window,
 a header block over a megabyte, or no answer at all; and the attacks a client must bound (issue 24): a header
 block that never ends, a 70 KB grpc-message, floods of PING or SETTINGS while reading nothing (CVE-2019-9512),
-a response larger than the client's limit, and one that never ends. Floods respect the fake's own transport
+a response larger than the client's limit, and one that never ends; frames on a stream the answer closed. Floods respect the fake's own transport
 (they wait while its buffer is full), so that its memory stays small and a test can bound the client's.
 Everything else is tested against the real server.
 """
@@ -45,12 +45,14 @@ FAULTS = (
     "settings_flood",  # stops reading, then SETTINGS after SETTINGS
     "large_response",  # a 4 MiB response message
     "endless_response",  # a message's prefix says 16 bytes, then DATA that never ends
+    "late_frames",  # after the whole answer, DATA and HEADERS on its stream, closed (written by hand)
 )
 TINY_WINDOW = 16
 HUGE_MESSAGE = "m" * 70_000
 LARGE_RESPONSE = 4 << 20
 FLOOD_LIMIT = 256 << 20  # a flood stops here even if the client never stops it (the test then fails, not hangs)
 FLOOD_CHUNK = 64 << 10
+STREAM_CLOSED = (5).to_bytes(4, "big")  # the error code, as RST_STREAM's payload
 
 
 def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
@@ -89,6 +91,7 @@ class FakeH2State:
     connections: int = 0
     inferences: int = 0
     resets: int = 0  # streams the client reset (RST_STREAM)
+    stream_closed: int = 0  # RST_STREAM STREAM_CLOSED from the client (late_frames: read off the wire)
     largest_request: int = 0
     flooded: int = 0  # bytes a flood wrote
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -105,6 +108,8 @@ class _Server(asyncio.Protocol):
         self.writable = asyncio.Event()
         self.writable.set()
         self.floods: dict[int, asyncio.Task[None]] = {}  # by stream (0: the connection's)
+        self.wire = b""  # late_frames: what the client sent not yet looked at frame by frame
+        self.wire_read = False  # past the client's preface
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -156,6 +161,8 @@ class _Server(asyncio.Protocol):
             self.transport.write(self.connection.data_to_send())
 
     def data_received(self, data: bytes) -> None:
+        if self.state.fault == "late_frames":
+            self._count_stream_closed(data)
         for event in self.connection.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
                 self.paths[event.stream_id] = dict(event.headers)[b":path"].decode()
@@ -175,6 +182,21 @@ class _Server(asyncio.Protocol):
             if self.transport is None or self.transport.is_closing():
                 return
         self._flush()
+
+    def _count_stream_closed(self, data: bytes) -> None:
+        """Count the client's RST_STREAM STREAM_CLOSED frames (h2 takes a reset of a closed stream silently)."""
+        wire = self.wire + data
+        if not self.wire_read and len(wire) < 24:  # the client's preface, not whole yet
+            self.wire = wire
+            return
+        at = 0 if self.wire_read else 24
+        while len(wire) >= at + 9 and len(wire) >= at + 9 + int.from_bytes(wire[at : at + 3], "big"):
+            end = at + 9 + int.from_bytes(wire[at : at + 3], "big")
+            if wire[at + 3] == 3 and wire[at + 9 : end] == STREAM_CLOSED:
+                with self.state.lock:
+                    self.state.stream_closed += 1
+            at = end
+        self.wire, self.wire_read = wire[at:], True
 
     def _answer(self, stream_id: int) -> None:
         method = self.paths[stream_id].rsplit("/", 1)[-1]
@@ -220,6 +242,13 @@ class _Server(asyncio.Protocol):
             self.connection.send_data(stream_id, framed[at : at + size])
         self.connection.send_headers(stream_id, trailers or [("grpc-status", "0")], end_stream=True)
 
+    def _late_frames(self, stream_id: int, message: bytes) -> None:
+        self._respond(stream_id, message)
+        self._flush()
+        assert self.transport is not None
+        block = hpack.Encoder().encode([(":status", "200")], huffman=False)
+        self.transport.write(_frame(0, 0, stream_id, b"late") + _frame(1, 4, stream_id, block))  # DATA, HEADERS
+
     def _endless_headers(self, stream_id: int, message: bytes) -> None:
         self._flush()
         block = hpack.Encoder().encode([(":status", "200", True)], huffman=False)
@@ -253,6 +282,7 @@ ATTACKS = {
     "settings_flood": _Server._control_flood,
     "large_response": _Server._large_response,
     "endless_response": _Server._endless_response,
+    "late_frames": _Server._late_frames,
 }
 
 

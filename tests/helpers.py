@@ -7,7 +7,8 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -154,6 +155,24 @@ def serve_process(command: list[str], **popen: object) -> Iterator[subprocess.Po
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+STOP_S = 2.0  # issue 24: Ctrl-C stops a run within this long, whatever its requests wait for
+
+
+def interrupt_when(command: list[str], ready: Callable[[], bool]) -> None:
+    """Run a loadgen `command` until `ready()`, then SIGINT: it exits 130 within STOP_S of the signal, without a
+    traceback (its start-up comes before `ready` and is not counted)."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not ready() and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=STOP_S)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
 
 
 def stop_served(process: subprocess.Popen[str], sig: signal.Signals) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import h2.config
 import h2.connection
@@ -48,6 +49,7 @@ from loadgen.transport.h2_frames import (
     SETTINGS_ENABLE_PUSH,
     SETTINGS_INITIAL_WINDOW_SIZE,
     SETTINGS_MAX_FRAME_SIZE,
+    STREAM_CLOSED,
     WINDOW_UPDATE,
     frame,
     prepare,
@@ -159,6 +161,7 @@ class Pair:
         self.terminated: list[h2.events.ConnectionTerminated] = []  # the client's GOAWAY, as h2 saw it
         self.prefaced = False  # the client's preface went to the server
         self.unacknowledged: dict[int, int] = {}  # DATA the server has not given window back for yet
+        self.sent: list[tuple[int, int, int, bytes]] = []  # every frame the client wrote, as `_frames_of` gives them
 
     # the wire
 
@@ -174,6 +177,7 @@ class Pair:
             self._deliver(data[:at])
         while at < len(data) and at + 9 + int.from_bytes(data[at : at + 3], "big") <= len(data) * part:
             end = at + 9 + int.from_bytes(data[at : at + 3], "big")
+            self.sent += _frames_of(data[at:end])
             self._deliver(data[at:end])
             at = end
         if at < len(data):
@@ -376,6 +380,10 @@ def test_every_stream_ends_once_with_the_bytes_each_side_sent(actions: list[tupl
         if stream.ends:  # all of the response came
             assert stream.responses == [(200, False)] and bytes(stream.data) == served.response
     assert client.window.outbound <= MAX_WINDOW
+    # every DATA frame counted in the connection's window, those on streams the client had reset too, and the
+    # frames the server sent on them before it read the reset ignored (well within the grace period)
+    assert pair.server.outbound_flow_control_window == MAX_WINDOW - client.window.taken
+    assert not [item for item in pair.sent if item[0] == RST_STREAM and item[3] == STREAM_CLOSED.to_bytes(4, "big")]
 
 
 # violations: each with the frame that must answer it
@@ -618,6 +626,55 @@ def test_each_violation_gets_the_answer_rfc_9113_asks_for(name: str, streams: in
         assert pair.client.state == ConnectionState.CLOSED and pair.events.ended
         assert all(stream.closed and stream.closed[0].kind == "connection" for stream in pair.streams)
         assert all(stream.outcomes == 1 for stream in pair.streams)
+
+
+CLOSINGS = ("ended", "reset by the server", "reset by the client", "reset by the client, past the grace period")
+
+
+@EXAMPLES
+@given(st.sampled_from(CLOSINGS), st.sampled_from([DATA, HEADERS]), st.integers(1, 3), st.data())
+def test_frames_on_a_closed_stream(closing: str, kind: int, streams: int, data: st.DataObject) -> None:
+    """DATA or HEADERS on a stream the client reset itself, within the grace period, are ignored; on a stream
+    that closed otherwise (or longer ago), a stream error STREAM_CLOSED (RFC 9113, 5.1, 6.1): RST_STREAM on it
+    alone. DATA counts in the connection's window either way (h2, the server, agrees on its size)."""
+    with mock.patch.object(h2_core, "RESET_GRACE_S", 0.0 if closing.endswith("grace period") else 60.0):
+        _frame_on_a_closed_stream(closing, kind, streams, data)
+
+
+def _frame_on_a_closed_stream(closing: str, kind: int, streams: int, data: st.DataObject) -> None:
+    pair = Pair()
+    pair.pump()
+    for _ in range(streams):
+        pair.request(100)
+    pair.pump()
+    target = pair.streams[data.draw(st.integers(0, streams - 1))]
+    sid = target.stream_id
+    pair.server.send_headers(sid, RESPONSE)
+    if closing == "ended":
+        pair.server.send_headers(sid, TRAILERS, end_stream=True)
+    elif closing == "reset by the server":
+        pair.server.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
+    pair.pump()
+    if closing.startswith("reset by the client"):
+        target.cancel()
+        pair.pump()
+    assert target.connection is None
+    pair.client.out.clear()
+    size = data.draw(st.integers(0, 16_384))
+    late = frame(DATA, 0, sid, bytes(size)) if kind == DATA else frame(HEADERS, END_HEADERS, sid, OK_BLOCK)
+    taken = pair.client.window.taken
+    pair.client.receive(late)
+    answer = _frames_of(b"".join(pair.client.out))
+    if closing == "reset by the client":
+        assert answer == []
+    else:
+        assert answer == [(RST_STREAM, 0, sid, STREAM_CLOSED.to_bytes(4, "big"))]
+    assert pair.client.window.taken == taken + (size if kind == DATA else 0)
+    assert pair.client.state == ConnectionState.OPEN
+    assert all(stream.connection is not None for stream in pair.streams if stream is not target)
+    assert target.outcomes == (0 if closing.startswith("reset by the client") else 1)  # told once, before
+    pair.client_writes()  # h2 takes the answer (a reset of a stream it closed)
+    assert not pair.terminated
 
 
 def test_data_beyond_a_window_the_client_gave() -> None:

@@ -4,14 +4,12 @@ transports: nothing hangs, and every failure is one line (the same line on both 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-import signal
 import socket
-import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 import loadgen
 from loadgen import plan
-from loadgen.settings import Settings
+from loadgen.settings import MAX_RESPONSE_BYTES, Settings
 from loadgen.transport import (
     Connection,
     ConnectionOptions,
@@ -32,8 +30,10 @@ from loadgen.transport import (
     Unreachable,
     connect,
 )
+from loadgen.transport.options import RESPONSE_MARGIN_BYTES, response_limit
 from tests.fake_h2 import HUGE_MESSAGE, fake_h2
 from tests.fake_http1 import HEADER, fake_http1
+from tests.helpers import interrupt_when
 
 TRANSPORTS = pytest.mark.parametrize("transport", ["raw", "library"])
 MODEL = ModelInfo(
@@ -210,27 +210,30 @@ def test_a_misbehaving_http1_server_over_the_library(fault: str) -> None:
 
 
 HTTP1_OVER_LIMIT = "RequestFailed: Triton at {url} sent a response over --max-response-bytes (1048576 bytes)"
+HTTP1_OVER = "RequestFailed: Triton at {url} sent a response header {} over {} bytes (loadgen's limit)"
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("fault", "expected"),
+    ("fault", "transport", "expected"),
     [
-        (
-            "endless_header",
-            "RequestFailed: Triton at {url} sent a response header block over 65536 bytes (loadgen's limit)",
-        ),
-        ("huge_body", HTTP1_OVER_LIMIT),
-        ("endless_chunked", HTTP1_OVER_LIMIT),
+        # the raw path bounds the whole head first (the endless line never ends), aiohttp each line
+        ("endless_header", "raw", HTTP1_OVER.format("block", 65536, url="{url}")),
+        ("endless_header", "library", HTTP1_OVER.format("line", 8192, url="{url}")),
+        ("long_header", "library", HTTP1_OVER.format("line", 8192, url="{url}")),
+        ("huge_body", "raw", HTTP1_OVER_LIMIT),
+        ("huge_body", "library", HTTP1_OVER_LIMIT),  # its Content-Length says so before a byte is read
+        ("endless_chunked", "raw", HTTP1_OVER_LIMIT),
+        ("endless_chunked", "library", HTTP1_OVER_LIMIT),
     ],
 )
 def test_an_http1_attack_fails_the_request_it_hits_alone(
-    fault: str, expected: str, caplog: pytest.LogCaptureFixture
+    fault: str, transport: str, expected: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     tracemalloc.start()
     try:
         with fake_http1(fault, every=2) as fake:
-            outcomes = _outcomes(_http(fake.url, "raw", max_response_bytes=1 << 20), 3)
+            outcomes = _outcomes(_http(fake.url, transport, max_response_bytes=1 << 20), 3)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -257,28 +260,26 @@ def test_a_run_counts_each_http1_request_once(fault: str) -> None:
     assert level.error_count == (0 if fault in ("continue", "duplicate") else 10), level.errors
 
 
-def _interrupt_amid_flood(command: list[str], url: str, flooded: Callable[[], int]) -> None:
-    """Run `command` against a fake that floods one endless response; 32 MiB along, SIGINT stops it (130, no
-    traceback)."""
-    command[command.index("URL")] = url
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        while flooded() < 32 << 20 and process.poll() is None:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=10)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr
+FLOODED = 32 << 20  # the bytes an attack sent before the signal
+LOADGEN = [sys.executable, "-m", "loadgen", "-m", "fake", "--input-data", "zero"]
+WHOLE = ["--max-response-bytes", str(MAX_RESPONSE_BYTES)]  # past the fake model's outputs: the body is read on
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_a_run_amid_an_endless_http1_response() -> None:
-    """As over gRPC: reading a 1 GB response never holds the event loop for long; the first SIGINT stops the run."""
-    command = [sys.executable, "-m", "loadgen", "-u", "URL", "-i", "http", "-m", "fake", "--input-data", "zero"]
-    with fake_http1("huge_body") as fake:
-        _interrupt_amid_flood(command, fake.url, lambda: fake.flooded)
+@pytest.mark.parametrize(
+    ("fault", "options"),
+    [
+        ("huge_body", ["--transport", "raw", *WHOLE]),
+        ("huge_body", ["--transport", "library", *WHOLE]),
+        ("endless_header", ["--transport", "raw"]),
+        ("endless_header", ["--transport", "library"]),
+    ],
+)
+def test_ctrl_c_stops_a_run_amid_an_http1_attack(fault: str, options: list[str]) -> None:
+    """As over gRPC: reading a 1 GB response or an endless header never holds the event loop for long; the first
+    SIGINT stops the run within 2 s (requests in flight get a shorter grace after Ctrl-C)."""
+    with fake_http1(fault) as fake:
+        interrupt_when([*LOADGEN, "-u", fake.url, "-i", "http", *options], lambda: fake.flooded >= FLOODED)
 
 
 # HTTP/2 (gRPC)
@@ -341,6 +342,20 @@ def test_a_tiny_flow_control_window(transport: str) -> None:
         largest = fake.largest_request
     assert outcomes == ["ok"] * 2
     assert largest > len(image)
+
+
+def test_frames_on_a_stream_the_answer_closed() -> None:
+    """DATA and HEADERS after a whole answer: each a stream error STREAM_CLOSED (RST_STREAM), the calls counted
+    as answered, the connection kept."""
+    with fake_h2("late_frames", every=2) as fake:
+        outcomes = _grpc_outcomes(_grpc(fake.url, "raw"), 5)  # the last call sends the resets before it
+        for _ in range(100):  # the fake's thread reads them soon after
+            if fake.stream_closed == 4:
+                break
+            time.sleep(0.02)
+        answered, connections = fake.stream_closed, fake.connections
+    assert outcomes == ["ok"] * 5
+    assert answered == 4 and connections == 1  # two late frames on each of calls 2 and 4
 
 
 def test_max_concurrent_streams_is_respected_by_opening_more_connections() -> None:
@@ -461,10 +476,12 @@ def test_a_stream_that_cannot_connect_fails_its_reader_too() -> None:
 
 ATTACK_MEMORY = 32 << 20
 CONTROL_FLOOD = (
-    "HTTP/2 ENHANCE_YOUR_CALM with the server: over 1000 PING and SETTINGS frames to answer while it reads nothing "
+    "HTTP/2 ENHANCE_YOUR_CALM with the server: over 1000 PING, SETTINGS and closed streams' frames to answer while "
+    "it reads nothing "
     "(loadgen's limit on queued control frames)"
 )
 OVER_LIMIT = "RESOURCE_EXHAUSTED: a response message over --max-response-bytes (1048576 bytes)"
+LIMIT_FLAG = "--max-response-bytes ({limit} bytes)"
 
 
 @pytest.mark.timeout(120)
@@ -502,6 +519,56 @@ def test_an_attack_fails_the_request_it_hits_alone(
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+FAKE_LIMIT = 4 + RESPONSE_MARGIN_BYTES  # the fakes' model: one UINT8 output of shape [4], unbatched
+
+
+@pytest.mark.parametrize(
+    ("outputs", "max_batch_size", "options", "expected"),
+    [
+        ((TensorSpec("OUT", "FP32", (-1, 16)), TensorSpec("N", "INT64", (-1, 1))), 8, {"batch_size": 4}, 4 * 72),
+        ((TensorSpec("OUT", "FP32", (16,)),), 0, {"protocol": "http", "output_tensor_format": "json"}, 16 * 32),
+        ((TensorSpec("OUT", "FP32", (16,)),), 0, {"max_response_bytes": 100}, 100 - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "FP32", (-1,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "BYTES", (1,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+        ((TensorSpec("OUT", "UINT8", (1 << 31,)),), 0, {}, MAX_RESPONSE_BYTES - RESPONSE_MARGIN_BYTES),
+    ],
+    ids=["batched", "json", "flag", "dynamic", "bytes", "capped"],
+)
+def test_the_largest_response_follows_the_models_outputs(
+    outputs: tuple[TensorSpec, ...], max_batch_size: int, options: dict[str, Any], expected: int
+) -> None:
+    """Fixed outputs: their size for one request (a batch of them) and a margin; else gRPC's limit; the flag wins."""
+    info = dataclasses.replace(MODEL, outputs=outputs, max_batch_size=max_batch_size)
+    assert response_limit(info, Settings(**options)) == expected + RESPONSE_MARGIN_BYTES
+
+
+@pytest.mark.parametrize(
+    ("protocol", "transport", "fault", "expected"),
+    [
+        ("grpc", "raw", "large_response", f"RESOURCE_EXHAUSTED: a response message over {LIMIT_FLAG}"),
+        ("http", "raw", "huge_body", f"Triton at {{url}} sent a response over {LIMIT_FLAG}"),
+        ("http", "library", "huge_body", f"Triton at {{url}} sent a response over {LIMIT_FLAG}"),
+    ],
+)
+def test_a_run_bounds_responses_by_the_models_outputs(protocol: str, transport: str, fault: str, expected: str) -> None:
+    """No --max-response-bytes: a model whose outputs are fixed answers no more than they take (and the margin);
+    a 4 MiB or 1 GB response fails naming the limit, whatever the transport holds by default."""
+    fake_server = fake_h2 if protocol == "grpc" else fake_http1
+    with fake_server(fault, every=2) as fake:
+        result = loadgen.profile_sync(
+            fake.url,
+            "fake",
+            protocol=protocol,
+            transport=transport,
+            input_data="zero",
+            request_count=6,
+            max_error_rate=1,
+        )
+    level = result.levels[0]
+    assert level.errors == {expected.format(url=fake.url, limit=FAKE_LIMIT): 3}
+    assert level.request_count == 3
+
+
 def test_a_run_counts_an_attack_with_the_limit_it_passed() -> None:
     with fake_h2("endless_response", every=4) as fake:
         result = loadgen.profile_sync(
@@ -519,21 +586,9 @@ def test_a_run_counts_an_attack_with_the_limit_it_passed() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_a_run_amid_an_endless_response() -> None:
-    """Reading a response never holds the event loop for long: the first SIGINT stops the run (measured: about 2 s
-    from the signal to the process's exit on a busy 2-core machine; 10 here, for slower ones)."""
-    command = [
-        sys.executable,
-        "-m",
-        "loadgen",
-        "-u",
-        "URL",
-        "-m",
-        "fake",
-        "--input-data",
-        "zero",
-        "--request-count",
-        "1",
-    ]
-    with fake_h2("endless_response") as fake:
-        _interrupt_amid_flood(command, fake.url, lambda: fake.flooded)
+@pytest.mark.parametrize(("fault", "options"), [("endless_response", WHOLE), ("ping_flood", [])])
+def test_ctrl_c_stops_a_run_amid_an_http2_attack(fault: str, options: list[str]) -> None:
+    """Reading a response or answering a flood never holds the event loop for long: the first SIGINT stops the run
+    within 2 s."""
+    with fake_h2(fault) as fake:
+        interrupt_when([*LOADGEN, "-u", fake.url, *options], lambda: fake.flooded >= FLOODED)

@@ -13,10 +13,18 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 from loadgen.errors import OptionError, ServerError
 from loadgen.transport.errors import RequestFailed
+from loadgen.values import MAX_RESPONSE_BYTES
 
 CONTROL_TIMEOUT_S = 10.0
 LOAD_TIMEOUT_S = 300.0
 PROBE_MODEL = "loadgen-model-control-probe"  # a name no repository has: unloading it changes nothing
+# bytes per element of each datatype of a fixed size (BYTES elements are length-prefixed: their size is free)
+ITEM_BYTES = {
+    **dict.fromkeys(("BOOL", "INT8", "UINT8"), 1),
+    **dict.fromkeys(("INT16", "UINT16", "FP16", "BF16"), 2),
+    **dict.fromkeys(("INT32", "UINT32", "FP32"), 4),
+    **dict.fromkeys(("INT64", "UINT64", "FP64"), 8),
+}
 
 Payload: TypeAlias = Any
 """One pre-serialised request; only the connection that encoded it looks inside (bytes over gRPC)."""
@@ -193,6 +201,12 @@ class Connection(ABC):
     errors: tuple[type[Exception], ...] = (RequestFailed,)
     """What `infer` and streams raise when a request fails: the library's own errors, mapped by `failure` only on
     the failure path, so that the success path stays a plain call."""
+    max_response_bytes: int = MAX_RESPONSE_BYTES
+    """A larger inference response fails before it is all read (grpcio's transport keeps its own limit)."""
+
+    def limit_responses(self, max_bytes: int) -> None:
+        """Fail inference responses over `max_bytes` from now on (a model's limit, once its metadata is known)."""
+        self.max_response_bytes = max_bytes
 
     def failure(self, error: Exception) -> RequestFailed:
         """A failed request's error as loadgen's own kind (see `transport.errors`)."""

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import enum
 import struct
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol
 
@@ -83,6 +84,9 @@ BIG_READ = 64 << 10  # a read this large completes the frame an earlier one bega
 MAX_QUEUED_WRITES = 256  # frames queued before the I/O layer is asked to write them at once (a flood of PINGs)
 MAX_QUEUED_CONTROL = 1000  # PING and SETTINGS answered while the server reads nothing, before GOAWAY
 MAX_DEBUG = 256  # bytes of a message in a GOAWAY's debug data
+RESET_GRACE_S = 1.0  # DATA and HEADERS on a stream the client reset are ignored this long (the server sent them before
+# it learnt of the reset); later, or on a stream that closed otherwise, they are answered with STREAM_CLOSED
+MAX_RESETS_KEPT = 4096  # streams the client reset within the grace period, remembered (the oldest forgotten first)
 LOCAL_SETTINGS = (
     (SETTINGS_HEADER_TABLE_SIZE, 0),
     (SETTINGS_ENABLE_PUSH, 0),
@@ -325,6 +329,7 @@ class ClientConnection:
         self.state = ConnectionState.AWAITING_SETTINGS
         self.out: list[bytes | memoryview] = []
         self.streams: dict[int, Stream] = {}
+        self.resets: dict[int, float] = {}  # streams the client reset, oldest first, and when (time.monotonic)
         self.next_id = 1
         self.last_id = 0  # the last stream the client opened
         self.settings = PeerSettings()
@@ -423,14 +428,14 @@ class ClientConnection:
             self._flush()
 
     def _answer(self, answer: bytes) -> None:
-        """Answer a PING or SETTINGS; while the server reads nothing, only so many (CVE-2019-9512's flood)."""
+        """Answer a PING, SETTINGS or a frame on a closed stream; while the server reads nothing, only so many (CVE-2019-9512's flood)."""
         if self.paused:
             self.unanswered += 1
             if self.unanswered > MAX_QUEUED_CONTROL:
                 raise ConnectionFault(
                     ENHANCE_YOUR_CALM,
-                    f"over {MAX_QUEUED_CONTROL} PING and SETTINGS frames to answer while it reads nothing "
-                    "(loadgen's limit on queued control frames)",
+                    f"over {MAX_QUEUED_CONTROL} PING, SETTINGS and closed streams' frames to answer while it reads "
+                    "nothing (loadgen's limit on queued control frames)",
                 )
         self._write(answer)
 
@@ -563,10 +568,20 @@ class ClientConnection:
             self._close(stream)
 
     def reset(self, stream: Stream, code: int) -> None:
-        """Reset an active stream (RST_STREAM `code`) and forget it."""
-        if self.streams.get(stream.stream_id) is stream:
-            self._write(rst_stream(stream.stream_id, code))
+        """Reset an active stream (RST_STREAM `code`) and forget it; what the server sends on it before it learns of
+        the reset is ignored for RESET_GRACE_S."""
+        stream_id = stream.stream_id
+        if self.streams.get(stream_id) is stream:
+            self._write(rst_stream(stream_id, code))
             self._close(stream)
+            now = time.monotonic()
+            resets = self.resets
+            resets[stream_id] = now
+            while resets:  # forget the resets past their grace period (and the oldest past the bound)
+                oldest = next(iter(resets))
+                if now - resets[oldest] < RESET_GRACE_S and len(resets) <= MAX_RESETS_KEPT:
+                    break
+                del resets[oldest]
 
     def _close(self, stream: Stream) -> None:
         """The stream is over: forget it; a draining connection with none left closes."""
@@ -644,7 +659,7 @@ class ClientConnection:
             raise ConnectionFault(PROTOCOL_ERROR, f"a first frame of type {kind}, not SETTINGS")
 
     def _stream(self, stream_id: int, kind: int) -> Stream | None:
-        """The active stream a frame is for; None for one already closed (its frame is dropped). A frame for a
+        """The active stream a frame is for; None for one already closed (see `_on_closed_stream`). A frame for a
         stream the client never opened ends the connection (RFC 9113, 5.1)."""
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -654,6 +669,13 @@ class ClientConnection:
         if stream_id % 2 == 0 or stream_id > self.last_id:
             raise ConnectionFault(PROTOCOL_ERROR, f"a frame of type {kind} on stream {stream_id}, never opened")
         return None
+
+    def _on_closed_stream(self, stream_id: int) -> None:
+        """DATA or HEADERS on a closed stream (DATA counted in the connection's window already): ignored within
+        RESET_GRACE_S of the client's own reset, else a stream error STREAM_CLOSED (RFC 9113, 5.1 and 6.1)."""
+        reset_at = self.resets.get(stream_id)
+        if reset_at is None or time.monotonic() - reset_at >= RESET_GRACE_S:
+            self._answer(rst_stream(stream_id, STREAM_CLOSED))
 
     def _violation(self, stream: Stream, code: int, message: str, kind: str = "violation") -> None:
         """The server broke the protocol on one stream: reset it (RST_STREAM `code`) and tell it why."""
@@ -671,7 +693,7 @@ class ClientConnection:
         if flags & PADDED:
             payload = unpad(payload)
         if stream is None:
-            return  # a stream already over (cancelled, reset, timed out): counted, dropped
+            return self._on_closed_stream(stream_id)
         increment = stream.take(size)
         if increment is None:
             return self._violation(stream, FLOW_CONTROL_ERROR, f"{size} bytes of DATA beyond the stream's window")
@@ -706,8 +728,10 @@ class ClientConnection:
             return None
         stream = self.streams.get(stream_id) or self._stream(stream_id, HEADERS)
         headers = self.blocks.get(payload) or self._decode(payload, stream_id)  # a stream over too: HPACK follows
-        if headers is None or stream is None:
+        if headers is None:
             return None
+        if stream is None:
+            return self._on_closed_stream(stream_id)
         end_stream = bool(flags & END_STREAM)
         if stream.state >= HALF_CLOSED_REMOTE:
             return self._violation(stream, STREAM_CLOSED, "HEADERS after the server ended the stream")
@@ -787,10 +811,9 @@ class ClientConnection:
 
     def _ended(self, stream: Stream, trailers: HeaderList | None) -> None:
         """The server sent END_STREAM. A client still sending stops: RST_STREAM NO_ERROR (RFC 9113, 8.1)."""
-        if stream.state == OPEN:
-            self.reset(stream, NO_ERROR)
-        else:
-            self._close(stream)
+        if stream.state == OPEN:  # no grace: the server sends nothing after its END_STREAM
+            self._write(rst_stream(stream.stream_id, NO_ERROR))
+        self._close(stream)
         try:
             stream.on_end(trailers)
         except Exception as error:

@@ -70,9 +70,14 @@ class ConnectionClosed(ConnectionError):
     """The connection closed before the response was complete (never sent again: the server may have run it)."""
 
 
-def _over(what: str, limit: int) -> MalformedResponse:
+def over(what: str, limit: int) -> MalformedResponse:
     """A response past one of loadgen's limits, named."""
     return MalformedResponse(f"a response {what} over {limit} bytes (loadgen's limit)")
+
+
+def too_large(limit: int) -> MalformedResponse:
+    """A response whose body is past --max-response-bytes."""
+    return MalformedResponse(f"a response over --max-response-bytes ({limit} bytes)")
 
 
 class Http1Connection(asyncio.Protocol):
@@ -151,9 +156,9 @@ class Http1Connection(asyncio.Protocol):
     def _check_framing(self) -> None:
         """Bound what is not body: the head (so far), or a chunked body's framing and trailers."""
         if self.state == HEAD and self.wire > MAX_HEAD_BYTES:
-            raise _over("header block", MAX_HEAD_BYTES)
+            raise over("header block", MAX_HEAD_BYTES)
         if self.state == BODY and self.wire - self.received > 2 * MAX_HEAD_BYTES + self.received // 2:
-            raise _over("framing (chunk sizes and trailers)", 2 * MAX_HEAD_BYTES)
+            raise over("framing (chunk sizes and trailers)", 2 * MAX_HEAD_BYTES)
 
     def on_message_begin(self) -> None:
         if self.state != HEAD:  # a second response in the bytes of the first: out of step
@@ -161,7 +166,7 @@ class Http1Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > MAX_HEADER_LINE_BYTES:
-            raise _over("header line", MAX_HEADER_LINE_BYTES)
+            raise over("header line", MAX_HEADER_LINE_BYTES)
         size = len(name)
         if size == len(HEADER_LENGTH) and name.lower() == HEADER_LENGTH:
             self.header_length = _digits(value, "Inference-Header-Content-Length")
@@ -179,14 +184,14 @@ class Http1Connection(asyncio.Protocol):
         if status >= 200:
             self.state = BODY
             if self.content_length is not None and self.content_length > self.max_response_bytes:
-                raise self._too_large()
+                raise too_large(self.max_response_bytes)
             if self.sink is not None:
                 self.streaming = self.sink.begin(status, self.content_type)
 
     def on_body(self, body: bytes) -> None:
         self.received += len(body)
         if self.received > self.max_response_bytes:
-            raise self._too_large()
+            raise too_large(self.max_response_bytes)
         if self.streaming:
             cast(BodySink, self.sink).piece(body, self.read_ns)
             return
@@ -197,9 +202,6 @@ class Http1Connection(asyncio.Protocol):
             if isinstance(held, bytes):
                 held = self.body = bytearray(held)
             held += body
-
-    def _too_large(self) -> MalformedResponse:
-        return MalformedResponse(f"a response over --max-response-bytes ({self.max_response_bytes} bytes)")
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()

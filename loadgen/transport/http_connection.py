@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 import numpy as np
+from aiohttp.http_exceptions import LineTooLong
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
 from tritonclient.http.aio import InferenceServerClient, InferInput, InferRequestedOutput
@@ -27,6 +28,7 @@ from tritonclient.utils import (
 from loadgen.errors import ServerError
 from loadgen.transport.common import (
     CONTROL_TIMEOUT_S,
+    ITEM_BYTES,
     LOAD_TIMEOUT_S,
     ClientTimes,
     Connection,
@@ -50,19 +52,13 @@ from loadgen.transport.errors import (
     permission_denied,
     timed_out,
 )
+from loadgen.transport.http1 import MAX_HEADER_LINE_BYTES, over, too_large
 from loadgen.transport.options import ConnectionOptions
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request headers start with the parameters, so that a sequence's parameters can be put in front of the others.
 _PARAMETERS = b'{"parameters":{'
 T = TypeVar("T")
-# bytes per element of each datatype of a fixed size (BYTES elements are length-prefixed: their size is free)
-ITEM_BYTES = {
-    **dict.fromkeys(("BOOL", "INT8", "UINT8"), 1),
-    **dict.fromkeys(("INT16", "UINT16", "FP16", "BF16"), 2),
-    **dict.fromkeys(("INT32", "UINT32", "FP32"), 4),
-    **dict.fromkeys(("INT64", "UINT64", "FP64"), 8),
-}
 WELL_FORMED_KEPT = 64  # JSON headers known well-formed, by their bytes (with the binary size after them)
 WELL_FORMED_BYTES = 4096  # of at most this size
 _WELL_FORMED: dict[bytes, int] = {}
@@ -187,6 +183,7 @@ class HttpConnection(Connection):
         self._headers = dict(options.headers) or None
         self.request_timeout_s = options.request_timeout_s or options.stall_timeout_s
         self.times = ClientTimes()
+        self.max_response_bytes = options.max_response_bytes
         self.tls = options.https.context() if options.https is not None else None
         self._client = InferenceServerClient(
             options.url, conn_timeout=LOAD_TIMEOUT_S, ssl=self.tls is not None, ssl_context=self.tls
@@ -199,6 +196,9 @@ class HttpConnection(Connection):
             connector=aiohttp.TCPConnector(limit=0, ssl=self.tls if self.tls is not None else True),
             timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
             auto_decompress=False,
+            # the raw path's limit on a header line (status line, each header); aiohttp's own on their number
+            max_line_size=MAX_HEADER_LINE_BYTES,
+            max_field_size=MAX_HEADER_LINE_BYTES,
         )
         self.infer = self._infer
 
@@ -212,7 +212,13 @@ class HttpConnection(Connection):
             data = body if len(body) < LARGE_BODY_BYTES else io.BytesIO(body)
             async with self._session.post(request.path, data=data, headers=request.headers) as response:
                 start = time.perf_counter_ns()  # aiohttp sends out of sight: what is seen is reading the body
-                body = await response.read()
+                declared = response.content_length
+                if declared is not None and declared > self.max_response_bytes:
+                    raise RequestFailed(f"Triton at {self.url} sent {too_large(self.max_response_bytes)}")
+                if declared is None:  # chunked, or until the connection closes: read up to the limit
+                    body = await self._bounded(response.content)
+                else:  # the parser stops at Content-Length
+                    body = await response.read()
                 times = self.times
                 times.recv_ns += time.perf_counter_ns() - start
                 times.calls += 1
@@ -226,7 +232,21 @@ class HttpConnection(Connection):
             assert self.request_timeout_s is not None
             raise timed_out(self.request_timeout_s) from None
         except aiohttp.ClientError as error:  # a response aiohttp could not parse (ClientResponseError and the rest)
+            if _caused_by(error, LineTooLong):
+                raise RequestFailed(f"Triton at {self.url} sent {over('header line', MAX_HEADER_LINE_BYTES)}") from None
             raise RequestFailed(f"malformed response from Triton at {self.url}: {one_line(str(error))}") from None
+
+    async def _bounded(self, content: aiohttp.StreamReader) -> bytes:
+        """A body of no stated length, read as it comes; past --max-response-bytes the request fails (the
+        connection, left unread, is closed)."""
+        chunks = []
+        received = 0
+        while chunk := await content.readany():
+            received += len(chunk)
+            if received > self.max_response_bytes:
+                raise RequestFailed(f"Triton at {self.url} sent {too_large(self.max_response_bytes)}")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
@@ -405,6 +425,14 @@ def _described(status: int, message: str, url: str) -> str:
     if status in (401, 403):
         return permission_denied(url, message)
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `kind` is among the causes of `error` (aiohttp wraps its parser's errors twice)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
 
 
 def _specs(tensors: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:

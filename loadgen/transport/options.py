@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -11,8 +13,14 @@ from typing import Literal
 from loadgen.errors import OptionError
 from loadgen.plan import stall_timeout_s
 from loadgen.settings import MAX_RESPONSE_BYTES, Settings, flag, split_url
+from loadgen.transport.common import ITEM_BYTES, ModelInfo
 
 Protocol = Literal["grpc", "http"]
+# what a response carries besides its outputs' data: its id, the model's name and version, each output's name,
+# datatype, shape and parameters (over HTTP, the JSON header before the binary tensors); HTTP headers are bounded
+# apart from the body
+RESPONSE_MARGIN_BYTES = 64 << 10
+JSON_ELEMENT_BYTES = 32  # an element of a JSON output at most ("-1.7976931348623157e+308" and a separator)
 Transport = Literal["raw", "library"]
 
 
@@ -62,7 +70,7 @@ class ConnectionOptions:
     openai: bool = False  # the server is an OpenAI-compatible one, not Triton
     stall_timeout_s: float | None = None  # without it: a request unanswered this long fails (checked coarsely)
     compression: str = "none"  # gRPC: how requests are compressed (none, gzip or deflate)
-    max_response_bytes: int = MAX_RESPONSE_BYTES  # raw gRPC: a larger response message fails
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # a larger response fails (see `for_model`; grpcio: its own)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionOptions:
@@ -77,10 +85,32 @@ class ConnectionOptions:
             request_timeout_s=settings.request_timeout / 1000 if settings.request_timeout else None,
             stall_timeout_s=None if settings.request_timeout else stall_timeout_s(settings.measurement_interval),
             compression=settings.grpc_compression_algorithm,
-            max_response_bytes=settings.max_response_bytes,
+            max_response_bytes=settings.max_response_bytes or MAX_RESPONSE_BYTES,
             api_key=settings.api_key,
             openai=settings.openai,
         )
+
+    def for_model(self, info: ModelInfo, settings: Settings) -> ConnectionOptions:
+        """The options for a load on one model: its largest response from `response_limit`."""
+        return dataclasses.replace(self, max_response_bytes=response_limit(info, settings))
+
+
+def response_limit(info: ModelInfo, settings: Settings) -> int:
+    """The largest inference response to read: --max-response-bytes if given; else, when every output of the
+    model has a fixed shape and datatype (no BYTES, no -1 dimension), their size for one request (times the batch
+    size) and RESPONSE_MARGIN_BYTES for the rest of the message; else gRPC's limit on a message."""
+    if settings.max_response_bytes is not None:
+        return settings.max_response_bytes
+    json_outputs = settings.protocol == "http" and settings.output_tensor_format == "json"
+    batched = info.max_batch_size > 0
+    data = 0
+    for output in info.outputs:
+        shape = output.shape[1:] if batched else output.shape
+        item = ITEM_BYTES.get(output.datatype)
+        if item is None or any(size < 0 for size in shape):
+            return MAX_RESPONSE_BYTES
+        data += math.prod(shape) * (JSON_ELEMENT_BYTES if json_outputs else item)
+    return min(MAX_RESPONSE_BYTES, data * (settings.batch_size if batched else 1) + RESPONSE_MARGIN_BYTES)
 
 
 def load_identity(context: ssl.SSLContext, certificate_chain: bytes, private_key: bytes) -> None:

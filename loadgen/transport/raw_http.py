@@ -86,6 +86,12 @@ class RawHttpConnection(HttpConnection):
             raise _failure(status, body, self.url)
         return checked(body, header_length, self.url)
 
+    def limit_responses(self, max_bytes: int) -> None:
+        super().limit_responses(max_bytes)
+        self._pool.max_response_bytes = max_bytes
+        for connection in self._pool.connections:
+            connection.max_response_bytes = max_bytes
+
     async def close(self) -> None:
         self._pool.close()
         await super().close()
