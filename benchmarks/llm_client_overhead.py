@@ -43,6 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import psutil
 from common import BENCHMARKS, PerfAnalyzerError, aiperf_path
