@@ -55,6 +55,7 @@ HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to r
 HANDOFF_MAX_NS = 500_000
 COUNT_WINDOW_MIN_S = 1.0
 LATE_NS = LATE_US * 1000
+HELD_NS = 20_000_000  # a loop that ran this long of other work before a late send was busy, however loaded the machine
 
 
 def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:
@@ -454,13 +455,13 @@ class OpenLoop:
         self._stall = None
 
     def _late_cause(self, due: int) -> str:
-        """Why a request that did not wait for the in-flight limit leaves over 1 ms late. Since the sender last gave
-        the loop away, the loop's thread ran other work for over 1 ms of CPU, or for half the lateness or more: the
-        loop was busy (`LOOP_BUSY`); else it mostly did not run (`DESCHEDULED`: the machine's cores were taken, or
-        another thread of the process held the interpreter)."""
+        """Why a request that did not wait for the in-flight limit leaves over 1 ms late: since the sender last gave
+        the loop away, the loop's thread ran other work for at least half the lateness, or for HELD_NS whatever the
+        machine did meanwhile (`LOOP_BUSY`); else it mostly did not run (`DESCHEDULED`: the machine's cores were
+        taken, or another thread of the process held the interpreter)."""
         late = time.perf_counter_ns() - max(due, self._yield_ns)
         ran = time.thread_time_ns() - self._yield_cpu_ns
-        return LOOP_BUSY if ran >= min(late // 2, LATE_NS) else DESCHEDULED
+        return LOOP_BUSY if 2 * ran >= late or ran >= HELD_NS else DESCHEDULED
 
     def _end_sequences(self) -> None:
         """The schedule is spent (a request count): end each sequence left open once its last request returned, so
