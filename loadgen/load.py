@@ -331,7 +331,8 @@ class OpenLoop:
     the previous request of its sequence has returned, so that a sequence's requests reach the server in order
     (over HTTP, a request overtaken on another connection would reach the model before its sequence's start);
     the wait counts as send lag and as a wait for the server (an in-flight-limit hit), and the other sequences keep
-    their schedule.
+    their schedule. A request that leaves over 1 ms late is counted under its cause: the in-flight limit (or its
+    sequence), else the loop busy with other work or its thread descheduled (`_late_cause`).
 
     The event loop's timers have millisecond resolution, so the sender sleeps on them only until ~1 ms before a
     send, then sleeps the rest in a timer thread (the loop keeps serving responses) and yields the last
