@@ -3,11 +3,13 @@
 1. Closed loop, identity model, concurrency 16, over gRPC and over HTTP: throughput ratio loadgen/perf_analyzer
    (target >= 1.2) and client CPU per request (target <= 0.6x perf_analyzer's); beside them, the client's share of
    the box's CPU at saturation and the requests one client core sends per second (1e6 / CPU us per request).
-2. Open loop: the highest request rate each sustains with under 1 % of requests more than 1 ms late (target 1.5x).
+2. Open loop: the highest request rate each sustains with under 1 % of requests more than 1 ms late (target 1.5x);
+   the same with the server's processes held to one core (`taskset`), the clients free to use both.
 3. The example ensemble at concurrency 1: client CPU per request <= perf_analyzer's, p50 and p99 within 5 %.
 4. Memory: loadgen's peak RSS at concurrency 1,024 with the sample JPEG, under 200 MB.
 
     python benchmarks/perf_targets.py [--pairs 3] [--interval-ms 3000] [--transports raw,library] [--targets 1,2,3,4]
+    python benchmarks/perf_targets.py --targets 2,3 --transports raw   # issue 28's: open loop, ensemble CPU
 
 Client CPU is the whole client process's user+system time over the requests the server counted during that run
 (so both include their start-up); the steady figure is the same ratio while requests flowed (the client's CPU and the
@@ -37,6 +39,8 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 from common import SAMPLE_JPEG, example_server, perf_analyzer_path, write_input_data
 
+from loadgen.results import LateCause, LateSends
+
 IDENTITY = "identity_uint8"
 ENSEMBLE = "ensemble_python_resnet50"
 SAMPLE_S = 0.25  # how often a run's client CPU and the server's count are sampled
@@ -57,6 +61,7 @@ class Run:
     peak_rss_mb: float
     box_share: float = float("nan")  # the client's CPU over the whole box's busy CPU during the run
     steady_cpu_us_per_request: float = float("nan")  # while requests flowed, start-up left out
+    late: str = ""  # loadgen: the requests over 1 ms late by cause (`LateSends.describe`)
 
     @property
     def requests_per_core(self) -> float:
@@ -217,6 +222,7 @@ def loadgen(
             _counter(url, model, protocol),
         )
         level = json.loads(report.read_text())["levels"][-1]
+    late = level.get("late_sends")
     return Run(
         throughput=level["throughput"],
         p50_us=level["latency_us"]["p50"],
@@ -226,6 +232,7 @@ def loadgen(
         peak_rss_mb=cost.peak_rss_mb,
         box_share=cost.box_share,
         steady_cpu_us_per_request=cost.steady_cpu_us_per_request,
+        late=LateSends(**{cause: LateCause(**figures) for cause, figures in late.items()}).describe() if late else "",
     )
 
 
@@ -251,14 +258,39 @@ def alternate(pairs: int, measure: Callable[[Client], Run], players: dict[str, C
 
 
 def highest_rate(client: Client, url: str, interval_ms: int, image: list[str]) -> float:
-    """The highest rate of the ladder sent with under 1 % of requests delayed by more than 1 ms."""
+    """The highest rate of the ladder sent with under 1 % of requests delayed by more than 1 ms; the rate that
+    ended the ladder is printed with its share late (and loadgen's causes)."""
     best = 0.0
     for rate in RATES:
         run = client(url, IDENTITY, ["--request-rate-range", str(rate)], interval_ms, ["-r", "6", *image])
         if run.delayed_share >= DELAYED_LIMIT:
+            print(f"    at {rate}/s: {run.delayed_share:.1%} late {run.late}", flush=True)
             break
         best = float(rate)
     return best
+
+
+def open_loop_ladders(players: dict[str, Client], url: str, pairs: int) -> dict[str, float]:
+    """Each client's highest on-time rate, A B A B; the median of the pairs."""
+    rates: dict[str, list[float]] = {name: [] for name in players}
+    for _ in range(pairs):
+        for name, client in players.items():
+            rates[name].append(highest_rate(client, url, 2000, []))
+            print(f"  {name}: highest rate with <1% late {rates[name][-1]:g}/s", flush=True)
+    return {name: statistics.median(found) for name, found in rates.items()}
+
+
+def hold_to_cores(group: int, cores: str) -> None:
+    """Pin every thread of every process in a process group (the server and its model stubs) to `cores`."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:  # state, ppid, pgrp
+                continue
+        except (OSError, IndexError):
+            continue
+        subprocess.run(["taskset", "-a", "-p", "-c", cores, entry.name], check=False, stdout=subprocess.DEVNULL)
 
 
 def median_of(runs: list[Run], field: str) -> float:
@@ -314,22 +346,18 @@ def main() -> None:
         url = server.grpc_url
         image = ["--input-data", str(SAMPLE_JPEG)]
         if "2" in targets:
-            rates: dict[str, list[float]] = {name: [] for name in players}
-            for _ in range(args.pairs):  # A B A B, as for the other targets
-                for name, client in players.items():
-                    rates[name].append(highest_rate(client, url, 2000, []))
-                    print(f"  {name}: highest rate with <1% late {rates[name][-1]:g}/s", flush=True)
-            pa_rate = statistics.median(rates[PERF_ANALYZER])
-            for name in players:
-                if name != PERF_ANALYZER:
-                    lg_rate = statistics.median(rates[name])
-                    row(
-                        "2. highest rate with <1% late",
-                        name,
-                        pa_rate,
-                        lg_rate,
-                        pa_rate > 0 and lg_rate >= 1.5 * pa_rate,
-                    )
+            group = server.process_group
+            assert group is not None
+            everywhere = f"0-{(os.cpu_count() or 1) - 1}"
+            for cores, what in ((everywhere, ""), ("0", ", server on 1 core")):
+                hold_to_cores(group, cores)
+                found = open_loop_ladders(players, url, args.pairs)
+                for name in players:
+                    if name != PERF_ANALYZER:
+                        pa_rate, lg_rate = found[PERF_ANALYZER], found[name]
+                        met = None if what else pa_rate > 0 and lg_rate >= 1.5 * pa_rate
+                        row(f"2. highest rate with <1% late{what}", name, pa_rate, lg_rate, met)
+            hold_to_cores(group, everywhere)
 
         if "3" in targets:
             with tempfile.TemporaryDirectory() as folder:

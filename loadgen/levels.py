@@ -12,6 +12,7 @@ from dataclasses import replace
 from loadgen.analysis import Observation, Reference, diagnose, verdict
 from loadgen.confidence import level_confidence
 from loadgen.measurement import (
+    LATE_CAUSES,
     STABILITY_WINDOWS,
     LatencyStats,
     Window,
@@ -23,7 +24,7 @@ from loadgen.measurement import (
 )
 from loadgen.mix_analysis import diagnose_mix
 from loadgen.plan import LevelRule, Load
-from loadgen.results import LevelResult, SendLag
+from loadgen.results import LateCause, LateSends, LevelResult, SendLag
 from loadgen.server import metrics as server_metrics
 from loadgen.server.metrics import ServerMetrics
 from loadgen.server.sharing import Sharing, combined, server_requests, window_sharing
@@ -220,6 +221,12 @@ def _figures(
             "send_lag_us": SendLag(lag.p50, lag.p99, lag.max),
             "delayed_share": delayed_share,
             "in_flight_limit_hits": merged.limit_hits,
+            "late_sends": LateSends(
+                *(
+                    LateCause(getattr(merged, f"late_{cause}"), getattr(merged, f"late_{cause}_max_us"))
+                    for cause in LATE_CAUSES
+                )
+            ),
             "saturated": _saturated(server_behind, behind, busy),
         }
     if merged.first_response is not None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from loadgen import schedule
 from loadgen.errors import OptionError
 from loadgen.inputs import Requests
-from loadgen.measurement import Recorder, Unfinished, Window
+from loadgen.measurement import DESCHEDULED, IN_FLIGHT_LIMIT, LATE_US, LOOP_BUSY, Recorder, Unfinished, Window
 from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.prompts import Session, SessionPlan, load_tokenizer
 from loadgen.records import TOKEN_SAMPLE, RequestLog
@@ -55,6 +55,8 @@ TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epo
 HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
 HANDOFF_MAX_NS = 500_000
 COUNT_WINDOW_MIN_S = 1.0
+LATE_NS = LATE_US * 1000
+HELD_NS = 20_000_000  # a loop that ran this long of other work before a late send was busy, however loaded the machine
 
 
 def schedule_for(load: Load, run: RunPlan) -> Iterator[int]:
@@ -377,7 +379,8 @@ class OpenLoop:
     the previous request of its sequence has returned, so that a sequence's requests reach the server in order
     (over HTTP, a request overtaken on another connection would reach the model before its sequence's start);
     the wait counts as send lag and as a wait for the server (an in-flight-limit hit), and the other sequences keep
-    their schedule.
+    their schedule. A request that leaves over 1 ms late is counted under its cause: the in-flight limit (or its
+    sequence), else the loop busy with other work or its thread descheduled (`_late_cause`).
 
     The event loop's timers have millisecond resolution, so the sender sleeps on them only until ~1 ms before a
     send, then sleeps the rest in a timer thread (the loop keeps serving responses) and yields the last
@@ -414,6 +417,9 @@ class OpenLoop:
         self._slots = lanes
         self._lanes: list[asyncio.Task[None] | None] = [None] * len(lanes)  # each sequence slot's request in flight
         self._lane_of = itertools.cycle(range(len(lanes))) if lanes else None
+        self._yield_ns = 0  # when the sender last gave the loop away (`_yielded`), and the loop thread's CPU then
+        self._yield_cpu_ns = 0
+        self._stall: str | None = None  # the cause of the sender's current stall, once it was named
 
     def start(self, offsets: Iterator[int], start_ns: int) -> None:
         """Follow a new schedule (offsets in ns from `start_ns`, a perf_counter_ns instant); requests in flight carry on."""
@@ -447,41 +453,64 @@ class OpenLoop:
         tasks = self._tasks
         discard = tasks.discard
         begin = self._recorder.start
+        yielded = self._yielded
         for offset in offsets:
             due = start + offset
             wait = due - clock()
             if wait > TIMER_SLACK_NS:  # the loop's timers fire up to ~1 ms late: wake early...
+                yielded()
                 await asyncio.sleep((wait - TIMER_SLACK_NS) / 1e9)
                 wait = due - clock()
             if wait > 0:  # ...sleep the rest precisely in a thread while the loop serves responses...
                 wake = due - self._handoff_ns
                 rest = wake - clock()
                 if rest > 0:
+                    yielded()
                     await loop.run_in_executor(timer, time.sleep, rest / 1e9)
                     # how long after `wake` the loop resumes: learnt, so that it resumes just before `due`; bounded,
                     # so that one stall of the loop cannot push every later wake out of the thread's reach
                     handoff = self._handoff_ns + (clock() - wake - self._handoff_ns) // 8
                     self._handoff_ns = min(max(handoff, 0), HANDOFF_MAX_NS)
                 while clock() < due:  # ...and yield the last few microseconds
+                    yielded()
                     await asyncio.sleep(0)
+            cause = None
             if self._in_flight >= self._max_in_flight:
                 self._recorder.record_limit_hit()
+                cause = IN_FLIGHT_LIMIT
                 while self._in_flight >= self._max_in_flight:
                     self._slot_free.clear()
                     await self._slot_free.wait()
+            elif clock() - due > LATE_NS:  # the requests of one stall, sent in a burst, share its cause
+                cause = self._stall = self._stall or self._late_cause(due)
             self._in_flight += 1
             generation = begin()
             if self._lane_of is None:
-                task = loop.create_task(self._one(next(payloads), due, generation))
+                task = loop.create_task(self._one(next(payloads), due, generation, cause=cause))
             else:
                 lane = next(self._lane_of)
                 payload = next(payloads)
                 ends = _ends_sequence(self._slots[lane])
-                task = loop.create_task(self._one(payload, due, generation, self._lanes[lane], ends))
+                task = loop.create_task(self._one(payload, due, generation, self._lanes[lane], ends, cause))
                 self._lanes[lane] = task
             tasks.add(task)
             task.add_done_callback(discard)
         self._end_sequences()
+
+    def _yielded(self) -> None:
+        """The sender gives the loop away: when, and the loop thread's CPU time then (see `_late_cause`)."""
+        self._yield_ns = time.perf_counter_ns()
+        self._yield_cpu_ns = time.thread_time_ns()
+        self._stall = None
+
+    def _late_cause(self, due: int) -> str:
+        """Why a request that did not wait for the in-flight limit leaves over 1 ms late: since the sender last gave
+        the loop away, the loop's thread ran other work for at least half the lateness, or for HELD_NS whatever the
+        machine did meanwhile (`LOOP_BUSY`); else it mostly did not run (`DESCHEDULED`: the machine's cores were
+        taken, or another thread of the process held the interpreter)."""
+        late = time.perf_counter_ns() - max(due, self._yield_ns)
+        ran = time.thread_time_ns() - self._yield_cpu_ns
+        return LOOP_BUSY if 2 * ran >= late or ran >= HELD_NS else DESCHEDULED
 
     def _end_sequences(self) -> None:
         """The schedule is spent (a request count): end each sequence left open once its last request returned, so
@@ -507,14 +536,19 @@ class OpenLoop:
         generation: int,
         previous: asyncio.Task[None] | None = None,
         ends: bool = False,
+        cause: str | None = None,
     ) -> None:
+        """Send one request due at `due`; `cause`: why the sender was late with it, if it was."""
         if previous is not None and not previous.done():  # it waits for the server, as at the in-flight limit
             self._recorder.record_limit_hit()
+            cause = IN_FLIGHT_LIMIT
             await asyncio.wait((previous,))  # the request before it in its sequence has returned
         clock = time.perf_counter_ns
         sent = clock()
+        if cause is None and sent - due > LATE_NS:  # the task itself started late
+            cause = self._late_cause(due)
         recorder = self._recorder
-        recorder.record_sent((sent - due) // 1000, generation)
+        recorder.record_sent((sent - due) // 1000, generation, cause)
         if self._from_send:
             due = sent
         try:

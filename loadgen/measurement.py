@@ -28,6 +28,10 @@ MAX_ERROR_KINDS = 20  # failures of more kinds in one window or level are counte
 OTHER_ERRORS = "other failures (more kinds than are kept)"
 NO_OUTPUT = "the server answered with no output (no token event)"
 LATE_US = 1000  # a request that left more than 1 ms after its scheduled time counts as delayed
+# why a request left late, where it can be told (`loadgen.load.OpenLoop`): the sender's loop was running something
+# else, the sender's thread did not run at all (the machine's cores were taken), or it waited for the in-flight limit
+LOOP_BUSY, DESCHEDULED, IN_FLIGHT_LIMIT = "loop_busy", "descheduled", "in_flight_limit"
+LATE_CAUSES = (LOOP_BUSY, DESCHEDULED, IN_FLIGHT_LIMIT)
 T = TypeVar("T")
 
 
@@ -123,6 +127,7 @@ class LatencyStats:
 HISTOGRAM: Mapping[str, Any] = {"histogram": True}
 SUMMED: Mapping[str, Callable[[Iterable[int]], int]] = {"parallel": sum}
 BUSIEST: Mapping[str, Callable[[Iterable[int]], int]] = {"parallel": max}  # a per-generator figure
+WORST: Mapping[str, Callable[[Iterable[int]], int]] = {"reduce": max}  # the largest value, either way
 
 
 @dataclass(slots=True)
@@ -152,6 +157,13 @@ class Window:
     sent: int = field(default=0, metadata=SUMMED)  # open loop: requests sent
     delayed: int = field(default=0, metadata=SUMMED)  # open loop: sent more than LATE_US after their time
     limit_hits: int = field(default=0, metadata=SUMMED)  # open loop: requests that waited for the in-flight limit
+    # open loop: the delayed requests by cause (LATE_CAUSES), each cause's count and worst lateness
+    late_loop_busy: int = field(default=0, metadata=SUMMED)
+    late_loop_busy_max_us: int = field(default=0, metadata=WORST)
+    late_descheduled: int = field(default=0, metadata=SUMMED)
+    late_descheduled_max_us: int = field(default=0, metadata=WORST)
+    late_in_flight_limit: int = field(default=0, metadata=SUMMED)
+    late_in_flight_limit_max_us: int = field(default=0, metadata=WORST)
     clamped: int = field(default=0, metadata=SUMMED)  # values outside the histograms' range (any histogram)
     stale: int = field(default=0, metadata=SUMMED)  # requests of an earlier level that completed here: not counted
     responses: int = field(default=0, metadata=SUMMED)  # streaming: responses received
@@ -416,8 +428,9 @@ class Recorder:
         self._clamp(self._histogram, last_us)
         self._completion()
 
-    def record_sent(self, lag_us: int, generation: int) -> None:
-        """Open loop: a request left `lag_us` after its scheduled time (one of an earlier level is not counted)."""
+    def record_sent(self, lag_us: int, generation: int, cause: str | None = None) -> None:
+        """Open loop: a request left `lag_us` after its scheduled time, late for `cause` (one of LATE_CAUSES) when
+        it was; one of an earlier level is not counted."""
         if generation != self.generation:
             return
         window = self._window
@@ -425,6 +438,10 @@ class Recorder:
         self._clamp(self._lag, lag_us)
         if lag_us > LATE_US:
             window.delayed += 1
+            if cause is not None:
+                count, worst = f"late_{cause}", f"late_{cause}_max_us"
+                setattr(window, count, getattr(window, count) + 1)
+                setattr(window, worst, max(getattr(window, worst), lag_us))
 
     def record_response(self, response_us: int, service_us: int, generation: int) -> None:
         """Open loop: one successful request's response time (from its schedule) and service time."""

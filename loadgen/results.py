@@ -69,6 +69,36 @@ class SendLag:
 
 
 @dataclass(frozen=True)
+class LateCause:
+    """The requests that left over 1 ms late for one cause: how many, and the latest of them (microseconds)."""
+
+    count: int
+    max_us: int
+
+
+@dataclass(frozen=True)
+class LateSends:
+    """Why requests left over 1 ms late: the sender's loop was running something else when they were due, its
+    thread did not run (descheduled: the machine's cores were taken), or they waited for the in-flight limit (or for
+    the previous request of their sequence)."""
+
+    loop_busy: LateCause
+    descheduled: LateCause
+    in_flight_limit: LateCause
+
+    def describe(self) -> str:
+        """ "loop busy 12 (worst 5.1 ms), descheduled 40 (worst 3.2 ms)": the causes that had any."""
+        named = (
+            ("loop busy", self.loop_busy),
+            ("descheduled", self.descheduled),
+            ("in-flight limit", self.in_flight_limit),
+        )
+        return ", ".join(
+            f"{name} {cause.count} (worst {cause.max_us / 1000:.1f} ms)" for name, cause in named if cause.count
+        )
+
+
+@dataclass(frozen=True)
 class LevelResult:
     """One load level's figures, merged from its last windows."""
 
@@ -89,6 +119,7 @@ class LevelResult:
     send_lag_us: SendLag | None = None
     delayed_share: float | None = None
     in_flight_limit_hits: int | None = None  # requests that waited for the server: the limit, or their sequence
+    late_sends: LateSends | None = None  # open loop: the requests over 1 ms late, by cause
     # open loop, when requests were not served or not sent on time: "server" (it fell behind), "client" (loadgen's
     # busy loop sent late) or "machine" (requests left late while loadgen's loop was mostly idle: other processes)
     saturated: str | None = None
@@ -156,6 +187,7 @@ _MODE_KEYS = (
     "send_lag_us",
     "delayed_share",
     "in_flight_limit_hits",
+    "late_sends",
     "first_response_latency_us",
     "response_throughput",
     "responses_per_request",

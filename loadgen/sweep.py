@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -56,6 +57,10 @@ UNBOUNDED = (0, 2**64 - 1)  # perf_analyzer's window boundaries of a periodic-co
 LARGE_INPUT_BYTES = 10_000_000  # input files above this size are worth a line while they load
 STATISTICS_SETTLE_S = 2.0  # how long the statistics after a --request-count window may take to count all of it
 STATISTICS_POLL_S = 0.02
+# An open loop's control work runs in a thread (`_Sweep._off_loop`): the sender's loop gets the interpreter back from
+# it within this long (Python's default, 5 ms, would make a request due meanwhile up to 5 ms late;
+# benchmarks/gil_wake.py measures it)
+SWITCH_INTERVAL_S = 0.0005
 # perf_analyzer's warning when an asynchronous level is taken on its throughput alone
 LATENCY_NOT_SETTLING = "Warning: Request latency is not stabilizing. Please try lowering the request rate."
 T = TypeVar("T")
@@ -532,6 +537,9 @@ class _Sweep:
         self.metrics: MetricsCollector | None = None
         abort = None
         rule = self.run.rule
+        switch_interval = sys.getswitchinterval()
+        if not self.run.closed_loop:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         try:
             if self.settings.collect_metrics and (not self.settings.openai or self.settings.metrics_url):
                 self.metrics = await self._guarded(self._collect_metrics())
@@ -551,6 +559,7 @@ class _Sweep:
         except _Abort as stopped:
             abort = stopped
         finally:
+            sys.setswitchinterval(switch_interval)
             self.stopping.cancel()
             watchdog.stop()
             await asyncio.gather(self.stopping, return_exceptions=True)
@@ -795,12 +804,9 @@ class _Sweep:
                 metrics = self.metrics.window() if self.metrics is not None else None
                 server = delta(previous, reading)
                 parts = self.mix.parts if self.mix is not None else {}
-                summary = level.add(window, server, metrics, parts)
+                logged = LoggedWindow(load, number, index, window, server, metrics, parts)
+                await self._off_loop(self._close_window, level, logged)
                 self.tally.measured(window)
-                if self.log:
-                    self.log.window(LoggedWindow(load, number, index, window, server, metrics, parts))
-                if self.session.progress:
-                    self.session.progress.window(load, level.count, summary, level.stable)
                 self._check_errors(load, window)
         except _Abort:
             if not level.count or level.summaries[-1].request_count + level.summaries[-1].error_count == 0:
@@ -814,7 +820,22 @@ class _Sweep:
         if not level.stable and self._asynchronous() and level.settle_on_throughput():
             self.session._note(LATENCY_NOT_SETTLING)
         self._record(load, level)
-        return self._keep(level.result())
+        return await self._off_loop(lambda: self._keep(level.result()))
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Control work (a window's figures, its log line and progress; a level's result) in a thread of its own
+        in an open loop, so that the loop that sends on schedule never waits for it (see `SWITCH_INTERVAL_S`)."""
+        if self.run.closed_loop:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
+
+    def _close_window(self, level: Level, logged: LoggedWindow) -> None:
+        """A measured window into its level, the window log and the progress."""
+        summary = level.add(logged.window, logged.server, logged.metrics, logged.parts)
+        if self.log:
+            self.log.window(logged)
+        if self.session.progress:
+            self.session.progress.window(logged.load, level.count, summary, level.stable)
 
     def _asynchronous(self) -> bool:
         """perf_analyzer's asynchronous calls (-a, a stream or a sequence model), under its rules: a level whose

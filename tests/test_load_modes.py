@@ -6,13 +6,33 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import loadgen
 from loadgen.cli import main
 from loadgen.server import EmbeddedServer
+from tests.helpers import QUICK
 
 SLEEPER = {"model_name": "sleeper", "input_data": "zero", "shape": {"INPUT0": [8]}}
+
+
+class _Threads:
+    """A progress receiver that notes the thread each call came from."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def started(self, run: object) -> None:
+        self.calls.append(("started", threading.get_ident()))
+
+    def window(self, *args: object) -> None:
+        self.calls.append(("window", threading.get_ident()))
+
+    def level(self, level: object) -> None:
+        self.calls.append(("level", threading.get_ident()))
+
+
 LAG_KEYS = {"p50", "p99", "max"}
 
 
@@ -52,6 +72,7 @@ def test_half_capacity_is_sent_on_time_and_served_at_the_sleep_time(
     assert set(level["send_lag_us"]) == LAG_KEYS
     assert set(level["service_latency_us"]) == set(level["latency_us"])
     assert 0 <= level["delayed_share"] <= 1
+    assert set(level["late_sends"]) == {"loop_busy", "descheduled", "in_flight_limit"}
     # nothing queues at half capacity: latency is the sleep plus overheads
     assert 20_000 <= level["latency_us"]["p50"] < 60_000
     assert level["saturated"] != "server"  # the server keeps up; the client may lag on a busy machine
@@ -182,3 +203,14 @@ def _served(server: EmbeddedServer) -> int:
         return sum(s.inference_count for s in client.get_inference_statistics("identity_uint8").model_stats)
     finally:
         client.close()
+
+
+def test_an_open_loops_control_work_runs_off_the_senders_loop(test_server: EmbeddedServer) -> None:
+    """Windows and levels are summed up and reported from another thread than the loop's that sends on schedule;
+    a closed loop keeps them on its loop."""
+    for load, apart in (({"request_rate_range": "25"}, True), ({"concurrency_range": "1"}, False)):
+        threads = _Threads()
+        loadgen.profile_sync(test_server.grpc_url, progress=threads, **SLEEPER, **QUICK, **load)  # type: ignore[arg-type]
+        (_, loop), *reports = threads.calls
+        assert {kind for kind, _ in reports} == {"window", "level"}
+        assert all((thread != loop) is apart for _, thread in reports), threads.calls

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from loadgen.levels import DELAYED_SHARE_LIMIT
 from loadgen.plan import Load
 
 if TYPE_CHECKING:  # the rest where it is used: a command line's consoles come before its parsing (`--help`)
@@ -235,6 +236,9 @@ class ConsoleProgress:
 
     def _warn(self, level: LevelResult) -> None:
         self._shared(level.sharing, "    ")
+        late = level.late_sends.describe() if level.late_sends is not None else ""
+        if late and (level.delayed_share or 0.0) > DELAYED_SHARE_LIMIT:
+            self.console.print(f"    late sends ({level.delayed_share:.1%} over 1 ms): {late}", style="yellow")
         if level.saturated == "machine":
             self.console.print(
                 f"    WARNING: {level.delayed_share:.1%} of requests left over 1 ms late at {level.request_rate:g} "

@@ -136,6 +136,11 @@ class EmbeddedServer:
         return "localhost" if self.host in ("0.0.0.0", "::", "", LOOPBACK) else self.host
 
     @property
+    def process_group(self) -> int | None:
+        """The process group of the running server and its model stubs (its leader's id); None when stopped."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def grpc_url(self) -> str:
         return f"{self._reachable_host}:{self.grpc_port}"
 
