@@ -122,7 +122,10 @@ def test_openai_endpoints_give_the_text_and_the_servers_counts(
     assert all(at >= written for at, written in zip(reply.events, emission.chunk_ns, strict=False))
     embeddings = _on_fake(openai_server, EndpointSpec("embeddings", "fake"), Prompt("hello there", 2))
     assert isinstance(embeddings, TokenReply) and len(embeddings.events) == 1
-    assert (embeddings.input_tokens, embeddings.output_tokens) == (openai_server.emissions[-1].prompt_tokens, None)
+    assert (embeddings.input_tokens, embeddings.output_tokens) == (
+        openai_server.emissions[-1].prompt_tokens,
+        0,
+    )  # vectors, no tokens
 
 
 @pytest.mark.parametrize(

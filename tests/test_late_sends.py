@@ -20,16 +20,18 @@ REQUESTS = 60
 STOPPED_S = 0.3  # how long the descheduling test keeps this process stopped
 
 
-def _run(call: Callable[[bytes], Awaitable[bytes]], max_in_flight: int, during: Callable[[], None]) -> Window:
-    """Send REQUESTS on a 5 ms schedule through an open loop over `call`; `during` runs on the loop 50 ms in."""
+def _run(
+    call: Callable[[bytes], Awaitable[bytes]], max_in_flight: int, during: Callable[[], None], requests: int = REQUESTS
+) -> Window:
+    """Send `requests` on a 5 ms schedule through an open loop over `call`; `during` runs on the loop 50 ms in."""
 
     async def main() -> Window:
         recorder = Recorder(open_loop=True)
         failures = _Failures(recorder, (RequestFailed,), lambda error: RequestFailed(str(error)))
         loop = OpenLoop(call, itertools.repeat(b"x"), recorder, failures, max_in_flight)
-        loop.start(iter(range(0, REQUESTS * INTERVAL_NS, INTERVAL_NS)), time.perf_counter_ns())
+        loop.start(iter(range(0, requests * INTERVAL_NS, INTERVAL_NS)), time.perf_counter_ns())
         asyncio.get_running_loop().call_later(0.05, during)
-        await asyncio.sleep(REQUESTS * INTERVAL_NS / 1e9 + STOPPED_S)
+        await asyncio.sleep(requests * INTERVAL_NS / 1e9 + STOPPED_S)
         await loop.stop(grace_s=5)
         return recorder.rotate()
 
@@ -67,7 +69,7 @@ def test_a_process_that_did_not_run_is_named_descheduled() -> None:
     def stop() -> None:
         children.append(subprocess.Popen(["sh", "-c", f"kill -STOP {pid}; sleep {STOPPED_S}; kill -CONT {pid}"]))
 
-    window = _run(_answer, 1000, stop)
+    window = _run(_answer, 1000, stop, requests=600)  # 3 s of schedule: the child's shell may be slow to start
     for child in children:
         child.wait(timeout=30)
     assert _worst(window) == DESCHEDULED

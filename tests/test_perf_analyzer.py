@@ -137,9 +137,12 @@ def test_input_shorthands() -> None:
         _settings("-z", "--input-data", "random")
 
 
-def test_service_kinds_other_than_triton_are_refused_by_name() -> None:
-    with pytest.raises(OptionError, match="tfserving, torchserve, triton_c_api and openai are not built"):
+def test_service_kinds_other_than_triton_and_openai_are_refused_by_name() -> None:
+    with pytest.raises(OptionError, match="tfserving, torchserve and triton_c_api are not built"):
+        _settings("--service-kind", "tfserving")
+    with pytest.raises(OptionError, match="--service-kind openai needs --endpoint"):
         _settings("--service-kind", "openai")
+    assert _settings("--service-kind", "openai", "--endpoint", "v1/completions").endpoint_type == "completions"
 
 
 def test_latency_threshold_zero_and_open_ranges() -> None:

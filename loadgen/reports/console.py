@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from loadgen.levels import DELAYED_SHARE_LIMIT
 from loadgen.plan import Load
 
 if TYPE_CHECKING:  # the rest where it is used: a command line's consoles come before its parsing (`--help`)
@@ -235,6 +234,8 @@ class ConsoleProgress:
             )
 
     def _warn(self, level: LevelResult) -> None:
+        from loadgen.levels import DELAYED_SHARE_LIMIT
+
         self._shared(level.sharing, "    ")
         late = level.late_sends.describe() if level.late_sends is not None else ""
         if late and (level.delayed_share or 0.0) > DELAYED_SHARE_LIMIT:
