@@ -7,6 +7,9 @@ CODE := loadgen tests benchmarks examples
 DEMO_STAMP := $(VENV)/.demo-installed
 TEST_STAMP := $(VENV)/.test-installed
 NOTEBOOK_STAMP := $(VENV)/.notebook-installed
+# The editable install leaves loadgen's own modules uncompiled: with PYTHONDONTWRITEBYTECODE set, every run would
+# compile them again (about 0.15 s of CPU); compiled once here, they load from __pycache__.
+COMPILE := $(BIN)/python -m compileall -q loadgen
 
 .PHONY: venv demo test test-unit lint bench bench-all notebook clean
 
@@ -19,15 +22,18 @@ venv: $(DEMO_STAMP)
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing loadgen and the embedded Triton server (tritonserver 2.51, about 300 MB) into $(VENV) ..."
 	$(BIN)/python -m pip install --progress-bar on -e '.[server]'
+	$(COMPILE)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing loadgen with everything the tests use into $(VENV) ..."
 	$(BIN)/python -m pip install --progress-bar off -e '.[server,test]'
+	$(COMPILE)
 	touch $(DEMO_STAMP) $@
 
 $(NOTEBOOK_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[server,report,dataframe]' notebook
+	$(COMPILE)
 	touch $@
 
 demo: $(DEMO_STAMP)

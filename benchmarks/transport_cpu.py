@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import uvloop
@@ -81,6 +82,9 @@ class Sink:
     """A transport that takes what is written and drops it."""
 
     def write(self, data: bytes) -> None:
+        pass
+
+    def writelines(self, pieces: Iterable[bytes | memoryview]) -> None:
         pass
 
     def is_closing(self) -> bool:

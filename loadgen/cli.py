@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from loadgen._blas_env import single_threaded_blas
 from loadgen.errors import (
     EXIT_BAD_OPTION,
     EXIT_OTHER,
@@ -724,6 +725,7 @@ def perf_analyzer(argv: Sequence[str] | None = None) -> int:
     defaults, console report, CSV and exit codes (99 for every error but perf_analyzer's 2 and 3)."""
     from loadgen.reports.console import make_console
 
+    single_threaded_blas()
     argv = list(sys.argv[1:] if argv is None else argv)
     console = make_console()
     errors = make_console(stderr=True)
@@ -742,6 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m loadgen`; returns perf_analyzer's exit status."""
     from loadgen.reports.console import make_console
 
+    single_threaded_blas()
     argv = list(sys.argv[1:] if argv is None else argv)
     console = make_console()
     errors = make_console(stderr=True)

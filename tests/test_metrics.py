@@ -257,3 +257,19 @@ def test_an_endpoint_that_does_not_answer_is_said_once() -> None:
     assert asyncio.run(run()) >= 3
     assert len(notices) == 1
     assert notices[0].startswith("no server metrics from http://127.0.0.1:") and "going on without them" in notices[0]
+
+
+def test_a_url_that_is_not_http_is_said_once() -> None:
+    notices: list[str] = []
+
+    async def run() -> ServerMetrics:
+        async with MetricsCollector("ftp://triton/metrics", interval_ms=20, notify=notices.append) as collector:
+            await asyncio.sleep(0.1)
+            return collector.window()
+
+    window = asyncio.run(run())
+    assert window.samples == () and window.failures >= 2
+    assert notices == [
+        "no server metrics from ftp://triton/metrics (not an http or https URL); going on without them (give the "
+        "server's with --metrics-url HOST:PORT; `loadgen serve` prints its)"
+    ]

@@ -5,7 +5,7 @@ control, and the frames that end a call (RST_STREAM, GOAWAY, Trailers-Only)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import hpack
@@ -27,6 +27,10 @@ class FakeTransport:
 
     def write(self, data: bytes) -> None:
         self.written += data
+
+    def writelines(self, pieces: Iterable[bytes | memoryview]) -> None:
+        for data in pieces:
+            self.written += data
 
     def is_closing(self) -> bool:
         return self.closing

@@ -5,6 +5,7 @@ its own: this one has imported everything already."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -83,8 +84,8 @@ print(json.dumps(sorted(sys.modules)))
 
 @pytest.mark.parametrize("metrics", [False, True], ids=["no-metrics", "metrics"])
 def test_a_grpc_run_imports_what_its_options_need(examples_server: EmbeddedServer, metrics: bool) -> None:
-    """Raw gRPC (the default): no tritonclient HTTP client, no reports' plotting; aiohttp and the Prometheus
-    parser only when the server's metrics are scraped."""
+    """Raw gRPC (the default): no tritonclient HTTP client, no aiohttp (the metrics scrape uses loadgen's own
+    HTTP/1.1), no reports' plotting; the Prometheus parser only when the server's metrics are scraped."""
     options = {**QUICK, "concurrency_range": "1", "collect_metrics": metrics}
     if metrics:
         options["metrics_url"] = examples_server.metrics_url
@@ -97,7 +98,7 @@ def test_a_grpc_run_imports_what_its_options_need(examples_server: EmbeddedServe
     )
     assert done.returncode == 0, done.stderr
     modules = set(json.loads(done.stdout.splitlines()[-1]))
-    needed = {"grpc", "tritonclient", "numpy"} | ({"aiohttp", "prometheus_client"} if metrics else set())
+    needed = {"grpc", "tritonclient", "numpy"} | ({"prometheus_client"} if metrics else set())
     assert {module.split(".")[0] for module in _heavy(modules)} == needed
     assert "tritonclient.grpc" in modules and "tritonclient.http" not in modules
 
@@ -130,3 +131,43 @@ else:
 def test_the_public_api_resolves_on_first_use() -> None:
     done = subprocess.run([sys.executable, "-c", API], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+BLAS = """
+import contextlib, json, os
+import loadgen
+from loadgen._blas_env import SINGLE_THREADED, without_blas_limits
+
+untouched = all(name not in os.environ for name in SINGLE_THREADED if name != "OMP_NUM_THREADS")
+from loadgen.cli import main
+
+with contextlib.suppress(SystemExit):
+    main(["--version"])
+import numpy  # noqa: F401
+
+print(json.dumps({
+    "untouched": untouched,
+    "threads": len(os.listdir("/proc/self/task")),
+    "set": {name: os.environ.get(name) for name in SINGLE_THREADED},
+    "server": {name: value for name, value in without_blas_limits(os.environ).items() if name in SINGLE_THREADED},
+}))
+"""
+
+
+def test_the_command_line_keeps_numpy_to_one_thread() -> None:
+    """loadgen does no linear algebra: the command line (not `import loadgen`) sets the BLAS thread counts the user
+    left unset to 1, so numpy starts no spinning thread; a server it starts gets the user's own environment back."""
+    environment = {name: value for name, value in os.environ.items() if not name.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", BLAS],
+        env={**environment, "OMP_NUM_THREADS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["untouched"] and seen["threads"] == 1
+    assert seen["set"] == {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "1"}
+    assert seen["server"] == {"OMP_NUM_THREADS": "3"}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from loadgen._blas_env import without_blas_limits
 from loadgen.errors import LoadgenError
 
 PR_SET_PDEATHSIG = 1  # Linux prctl option
@@ -170,7 +171,7 @@ class EmbeddedServer:
         return python.parent
 
     def _environment(self, libs: Path) -> dict[str, str]:
-        env = dict(os.environ)
+        env = without_blas_limits(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
         # The stub finds numpy, Pillow and the rest through the `python3` first on PATH.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -22,8 +23,8 @@ from loadgen.clock import WallClock
 from loadgen.errors import LoadgenError
 from loadgen.server.local import is_local, local_metrics_port
 
-if TYPE_CHECKING:  # aiohttp and the Prometheus parser are imported by a run that scrapes, not by every run
-    import aiohttp
+if TYPE_CHECKING:  # the HTTP client and the Prometheus parser are imported by a run that scrapes, not by every run
+    from loadgen.transport.http1 import Http1Pool
 
 DEFAULT_PORT = 8002
 DEFAULT_INTERVAL_MS = 1000
@@ -414,16 +415,27 @@ class MetricsCollector:
         self.clock = WallClock.now()
         self.recorder = MetricsRecorder(self.clock.unix_s())
         self.answered = False  # at least one scrape succeeded
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Http1Pool | None = None
+        self._request = b""  # the GET, built when started
+        self._timeout_s = max(self.interval_s, SCRAPE_TIMEOUT_S)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> MetricsCollector:
         """Scrape once, then go on every interval; the first window opened when the collector was made."""
-        import aiohttp
+        from loadgen.transport.http1 import Http1Pool
 
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=max(self.interval_s, SCRAPE_TIMEOUT_S))
-        )
+        address = urlsplit(self.url)
+        if address.scheme in ("http", "https") and address.hostname:  # else each scrape fails, said once
+            tls = address.scheme == "https"
+            self._pool = Http1Pool(
+                address.hostname,
+                address.port or (443 if tls else 80),
+                self._timeout_s,
+                ssl.create_default_context() if tls else None,
+            )
+        path = f"{address.path or '/'}?{address.query}" if address.query else address.path or "/"
+        host = address.netloc.rpartition("@")[2]
+        self._request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: identity\r\n\r\n".encode()
         await self._scrape()
         self._task = asyncio.ensure_future(self._run())
         return self
@@ -433,9 +445,9 @@ class MetricsCollector:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        session, self._session = self._session, None
-        if session is not None:
-            await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     def window(self) -> ServerMetrics:
         """The figures over what was scraped since the previous call (or the start)."""
@@ -450,17 +462,17 @@ class MetricsCollector:
             await self._scrape()
 
     async def _scrape(self) -> None:
-        import aiohttp
+        from loadgen.transport.http1 import MalformedResponse
 
-        assert self._session is not None
         sent = self.clock.unix_s()
         try:
-            async with self._session.get(self.url) as response:
-                if response.status != 200:
-                    raise MetricsError(f"HTTP status {response.status}")
-                text = (await response.read()).decode("utf-8", errors="replace")
-            sample = parse_metrics(text, sent, self.models)
-        except (aiohttp.ClientError, asyncio.TimeoutError, MetricsError) as error:
+            if self._pool is None:
+                raise MetricsError("not an http or https URL")
+            reply = await self._pool.request(self._request, self._timeout_s)
+            if reply.status != 200:
+                raise MetricsError(f"HTTP status {reply.status}")
+            sample = parse_metrics(reply.body.decode("utf-8", errors="replace"), sent, self.models)
+        except (OSError, MalformedResponse, MetricsError) as error:
             self.recorder.fail()
             if self.notice is None:
                 reason = str(error) or type(error).__name__

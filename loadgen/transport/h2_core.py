@@ -81,6 +81,7 @@ MAX_BLOCK_FRAMES = 2048  # a header block in more frames ends the connection (CO
 MAX_CACHED_BLOCK = 4096  # larger header blocks are decoded each time, never kept
 HEADER_CACHE_SIZE = 256
 BIG_READ = 64 << 10  # a read this large completes the frame an earlier one began without copying all of it
+JOINED_BODY = 16 << 10  # a request body up to this size is copied behind its frames' headers into one write
 MAX_QUEUED_WRITES = 256  # frames queued before the I/O layer is asked to write them at once (a flood of PINGs)
 MAX_QUEUED_CONTROL = 1000  # PING and SETTINGS answered while the server reads nothing, before GOAWAY
 MAX_DEBUG = 256  # bytes of a message in a GOAWAY's debug data
@@ -471,7 +472,11 @@ class ClientConnection:
             and not self.blocked
             and not self.paused
         ):
-            self._write(b"".join((request.head, sid, request.middle, sid, body)))
+            if size <= JOINED_BODY:
+                self._write(b"".join((request.head, sid, request.middle, sid, body)))
+            else:  # the frames' headers then the body itself: written together (writev), the body never copied
+                self._write(b"".join((request.head, sid, request.middle, sid)))
+                self._write(body)
             window.outbound -= size
             stream.outbound -= size
             stream.state = HALF_CLOSED_LOCAL
@@ -501,9 +506,12 @@ class ClientConnection:
             and not self.paused
         ):
             flags = END_STREAM if end_stream else 0
-            self._write(
-                b"".join((size.to_bytes(3, "big"), bytes((DATA, flags)), stream.stream_id.to_bytes(4, "big"), body))
-            )
+            header = _data_header(size, flags, stream.stream_id)
+            if size <= JOINED_BODY:
+                self._write(header + body)
+            else:
+                self._write(header)
+                self._write(body)
             window.outbound -= size
             stream.outbound -= size
             if end_stream:
