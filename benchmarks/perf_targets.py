@@ -4,7 +4,11 @@
    (target >= 1.2) and client CPU per request (target <= 0.6x perf_analyzer's); beside them, the client's share of
    the box's CPU at saturation and the requests one client core sends per second (1e6 / CPU us per request).
 2. Open loop: the highest request rate each sustains with under 1 % of requests more than 1 ms late (target 1.5x);
-   the same with the server's processes held to one core (`taskset`), the clients free to use both.
+   the same with the server's processes held to one core (`taskset`), the clients free to use both. Both clients are
+   judged by one rule on what they did: each writes every request's send time (`--profile-export-file`), and a send
+   is late by how far it left after its place on the constant-rate schedule (`late_share`). perf_analyzer's own
+   "N% of the requests were delayed" counts only requests its thread found overdue before it slept, never how late
+   the sleep itself woke (its SleepIfNecessary), so it is printed beside the measured share, not used.
 3. The example ensemble at concurrency 1: client CPU per request <= perf_analyzer's, p50 and p99 within 5 %.
 4. Memory: loadgen's peak RSS at concurrency 1,024 with the sample JPEG, under 200 MB.
 
@@ -46,6 +50,8 @@ ENSEMBLE = "ensemble_python_resnet50"
 SAMPLE_S = 0.25  # how often a run's client CPU and the server's count are sampled
 RATES = (250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000)
 DELAYED_LIMIT = 0.01
+LATE_NS = 1_000_000  # a send more than this after its scheduled time is late
+LADDER_STABILITY = "100"  # the ladder measures the schedule, not stability: no rung ends for an unsettled latency
 _DELAYED = re.compile(r"([\d.]+)% of the requests were delayed")
 
 
@@ -62,6 +68,11 @@ class Run:
     box_share: float = float("nan")  # the client's CPU over the whole box's busy CPU during the run
     steady_cpu_us_per_request: float = float("nan")  # while requests flowed, start-up left out
     late: str = ""  # loadgen: the requests over 1 ms late by cause (`LateSends.describe`)
+    late_share: float = float("nan")  # measured from the sends in the profile export (`late_share`), both clients
+
+    def describe_lateness(self) -> str:
+        """The measured share late, with the client's own count beside it."""
+        return f"{self.late_share:.1%} late (its own count: {self.delayed_share:.1%}) {self.late}".rstrip()
 
     @property
     def requests_per_core(self) -> float:
@@ -81,6 +92,29 @@ def _counter(url: str, model: str, protocol: str = "grpc") -> Callable[[], int]:
         return served_http
     client = grpcclient.InferenceServerClient(url)
     return lambda: sum(s.inference_count for s in client.get_inference_statistics(model).model_stats)
+
+
+def late_share(sends_ns: Sequence[int], rate: float) -> float:
+    """The share of a constant-rate schedule's sends that left over LATE_NS after their place on it.
+
+    The k-th send in time order belongs at origin + k / rate; no client sends early, so the origin is where the send
+    that left earliest relative to its place was on time (a client late by the same amount throughout is not charged).
+    """
+    if not sends_ns:
+        return float("nan")
+    period = 1e9 / rate
+    ordered = sorted(sends_ns)
+    offsets = [sent - k * period for k, sent in enumerate(ordered)]
+    origin = min(offsets)
+    return sum(offset - origin > LATE_NS for offset in offsets) / len(offsets)
+
+
+def _export_sends(path: Path) -> list[int]:
+    """Every request's send time (ns) in a profile export's last experiment (perf_analyzer's format; loadgen's too)."""
+    if not path.exists():
+        return []
+    experiments = json.loads(path.read_text())["experiments"]
+    return [request["timestamp"] for request in experiments[-1]["requests"]] if experiments else []
 
 
 def _box_busy_s() -> float:
@@ -165,24 +199,42 @@ def _child(command: list[str], served: Callable[[], int]) -> Cost:
 
 
 def _shared_flags(url: str, model: str, protocol: str, load: list[str], interval_ms: int) -> list[str]:
-    """The flags both clients take, with the same meaning (loadgen uses perf_analyzer's names)."""
-    return ["-m", model, "-u", url, "-i", protocol, *load, "-p", str(interval_ms), "-s", "25"]
+    """The flags both clients take, with the same meaning (loadgen uses perf_analyzer's names); `load` may set -s."""
+    stability = [] if "-s" in load else ["-s", "25"]
+    return ["-m", model, "-u", url, "-i", protocol, *load, "-p", str(interval_ms), *stability]
+
+
+def _rate(load: list[str]) -> float | None:
+    """The constant request rate a load asks for, if it is one."""
+    flag = "--request-rate-range"
+    return float(load[load.index(flag) + 1]) if flag in load else None
 
 
 def perf_analyzer(
     url: str, model: str, load: list[str], interval_ms: int, extra: list[str], protocol: str = "grpc"
 ) -> Run:
+    rate = _rate(load)
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "pa.csv"
+        export = Path(folder) / "pa_export.json"
+        sends = ["--profile-export-file", str(export)] if rate else []
         cost = _child(
-            [perf_analyzer_path(), *_shared_flags(url, model, protocol, load, interval_ms), "-f", str(report), *extra],
+            [
+                perf_analyzer_path(),
+                *_shared_flags(url, model, protocol, load, interval_ms),
+                "-f",
+                str(report),
+                *sends,
+                *extra,
+            ],
             _counter(url, model, protocol),
         )
         if not report.exists():  # perf_analyzer writes no report when it found no stable measurement
             print(f"  perf_analyzer {' '.join(load)}: no stable measurement", flush=True)
             nan = float("nan")
-            return Run(nan, nan, nan, nan, 1.0, cost.peak_rss_mb, cost.box_share, nan)
+            return Run(nan, nan, nan, nan, 1.0, cost.peak_rss_mb, cost.box_share, nan, late_share=1.0)
         row = next(csv.DictReader(report.open()))
+        measured = late_share(_export_sends(export), rate) if rate else float("nan")
     delayed = _DELAYED.search(cost.output)
     return Run(
         throughput=float(row["Inferences/Second"]),
@@ -193,6 +245,7 @@ def perf_analyzer(
         peak_rss_mb=cost.peak_rss_mb,
         box_share=cost.box_share,
         steady_cpu_us_per_request=cost.steady_cpu_us_per_request,
+        late_share=measured,
     )
 
 
@@ -205,8 +258,11 @@ def loadgen(
     protocol: str = "grpc",
     transport: str = "raw",
 ) -> Run:
+    rate = _rate(load)
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "lg.json"
+        export = Path(folder) / "lg_export.json"
+        sends = ["--profile-export-file", str(export)] if rate else []
         cost = _child(
             [
                 sys.executable,
@@ -217,11 +273,13 @@ def loadgen(
                 transport,
                 "--json",
                 str(report),
+                *sends,
                 *extra,
             ],
             _counter(url, model, protocol),
         )
         level = json.loads(report.read_text())["levels"][-1]
+        measured = late_share(_export_sends(export), rate) if rate else float("nan")
     late = level.get("late_sends")
     return Run(
         throughput=level["throughput"],
@@ -233,6 +291,7 @@ def loadgen(
         box_share=cost.box_share,
         steady_cpu_us_per_request=cost.steady_cpu_us_per_request,
         late=LateSends(**{cause: LateCause(**figures) for cause, figures in late.items()}).describe() if late else "",
+        late_share=measured,
     )
 
 
@@ -258,13 +317,15 @@ def alternate(pairs: int, measure: Callable[[Client], Run], players: dict[str, C
 
 
 def highest_rate(client: Client, url: str, interval_ms: int, image: list[str]) -> float:
-    """The highest rate of the ladder sent with under 1 % of requests delayed by more than 1 ms; the rate that
-    ended the ladder is printed with its share late (and loadgen's causes)."""
+    """The highest rate of the ladder sent with under 1 % of requests more than 1 ms late (`late_share`, from the
+    client's own export); the rate that ended the ladder is printed with its share late, the client's own count beside
+    it (and loadgen's causes)."""
     best = 0.0
     for rate in RATES:
-        run = client(url, IDENTITY, ["--request-rate-range", str(rate)], interval_ms, ["-r", "6", *image])
-        if run.delayed_share >= DELAYED_LIMIT:
-            print(f"    at {rate}/s: {run.delayed_share:.1%} late {run.late}", flush=True)
+        load = ["--request-rate-range", str(rate), "-s", LADDER_STABILITY]
+        run = client(url, IDENTITY, load, interval_ms, ["-r", "6", *image])
+        if not run.late_share < DELAYED_LIMIT:
+            print(f"    at {rate}/s: {run.describe_lateness()}", flush=True)
             break
         best = float(rate)
     return best

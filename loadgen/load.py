@@ -9,7 +9,6 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
 from loadgen import schedule
@@ -20,6 +19,7 @@ from loadgen.plan import Load, RunPlan, Shard, Windows
 from loadgen.prompts import Session, SessionPlan, load_tokenizer
 from loadgen.records import TOKEN_SAMPLE, RequestLog
 from loadgen.sequences import Sequences, SequenceSlot
+from loadgen.timers import Timer, precise_timer
 from loadgen.tokens import TokenCounter, TokenMetrics
 from loadgen.transport import (
     Connection,
@@ -51,9 +51,6 @@ if TYPE_CHECKING:  # an HTTP token endpoint's module imports aiohttp and tritonc
 WARMUP_TIMEOUT_S = 120.0
 UNAVAILABLE_PAUSE_S = 0.05
 SEQUENCE_END_TIMEOUT_S = 5.0
-TIMER_SLACK_NS = 1_200_000  # event-loop timers have millisecond resolution (epoll, libuv)
-HANDOFF_NS = 200_000  # first guess of how long a timer thread's wake takes to resume the loop
-HANDOFF_MAX_NS = 500_000
 COUNT_WINDOW_MIN_S = 1.0
 LATE_NS = LATE_US * 1000
 HELD_NS = 20_000_000  # a loop that ran this long of other work before a late send was busy, however loaded the machine
@@ -382,9 +379,9 @@ class OpenLoop:
     their schedule. A request that leaves over 1 ms late is counted under its cause: the in-flight limit (or its
     sequence), else the loop busy with other work or its thread descheduled (`_late_cause`).
 
-    The event loop's timers have millisecond resolution, so the sender sleeps on them only until ~1 ms before a
-    send, then sleeps the rest in a timer thread (the loop keeps serving responses) and yields the last
-    microseconds: requests leave within tens of microseconds of their time without spinning the loop.
+    The sender sleeps on a precise timer (`timers.precise_timer`: on Linux the loop's own timerfd) until just before
+    a send and yields the last microseconds: requests leave within tens of microseconds of their time without
+    spinning the loop.
     """
 
     def __init__(
@@ -412,8 +409,7 @@ class OpenLoop:
         self._in_flight = 0
         self._slot_free = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
-        self._timer: ThreadPoolExecutor | None = None  # sleeps the last stretch before each send precisely
-        self._handoff_ns = HANDOFF_NS
+        self._timer: Timer | None = None  # wakes the sender just before each send
         self._slots = lanes
         self._lanes: list[asyncio.Task[None] | None] = [None] * len(lanes)  # each sequence slot's request in flight
         self._lane_of = itertools.cycle(range(len(lanes))) if lanes else None
@@ -426,7 +422,7 @@ class OpenLoop:
         if self._sender is not None:
             self._sender.cancel()
         if self._timer is None:
-            self._timer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loadgen-timer")
+            self._timer = precise_timer(asyncio.get_running_loop())
         self._sender = asyncio.ensure_future(self._send(offsets, start_ns, self._timer))
 
     async def stop(self, grace_s: float = 0.0) -> None:
@@ -436,7 +432,7 @@ class OpenLoop:
             await asyncio.gather(self._sender, return_exceptions=True)
             self._sender = None
         if self._timer is not None:
-            self._timer.shutdown(wait=False)
+            self._timer.close()
             self._timer = None
         tasks = list(self._tasks)
         if tasks and grace_s > 0:
@@ -446,7 +442,7 @@ class OpenLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._in_flight = 0
 
-    async def _send(self, offsets: Iterator[int], start: int, timer: ThreadPoolExecutor) -> None:
+    async def _send(self, offsets: Iterator[int], start: int, timer: Timer) -> None:
         loop = asyncio.get_running_loop()
         clock = time.perf_counter_ns
         payloads = self._payloads
@@ -456,21 +452,9 @@ class OpenLoop:
         yielded = self._yielded
         for offset in offsets:
             due = start + offset
-            wait = due - clock()
-            if wait > TIMER_SLACK_NS:  # the loop's timers fire up to ~1 ms late: wake early...
+            if due > clock():  # sleep until just before the send...
                 yielded()
-                await asyncio.sleep((wait - TIMER_SLACK_NS) / 1e9)
-                wait = due - clock()
-            if wait > 0:  # ...sleep the rest precisely in a thread while the loop serves responses...
-                wake = due - self._handoff_ns
-                rest = wake - clock()
-                if rest > 0:
-                    yielded()
-                    await loop.run_in_executor(timer, time.sleep, rest / 1e9)
-                    # how long after `wake` the loop resumes: learnt, so that it resumes just before `due`; bounded,
-                    # so that one stall of the loop cannot push every later wake out of the thread's reach
-                    handoff = self._handoff_ns + (clock() - wake - self._handoff_ns) // 8
-                    self._handoff_ns = min(max(handoff, 0), HANDOFF_MAX_NS)
+                await timer.sleep_until(due)
                 while clock() < due:  # ...and yield the last few microseconds
                     yielded()
                     await asyncio.sleep(0)
