@@ -247,7 +247,7 @@ class _Session:
             try:
                 await self._solo_baselines(mix)
             except Stopped:
-                return self._result((), inputs, "interrupted", "interrupted while measuring the solo baselines")
+                return self._result((), inputs, "interrupted", "stopped while measuring the solo baselines")
         sweep = _Sweep(self, models, log)
         if log:
             log.header(description, self.settings.to_dict(), sweep.trees)
@@ -735,7 +735,7 @@ class _Sweep:
         if failing and self.generator.failing.is_set() and not self.stopping.done() and not self.watching.done():
             raise _Failing
         if self.stopping.done():
-            raise _Abort("interrupted", "interrupted: stopped before the sweep finished")
+            raise _Abort("interrupted", "stopped before the sweep finished")
         raise _Abort("failed", self.watching.result())
 
     def _check_rejected(self) -> None:

@@ -156,6 +156,6 @@ def test_the_console_hint_fits_why_the_sweep_ended(capsys: pytest.CaptureFixture
     assert "saturated at this rate" in saturated and "Try a longer" not in saturated
     progress.finished(_ended("unstable", "no stable measurement at 100 requests/s after 10 windows", None))
     assert "Try a longer --measurement-interval" in capsys.readouterr().out
-    progress.finished(_ended("interrupted", "interrupted: stopped before the sweep finished", None))
+    progress.finished(_ended("interrupted", "stopped before the sweep finished", None))
     stopped = capsys.readouterr().out
     assert "interrupted: stopped" in stopped and "Try a longer" not in stopped
