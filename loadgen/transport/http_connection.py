@@ -42,6 +42,7 @@ from loadgen.transport.common import (
     TensorSpec,
     Wire,
     one_line,
+    within,
 )
 from loadgen.transport.errors import (
     PermissionDenied,
@@ -251,7 +252,7 @@ class HttpConnection(Connection):
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
         try:
-            return await asyncio.wait_for(call(), timeout_s)
+            return await within(call(), timeout_s)
         except InferenceServerException as error:
             status = str(error.status() or "")
             message = one_line(error.message() or str(error))
