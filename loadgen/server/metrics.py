@@ -419,7 +419,6 @@ class MetricsCollector:
         self._request = b""  # the GET, built when started
         self._timeout_s = max(self.interval_s, SCRAPE_TIMEOUT_S)
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> MetricsCollector:
         """Scrape once, then go on every interval; the first window opened when the collector was made."""
@@ -444,8 +443,7 @@ class MetricsCollector:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._stopping = True  # a cancellation that lands as a connection attempt fails can be lost
-            task.cancel()  # (Python 3.11's asyncio.wait_for, in the HTTP pool): the loop ends at its next turn
+            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -458,7 +456,7 @@ class MetricsCollector:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while not self._stopping:
+        while True:
             due = max(due + self.interval_s, loop.time())  # a slow scrape delays the next; none are made up
             await asyncio.sleep(due - loop.time())
             await self._scrape()
