@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the HTTP client and the Prometheus parser are imported by a
 DEFAULT_PORT = 8002
 DEFAULT_INTERVAL_MS = 1000
 SCRAPE_TIMEOUT_S = 5.0  # at least; a slow scrape only delays the next one
+MAX_PAGE_BYTES = 64 << 20  # a larger metrics page fails its scrape as it comes, never buffered whole
 
 CPU_UTILIZATION = "nv_cpu_utilization"
 CPU_MEMORY_USED = "nv_cpu_memory_used_bytes"
@@ -432,6 +433,7 @@ class MetricsCollector:
                 address.port or (443 if tls else 80),
                 self._timeout_s,
                 ssl.create_default_context() if tls else None,
+                max_response_bytes=MAX_PAGE_BYTES,
             )
         path = f"{address.path or '/'}?{address.query}" if address.query else address.path or "/"
         host = address.netloc.rpartition("@")[2]
@@ -462,7 +464,7 @@ class MetricsCollector:
             await self._scrape()
 
     async def _scrape(self) -> None:
-        from loadgen.transport.http1 import MalformedResponse
+        from loadgen.transport.http1 import MalformedResponse, TooLarge
 
         sent = self.clock.unix_s()
         try:
@@ -475,7 +477,11 @@ class MetricsCollector:
         except (OSError, MalformedResponse, MetricsError) as error:
             self.recorder.fail()
             if self.notice is None:
-                reason = str(error) or type(error).__name__
+                reason = (
+                    f"a page over {MAX_PAGE_BYTES} bytes, loadgen's limit for a metrics page"
+                    if isinstance(error, TooLarge)
+                    else str(error) or type(error).__name__
+                )
                 self.notice = (
                     f"no server metrics from {self.url} ({reason}); going on without them (give the server's with "
                     "--metrics-url HOST:PORT; `loadgen serve` prints its)"

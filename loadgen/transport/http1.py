@@ -75,9 +75,13 @@ def over(what: str, limit: int) -> MalformedResponse:
     return MalformedResponse(f"a response {what} over {limit} bytes (loadgen's limit)")
 
 
-def too_large(limit: int) -> MalformedResponse:
+class TooLarge(MalformedResponse):
+    """A response whose body is past the connection's limit (a pool with a limit of its own names it itself)."""
+
+
+def too_large(limit: int) -> TooLarge:
     """A response whose body is past --max-response-bytes."""
-    return MalformedResponse(f"a response over --max-response-bytes ({limit} bytes)")
+    return TooLarge(f"a response over --max-response-bytes ({limit} bytes)")
 
 
 class Http1Connection(asyncio.Protocol):
