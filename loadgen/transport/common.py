@@ -257,9 +257,6 @@ class Connection(ABC):
         """Fail with a clear message unless the server answers on this protocol (and is live)."""
 
     @abstractmethod
-    async def _live(self, timeout_s: float) -> bool: ...
-
-    @abstractmethod
     async def _model_ready(self, name: str, version: str) -> bool: ...
 
     @abstractmethod
@@ -301,15 +298,6 @@ class Connection(ABC):
 
     def open_stream(self) -> Any:
         raise OptionError(f"--streaming needs -i grpc: Triton streams responses over gRPC only, not {self.protocol}")
-
-    async def check_live(self, timeout_s: float) -> None:
-        """Fail unless the server answers its liveness check within `timeout_s`."""
-        try:  # `within`: the watchdog calling this every second must stop when cancelled (a run hung otherwise)
-            live = await within(self._live(timeout_s), timeout_s)
-        except asyncio.TimeoutError:
-            raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms") from None
-        if not live:
-            raise ServerError(f"Triton at {self.url} reports it is not live")
 
     async def ready_models(self) -> list[str]:
         """Names of the models the server has loaded and ready."""

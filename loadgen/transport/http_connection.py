@@ -288,9 +288,6 @@ class HttpConnection(Connection):
             return False
         return isinstance(document, dict) and "name" in document
 
-    async def _live(self, timeout_s: float) -> bool:
-        return bool(await self._call(lambda: self._client.is_server_live(headers=self._headers), timeout_s))
-
     async def _model_ready(self, name: str, version: str) -> bool:
         return bool(await self._call(lambda: self._client.is_model_ready(name, version, headers=self._headers)))
 
