@@ -2,7 +2,8 @@
 
 Every `every`-th request gets its `fault`: the connection closed mid-response, closed right after a keep-alive
 response (the next request on it finds it gone), no answer at all, Triton's JSON error, or a chunked answer; the
-rest get a small binary-tensor response. Everything else is tested against the real server.
+rest get a small binary-tensor response. A metrics page (a path ending in /metrics) is served as a request too, for
+the metrics collector's faults. Everything else is tested against the real server.
 
 The attacks and misbehaviours of issue 24: `continue` (a 100 Continue before the answer), `duplicate` (the answer
 sent twice), `until_close` (an HTTP/1.0 answer without Content-Length, ended by closing), `short_length`
@@ -134,7 +135,7 @@ class _Server(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         path, self.url = self.url.decode(), b""
-        if not path.endswith("/infer"):
+        if not path.endswith(("/infer", "/metrics")):
             transport.write(_control(path))
             return
         with state.lock:

@@ -14,6 +14,7 @@ import loadgen
 from loadgen.server import EmbeddedServer, free_port
 from loadgen.server.metrics import (
     CSV_COLUMNS,
+    MAX_PAGE_BYTES,
     GpuSample,
     MetricsCollector,
     MetricsError,
@@ -28,6 +29,7 @@ from loadgen.server.metrics import (
     parse_metrics,
     summary_line,
 )
+from tests.fake_http1 import fake_http1
 
 DATA = Path(__file__).parent / "data"
 CPU_PAGE = (DATA / "metrics_cpu.txt").read_text()  # the embedded tritonserver 2.51 under load, recorded
@@ -272,4 +274,22 @@ def test_a_url_that_is_not_http_is_said_once() -> None:
     assert notices == [
         "no server metrics from ftp://triton/metrics (not an http or https URL); going on without them (give the "
         "server's with --metrics-url HOST:PORT; `loadgen serve` prints its)"
+    ]
+
+
+@pytest.mark.parametrize("fault", ["huge_body", "endless_chunked"])  # over the bound by Content-Length, and as it comes
+def test_a_page_over_the_bound_is_a_failed_scrape_said_once(fault: str) -> None:
+    notices: list[str] = []
+
+    async def run(url: str) -> ServerMetrics:
+        async with MetricsCollector(url, interval_ms=60_000, notify=notices.append) as collector:
+            return collector.window()  # the first scrape, made as it started; then stop returns
+
+    with fake_http1(fault) as fake:
+        url = f"http://{fake.url}/metrics"
+        window = asyncio.run(run(url))
+    assert window.samples == () and window.failures == 1
+    assert notices == [
+        f"no server metrics from {url} (a page over {MAX_PAGE_BYTES} bytes, loadgen's limit for a metrics page); "
+        "going on without them (give the server's with --metrics-url HOST:PORT; `loadgen serve` prints its)"
     ]

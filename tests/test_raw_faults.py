@@ -30,6 +30,7 @@ from loadgen.transport import (
     Unreachable,
     connect,
 )
+from loadgen.transport.common import within
 from loadgen.transport.options import RESPONSE_MARGIN_BYTES, response_limit
 from tests.fake_h2 import HUGE_MESSAGE, fake_h2
 from tests.fake_http1 import HEADER, fake_http1
@@ -592,3 +593,78 @@ def test_ctrl_c_stops_a_run_amid_an_http2_attack(fault: str, options: list[str])
     within 2 s."""
     with fake_h2(fault) as fake:
         interrupt_when([*LOADGEN, "-u", fake.url, *options], lambda: fake.flooded >= FLOODED)
+
+
+# The connect timeouts (`within`): a caller's cancellation is never lost, nor a connection opened as it came.
+
+
+def test_a_cancel_as_the_call_ends_propagates_and_its_result_is_discarded() -> None:
+    """The race Python 3.11's asyncio.wait_for loses: the call's result is set and the caller cancelled in the same
+    turn of the event loop, before the caller runs again."""
+
+    async def run() -> list[str]:
+        opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        discarded: list[str] = []
+        caller = asyncio.ensure_future(within(opened, 10.0, discard=discarded.append))
+        await asyncio.sleep(0)  # the caller waits for the call
+        opened.set_result("connection")
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        return discarded
+
+    assert asyncio.run(run()) == ["connection"]
+
+
+def test_a_call_that_ends_despite_its_cancellation_has_its_result_discarded() -> None:
+    async def run() -> list[str]:
+        discarded: list[str] = []
+
+        async def stubborn() -> str:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(0)
+            return "late connection"
+
+        caller = asyncio.ensure_future(within(stubborn(), 10.0, discard=discarded.append))
+        await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return discarded
+
+    assert asyncio.run(run()) == ["late connection"]
+
+
+def test_a_timeout_raises_and_cancels_the_call() -> None:
+    async def run() -> list[str]:
+        seen: list[str] = []
+
+        async def hang() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        with pytest.raises(asyncio.TimeoutError):
+            await within(hang(), 0.01)
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(run()) == ["cancelled"]
+
+
+def test_a_result_or_an_error_comes_back_as_it_is() -> None:
+    async def fail() -> None:
+        raise ConnectionRefusedError("refused")
+
+    async def run() -> str:
+        with pytest.raises(ConnectionRefusedError, match="refused"):
+            await within(fail(), 10.0)
+        return await within(asyncio.sleep(0, "result"), None)
+
+    assert asyncio.run(run()) == "result"

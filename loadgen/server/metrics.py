@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the HTTP client and the Prometheus parser are imported by a
 DEFAULT_PORT = 8002
 DEFAULT_INTERVAL_MS = 1000
 SCRAPE_TIMEOUT_S = 5.0  # at least; a slow scrape only delays the next one
+MAX_PAGE_BYTES = 64 << 20  # a larger metrics page fails its scrape as it comes, never buffered whole
 
 CPU_UTILIZATION = "nv_cpu_utilization"
 CPU_MEMORY_USED = "nv_cpu_memory_used_bytes"
@@ -419,7 +420,6 @@ class MetricsCollector:
         self._request = b""  # the GET, built when started
         self._timeout_s = max(self.interval_s, SCRAPE_TIMEOUT_S)
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     async def start(self) -> MetricsCollector:
         """Scrape once, then go on every interval; the first window opened when the collector was made."""
@@ -433,6 +433,7 @@ class MetricsCollector:
                 address.port or (443 if tls else 80),
                 self._timeout_s,
                 ssl.create_default_context() if tls else None,
+                max_response_bytes=MAX_PAGE_BYTES,
             )
         path = f"{address.path or '/'}?{address.query}" if address.query else address.path or "/"
         host = address.netloc.rpartition("@")[2]
@@ -444,8 +445,7 @@ class MetricsCollector:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            self._stopping = True  # a cancellation that lands as a connection attempt fails can be lost
-            task.cancel()  # (Python 3.11's asyncio.wait_for, in the HTTP pool): the loop ends at its next turn
+            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -458,13 +458,13 @@ class MetricsCollector:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while not self._stopping:
+        while True:
             due = max(due + self.interval_s, loop.time())  # a slow scrape delays the next; none are made up
             await asyncio.sleep(due - loop.time())
             await self._scrape()
 
     async def _scrape(self) -> None:
-        from loadgen.transport.http1 import MalformedResponse
+        from loadgen.transport.http1 import MalformedResponse, TooLarge
 
         sent = self.clock.unix_s()
         try:
@@ -477,7 +477,11 @@ class MetricsCollector:
         except (OSError, MalformedResponse, MetricsError) as error:
             self.recorder.fail()
             if self.notice is None:
-                reason = str(error) or type(error).__name__
+                reason = (
+                    f"a page over {MAX_PAGE_BYTES} bytes, loadgen's limit for a metrics page"
+                    if isinstance(error, TooLarge)
+                    else str(error) or type(error).__name__
+                )
                 self.notice = (
                     f"no server metrics from {self.url} ({reason}); going on without them (give the server's with "
                     "--metrics-url HOST:PORT; `loadgen serve` prints its)"

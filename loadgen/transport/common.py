@@ -6,7 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2, service_pb2
@@ -32,6 +32,7 @@ Response: TypeAlias = Any
 """One raw response; only its connection's `decode_response` looks inside."""
 InferCall = Callable[[Payload], Awaitable[Response]]
 """Sends one pre-serialised request and returns its raw response."""
+T = TypeVar("T")
 
 
 class Output(NamedTuple):
@@ -135,6 +136,41 @@ class IndexEntry:
     reason: str
 
 
+async def within(
+    awaitable: Awaitable[T], timeout_s: float | None, *, discard: Callable[[T], object] | None = None
+) -> T:
+    """`awaitable`'s result, or asyncio.TimeoutError after `timeout_s` (None: no limit), the call then cancelled.
+
+    Not asyncio.wait_for: before Python 3.12 it swallows the caller's cancellation when the call ends at that moment
+    (returning its result), and a cancelled loop went on. Here the caller's cancellation always propagates; the call
+    is cancelled, and a result it produces anyway (a connection opened at that moment) goes to `discard`.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout_s)
+    except asyncio.CancelledError:
+        _abandon(task, discard)
+        raise
+    if not done:
+        _abandon(task, discard)
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[T], discard: Callable[[T], object] | None) -> None:
+    """Cancel a call nobody waits for any more; its result, whenever it comes, goes to `discard`."""
+
+    def settle(task: asyncio.Future[T]) -> None:
+        if not task.cancelled() and task.exception() is None and discard is not None:
+            discard(task.result())
+
+    task.cancel()
+    if task.done():
+        settle(task)
+    else:
+        task.add_done_callback(settle)
+
+
 def one_line(text: str) -> str:
     """The first line of a server message (the Python backend appends a stack after a blank line)."""
     return text.strip().splitlines()[0].strip() if text.strip() else ""
@@ -221,9 +257,6 @@ class Connection(ABC):
         """Fail with a clear message unless the server answers on this protocol (and is live)."""
 
     @abstractmethod
-    async def _live(self, timeout_s: float) -> bool: ...
-
-    @abstractmethod
     async def _model_ready(self, name: str, version: str) -> bool: ...
 
     @abstractmethod
@@ -265,20 +298,6 @@ class Connection(ABC):
 
     def open_stream(self) -> Any:
         raise OptionError(f"--streaming needs -i grpc: Triton streams responses over gRPC only, not {self.protocol}")
-
-    async def check_live(self, timeout_s: float) -> None:
-        """Fail unless the server answers its liveness check within `timeout_s`."""
-        # not asyncio.wait_for: before Python 3.12 it swallows the caller's cancellation when the check ends at that
-        # moment, and the watchdog calling it every second never stopped (a run hung with its load still going)
-        check = asyncio.ensure_future(self._live(timeout_s))
-        try:
-            done, _ = await asyncio.wait({check}, timeout=timeout_s)
-        finally:
-            check.cancel()
-        if not done:
-            raise ServerError(f"no answer within {timeout_s * 1000:.0f} ms")
-        if not check.result():
-            raise ServerError(f"Triton at {self.url} reports it is not live")
 
     async def ready_models(self) -> list[str]:
         """Names of the models the server has loaded and ready."""

@@ -250,10 +250,6 @@ class GrpcConnection(Connection):
         if not response.live:
             raise ServerError(f"Triton at {self.url} answers but reports it is not live")
 
-    async def _live(self, timeout_s: float) -> bool:
-        response = await self._call("ServerLive", service_pb2.ServerLiveRequest(), timeout_s)
-        return bool(response.live)
-
     async def _model_ready(self, name: str, version: str) -> bool:
         response = await self._call("ModelReady", service_pb2.ModelReadyRequest(name=name, version=version))
         return bool(response.ready)

@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol, cast
 import httptools
 
 from loadgen.settings import MAX_RESPONSE_BYTES
-from loadgen.transport.common import ClientTimes
+from loadgen.transport.common import ClientTimes, within
 from loadgen.transport.errors import RequestFailed, internal
 
 HEADER_LENGTH = b"inference-header-content-length"
@@ -75,9 +75,13 @@ def over(what: str, limit: int) -> MalformedResponse:
     return MalformedResponse(f"a response {what} over {limit} bytes (loadgen's limit)")
 
 
-def too_large(limit: int) -> MalformedResponse:
+class TooLarge(MalformedResponse):
+    """A response whose body is past the connection's limit (a pool with a limit of its own names it itself)."""
+
+
+def too_large(limit: int) -> TooLarge:
     """A response whose body is past --max-response-bytes."""
-    return MalformedResponse(f"a response over --max-response-bytes ({limit} bytes)")
+    return TooLarge(f"a response over --max-response-bytes ({limit} bytes)")
 
 
 class Http1Connection(asyncio.Protocol):
@@ -332,7 +336,7 @@ class Http1Pool:
     async def _open(self) -> Http1Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, connection = await asyncio.wait_for(
+            _, connection = await within(
                 loop.create_connection(
                     lambda: Http1Connection(self.free.append, self._closed, self.max_response_bytes),
                     self.host,
@@ -341,6 +345,7 @@ class Http1Pool:
                     server_hostname=self.host if self.tls is not None else None,
                 ),
                 self.connect_timeout_s,
+                discard=_close,
             )
         except ssl.SSLError as error:
             raise ConnectionError(f"TLS handshake failed: {error}") from None
@@ -376,6 +381,11 @@ class Http1Pool:
             self._sweeping = None
         for connection in list(self.connections):
             connection.abort(ConnectionError("the connection was closed"))
+
+
+def _close(opened: tuple[asyncio.BaseTransport, Http1Connection]) -> None:
+    """Close a connection that opened as its caller was cancelled."""
+    opened[1].abort(None)
 
 
 def _expire(connection: Http1Connection) -> None:

@@ -42,6 +42,7 @@ from loadgen.transport.common import (
     TensorSpec,
     Wire,
     one_line,
+    within,
 )
 from loadgen.transport.errors import (
     PermissionDenied,
@@ -251,7 +252,7 @@ class HttpConnection(Connection):
     async def _call(self, call: Callable[[], Awaitable[T]], timeout_s: float | None = CONTROL_TIMEOUT_S) -> T:
         """A control call, its failure turned into a one-line ServerError."""
         try:
-            return await asyncio.wait_for(call(), timeout_s)
+            return await within(call(), timeout_s)
         except InferenceServerException as error:
             status = str(error.status() or "")
             message = one_line(error.message() or str(error))
@@ -286,9 +287,6 @@ class HttpConnection(Connection):
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return False
         return isinstance(document, dict) and "name" in document
-
-    async def _live(self, timeout_s: float) -> bool:
-        return bool(await self._call(lambda: self._client.is_server_live(headers=self._headers), timeout_s))
 
     async def _model_ready(self, name: str, version: str) -> bool:
         return bool(await self._call(lambda: self._client.is_model_ready(name, version, headers=self._headers)))

@@ -74,13 +74,6 @@ class OpenAIServer(Connection):
     async def check_reachable(self) -> None:
         await self._models()
 
-    async def _live(self, timeout_s: float) -> bool:
-        try:
-            await self._models()
-        except ServerError:
-            return False
-        return True
-
     async def _model_ready(self, name: str, version: str) -> bool:
         models = await self._models()
         return models is None or name in models

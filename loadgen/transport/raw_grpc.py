@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
 import loadgen.transport.http2 as http2
-from loadgen.transport.common import CONTROL_TIMEOUT_S
+from loadgen.transport.common import CONTROL_TIMEOUT_S, within
 from loadgen.transport.errors import RequestFailed, timed_out
 from loadgen.transport.grpc_connection import INFER_METHOD, STREAM_METHOD, GrpcConnection, rpc_failure
 from loadgen.transport.grpc_http2 import (
@@ -435,7 +435,7 @@ class RawGrpcConnection(GrpcConnection):
         loop = asyncio.get_running_loop()
         peer = "the server"
         try:
-            _, connection = await asyncio.wait_for(
+            _, connection = await within(
                 loop.create_connection(
                     lambda: http2.Connection(self.status_failure, peer, on_retired, self.times),
                     self._host,
@@ -444,6 +444,7 @@ class RawGrpcConnection(GrpcConnection):
                     server_hostname=self._host if self._ssl else None,
                 ),
                 CONTROL_TIMEOUT_S,
+                discard=_close,
             )
         except ssl.SSLError as error:
             raise self.status_failure(UNAVAILABLE, f"ssl handshake failed: {error}") from None
@@ -456,14 +457,22 @@ class RawGrpcConnection(GrpcConnection):
                 connection.close()
                 raise self.status_failure(UNAVAILABLE, f"ssl handshake: the server chose ALPN {chosen!r}, not h2")
         try:
-            await asyncio.wait_for(asyncio.shield(connection.ready), CONTROL_TIMEOUT_S)
+            await within(asyncio.shield(connection.ready), CONTROL_TIMEOUT_S)
         except asyncio.TimeoutError:
             connection.close()
             raise self.status_failure(
                 UNAVAILABLE, f"no HTTP/2 SETTINGS from the server within {CONTROL_TIMEOUT_S:g} s"
             ) from None
+        except asyncio.CancelledError:
+            connection.close()  # nobody will have it
+            raise
         return connection
 
     async def close(self) -> None:
         await self.pool.close()
         await super().close()
+
+
+def _close(opened: tuple[asyncio.BaseTransport, http2.Connection]) -> None:
+    """Close a connection that opened as its caller was cancelled."""
+    opened[1].close()
