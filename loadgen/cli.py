@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +106,7 @@ SEQUENCE_ID_WARNING = (
     "WARNING: using an invalid start sequence id. Perf Analyzer will use default value if it is measuring on "
     "sequence model."
 )
+SERVE_POLL_S = 0.2  # how often `loadgen serve` looks for a signal and for a server that exited
 EXPORT_LIMIT = 1_000_000  # requests recorded for --profile-export-file unless --record-requests says otherwise
 SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
 
@@ -692,16 +693,19 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
         host=args.host,
         extra_args=("--trace-config", f"triton,file={args.trace_file.resolve()}") if args.trace_file else (),
     )
-    stop = threading.Event()
+    # The handler only appends: a handler that takes a lock (threading.Event.set does) deadlocks when the signal
+    # lands while the main thread holds that lock, and the server then never stops.
+    signals: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda signum, _frame: signals.append(signum))
     console.print(f"Starting tritonserver with {args.model_repository} ...")
     with server:
         console.print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         console.print(f"Server log: {server.log_path} (removed when Triton stops); Ctrl-C stops it.")
-        while not stop.wait(0.5):
+        while not signals:
             if not server.running:
                 raise LoadgenError(f"tritonserver exited: {server.log_tail(5)}")
+            time.sleep(SERVE_POLL_S)
     console.print("Triton stopped.")
     return EXIT_SUCCESS
 
