@@ -115,6 +115,16 @@ class Diagnosis:
         """The server served the model to someone else too: no capacity or bound was computed."""
         return self.bound == "shared"
 
+    @property
+    def limit_basis(self) -> str:
+        """Where the throughput limit comes from, in words."""
+        if self.certain:
+            return f"the lowest capacity ({self.limiting_step}) capped by the host"
+        return (
+            f"the lowest capacity ({self.limiting_step}), not capped by the host "
+            "(no metrics, or a host busy with other work)"
+        )
+
 
 @dataclass(frozen=True)
 class Bottleneck:

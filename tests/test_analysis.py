@@ -111,6 +111,7 @@ def test_a_saturated_host_whose_compute_inflates_is_the_bound_and_instances_will
     # the lowest capacity, its compute grown by the contention (2 / 17 ms), under the host's 118 / 0.98
     assert diagnosis.predicted_max_throughput == pytest.approx(2e6 / 17_000)
     assert diagnosis.host.throughput_limit == pytest.approx(118 / 0.98)
+    assert diagnosis.limit_basis == "the lowest capacity (a) capped by the host"
     assert diagnosis.host.client_cpu_share == pytest.approx(0.2 / SECONDS / 2)
 
 
@@ -121,6 +122,7 @@ def test_a_host_busy_with_other_work_neither_bounds_nor_predicts() -> None:
     assert diagnosis is not None and diagnosis.bound == "offered_load"
     assert diagnosis.host.throughput_limit is None and not diagnosis.certain
     assert diagnosis.predicted_max_throughput == pytest.approx(125.0)
+    assert "a), not capped by the host (no metrics" in diagnosis.limit_basis  # the limit says the host is left out
 
 
 def test_a_host_the_pipeline_fills_caps_the_prediction_before_its_compute_inflates() -> None:

@@ -337,10 +337,9 @@ class ConsoleProgress:
         print(f"  {diagnosis.reason}")
         limit = diagnosis.predicted_max_throughput
         if diagnosis.limiting_step is not None and limit is not None:
-            hedge = "" if diagnosis.certain else " (not the host's: no metrics, or a host busy with other work)"
             print(
-                f"  Throughput limit: about {limit:.0f} infer/s, the lowest capacity ({diagnosis.limiting_step}) "
-                f"capped by the host{hedge}; the most latency: {diagnosis.latency_step}"
+                f"  Throughput limit: about {limit:.0f} infer/s, {diagnosis.limit_basis}; "
+                f"the most latency: {diagnosis.latency_step}"
             )
         for change in diagnosis.what_if:
             at_load = "?" if change.predicted_throughput is None else f"{change.predicted_throughput:.0f}"

@@ -175,11 +175,9 @@ def verdict_html(result: ProfileResult) -> str:
         f"<p>{html.escape(diagnosis.reason)}</p>",
     ]
     if diagnosis.predicted_max_throughput is not None:
-        hedge = "" if diagnosis.certain else " (not the host's: no metrics, or a host busy with other work)"
         paragraphs.append(
-            f"<p>Throughput limit: about {diagnosis.predicted_max_throughput:.0f} infer/s, the lowest capacity "
-            f"({html.escape(str(diagnosis.limiting_step))}) capped by the host{html.escape(hedge)}; the most "
-            f"latency: {html.escape(str(diagnosis.latency_step))}</p>"
+            f"<p>Throughput limit: about {diagnosis.predicted_max_throughput:.0f} infer/s, "
+            f"{html.escape(diagnosis.limit_basis)}; the most latency: {html.escape(str(diagnosis.latency_step))}</p>"
         )
     changes = "".join(
         f"<li>if {html.escape(change.change)}: about {_number(change.predicted_throughput, '.0f')} infer/s</li>"
