@@ -520,7 +520,8 @@ def _what_ifs(
         load = observation.load
         target = float(_concurrency_for(observation, predicted)) if load.concurrency is not None else predicted
         label = "concurrency" if load.concurrency is not None else "request rate"
-        changes.append(WhatIf(f"{label} {load.load_value:g} -> {target:g}", predicted, predicted, target))
+        shown = round(target, 1)  # a rate to a tenth (a concurrency is whole)
+        changes.append(WhatIf(f"{label} {load.load_value:g} -> {shown:g}", predicted, predicted, target))
     if host.cores and host.throughput_limit is not None and steps:
         more = host.throughput_limit * (host.cores + 1) / host.cores
         best = min([more, *(step.capacity for step in steps)])

@@ -85,6 +85,13 @@ def test_latency_share_is_not_capacity() -> None:
     assert "raise the concurrency to about 5" in diagnosis.suggestions[0]
 
 
+def test_a_rate_to_raise_to_reads_to_a_tenth_and_keeps_its_exact_value() -> None:
+    diagnosis = diagnose(_observe(_pipeline(_step("slow", 7_000, rate=38)), Load(rate=40)))
+    assert diagnosis is not None and diagnosis.bound == "offered_load"
+    [raise_rate] = [w for w in diagnosis.what_if if w.load is not None]
+    assert raise_rate.change == "request rate 40 -> 142.9" and raise_rate.load == pytest.approx(1e6 / 7_000)
+
+
 def test_a_step_at_capacity_is_the_bound_and_one_more_instance_moves_the_limit_to_the_next() -> None:
     wide = _step("wide", 40_000, instances=4, rate=80)
     narrow = _step("narrow", 12_000, rate=80, queue_us=30_000)
