@@ -106,6 +106,7 @@ SEQUENCE_ID_WARNING = (
     "WARNING: using an invalid start sequence id. Perf Analyzer will use default value if it is measuring on "
     "sequence model."
 )
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # what stops `loadgen serve`
 SERVE_POLL_S = 0.2  # how often `loadgen serve` looks for a signal and for a server that exited
 EXPORT_LIMIT = 1_000_000  # requests recorded for --profile-export-file unless --record-requests says otherwise
 SERVICE_KINDS = ("triton", "tfserving", "torchserve", "triton_c_api", "openai")
@@ -693,13 +694,25 @@ def _serve(argv: Sequence[str], console: Console, errors: Console) -> int:
         host=args.host,
         extra_args=("--trace-config", f"triton,file={args.trace_file.resolve()}") if args.trace_file else (),
     )
-    # The handler only appends: a handler that takes a lock (threading.Event.set does) deadlocks when the signal
-    # lands while the main thread holds that lock, and the server then never stops.
+    # Once the server is up, a signal is only recorded: a handler that takes a lock (threading.Event.set does)
+    # deadlocks when the signal lands while the main thread holds that lock, and the server then never stops.
     signals: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, _frame: signals.append(signum))
+
+    def record(signum: int, _frame: object) -> None:
+        signals.append(signum)
+
+    def interrupt_start(signum: int, _frame: object) -> None:
+        """While the server starts (a model may load for minutes): stop now; `start` removes what it began."""
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, record)  # a second Ctrl-C does not cut that clean-up short
+        raise KeyboardInterrupt
+
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, interrupt_start)
     console.print(f"Starting tritonserver with {args.model_repository} ...")
     with server:
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, record)
         console.print(f"Triton ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         console.print(f"Server log: {server.log_path} (removed when Triton stops); Ctrl-C stops it.")
         while not signals:

@@ -125,3 +125,76 @@ def test_a_killed_server_leaves_nothing_in_dev_shm(tmp_path: Path) -> None:
         server.stop()
     assert not [region for region in regions if region.exists()]
     assert _group(group) == []  # stop ended the whole process group
+
+
+SLOW_START = """import time
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        time.sleep(600)  # a model that loads for minutes
+
+    def execute(self, requests):
+        return []
+"""
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with_stat = entry / "stat"
+        if entry.name.isdigit() and with_stat.exists():
+            try:
+                fields = with_stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _command_line(pid: int) -> list[str]:
+    """A process's arguments (none once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+    except OSError:
+        return []
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_server_starts_stops_it_at_once_and_leaves_nothing(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Ctrl-C while a model loads ends `loadgen serve` then, not when the model is ready: status 130, the server and
+    its model stubs gone, its work folder removed."""
+    model = tmp_path / "repository" / "slow_start"
+    (model / "1").mkdir(parents=True)
+    (model / "1" / "model.py").write_text(SLOW_START)
+    (model / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "X", data_type: TYPE_FP32, dims: [1] }]\noutput [{ name: "Y", data_type: TYPE_FP32, dims: [1] }]\n'
+    )
+    ports = [str(free_port()) for _ in range(3)]
+    command = [sys.executable, "-m", "loadgen", "serve", "--model-repository", str(model.parent)]
+    command += ["--grpc-port", ports[0], "--http-port", ports[1], "--metrics-port", ports[2]]
+    with serve_process(command) as process:
+        assert process.stdout is not None
+        assert "Starting tritonserver" in process.stdout.readline()
+        launched: list[list[str]] = []
+        while not launched and process.poll() is None:  # the server runs: the start now waits for the model
+            commands = [(pid, _command_line(pid)) for pid in _children(process.pid)]
+            launched = [[str(pid), *args] for pid, args in commands if args and args[0].endswith("tritonserver")]
+            time.sleep(0.05)
+        [[pid, *args]] = launched
+        server = int(pid)
+        [backends] = [arg.split("=", 1)[1] for arg in args if arg.startswith("--backend-directory=")]
+        workdir = Path(backends).parent
+        assert workdir.exists()
+        process.send_signal(sig)
+        _, err = process.communicate(timeout=60)  # the model would take 600 s
+    assert process.returncode == 130, err
+    assert err.strip() == "interrupted"
+    assert _group(server) == []  # the server and its model stubs
+    assert not workdir.exists()

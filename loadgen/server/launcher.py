@@ -192,9 +192,18 @@ class EmbeddedServer:
             if port and _taken(self.host, port):
                 raise ServerStartError(f"the {name} port {port} is taken (another server listens on it): pick another")
         self._workdir = Path(tempfile.mkdtemp(prefix="loadgen-server-"))
+        try:
+            return self._start_in(self._workdir, root, libs, repository, chosen)
+        except BaseException:  # a start that failed, or was interrupted (Ctrl-C): nothing of it is left behind
+            self.stop()
+            raise
+
+    def _start_in(
+        self, workdir: Path, root: Path, libs: Path, repository: Path, chosen: tuple[int, int, int]
+    ) -> EmbeddedServer:
         if self.log_path is None:
-            self.log_path = self._workdir / "tritonserver.log"
-        backends = self._backends(root, self._workdir)
+            self.log_path = workdir / "tritonserver.log"
+        backends = self._backends(root, workdir)
         for attempt in range(1, START_ATTEMPTS + 1):
             self.grpc_port, self.http_port, self.metrics_port = (port or free_port() for port in chosen)
             self._launch(root, libs, repository, backends)
@@ -204,11 +213,7 @@ class EmbeddedServer:
             except ServerExitedError:
                 self._process = None
                 if attempt == START_ATTEMPTS or all(chosen):
-                    self.stop()
                     raise
-            except BaseException:
-                self.stop()
-                raise
         raise AssertionError("unreachable")
 
     def _launch(self, root: Path, libs: Path, repository: Path, backends: Path) -> None:
