@@ -192,7 +192,9 @@ def test_the_kubernetes_indexed_job_runs_as_rendered(examples_server: EmbeddedSe
     # run the pods' commands here, changing only where things are and how long windows last
     logs, data = tmp_path / "logs", ROOT / "examples"
     local = {"triton:8001": examples_server.grpc_url, "/logs": str(logs), "/data/sample.jpg": str(data / "sample.jpg")}
-    local |= {"5000": "300", "4:32:4": "4:8:4"}
+    # 2 s windows, not the job's 5 s: shorter ones fall inside how late this 2-core box, running four shards and the
+    # ensemble's server, wakes a shard (0.13 s seen), and the merge rightly refuses windows a tenth of one apart
+    local |= {"5000": "2000", "4:32:4": "4:8:4"}
     pods = [
         subprocess.Popen(
             [sys.executable, "-m", "loadgen", *(local.get(arg, arg) for arg in command), "-r", "3", "-s", "1000"],
@@ -211,7 +213,7 @@ def test_the_kubernetes_indexed_job_runs_as_rendered(examples_server: EmbeddedSe
     done = subprocess.run(["sh", "-c", local_merge], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode in (0, 2), done.stderr
     result = json.loads((logs / "result.json").read_text())
-    # every level merged; a 300 ms window of the ensemble on a busy machine may hold no request, which no stability
+    # every level merged; a window of the ensemble on a busy machine may hold no request, which no stability
     # bound accepts (the merge's own figures are checked in the tests above)
     assert result["status"] in ("complete", "unstable")
     assert len(result["levels"]) == 2
