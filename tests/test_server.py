@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,17 +90,22 @@ def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
     assert not server.running
 
 
-def _group(pid: int) -> list[int]:
-    """The live processes of a process group (zombies, dead already, left out)."""
-    members = []
+def _live_processes() -> Iterator[tuple[int, int, int]]:
+    """Every live process as (pid, parent, process group); zombies, dead already, left out."""
     for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        if not entry.name.isdigit():
             continue
-        if int(fields[2]) == pid and fields[0] != "Z":  # state, ppid, pgrp
-            members.append(int(entry.name))
-    return members
+        try:
+            state, parent, group = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            yield int(entry.name), int(parent), int(group)
+
+
+def _group(pid: int) -> list[int]:
+    """The live processes of a process group."""
+    return [member for member, _, group in _live_processes() if group == pid]
 
 
 def test_a_missing_repository_is_a_clear_error() -> None:
@@ -140,18 +146,8 @@ class TritonPythonModel:
 
 
 def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        with_stat = entry / "stat"
-        if entry.name.isdigit() and with_stat.exists():
-            try:
-                fields = with_stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    """The live processes whose parent is `pid`."""
+    return [child for child, parent, _ in _live_processes() if parent == pid]
 
 
 def _command_line(pid: int) -> list[str]:
